@@ -1,0 +1,2 @@
+//! Placeholder replaced by the aggregate benchmarks.
+fn main() {}

@@ -1,0 +1,279 @@
+//! Chunks and chunk lists: the byte-level structure behind an aggregate.
+//!
+//! A [`Chunk`] is a byte range of one buffer. A [`ChunkList`] is an ordered list of chunks kept
+//! in normal form: no empty chunks, and no two neighbours that continue each other in the same
+//! buffer (those are merged). Iteration therefore yields exactly the maximal contiguous pieces,
+//! and a fresh aggregate (one chunk) iterates as one piece. Select finds its start by binary
+//! search over cumulative lengths, so it costs O(log n + k) for k chunks selected.
+
+use std::collections::BTreeSet;
+
+use crate::id::BufferId;
+
+/// A byte range of one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Chunk {
+    /// The buffer holding the bytes.
+    pub buffer: BufferId,
+    /// Offset of the first byte within the buffer.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+}
+
+impl Chunk {
+    /// One past the last byte, within the buffer.
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+
+    /// Whether `next` starts in the same buffer exactly where `self` ends.
+    pub fn continues_into(&self, next: &Chunk) -> bool {
+        self.buffer == next.buffer && self.end() == next.offset
+    }
+}
+
+/// A byte range that does not fit in the aggregate it was applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// Requested start.
+    pub offset: u64,
+    /// Requested length.
+    pub len: u64,
+    /// Length actually available.
+    pub available: u64,
+}
+
+/// An ordered list of chunks in normal form (see the module documentation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkList {
+    chunks: Vec<Chunk>,
+    /// `ends[i]` is the aggregate offset one past the last byte of `chunks[i]`.
+    ends: Vec<u64>,
+}
+
+impl ChunkList {
+    /// An empty list.
+    pub fn new() -> Self {
+        ChunkList::default()
+    }
+
+    /// A list of one chunk (empty if the chunk is).
+    pub fn single(chunk: Chunk) -> Self {
+        let mut list = ChunkList::new();
+        list.push(chunk);
+        list
+    }
+
+    /// Builds the normal form of the given chunks: empty chunks dropped, continuing
+    /// neighbours merged.
+    pub fn from_chunks(chunks: impl IntoIterator<Item = Chunk>) -> Self {
+        let mut list = ChunkList::new();
+        for c in chunks {
+            list.push(c);
+        }
+        list
+    }
+
+    /// Appends a chunk, keeping normal form.
+    pub fn push(&mut self, chunk: Chunk) {
+        if chunk.len == 0 {
+            return;
+        }
+        let end = self.len().saturating_add(chunk.len);
+        if let Some(last) = self.chunks.last_mut()
+            && last.continues_into(&chunk)
+        {
+            last.len += chunk.len;
+            if let Some(e) = self.ends.last_mut() {
+                *e = end;
+            }
+            return;
+        }
+        self.chunks.push(chunk);
+        self.ends.push(end);
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Whether the list holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// The chunks, in normal form: each one is a maximal contiguous piece.
+    pub fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// Index of the chunk holding byte `offset` (requires `offset < len`).
+    fn index_of(&self, offset: u64) -> usize {
+        self.ends.partition_point(|&e| e <= offset)
+    }
+
+    /// The start offset of chunk `i` within the list.
+    fn start_of(&self, i: usize) -> u64 {
+        if i == 0 { 0 } else { self.ends[i - 1] }
+    }
+
+    /// The sub-range `[offset, offset + len)` as a new list.
+    pub fn select(&self, offset: u64, len: u64) -> Result<ChunkList, OutOfRange> {
+        let total = self.len();
+        let out_of_range = OutOfRange {
+            offset,
+            len,
+            available: total,
+        };
+        let end = offset.checked_add(len).ok_or(out_of_range)?;
+        if end > total {
+            return Err(out_of_range);
+        }
+        let mut out = ChunkList::new();
+        if len == 0 {
+            return Ok(out);
+        }
+        let mut i = self.index_of(offset);
+        let mut pos = offset;
+        while pos < end {
+            let c = self.chunks[i];
+            let skip = pos - self.start_of(i);
+            let take = (c.len - skip).min(end - pos);
+            out.push(Chunk {
+                buffer: c.buffer,
+                offset: c.offset + skip,
+                len: take,
+            });
+            pos += take;
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// The concatenation of `self` and `other` as a new list.
+    pub fn concat(&self, other: &ChunkList) -> ChunkList {
+        let mut out = ChunkList {
+            chunks: Vec::with_capacity(self.chunks.len() + other.chunks.len()),
+            ends: Vec::with_capacity(self.ends.len() + other.ends.len()),
+        };
+        out.chunks.extend_from_slice(&self.chunks);
+        out.ends.extend_from_slice(&self.ends);
+        for c in &other.chunks {
+            out.push(*c);
+        }
+        out
+    }
+
+    /// The maximal contiguous pieces from byte `offset` to the end. `offset == len` yields
+    /// nothing; beyond that is out of range.
+    pub fn pieces_from(&self, offset: u64) -> Result<Pieces<'_>, OutOfRange> {
+        let total = self.len();
+        if offset > total {
+            return Err(OutOfRange {
+                offset,
+                len: 0,
+                available: total,
+            });
+        }
+        let index = if offset == total {
+            self.chunks.len()
+        } else {
+            self.index_of(offset)
+        };
+        let skip = if index < self.chunks.len() {
+            offset - self.start_of(index)
+        } else {
+            0
+        };
+        Ok(Pieces {
+            list: self,
+            index,
+            skip,
+        })
+    }
+
+    /// The distinct buffers this list refers to, in order of id.
+    pub fn buffers(&self) -> BTreeSet<BufferId> {
+        self.chunks.iter().map(|c| c.buffer).collect()
+    }
+
+    /// How many bytes of `buffer` this list refers to (counting repeats).
+    pub fn bytes_in(&self, buffer: BufferId) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|c| c.buffer == buffer)
+            .map(|c| c.len)
+            .sum()
+    }
+}
+
+/// Iterator over the maximal contiguous pieces of a [`ChunkList`] from some offset.
+#[derive(Clone, Debug)]
+pub struct Pieces<'a> {
+    list: &'a ChunkList,
+    index: usize,
+    skip: u64,
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = Chunk;
+
+    fn next(&mut self) -> Option<Chunk> {
+        let c = *self.list.chunks.get(self.index)?;
+        let skip = std::mem::take(&mut self.skip);
+        self.index += 1;
+        Some(Chunk {
+            buffer: c.buffer,
+            offset: c.offset + skip,
+            len: c.len - skip,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(b: u64, offset: u64, len: u64) -> Chunk {
+        Chunk {
+            buffer: BufferId(b),
+            offset,
+            len,
+        }
+    }
+
+    #[test]
+    fn normal_form_merges_continuations_and_drops_empties() {
+        let l = ChunkList::from_chunks([c(1, 0, 10), c(1, 10, 5), c(2, 0, 0), c(1, 20, 1)]);
+        assert_eq!(l.chunks(), &[c(1, 0, 15), c(1, 20, 1)]);
+        assert_eq!(l.len(), 16);
+    }
+
+    #[test]
+    fn select_splits_chunks_and_checks_range() {
+        let l = ChunkList::from_chunks([c(1, 0, 10), c(2, 100, 10)]);
+        let s = l.select(5, 10).expect("in range");
+        assert_eq!(s.chunks(), &[c(1, 5, 5), c(2, 100, 5)]);
+        assert!(l.select(15, 6).is_err());
+        assert!(l.select(u64::MAX, 2).is_err());
+        assert!(l.select(20, 0).expect("empty at end").is_empty());
+    }
+
+    #[test]
+    fn pieces_start_inside_a_chunk() {
+        let l = ChunkList::from_chunks([c(1, 0, 10), c(2, 100, 10)]);
+        let p: Vec<_> = l.pieces_from(12).expect("in range").collect();
+        assert_eq!(p, vec![c(2, 102, 8)]);
+        assert_eq!(l.pieces_from(20).expect("end").count(), 0);
+        assert!(l.pieces_from(21).is_err());
+    }
+
+    #[test]
+    fn concat_merges_at_the_seam() {
+        let a = ChunkList::single(c(1, 0, 10));
+        let b = ChunkList::single(c(1, 10, 10));
+        assert_eq!(a.concat(&b).chunks(), &[c(1, 0, 20)]);
+    }
+}

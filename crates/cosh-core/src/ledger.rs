@@ -1,0 +1,1310 @@
+//! The rights ledger: the single authority on who holds what, and how each transfer happens.
+//!
+//! The ledger is a pure state machine. It records every domain's aggregates (chunks, rights,
+//! reference counts, related groups), every buffer (pool, length, whether it is frozen
+//! read-only or sealed) and every domain's memory permission on every buffer it maps, which
+//! after weak transfers may exceed its rights. A transfer is two steps:
+//!
+//! 1. [`Ledger::plan_transfer`] checks the request against Table 1, the weak/strong rules, the
+//!    receiver's trust and the related-aggregate rule, and returns a [`TransferPlan`]: what the
+//!    sender keeps, what the receiver gets, which pieces travel by reference and which by copy
+//!    (with the reason), which mappings must change and which buffers must be sealed. Planning
+//!    changes nothing.
+//! 2. [`Ledger::commit`] applies a plan made against the current state and returns the copy
+//!    operations and new buffers an executor must carry out.
+//!
+//! An executor that cannot carry out part of a plan (a seal was refused) plans again with that
+//! buffer in [`TransferRequest::force_copy`]: implementing a transfer as a copy is always
+//! correct.
+//!
+//! **Buffer granularity.** The buffer is the unit of mapping and protection, so every routing
+//! decision is made per buffer: all pieces of one buffer travel the same way.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::chunk::{Chunk, ChunkList};
+use crate::error::{Error, Operation, Result};
+use crate::id::{AggId, BufferId, DomainId, PoolId, Ticket};
+use crate::rights::{Access, Mode, RelatedPolicy, Rights, Strength, TransferFlags};
+
+/// How a strong move may be carried out by reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveMechanism {
+    /// Every other domain's mapping can be revoked, so a strong move may hand the buffer over.
+    Remap,
+    /// Mappings cannot be revoked (Linux with 4 KiB pages): strong moves copy into a buffer of
+    /// the receiver's.
+    Copy,
+}
+
+/// The mechanism choices of an implementation: everything the ledger needs to know to turn
+/// what the semantics allow into what actually happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How strong moves are carried out.
+    pub strong_move: MoveMechanism,
+    /// A buffer of which the transfer references fewer bytes than this is copied.
+    pub min_reference_bytes: u64,
+    /// A buffer of which the transfer references less than this percentage is copied, so that
+    /// a receiver is not exposed to a large buffer for a small part of it.
+    pub min_reference_percent: u8,
+}
+
+impl Policy {
+    /// Everything travels by reference wherever the semantics allow it.
+    pub fn by_reference() -> Self {
+        Policy {
+            strong_move: MoveMechanism::Remap,
+            min_reference_bytes: 0,
+            min_reference_percent: 0,
+        }
+    }
+
+    /// The Linux host pool: strong moves copy, pieces under 8 KiB copy (cheaper than mapping),
+    /// and a buffer is referenced only when the transfer covers at least half of it.
+    pub fn linux_host() -> Self {
+        Policy {
+            strong_move: MoveMechanism::Copy,
+            min_reference_bytes: 8 * 1024,
+            min_reference_percent: 50,
+        }
+    }
+
+    /// Every transfer is a copy. Always correct (invariant 3).
+    pub fn copy_always() -> Self {
+        Policy {
+            strong_move: MoveMechanism::Copy,
+            min_reference_bytes: u64::MAX,
+            min_reference_percent: 100,
+        }
+    }
+}
+
+/// Why a piece travels by copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CopyReason {
+    /// The transfer is a copy.
+    ModeIsCopy,
+    /// Related aggregates of the sender hold the buffer with more rights than the transfer
+    /// leaves (the related-aggregate rule).
+    Related,
+    /// Other, unrelated aggregates of the sender (slab neighbours) hold the buffer with more
+    /// rights than the transfer leaves.
+    SharedBuffer,
+    /// The receiver's pool cannot map the buffer.
+    OtherPool,
+    /// The executor asked for a copy (for example a seal was refused).
+    Forced,
+    /// The transfer references too few bytes of the buffer to be worth mapping.
+    Small,
+    /// The transfer references too small a part of the buffer to expose all of it.
+    Exposure,
+    /// A strong move, and mappings cannot be revoked.
+    StrongMove,
+}
+
+/// How a piece travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The receiver gets a reference to the same buffer.
+    Reference,
+    /// The receiver gets a copy in a new buffer of its pool.
+    Copy(CopyReason),
+}
+
+/// One piece of the transferred aggregate and how it travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedPiece {
+    /// The sender's bytes.
+    pub source: Chunk,
+    /// How they travel.
+    pub route: Route,
+}
+
+/// A change to one domain's memory permission on one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MappingChange {
+    /// The domain whose mapping changes.
+    pub domain: DomainId,
+    /// The buffer.
+    pub buffer: BufferId,
+    /// The permission before.
+    pub from: Rights,
+    /// The permission after (`Rights::None`: unmap).
+    pub to: Rights,
+}
+
+/// Whether a transfer carries a ticket for `attach_recv`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Delivered to the next `receive` from this source.
+    #[default]
+    Queued,
+    /// Delivered to `attach_recv` with the ticket the commit returns.
+    Ticketed,
+}
+
+/// A transfer to plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// The sending domain.
+    pub sender: DomainId,
+    /// The sender's aggregate.
+    pub agg: AggId,
+    /// The receiving domain.
+    pub receiver: DomainId,
+    /// Move, share or copy.
+    pub mode: Mode,
+    /// Strength and related-aggregate policy.
+    pub flags: TransferFlags,
+    /// Queued or ticketed delivery.
+    pub delivery: Delivery,
+    /// Buffers the executor insists on copying.
+    pub force_copy: BTreeSet<BufferId>,
+}
+
+impl TransferRequest {
+    /// A queued transfer with no forced copies.
+    pub fn new(
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Self {
+        TransferRequest {
+            sender,
+            agg,
+            receiver,
+            mode,
+            flags,
+            delivery: Delivery::Queued,
+            force_copy: BTreeSet::new(),
+        }
+    }
+}
+
+/// What a transfer will do, computed by [`Ledger::plan_transfer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferPlan {
+    /// The request this plan answers.
+    pub request: TransferRequest,
+    /// The strength the receiver is told (the requested one; copy is always strong).
+    pub reported_strength: Strength,
+    /// The strength actually applied: weak only when requested, not a copy, and the receiver
+    /// trusts every domain left with permissions beyond its rights.
+    pub effective_strength: Strength,
+    /// The rights the sender's aggregate keeps.
+    pub sender_keeps: Rights,
+    /// The rights the receiver's aggregate gets.
+    pub receiver_gets: Rights,
+    /// The transferred bytes in order, each with its route.
+    pub pieces: Vec<PlannedPiece>,
+    /// Mapping changes to make before the receiver is told (sorted).
+    pub mapping_changes: Vec<MappingChange>,
+    /// Existing buffers to seal against writing.
+    pub seals: Vec<BufferId>,
+    generation: u64,
+}
+
+impl TransferPlan {
+    /// The buffers that travel by reference.
+    pub fn referenced_buffers(&self) -> BTreeSet<BufferId> {
+        self.pieces
+            .iter()
+            .filter(|p| p.route == Route::Reference)
+            .map(|p| p.source.buffer)
+            .collect()
+    }
+
+    /// Bytes that travel by copy.
+    pub fn copied_bytes(&self) -> u64 {
+        self.pieces
+            .iter()
+            .filter(|p| p.route != Route::Reference)
+            .map(|p| p.source.len)
+            .sum()
+    }
+}
+
+/// A buffer created by the ledger, which the executor must provide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewBuffer {
+    /// Its id.
+    pub id: BufferId,
+    /// Its pool.
+    pub pool: PoolId,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Whether it must be sealed against writing once filled.
+    pub seal: bool,
+}
+
+/// One copy the executor must perform, from the sender's bytes into a new buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOp {
+    /// Source bytes.
+    pub from: Chunk,
+    /// Destination bytes, in a buffer of [`Committed::new_buffers`].
+    pub to: Chunk,
+}
+
+/// What [`Ledger::commit`] did and what the executor must now carry out, in order: create the
+/// new buffers, perform the copies, apply the mapping changes and seals, then tell the
+/// receiver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The receiver's new aggregate (pending until received).
+    pub receiver_agg: AggId,
+    /// The ticket, for a ticketed delivery.
+    pub ticket: Option<Ticket>,
+    /// Buffers created for copies.
+    pub new_buffers: Vec<NewBuffer>,
+    /// Copies to perform.
+    pub copies: Vec<CopyOp>,
+    /// Mapping changes (from the plan).
+    pub mapping_changes: Vec<MappingChange>,
+    /// Buffers to seal (from the plan).
+    pub seals: Vec<BufferId>,
+}
+
+/// A delivered transfer, returned by receive and attach_recv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The receiver's aggregate.
+    pub agg: AggId,
+    /// The sending domain.
+    pub source: DomainId,
+    /// The mode.
+    pub mode: Mode,
+    /// The strength the sender requested (copy: strong).
+    pub strength: Strength,
+    /// The ticket, for a ticketed transfer.
+    pub ticket: Option<Ticket>,
+}
+
+/// Buffers released by a decref or a domain's exit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Release {
+    /// Buffers no domain refers to any more: the executor frees or recycles them.
+    pub freed: Vec<BufferId>,
+    /// Mappings of freed buffers that must go.
+    pub unmapped: Vec<(DomainId, BufferId)>,
+}
+
+/// A buffer created by [`Ledger::alloc`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// The new aggregate.
+    pub agg: AggId,
+    /// The new buffer (none for a zero-length allocation).
+    pub buffer: Option<NewBuffer>,
+}
+
+#[derive(Clone, Debug)]
+struct BufferState {
+    len: u64,
+    pool: PoolId,
+    /// No domain may ever get read/write rights again (the data was shared).
+    frozen: bool,
+    /// Writing is impossible for everyone (a kernel seal).
+    sealed: bool,
+    /// Memory permissions, only entries above `Rights::None`.
+    mappings: BTreeMap<DomainId, Rights>,
+    /// For each holding domain, how many of its aggregates refer to the buffer, by rights.
+    holds: BTreeMap<DomainId, [u32; 3]>,
+}
+
+fn top_rights(counts: &[u32; 3]) -> Rights {
+    Rights::ALL
+        .into_iter()
+        .rev()
+        .find(|r| counts[*r as usize] > 0)
+        .unwrap_or(Rights::None)
+}
+
+#[derive(Clone, Debug)]
+struct AggState {
+    chunks: ChunkList,
+    buffers: BTreeSet<BufferId>,
+    rights: Rights,
+    refs: u32,
+    group: u64,
+    /// Delivered by a transfer but not yet received.
+    pending: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Inbound {
+    agg: AggId,
+    source: DomainId,
+    mode: Mode,
+    strength: Strength,
+}
+
+#[derive(Clone, Debug)]
+struct DomainState {
+    pool: PoolId,
+    aggs: BTreeMap<AggId, AggState>,
+    groups: BTreeMap<u64, BTreeSet<AggId>>,
+    trusts: BTreeSet<DomainId>,
+    queued: VecDeque<Inbound>,
+    ticketed: BTreeMap<(DomainId, Ticket), Inbound>,
+    /// Highest ticket delivered from each source (tickets commit in order).
+    tickets_delivered: BTreeMap<DomainId, u64>,
+    /// Tickets issued to each destination.
+    tickets_issued: BTreeMap<DomainId, u64>,
+}
+
+/// The rights ledger (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    policy: Policy,
+    generation: u64,
+    next_domain: u32,
+    next_buffer: u64,
+    next_agg: u64,
+    next_group: u64,
+    buffers: BTreeMap<BufferId, BufferState>,
+    domains: BTreeMap<DomainId, DomainState>,
+}
+
+impl Ledger {
+    /// An empty ledger with the given mechanism policy.
+    pub fn new(policy: Policy) -> Self {
+        Ledger {
+            policy,
+            generation: 0,
+            next_domain: 1,
+            next_buffer: 1,
+            next_agg: 1,
+            next_group: 1,
+            buffers: BTreeMap::new(),
+            domains: BTreeMap::new(),
+        }
+    }
+
+    /// The mechanism policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Registers a new domain in `pool`. Domain ids are never reused.
+    pub fn add_domain(&mut self, pool: PoolId) -> DomainId {
+        let id = DomainId {
+            pool,
+            index: self.next_domain,
+        };
+        self.next_domain += 1;
+        self.domains.insert(
+            id,
+            DomainState {
+                pool,
+                aggs: BTreeMap::new(),
+                groups: BTreeMap::new(),
+                trusts: BTreeSet::new(),
+                queued: VecDeque::new(),
+                ticketed: BTreeMap::new(),
+                tickets_delivered: BTreeMap::new(),
+                tickets_issued: BTreeMap::new(),
+            },
+        );
+        self.generation += 1;
+        id
+    }
+
+    /// Whether `domain` is connected.
+    pub fn has_domain(&self, domain: DomainId) -> bool {
+        self.domains.contains_key(&domain)
+    }
+
+    /// The connected domains.
+    pub fn domains(&self) -> impl Iterator<Item = DomainId> + '_ {
+        self.domains.keys().copied()
+    }
+
+    /// Removes a domain that exited or was killed: every aggregate it held (received or not)
+    /// is dropped and its mappings go. Transfers it sent stay with their receivers.
+    pub fn remove_domain(&mut self, domain: DomainId) -> Result<Release> {
+        let state = self
+            .domains
+            .remove(&domain)
+            .ok_or(Error::UnknownDomain { domain })?;
+        let mut release = Release::default();
+        let mut touched = BTreeSet::new();
+        for agg in state.aggs.values() {
+            touched.extend(agg.buffers.iter().copied());
+        }
+        for b in self.buffers.values_mut() {
+            b.holds.remove(&domain);
+            b.mappings.remove(&domain);
+        }
+        for b in touched {
+            self.free_if_unheld(b, &mut release);
+        }
+        self.generation += 1;
+        Ok(release)
+    }
+
+    /// Records that `domain` trusts `peer`: weak transfers to `domain` that leave `peer` with
+    /// permissions beyond its rights are honoured as weak.
+    pub fn trust(&mut self, domain: DomainId, peer: DomainId) -> Result<()> {
+        if !self.domains.contains_key(&peer) {
+            return Err(Error::UnknownDomain { domain: peer });
+        }
+        self.domain_mut(domain)?.trusts.insert(peer);
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Whether `domain` trusts `peer`.
+    pub fn trusts(&self, domain: DomainId, peer: DomainId) -> bool {
+        self.domains
+            .get(&domain)
+            .is_some_and(|d| d.trusts.contains(&peer))
+    }
+
+    fn domain(&self, domain: DomainId) -> Result<&DomainState> {
+        self.domains
+            .get(&domain)
+            .ok_or(Error::UnknownDomain { domain })
+    }
+
+    fn domain_mut(&mut self, domain: DomainId) -> Result<&mut DomainState> {
+        self.domains
+            .get_mut(&domain)
+            .ok_or(Error::UnknownDomain { domain })
+    }
+
+    fn agg(&self, domain: DomainId, agg: AggId) -> Result<&AggState> {
+        self.domain(domain)?
+            .aggs
+            .get(&agg)
+            .filter(|a| !a.pending)
+            .ok_or(Error::UnknownAggregate { agg, domain })
+    }
+
+    fn agg_mut(&mut self, domain: DomainId, agg: AggId) -> Result<&mut AggState> {
+        self.domain_mut(domain)?
+            .aggs
+            .get_mut(&agg)
+            .filter(|a| !a.pending)
+            .ok_or(Error::UnknownAggregate { agg, domain })
+    }
+
+    fn fresh_agg(&mut self) -> AggId {
+        let id = AggId(self.next_agg);
+        self.next_agg += 1;
+        id
+    }
+
+    fn fresh_buffer(&mut self, pool: PoolId, len: u64, frozen: bool, sealed: bool) -> BufferId {
+        let id = BufferId(self.next_buffer);
+        self.next_buffer += 1;
+        self.buffers.insert(
+            id,
+            BufferState {
+                len,
+                pool,
+                frozen,
+                sealed,
+                mappings: BTreeMap::new(),
+                holds: BTreeMap::new(),
+            },
+        );
+        id
+    }
+
+    fn add_holds(&mut self, domain: DomainId, buffers: &BTreeSet<BufferId>, rights: Rights) {
+        for b in buffers {
+            if let Some(state) = self.buffers.get_mut(b) {
+                state.holds.entry(domain).or_default()[rights as usize] += 1;
+            }
+        }
+    }
+
+    fn remove_holds(&mut self, domain: DomainId, buffers: &BTreeSet<BufferId>, rights: Rights) {
+        for b in buffers {
+            if let Some(state) = self.buffers.get_mut(b)
+                && let Some(counts) = state.holds.get_mut(&domain)
+            {
+                counts[rights as usize] = counts[rights as usize].saturating_sub(1);
+                if counts.iter().all(|c| *c == 0) {
+                    state.holds.remove(&domain);
+                }
+            }
+        }
+    }
+
+    fn free_if_unheld(&mut self, buffer: BufferId, release: &mut Release) {
+        if let Some(state) = self.buffers.get(&buffer)
+            && state.holds.is_empty()
+        {
+            release
+                .unmapped
+                .extend(state.mappings.keys().map(|d| (*d, buffer)));
+            release.freed.push(buffer);
+            self.buffers.remove(&buffer);
+        }
+    }
+
+    /// Inserts a new aggregate into `domain` with a fresh related group.
+    fn insert_agg(
+        &mut self,
+        domain: DomainId,
+        chunks: ChunkList,
+        rights: Rights,
+        group: Option<u64>,
+        pending: bool,
+    ) -> Result<AggId> {
+        let id = self.fresh_agg();
+        let group = group.unwrap_or_else(|| {
+            let g = self.next_group;
+            self.next_group += 1;
+            g
+        });
+        let buffers = chunks.buffers();
+        self.add_holds(domain, &buffers, rights);
+        let state = self.domain_mut(domain)?;
+        state.groups.entry(group).or_default().insert(id);
+        state.aggs.insert(
+            id,
+            AggState {
+                chunks,
+                buffers,
+                rights,
+                refs: 1,
+                group,
+                pending,
+            },
+        );
+        self.generation += 1;
+        Ok(id)
+    }
+
+    /// Allocates a fresh aggregate of `len` bytes in one new buffer of the domain's pool,
+    /// mapped read/write by that domain only (invariant 4).
+    pub fn alloc(&mut self, domain: DomainId, len: u64) -> Result<Allocation> {
+        let pool = self.domain(domain)?.pool;
+        if len == 0 {
+            let agg = self.insert_agg(domain, ChunkList::new(), Rights::ReadWrite, None, false)?;
+            return Ok(Allocation { agg, buffer: None });
+        }
+        let buffer = self.fresh_buffer(pool, len, false, false);
+        if let Some(b) = self.buffers.get_mut(&buffer) {
+            b.mappings.insert(domain, Rights::ReadWrite);
+        }
+        let chunks = ChunkList::single(Chunk {
+            buffer,
+            offset: 0,
+            len,
+        });
+        let agg = self.insert_agg(domain, chunks, Rights::ReadWrite, None, false)?;
+        Ok(Allocation {
+            agg,
+            buffer: Some(NewBuffer {
+                id: buffer,
+                pool,
+                len,
+                seal: false,
+            }),
+        })
+    }
+
+    /// Adds a reference to an aggregate (clone).
+    pub fn incref(&mut self, domain: DomainId, agg: AggId) -> Result<()> {
+        let a = self.agg_mut(domain, agg)?;
+        a.refs = a.refs.saturating_add(1);
+        Ok(())
+    }
+
+    /// Drops a reference; the last one frees the aggregate, and buffers no domain refers to
+    /// any more are released.
+    pub fn decref(&mut self, domain: DomainId, agg: AggId) -> Result<Release> {
+        let a = self.agg_mut(domain, agg)?;
+        a.refs -= 1;
+        if a.refs > 0 {
+            return Ok(Release::default());
+        }
+        let state = self.domain_mut(domain)?;
+        let Some(a) = state.aggs.remove(&agg) else {
+            return Err(Error::UnknownAggregate { agg, domain });
+        };
+        if let Some(members) = state.groups.get_mut(&a.group) {
+            members.remove(&agg);
+            if members.is_empty() {
+                state.groups.remove(&a.group);
+            }
+        }
+        self.remove_holds(domain, &a.buffers, a.rights);
+        let mut release = Release::default();
+        for b in &a.buffers {
+            self.free_if_unheld(*b, &mut release);
+        }
+        self.generation += 1;
+        Ok(release)
+    }
+
+    /// The aggregate's length in bytes.
+    pub fn len(&self, domain: DomainId, agg: AggId) -> Result<u64> {
+        Ok(self.agg(domain, agg)?.chunks.len())
+    }
+
+    /// The aggregate's current rights.
+    pub fn rights(&self, domain: DomainId, agg: AggId) -> Result<Rights> {
+        Ok(self.agg(domain, agg)?.rights)
+    }
+
+    /// The aggregate's chunks, without any rights check (for executors and tests).
+    pub fn chunks(&self, domain: DomainId, agg: AggId) -> Result<&ChunkList> {
+        Ok(&self.agg(domain, agg)?.chunks)
+    }
+
+    /// The maximal contiguous pieces from `offset` to the end, for reading or writing.
+    pub fn pieces(
+        &self,
+        domain: DomainId,
+        agg: AggId,
+        access: Access,
+        offset: u64,
+    ) -> Result<Vec<Chunk>> {
+        let a = self.agg(domain, agg)?;
+        let op = match access {
+            Access::Read => Operation::Read,
+            Access::Write => Operation::Write,
+        };
+        require(agg, a.rights, access.needs(), op)?;
+        let pieces = a
+            .chunks
+            .pieces_from(offset)
+            .map_err(|e| out_of_range(agg, e))?;
+        Ok(pieces.collect())
+    }
+
+    /// A new aggregate holding `len` bytes of `agg` from `offset`, related to it, with the
+    /// same rights.
+    pub fn select(&mut self, domain: DomainId, agg: AggId, offset: u64, len: u64) -> Result<AggId> {
+        let a = self.agg(domain, agg)?;
+        require(agg, a.rights, Rights::Read, Operation::Derive)?;
+        let chunks = a
+            .chunks
+            .select(offset, len)
+            .map_err(|e| out_of_range(agg, e))?;
+        let (rights, group) = (a.rights, a.group);
+        self.insert_agg(domain, chunks, rights, Some(group), false)
+    }
+
+    /// A new aggregate holding `first` then `second`, related to both, with the lesser of
+    /// their rights.
+    pub fn concat(&mut self, domain: DomainId, first: AggId, second: AggId) -> Result<AggId> {
+        let a = self.agg(domain, first)?;
+        let b = self.agg(domain, second)?;
+        require(first, a.rights, Rights::Read, Operation::Derive)?;
+        require(second, b.rights, Rights::Read, Operation::Derive)?;
+        let chunks = a.chunks.concat(&b.chunks);
+        let rights = a.rights.min(b.rights);
+        let (ga, gb) = (a.group, b.group);
+        let group = self.merge_groups(domain, ga, gb)?;
+        self.insert_agg(domain, chunks, rights, Some(group), false)
+    }
+
+    fn merge_groups(&mut self, domain: DomainId, a: u64, b: u64) -> Result<u64> {
+        if a == b {
+            return Ok(a);
+        }
+        let state = self.domain_mut(domain)?;
+        let size = |g| state.groups.get(&g).map_or(0, BTreeSet::len);
+        let (keep, gone) = if size(a) >= size(b) { (a, b) } else { (b, a) };
+        let moved = state.groups.remove(&gone).unwrap_or_default();
+        for id in &moved {
+            if let Some(agg) = state.aggs.get_mut(id) {
+                agg.group = keep;
+            }
+        }
+        state.groups.entry(keep).or_default().extend(moved);
+        Ok(keep)
+    }
+
+    /// The other aggregates related to `agg` (sharing its select/concat history) whose rights
+    /// are at least `min_rights`, in order of id.
+    pub fn find_related(
+        &self,
+        domain: DomainId,
+        agg: AggId,
+        min_rights: Rights,
+    ) -> Result<Vec<AggId>> {
+        let a = self.agg(domain, agg)?;
+        let state = self.domain(domain)?;
+        Ok(state
+            .groups
+            .get(&a.group)
+            .into_iter()
+            .flatten()
+            .filter(|id| **id != agg)
+            .filter(|id| {
+                state
+                    .aggs
+                    .get(id)
+                    .is_some_and(|o| !o.pending && o.rights >= min_rights)
+            })
+            .copied()
+            .collect())
+    }
+
+    /// Lowers the aggregate's rights. Raising them is an error.
+    pub fn downgrade(&mut self, domain: DomainId, agg: AggId, rights: Rights) -> Result<()> {
+        let a = self.agg(domain, agg)?;
+        let held = a.rights;
+        if rights > held {
+            return Err(Error::RightsUpgrade {
+                agg,
+                held,
+                requested: rights,
+            });
+        }
+        let buffers = a.buffers.clone();
+        self.remove_holds(domain, &buffers, held);
+        self.add_holds(domain, &buffers, rights);
+        self.agg_mut(domain, agg)?.rights = rights;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// The domain's rights on a buffer: the most any of its aggregates holds.
+    pub fn buffer_rights(&self, domain: DomainId, buffer: BufferId) -> Rights {
+        self.buffers
+            .get(&buffer)
+            .and_then(|b| b.holds.get(&domain))
+            .map_or(Rights::None, top_rights)
+    }
+
+    /// The domain's memory permission on a buffer.
+    pub fn mapping(&self, domain: DomainId, buffer: BufferId) -> Rights {
+        self.buffers
+            .get(&buffer)
+            .and_then(|b| b.mappings.get(&domain))
+            .copied()
+            .unwrap_or(Rights::None)
+    }
+
+    /// Whether the buffer exists and is sealed against writing.
+    pub fn is_sealed(&self, buffer: BufferId) -> bool {
+        self.buffers.get(&buffer).is_some_and(|b| b.sealed)
+    }
+
+    /// Whether the buffer exists and was shared, so it stays read-only until freed.
+    pub fn is_frozen(&self, buffer: BufferId) -> bool {
+        self.buffers.get(&buffer).is_some_and(|b| b.frozen)
+    }
+
+    /// The buffer's length, if it exists.
+    pub fn buffer_len(&self, buffer: BufferId) -> Option<u64> {
+        self.buffers.get(&buffer).map(|b| b.len)
+    }
+
+    /// The buffer's pool, if it exists.
+    pub fn buffer_pool(&self, buffer: BufferId) -> Option<PoolId> {
+        self.buffers.get(&buffer).map(|b| b.pool)
+    }
+
+    /// Live buffers, in order of id.
+    pub fn buffers(&self) -> impl Iterator<Item = BufferId> + '_ {
+        self.buffers.keys().copied()
+    }
+
+    /// Whether `buffer` may be recycled into a fresh allocation of `domain`: nobody holds it
+    /// and no other domain maps it (invariant 4).
+    pub fn recyclable_for(&self, buffer: BufferId, domain: DomainId) -> bool {
+        self.buffers
+            .get(&buffer)
+            .is_none_or(|b| b.holds.is_empty() && b.mappings.keys().all(|d| *d == domain))
+    }
+
+    /// Plans a transfer (see the module documentation). Changes nothing.
+    pub fn plan_transfer(&self, request: TransferRequest) -> Result<TransferPlan> {
+        let TransferRequest {
+            sender,
+            agg,
+            receiver,
+            mode,
+            flags,
+            ..
+        } = request;
+        let sender_state = self.domain(sender)?;
+        let receiver_state = self.domain(receiver)?;
+        if sender == receiver {
+            return Err(Error::SelfTransfer { domain: sender });
+        }
+        let a = self.agg(sender, agg)?;
+        require(
+            agg,
+            a.rights,
+            mode.sender_needs(),
+            Operation::Transfer(mode),
+        )?;
+        let keeps = mode.sender_keeps(a.rights);
+        let gets = mode.receiver_gets();
+        let reported_strength = match mode {
+            Mode::Copy => Strength::Strong,
+            Mode::Move | Mode::Share => flags.strength,
+        };
+
+        // Route each buffer on semantic grounds first, so that whether a transfer fails never
+        // depends on the mechanism (invariant 5).
+        let mut routes: BTreeMap<BufferId, Route> = BTreeMap::new();
+        let mut culprits = BTreeSet::new();
+        for b in &a.buffers {
+            let route = if mode == Mode::Copy {
+                Route::Copy(CopyReason::ModeIsCopy)
+            } else {
+                let mut related = false;
+                let mut neighbours = false;
+                for (id, other) in &sender_state.aggs {
+                    if *id == agg || other.rights <= keeps || !other.buffers.contains(b) {
+                        continue;
+                    }
+                    if other.group == a.group && !other.pending {
+                        related = true;
+                        culprits.insert(*id);
+                    } else {
+                        neighbours = true;
+                    }
+                }
+                if related {
+                    Route::Copy(CopyReason::Related)
+                } else if neighbours {
+                    Route::Copy(CopyReason::SharedBuffer)
+                } else {
+                    self.mechanism_route(&request, *b, receiver_state.pool, &a.chunks)
+                }
+            };
+            routes.insert(*b, route);
+        }
+        if flags.related == RelatedPolicy::Fail && !culprits.is_empty() {
+            return Err(Error::RelatedAggregates {
+                agg,
+                related: culprits.into_iter().collect(),
+            });
+        }
+
+        // A domain's rights on a buffer after the transfer; the receiver gains rights only on
+        // buffers that travel by reference.
+        let rights_after = |domain: DomainId, buffer: BufferId, route: Route| -> Rights {
+            let mut counts = self
+                .buffers
+                .get(&buffer)
+                .and_then(|s| s.holds.get(&domain))
+                .copied()
+                .unwrap_or_default();
+            if domain == sender {
+                counts[a.rights as usize] = counts[a.rights as usize].saturating_sub(1);
+                counts[keeps as usize] += 1;
+            }
+            if domain == receiver && route == Route::Reference {
+                counts[gets as usize] += 1;
+            }
+            top_rights(&counts)
+        };
+
+        // A weak transfer stays weak only if the receiver trusts everyone it leaves with
+        // permissions beyond their rights.
+        let mut effective_strength = reported_strength;
+        if effective_strength == Strength::Weak {
+            for (b, route) in &routes {
+                if *route != Route::Reference {
+                    continue;
+                }
+                let Some(state) = self.buffers.get(b) else {
+                    continue;
+                };
+                let untrusted = state.mappings.iter().any(|(d, m)| {
+                    *d != receiver
+                        && *m > rights_after(*d, *b, Route::Reference)
+                        && !receiver_state.trusts.contains(d)
+                });
+                if untrusted {
+                    effective_strength = Strength::Strong;
+                    break;
+                }
+            }
+        }
+        if effective_strength == Strength::Strong
+            && mode == Mode::Move
+            && self.policy.strong_move == MoveMechanism::Copy
+        {
+            for route in routes.values_mut() {
+                if *route == Route::Reference {
+                    *route = Route::Copy(CopyReason::StrongMove);
+                }
+            }
+        }
+
+        // Weak: the receiver maps what it gets and nobody else changes. Strong: every domain's
+        // permission on every buffer of the aggregate drops to its rights, whether the bytes
+        // travel by reference or by copy (a sender that keeps read-only rights must not keep
+        // writing its copy); shared buffers that travel by reference are sealed.
+        let mut mapping_changes = Vec::new();
+        let mut seals = Vec::new();
+        for (b, route) in &routes {
+            let Some(state) = self.buffers.get(b) else {
+                continue;
+            };
+            let by_reference = *route == Route::Reference;
+            let current = |d: DomainId| state.mappings.get(&d).copied().unwrap_or(Rights::None);
+            let mut change = |domain: DomainId, to: Rights| {
+                let from = current(domain);
+                if from != to {
+                    mapping_changes.push(MappingChange {
+                        domain,
+                        buffer: *b,
+                        from,
+                        to,
+                    });
+                }
+            };
+            match effective_strength {
+                Strength::Weak => {
+                    if by_reference {
+                        change(receiver, current(receiver).max(gets));
+                    }
+                }
+                Strength::Strong => {
+                    for (d, m) in &state.mappings {
+                        let allowed = rights_after(*d, *b, *route);
+                        if (*d != receiver || !by_reference) && *m > allowed {
+                            change(*d, allowed);
+                        }
+                    }
+                    if by_reference {
+                        change(receiver, rights_after(receiver, *b, *route));
+                        if mode == Mode::Share && !state.sealed {
+                            seals.push(*b);
+                        }
+                    }
+                }
+            }
+        }
+        mapping_changes.sort();
+
+        let pieces = a
+            .chunks
+            .chunks()
+            .iter()
+            .map(|c| PlannedPiece {
+                source: *c,
+                route: routes.get(&c.buffer).copied().unwrap_or(Route::Reference),
+            })
+            .collect();
+        Ok(TransferPlan {
+            request,
+            reported_strength,
+            effective_strength,
+            sender_keeps: keeps,
+            receiver_gets: gets,
+            pieces,
+            mapping_changes,
+            seals,
+            generation: self.generation,
+        })
+    }
+
+    /// The route the mechanism policy gives a buffer that the semantics allow to travel by
+    /// reference (the strong-move rule is applied later, once the strength is known).
+    fn mechanism_route(
+        &self,
+        request: &TransferRequest,
+        buffer: BufferId,
+        receiver_pool: PoolId,
+        chunks: &ChunkList,
+    ) -> Route {
+        let Some(state) = self.buffers.get(&buffer) else {
+            return Route::Copy(CopyReason::Forced);
+        };
+        let referenced = chunks.bytes_in(buffer);
+        if state.pool != receiver_pool {
+            Route::Copy(CopyReason::OtherPool)
+        } else if request.force_copy.contains(&buffer) {
+            Route::Copy(CopyReason::Forced)
+        } else if referenced < self.policy.min_reference_bytes {
+            Route::Copy(CopyReason::Small)
+        } else if u128::from(referenced) * 100
+            < u128::from(self.policy.min_reference_percent) * u128::from(state.len)
+        {
+            Route::Copy(CopyReason::Exposure)
+        } else {
+            Route::Reference
+        }
+    }
+
+    /// Applies a plan made against the current state.
+    pub fn commit(&mut self, plan: TransferPlan) -> Result<Committed> {
+        if plan.generation != self.generation {
+            return Err(Error::StalePlan);
+        }
+        let TransferRequest {
+            sender,
+            agg,
+            receiver,
+            mode,
+            delivery,
+            ..
+        } = plan.request;
+        let receiver_pool = self.domain(receiver)?.pool;
+
+        // The sender's aggregate drops to what it keeps.
+        let a = self.agg(sender, agg)?;
+        let (held, buffers) = (a.rights, a.buffers.clone());
+        self.remove_holds(sender, &buffers, held);
+        self.add_holds(sender, &buffers, plan.sender_keeps);
+        self.agg_mut(sender, agg)?.rights = plan.sender_keeps;
+
+        // Build the receiver's chunks: references as they are, each run of copied pieces into
+        // one new buffer.
+        let shared = mode == Mode::Share;
+        let seal_copies = shared && plan.effective_strength == Strength::Strong;
+        let mut chunks = ChunkList::new();
+        let mut new_buffers = Vec::new();
+        let mut copies = Vec::new();
+        let mut i = 0;
+        while i < plan.pieces.len() {
+            let piece = plan.pieces[i];
+            if piece.route == Route::Reference {
+                chunks.push(piece.source);
+                i += 1;
+                continue;
+            }
+            let run_end = plan.pieces[i..]
+                .iter()
+                .position(|p| p.route == Route::Reference)
+                .map_or(plan.pieces.len(), |n| i + n);
+            let run = &plan.pieces[i..run_end];
+            let len: u64 = run.iter().map(|p| p.source.len).sum();
+            let id = self.fresh_buffer(receiver_pool, len, shared, seal_copies);
+            if let Some(b) = self.buffers.get_mut(&id) {
+                b.mappings.insert(receiver, plan.receiver_gets);
+            }
+            new_buffers.push(NewBuffer {
+                id,
+                pool: receiver_pool,
+                len,
+                seal: seal_copies,
+            });
+            let mut at = 0;
+            for p in run {
+                let to = Chunk {
+                    buffer: id,
+                    offset: at,
+                    len: p.source.len,
+                };
+                copies.push(CopyOp { from: p.source, to });
+                at += p.source.len;
+            }
+            chunks.push(Chunk {
+                buffer: id,
+                offset: 0,
+                len,
+            });
+            i = run_end;
+        }
+
+        for change in &plan.mapping_changes {
+            if let Some(b) = self.buffers.get_mut(&change.buffer) {
+                if change.to == Rights::None {
+                    b.mappings.remove(&change.domain);
+                } else {
+                    b.mappings.insert(change.domain, change.to);
+                }
+            }
+        }
+        if shared {
+            for b in plan.referenced_buffers() {
+                if let Some(state) = self.buffers.get_mut(&b) {
+                    state.frozen = true;
+                }
+            }
+        }
+        for b in &plan.seals {
+            if let Some(state) = self.buffers.get_mut(b) {
+                state.sealed = true;
+            }
+        }
+
+        let receiver_agg = self.insert_agg(receiver, chunks, plan.receiver_gets, None, true)?;
+        let inbound = Inbound {
+            agg: receiver_agg,
+            source: sender,
+            mode,
+            strength: plan.reported_strength,
+        };
+        let ticket = match delivery {
+            Delivery::Queued => {
+                self.domain_mut(receiver)?.queued.push_back(inbound);
+                None
+            }
+            Delivery::Ticketed => {
+                let issued = self
+                    .domain_mut(sender)?
+                    .tickets_issued
+                    .entry(receiver)
+                    .or_default();
+                *issued += 1;
+                let ticket = Ticket(*issued);
+                let r = self.domain_mut(receiver)?;
+                r.ticketed.insert((sender, ticket), inbound);
+                r.tickets_delivered.insert(sender, ticket.0);
+                Some(ticket)
+            }
+        };
+        self.generation += 1;
+        Ok(Committed {
+            receiver_agg,
+            ticket,
+            new_buffers,
+            copies,
+            mapping_changes: plan.mapping_changes,
+            seals: plan.seals,
+        })
+    }
+
+    fn deliver(&mut self, domain: DomainId, inbound: Inbound, ticket: Option<Ticket>) -> Received {
+        if let Some(a) = self
+            .domains
+            .get_mut(&domain)
+            .and_then(|d| d.aggs.get_mut(&inbound.agg))
+        {
+            a.pending = false;
+        }
+        self.generation += 1;
+        Received {
+            agg: inbound.agg,
+            source: inbound.source,
+            mode: inbound.mode,
+            strength: inbound.strength,
+            ticket,
+        }
+    }
+
+    /// Takes the oldest queued transfer to `domain`, from `source` or from anyone.
+    pub fn receive(&mut self, domain: DomainId, source: Option<DomainId>) -> Result<Received> {
+        let state = self.domain_mut(domain)?;
+        let index = state
+            .queued
+            .iter()
+            .position(|t| source.is_none_or(|s| s == t.source))
+            .ok_or(Error::NothingPending {
+                domain,
+                sender: source,
+            })?;
+        let inbound = state.queued.remove(index).ok_or(Error::NothingPending {
+            domain,
+            sender: source,
+        })?;
+        Ok(self.deliver(domain, inbound, None))
+    }
+
+    /// Takes the ticketed transfer `ticket` from `source`.
+    pub fn attach_recv(
+        &mut self,
+        domain: DomainId,
+        source: DomainId,
+        ticket: Ticket,
+    ) -> Result<Received> {
+        let state = self.domain_mut(domain)?;
+        match state.ticketed.remove(&(source, ticket)) {
+            Some(inbound) => Ok(self.deliver(domain, inbound, Some(ticket))),
+            None => {
+                let delivered = state.tickets_delivered.get(&source).copied().unwrap_or(0);
+                if ticket.0 >= 1 && ticket.0 <= delivered {
+                    Err(Error::TicketReused {
+                        ticket,
+                        sender: source,
+                    })
+                } else {
+                    Err(Error::UnknownTicket {
+                        ticket,
+                        sender: source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Checks the ledger's internal consistency and the rights invariants, returning a
+    /// description of the first violation. Used by tests after every operation.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let mut holds: BTreeMap<BufferId, BTreeMap<DomainId, [u32; 3]>> = BTreeMap::new();
+        for (d, state) in &self.domains {
+            for (id, a) in &state.aggs {
+                if a.buffers != a.chunks.buffers() {
+                    return Err(format!("{id} caches the wrong buffer set"));
+                }
+                if !state.groups.get(&a.group).is_some_and(|g| g.contains(id)) {
+                    return Err(format!("{id} is missing from its related group"));
+                }
+                for b in &a.buffers {
+                    if !self.buffers.contains_key(b) {
+                        return Err(format!("{id} in {d} refers to freed buffer {b}"));
+                    }
+                    holds.entry(*b).or_default().entry(*d).or_default()[a.rights as usize] += 1;
+                }
+            }
+        }
+        for (id, b) in &self.buffers {
+            let expected = holds.remove(id).unwrap_or_default();
+            if b.holds != expected {
+                return Err(format!("holdings of {id} are out of date"));
+            }
+            if b.holds.is_empty() {
+                return Err(format!("{id} is held by nobody but was not freed"));
+            }
+            let writers: Vec<_> = b
+                .holds
+                .iter()
+                .filter(|(_, c)| top_rights(c) == Rights::ReadWrite)
+                .map(|(d, _)| *d)
+                .collect();
+            if writers.len() > 1 {
+                return Err(format!("{id} is writable by several domains: {writers:?}"));
+            }
+            if b.frozen && !writers.is_empty() {
+                return Err(format!("shared buffer {id} has a read/write holder"));
+            }
+            if b.sealed && b.mappings.values().any(|m| *m == Rights::ReadWrite) {
+                return Err(format!("sealed buffer {id} is still mapped writable"));
+            }
+            for (d, c) in &b.holds {
+                let rights = top_rights(c);
+                let mapped = b.mappings.get(d).copied().unwrap_or(Rights::None);
+                if mapped < rights {
+                    return Err(format!("{d} holds {rights} on {id} but maps only {mapped}"));
+                }
+            }
+            if b.mappings.values().any(|m| *m == Rights::None) {
+                return Err(format!("{id} records an empty mapping"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn require(agg: AggId, held: Rights, needed: Rights, op: Operation) -> Result<()> {
+    if held >= needed {
+        Ok(())
+    } else {
+        Err(Error::InsufficientRights {
+            agg,
+            op,
+            needed,
+            held,
+        })
+    }
+}
+
+fn out_of_range(agg: AggId, e: crate::chunk::OutOfRange) -> Error {
+    Error::OutOfRange {
+        agg,
+        offset: e.offset,
+        len: e.len,
+        available: e.available,
+    }
+}
