@@ -770,6 +770,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// Every aggregate of every domain (received or not) with its rights, in order of domain
+    /// and handle.
+    pub fn aggregates(&self) -> impl Iterator<Item = (DomainId, AggId, Rights)> + '_ {
+        self.domains
+            .iter()
+            .flat_map(|(d, s)| s.aggs.iter().map(move |(id, a)| (*d, *id, a.rights)))
+    }
+
     /// The domain's rights on a buffer: the most any of its aggregates holds.
     pub fn buffer_rights(&self, domain: DomainId, buffer: BufferId) -> Rights {
         self.buffers

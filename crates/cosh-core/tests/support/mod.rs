@@ -2,3 +2,19 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod naive;
+pub mod ops;
+
+/// The first place two observation sequences differ, for a failure message.
+pub fn first_difference(a: &[String], b: &[String]) -> Option<String> {
+    let i = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))?;
+    let from = i.saturating_sub(3);
+    Some(format!(
+        "observations differ at line {i}:\n--- first:\n{}\n--- second:\n{}",
+        a[from..(i + 1).min(a.len())].join("\n"),
+        b[from..(i + 1).min(b.len())].join("\n")
+    ))
+}
