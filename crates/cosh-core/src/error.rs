@@ -106,7 +106,7 @@ pub enum Error {
     /// Related aggregates hold the transferred buffers with more rights than the transfer
     /// leaves, and the transfer was asked to fail rather than copy.
     #[error(
-        "transfer of {agg} refused: related aggregates {related:?} still hold its buffers with more rights than the transfer leaves (drop or downgrade them, or transfer without fail-if-related to copy those portions)"
+        "transfer of {agg} refused: related aggregates {} still hold its buffers with more rights than the transfer leaves (find_related lists them; drop or downgrade them, or transfer without fail-if-related to copy those portions)", list(.related)
     )]
     RelatedAggregates {
         /// The aggregate to be transferred.
@@ -152,6 +152,13 @@ pub enum Error {
         /// The access attempted.
         needed: Rights,
     },
+}
+
+fn list(aggs: &[AggId]) -> String {
+    aggs.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn from_hint(sender: Option<DomainId>) -> String {

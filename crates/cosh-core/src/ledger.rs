@@ -915,19 +915,16 @@ impl Ledger {
         };
 
         // A weak transfer stays weak only if the receiver trusts everyone it leaves with
-        // permissions beyond their rights.
+        // permissions beyond their rights on any buffer of the aggregate.
         let mut effective_strength = reported_strength;
         if effective_strength == Strength::Weak {
             for (b, route) in &routes {
-                if *route != Route::Reference {
-                    continue;
-                }
                 let Some(state) = self.buffers.get(b) else {
                     continue;
                 };
                 let untrusted = state.mappings.iter().any(|(d, m)| {
                     *d != receiver
-                        && *m > rights_after(*d, *b, Route::Reference)
+                        && *m > rights_after(*d, *b, *route)
                         && !receiver_state.trusts.contains(d)
                 });
                 if untrusted {
@@ -1314,5 +1311,280 @@ fn out_of_range(agg: AggId, e: crate::chunk::OutOfRange) -> Error {
         offset: e.offset,
         len: e.len,
         available: e.available,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: u64 = 64 * 1024;
+
+    fn two(policy: Policy) -> (Ledger, DomainId, DomainId) {
+        let mut l = Ledger::new(policy);
+        let a = l.add_domain(PoolId(0));
+        let b = l.add_domain(PoolId(0));
+        (l, a, b)
+    }
+
+    fn plan(
+        l: &Ledger,
+        a: DomainId,
+        x: AggId,
+        b: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> TransferPlan {
+        l.plan_transfer(TransferRequest::new(a, x, b, mode, flags))
+            .expect("plan")
+    }
+
+    fn only_route(p: &TransferPlan) -> Route {
+        let routes: BTreeSet<_> = p.pieces.iter().map(|x| format!("{:?}", x.route)).collect();
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        p.pieces[0].route
+    }
+
+    #[test]
+    fn strong_share_by_reference_seals_and_drops_the_senders_write_mapping() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let buf = l.chunks(a, x).expect("chunks").chunks()[0].buffer;
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Reference);
+        assert_eq!(p.seals, vec![buf]);
+        assert_eq!(
+            p.mapping_changes,
+            vec![
+                MappingChange {
+                    domain: a,
+                    buffer: buf,
+                    from: Rights::ReadWrite,
+                    to: Rights::Read
+                },
+                MappingChange {
+                    domain: b,
+                    buffer: buf,
+                    from: Rights::None,
+                    to: Rights::Read
+                },
+            ]
+        );
+        let c = l.commit(p).expect("commit");
+        assert!(c.copies.is_empty() && c.new_buffers.is_empty());
+        assert!(l.is_sealed(buf) && l.is_frozen(buf));
+        assert_eq!(l.mapping(a, buf), Rights::Read);
+        l.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn on_linux_strong_moves_copy_and_trusted_weak_moves_reference() {
+        let (mut l, a, b) = two(Policy::linux_host());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let p = plan(&l, a, x, b, Mode::Move, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Copy(CopyReason::StrongMove));
+        l.trust(b, a).expect("trust");
+        let p = plan(&l, a, x, b, Mode::Move, TransferFlags::weak());
+        assert_eq!(only_route(&p), Route::Reference);
+        assert_eq!(p.effective_strength, Strength::Weak);
+        let buf = p.pieces[0].source.buffer;
+        assert_eq!(
+            p.mapping_changes,
+            vec![MappingChange {
+                domain: b,
+                buffer: buf,
+                from: Rights::None,
+                to: Rights::ReadWrite
+            }],
+            "the trusted sender keeps its mapping"
+        );
+        l.commit(p).expect("commit");
+        assert_eq!(l.mapping(a, buf), Rights::ReadWrite);
+        assert_eq!(l.buffer_rights(a, buf), Rights::None);
+        l.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn weak_towards_an_untrusting_receiver_is_applied_as_strong() {
+        let (l, a, b) = two(Policy::by_reference());
+        let mut l = l;
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::weak());
+        assert_eq!(p.reported_strength, Strength::Weak);
+        assert_eq!(p.effective_strength, Strength::Strong);
+        assert_eq!(p.seals.len(), 1);
+    }
+
+    #[test]
+    fn small_partial_and_foreign_buffers_are_copied() {
+        let mut l = Ledger::new(Policy::linux_host());
+        let a = l.add_domain(PoolId(0));
+        let b = l.add_domain(PoolId(0));
+        let far = l.add_domain(PoolId(1));
+        let small = l.alloc(a, 4096).expect("alloc").agg;
+        assert_eq!(
+            only_route(&plan(&l, a, small, b, Mode::Share, TransferFlags::strong())),
+            Route::Copy(CopyReason::Small)
+        );
+        let big = l.alloc(a, BIG).expect("alloc").agg;
+        let part = l.select(a, big, 0, 10 * 1024).expect("select");
+        l.decref(a, big).expect("decref");
+        assert_eq!(
+            only_route(&plan(&l, a, part, b, Mode::Share, TransferFlags::strong())),
+            Route::Copy(CopyReason::Exposure)
+        );
+        let whole = l.alloc(a, BIG).expect("alloc").agg;
+        assert_eq!(
+            only_route(&plan(
+                &l,
+                a,
+                whole,
+                far,
+                Mode::Share,
+                TransferFlags::strong()
+            )),
+            Route::Copy(CopyReason::OtherPool)
+        );
+        assert_eq!(
+            only_route(&plan(&l, a, whole, b, Mode::Share, TransferFlags::strong())),
+            Route::Reference
+        );
+        assert_eq!(
+            only_route(&plan(&l, a, whole, b, Mode::Copy, TransferFlags::strong())),
+            Route::Copy(CopyReason::ModeIsCopy)
+        );
+    }
+
+    #[test]
+    fn related_and_neighbouring_aggregates_force_copies() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let y = l.select(a, x, 0, BIG).expect("select");
+        assert_eq!(
+            only_route(&plan(&l, a, y, b, Mode::Move, TransferFlags::strong())),
+            Route::Copy(CopyReason::Related)
+        );
+        let err = l
+            .plan_transfer(TransferRequest::new(
+                a,
+                y,
+                b,
+                Mode::Move,
+                TransferFlags::strong().fail_if_related(),
+            ))
+            .expect_err("fail-if-related");
+        assert_eq!(
+            err,
+            Error::RelatedAggregates {
+                agg: y,
+                related: vec![x]
+            }
+        );
+        // A received aggregate on the same buffer is a neighbour, not a relative.
+        let z = l.alloc(b, BIG).expect("alloc").agg;
+        let p = plan(&l, b, z, a, Mode::Share, TransferFlags::strong());
+        l.commit(p).expect("commit");
+        let r = l.receive(a, Some(b)).expect("receive").agg;
+        assert!(
+            l.find_related(a, r, Rights::None)
+                .expect("related")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_plan_goes_stale_when_the_ledger_changes() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let p = plan(&l, a, x, b, Mode::Move, TransferFlags::strong());
+        l.alloc(a, 1).expect("alloc");
+        assert_eq!(l.commit(p), Err(Error::StalePlan));
+        assert_eq!(l.rights(a, x), Ok(Rights::ReadWrite));
+    }
+
+    #[test]
+    fn a_refused_seal_is_replanned_as_a_copy() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let mut request = TransferRequest::new(a, x, b, Mode::Share, TransferFlags::strong());
+        let first = l.plan_transfer(request.clone()).expect("plan");
+        request.force_copy = first.seals.iter().copied().collect();
+        let second = l.plan_transfer(request).expect("plan");
+        assert_eq!(only_route(&second), Route::Copy(CopyReason::Forced));
+        assert!(second.seals.is_empty());
+        let c = l.commit(second).expect("commit");
+        assert_eq!(c.new_buffers.len(), 1);
+        assert!(
+            c.new_buffers[0].seal,
+            "the copy of a strong share is sealed at birth"
+        );
+        let buf = first.pieces[0].source.buffer;
+        assert_eq!(
+            l.mapping(a, buf),
+            Rights::Read,
+            "the sender still loses its write mapping"
+        );
+        l.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn copied_runs_coalesce_into_one_new_buffer() {
+        let (mut l, a, b) = two(Policy::copy_always());
+        let mut parts = Vec::new();
+        for _ in 0..3 {
+            parts.push(l.alloc(a, 100).expect("alloc").agg);
+        }
+        let ab = l.concat(a, parts[0], parts[1]).expect("concat");
+        let abc = l.concat(a, ab, parts[2]).expect("concat");
+        let p = plan(&l, a, abc, b, Mode::Copy, TransferFlags::strong());
+        let c = l.commit(p).expect("commit");
+        assert_eq!(c.new_buffers.len(), 1);
+        assert_eq!(c.new_buffers[0].len, 300);
+        assert_eq!(c.copies.len(), 3);
+        assert_eq!(
+            c.copies[2].to,
+            Chunk {
+                buffer: c.new_buffers[0].id,
+                offset: 200,
+                len: 100
+            }
+        );
+    }
+
+    #[test]
+    fn the_last_reference_releases_buffers_and_their_mappings() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        l.trust(b, a).expect("trust");
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let buf = l.chunks(a, x).expect("chunks").chunks()[0].buffer;
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::weak());
+        l.commit(p).expect("commit");
+        let y = l.receive(b, None).expect("receive").agg;
+        assert!(!l.recyclable_for(buf, a));
+        assert_eq!(l.decref(a, x), Ok(Release::default()));
+        let release = l.decref(b, y).expect("decref");
+        assert_eq!(release.freed, vec![buf]);
+        assert_eq!(release.unmapped, vec![(a, buf), (b, buf)]);
+        assert!(l.recyclable_for(buf, a));
+        assert_eq!(l.buffers().count(), 0);
+    }
+
+    #[test]
+    fn a_dead_domain_leaves_nothing_behind() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let p = plan(&l, a, x, b, Mode::Move, TransferFlags::strong());
+        l.commit(p).expect("commit");
+        l.alloc(b, 10).expect("alloc");
+        let release = l.remove_domain(b).expect("remove");
+        assert_eq!(
+            release.freed.len(),
+            1,
+            "the other buffer is still held by a's moved-away aggregate"
+        );
+        assert_eq!(l.decref(a, x).expect("decref").freed.len(), 1);
+        assert_eq!(l.buffers().count(), 0);
+        assert!(!l.has_domain(b));
+        l.check_invariants().expect("invariants");
     }
 }

@@ -327,12 +327,9 @@ impl Naive {
         let mut strength = reported;
         if strength == Strength::Weak {
             for &b in &buffers {
-                if !by_ref[b] {
-                    continue;
-                }
                 for &(x, m) in &self.buffers[b].maps {
                     if x != dest
-                        && m > after(self, x, b, true)
+                        && m > after(self, x, b, by_ref[b])
                         && !self.domains[dest].trusts.contains(&x)
                     {
                         strength = Strength::Strong;
