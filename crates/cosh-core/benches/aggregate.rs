@@ -1,2 +1,113 @@
-//! Placeholder replaced by the aggregate benchmarks.
-fn main() {}
+//! Micro-benchmarks of select, concat and iteration over aggregates of 1 to 10,000 chunks,
+//! on bare chunk lists and through the ledger (which also keeps holdings and related groups).
+//!
+//! `cargo bench -p cosh-core --bench aggregate`
+
+// criterion_group! generates public functions without documentation.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use cosh_core::ledger::{Ledger, Policy};
+use cosh_core::{Access, AggId, BufferId, Chunk, ChunkList, DomainId, PoolId};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+const SIZES: [u64; 5] = [1, 10, 100, 1_000, 10_000];
+const CHUNK: u64 = 4096;
+
+/// A list of `n` chunks of 4 KiB that never merge (every other 4 KiB of 64 buffers).
+fn list(n: u64) -> ChunkList {
+    ChunkList::from_chunks((0..n).map(|i| Chunk {
+        buffer: BufferId(i % 64),
+        offset: (i / 64) * 2 * CHUNK,
+        len: CHUNK,
+    }))
+}
+
+/// A ledger holding one aggregate of `n` non-merging chunks, built with select and concat.
+fn ledger(n: u64) -> (Ledger, DomainId, AggId) {
+    let mut l = Ledger::new(Policy::by_reference());
+    let d = l.add_domain(PoolId(0));
+    let x = l.alloc(d, 2 * CHUNK * n).expect("alloc").agg;
+    let mut agg = l.select(d, x, 0, CHUNK).expect("select");
+    // Doubling keeps construction O(n log n): concat the aggregate with a shifted copy of
+    // itself made from fresh selects.
+    let mut have = 1;
+    while have < n {
+        let take = have.min(n - have);
+        let mut more = l.select(d, x, 2 * CHUNK * have, CHUNK).expect("select");
+        for i in 1..take {
+            let piece = l
+                .select(d, x, 2 * CHUNK * (have + i), CHUNK)
+                .expect("select");
+            more = l.concat(d, more, piece).expect("concat");
+        }
+        agg = l.concat(d, agg, more).expect("concat");
+        have += take;
+    }
+    assert_eq!(l.chunks(d, agg).expect("chunks").chunks().len() as u64, n);
+    (l, d, agg)
+}
+
+fn chunk_lists(c: &mut Criterion) {
+    let mut g = c.benchmark_group("chunk_list");
+    for n in SIZES {
+        let l = list(n);
+        let len = l.len();
+        g.bench_with_input(BenchmarkId::new("select_half", n), &l, |b, l| {
+            b.iter(|| black_box(l.select(len / 4, len / 2).expect("in range")))
+        });
+        g.bench_with_input(BenchmarkId::new("select_one_byte", n), &l, |b, l| {
+            b.iter(|| black_box(l.select(black_box(len / 2), 1).expect("in range")))
+        });
+        g.bench_with_input(BenchmarkId::new("concat", n), &l, |b, l| {
+            b.iter(|| black_box(l.concat(l)))
+        });
+        g.bench_with_input(BenchmarkId::new("iterate", n), &l, |b, l| {
+            b.iter(|| {
+                l.pieces_from(0)
+                    .expect("in range")
+                    .map(|p| p.len)
+                    .sum::<u64>()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn through_the_ledger(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ledger");
+    for n in SIZES {
+        let (l, d, agg) = ledger(n);
+        let len = l.len(d, agg).expect("len");
+        g.bench_function(BenchmarkId::new("select_half_and_drop", n), |b| {
+            let mut l = l.clone();
+            b.iter(|| {
+                let s = l.select(d, agg, len / 4, len / 2).expect("select");
+                l.decref(d, s).expect("decref");
+            })
+        });
+        g.bench_function(BenchmarkId::new("concat_and_drop", n), |b| {
+            let mut l = l.clone();
+            b.iter(|| {
+                let s = l.concat(d, agg, agg).expect("concat");
+                l.decref(d, s).expect("decref");
+            })
+        });
+        g.bench_function(BenchmarkId::new("iterate", n), |b| {
+            b.iter(|| black_box(l.pieces(d, agg, Access::Read, 0).expect("pieces").len()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30);
+    targets = chunk_lists, through_the_ledger
+}
+criterion_main!(benches);

@@ -120,6 +120,10 @@ impl ChunkList {
     }
 
     /// The sub-range `[offset, offset + len)` as a new list.
+    ///
+    /// A sub-range of a list in normal form is in normal form once its first and last chunks
+    /// are trimmed (trimming never makes neighbours continue each other), so the chunks in
+    /// between are copied in bulk.
     pub fn select(&self, offset: u64, len: u64) -> Result<ChunkList, OutOfRange> {
         let total = self.len();
         let out_of_range = OutOfRange {
@@ -131,39 +135,49 @@ impl ChunkList {
         if end > total {
             return Err(out_of_range);
         }
-        let mut out = ChunkList::new();
         if len == 0 {
-            return Ok(out);
+            return Ok(ChunkList::new());
         }
-        let mut i = self.index_of(offset);
-        let mut pos = offset;
-        while pos < end {
-            let c = self.chunks[i];
-            let skip = pos - self.start_of(i);
-            let take = (c.len - skip).min(end - pos);
-            out.push(Chunk {
-                buffer: c.buffer,
-                offset: c.offset + skip,
-                len: take,
-            });
-            pos += take;
-            i += 1;
+        let first = self.index_of(offset);
+        let last = self.index_of(end - 1);
+        let mut chunks = self.chunks[first..=last].to_vec();
+        let mut ends: Vec<u64> = self.ends[first..=last].iter().map(|e| e - offset).collect();
+        let skip = offset - self.start_of(first);
+        chunks[0].offset += skip;
+        chunks[0].len -= skip;
+        let overhang = self.ends[last] - end;
+        if let (Some(c), Some(e)) = (chunks.last_mut(), ends.last_mut()) {
+            c.len -= overhang;
+            *e = len;
         }
-        Ok(out)
+        Ok(ChunkList { chunks, ends })
     }
 
-    /// The concatenation of `self` and `other` as a new list.
+    /// The concatenation of `self` and `other` as a new list; only the seam may merge.
     pub fn concat(&self, other: &ChunkList) -> ChunkList {
-        let mut out = ChunkList {
-            chunks: Vec::with_capacity(self.chunks.len() + other.chunks.len()),
-            ends: Vec::with_capacity(self.ends.len() + other.ends.len()),
+        let (Some(last), Some(next)) = (self.chunks.last(), other.chunks.first()) else {
+            return if self.is_empty() {
+                other.clone()
+            } else {
+                self.clone()
+            };
         };
-        out.chunks.extend_from_slice(&self.chunks);
-        out.ends.extend_from_slice(&self.ends);
-        for c in &other.chunks {
-            out.push(*c);
+        let base = self.len();
+        let merge = last.continues_into(next);
+        let skip = usize::from(merge);
+        let mut chunks = Vec::with_capacity(self.chunks.len() + other.chunks.len() - skip);
+        let mut ends = Vec::with_capacity(chunks.capacity());
+        chunks.extend_from_slice(&self.chunks);
+        ends.extend_from_slice(&self.ends);
+        if merge {
+            if let (Some(c), Some(e)) = (chunks.last_mut(), ends.last_mut()) {
+                c.len += next.len;
+                *e += next.len;
+            }
         }
-        out
+        chunks.extend_from_slice(&other.chunks[skip..]);
+        ends.extend(other.ends[skip..].iter().map(|e| e + base));
+        ChunkList { chunks, ends }
     }
 
     /// The maximal contiguous pieces from byte `offset` to the end. `offset == len` yields
