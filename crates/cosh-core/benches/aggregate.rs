@@ -62,7 +62,7 @@ fn chunk_lists(c: &mut Criterion) {
             b.iter(|| black_box(l.select(black_box(len / 2), 1).expect("in range")))
         });
         g.bench_with_input(BenchmarkId::new("concat", n), &l, |b, l| {
-            b.iter(|| black_box(l.concat(l)))
+            b.iter(|| black_box(l.concat(l).expect("fits")))
         });
         g.bench_with_input(BenchmarkId::new("iterate", n), &l, |b, l| {
             b.iter(|| {

@@ -33,6 +33,30 @@ impl Chunk {
     }
 }
 
+/// The largest length of an aggregate, in bytes (2^62). Concatenation is metadata only, so
+/// without a bound a loop of self-concatenations would overflow a 64-bit length.
+pub const MAX_LEN: u64 = 1 << 62;
+
+/// The most chunks one aggregate may have (2^20). Self-concatenation doubles the chunk count
+/// at no cost in memory, so without a bound a short loop would exhaust the metadata memory of
+/// whoever keeps the list; a fragmented aggregate should be coalesced (copied) instead.
+pub const MAX_CHUNKS: usize = 1 << 20;
+
+/// Why a concatenation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConcatError {
+    /// The result would be longer than [`MAX_LEN`] bytes.
+    TooLong {
+        /// The length it would have (saturated).
+        len: u64,
+    },
+    /// The result would have more than [`MAX_CHUNKS`] chunks.
+    TooFragmented {
+        /// The chunks it would have.
+        chunks: usize,
+    },
+}
+
 /// A byte range that does not fit in the aggregate it was applied to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfRange {
@@ -154,15 +178,23 @@ impl ChunkList {
     }
 
     /// The concatenation of `self` and `other` as a new list; only the seam may merge.
-    pub fn concat(&self, other: &ChunkList) -> ChunkList {
+    pub fn concat(&self, other: &ChunkList) -> Result<ChunkList, ConcatError> {
+        let base = self.len();
+        let len = base.saturating_add(other.len());
+        if len > MAX_LEN {
+            return Err(ConcatError::TooLong { len });
+        }
+        let chunks = self.chunks.len() + other.chunks.len();
+        if chunks > MAX_CHUNKS {
+            return Err(ConcatError::TooFragmented { chunks });
+        }
         let (Some(last), Some(next)) = (self.chunks.last(), other.chunks.first()) else {
-            return if self.is_empty() {
+            return Ok(if self.is_empty() {
                 other.clone()
             } else {
                 self.clone()
-            };
+            });
         };
-        let base = self.len();
         let merge = last.continues_into(next);
         let skip = usize::from(merge);
         let mut chunks = Vec::with_capacity(self.chunks.len() + other.chunks.len() - skip);
@@ -177,7 +209,7 @@ impl ChunkList {
         }
         chunks.extend_from_slice(&other.chunks[skip..]);
         ends.extend(other.ends[skip..].iter().map(|e| e + base));
-        ChunkList { chunks, ends }
+        Ok(ChunkList { chunks, ends })
     }
 
     /// The maximal contiguous pieces from byte `offset` to the end. `offset == len` yields
@@ -288,6 +320,11 @@ mod tests {
     fn concat_merges_at_the_seam() {
         let a = ChunkList::single(c(1, 0, 10));
         let b = ChunkList::single(c(1, 10, 10));
-        assert_eq!(a.concat(&b).chunks(), &[c(1, 0, 20)]);
+        assert_eq!(a.concat(&b).expect("fits").chunks(), &[c(1, 0, 20)]);
+        let huge = ChunkList::single(c(1, 0, MAX_LEN));
+        assert_eq!(
+            huge.concat(&a),
+            Err(ConcatError::TooLong { len: MAX_LEN + 10 })
+        );
     }
 }

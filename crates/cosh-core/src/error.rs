@@ -85,6 +85,24 @@ pub enum Error {
         /// The rights held.
         held: Rights,
     },
+    /// An aggregate would be longer than the implementation allows.
+    #[error("an aggregate of {len} bytes is too large: the limit here is {max} bytes")]
+    TooLarge {
+        /// The length asked for (saturated at `u64::MAX`).
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// An aggregate would have more chunks than the implementation allows.
+    #[error(
+        "an aggregate of {chunks} chunks is too fragmented: the limit is {max}; coalesce it (copy it into a fresh aggregate) first"
+    )]
+    TooFragmented {
+        /// The chunks it would have.
+        chunks: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Rights only go down.
     #[error(
         "cannot raise aggregate {agg} from {held} to {requested}: rights are only ever downgraded"
@@ -176,6 +194,10 @@ pub enum ErrorKind {
     OutOfRange,
     /// See [`Error::InsufficientRights`].
     InsufficientRights,
+    /// See [`Error::TooLarge`].
+    TooLarge,
+    /// See [`Error::TooFragmented`].
+    TooFragmented,
     /// See [`Error::RightsUpgrade`].
     RightsUpgrade,
     /// See [`Error::SelfTransfer`].
@@ -196,10 +218,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::UnknownDomain,
         ErrorKind::UnknownAggregate,
         ErrorKind::OutOfRange,
+        ErrorKind::TooLarge,
+        ErrorKind::TooFragmented,
         ErrorKind::InsufficientRights,
         ErrorKind::RightsUpgrade,
         ErrorKind::SelfTransfer,
@@ -217,6 +241,8 @@ impl ErrorKind {
             ErrorKind::UnknownDomain => "unknown_domain",
             ErrorKind::UnknownAggregate => "unknown_aggregate",
             ErrorKind::OutOfRange => "out_of_range",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::TooFragmented => "too_fragmented",
             ErrorKind::InsufficientRights => "insufficient_rights",
             ErrorKind::RightsUpgrade => "rights_upgrade",
             ErrorKind::SelfTransfer => "self_transfer",
@@ -248,6 +274,8 @@ impl Error {
             Error::UnknownDomain { .. } => ErrorKind::UnknownDomain,
             Error::UnknownAggregate { .. } => ErrorKind::UnknownAggregate,
             Error::OutOfRange { .. } => ErrorKind::OutOfRange,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooFragmented { .. } => ErrorKind::TooFragmented,
             Error::InsufficientRights { .. } => ErrorKind::InsufficientRights,
             Error::RightsUpgrade { .. } => ErrorKind::RightsUpgrade,
             Error::SelfTransfer { .. } => ErrorKind::SelfTransfer,

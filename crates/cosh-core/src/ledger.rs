@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::chunk::{Chunk, ChunkList};
+use crate::chunk::{Chunk, ChunkList, ConcatError, MAX_CHUNKS, MAX_LEN};
 use crate::error::{Error, Operation, Result};
 use crate::id::{AggId, BufferId, DomainId, PoolId, Ticket};
 use crate::rights::{Access, Mode, RelatedPolicy, Rights, Strength, TransferFlags};
@@ -586,6 +586,9 @@ impl Ledger {
     /// mapped read/write by that domain only (invariant 4).
     pub fn alloc(&mut self, domain: DomainId, len: u64) -> Result<Allocation> {
         let pool = self.domain(domain)?.pool;
+        if len > MAX_LEN {
+            return Err(Error::TooLarge { len, max: MAX_LEN });
+        }
         if len == 0 {
             let agg = self.insert_agg(domain, ChunkList::new(), Rights::ReadWrite, None, false)?;
             return Ok(Allocation { agg, buffer: None });
@@ -701,7 +704,13 @@ impl Ledger {
         let b = self.agg(domain, second)?;
         require(first, a.rights, Rights::Read, Operation::Derive)?;
         require(second, b.rights, Rights::Read, Operation::Derive)?;
-        let chunks = a.chunks.concat(&b.chunks);
+        let chunks = a.chunks.concat(&b.chunks).map_err(|e| match e {
+            ConcatError::TooLong { len } => Error::TooLarge { len, max: MAX_LEN },
+            ConcatError::TooFragmented { chunks } => Error::TooFragmented {
+                chunks,
+                max: MAX_CHUNKS,
+            },
+        })?;
         let rights = a.rights.min(b.rights);
         let (ga, gb) = (a.group, b.group);
         let group = self.merge_groups(domain, ga, gb)?;
@@ -1489,6 +1498,27 @@ mod tests {
             l.find_related(a, r, Rights::None)
                 .expect("related")
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn concatenation_is_bounded_in_bytes() {
+        let (mut l, a, _) = two(Policy::by_reference());
+        let x = l.alloc(a, MAX_LEN).expect("alloc").agg;
+        let one = l.alloc(a, 1).expect("alloc").agg;
+        assert_eq!(
+            l.concat(a, x, one),
+            Err(Error::TooLarge {
+                len: MAX_LEN + 1,
+                max: MAX_LEN
+            })
+        );
+        assert_eq!(
+            l.alloc(a, MAX_LEN + 1).map(|x| x.agg),
+            Err(Error::TooLarge {
+                len: MAX_LEN + 1,
+                max: MAX_LEN
+            })
         );
     }
 

@@ -49,7 +49,7 @@ pub mod ledger;
 pub mod model;
 pub mod rights;
 
-pub use chunk::{Chunk, ChunkList};
+pub use chunk::{Chunk, ChunkList, MAX_CHUNKS, MAX_LEN};
 pub use error::{Error, ErrorKind, Result};
 pub use id::{AggId, BufferId, DomainId, PoolId, Ticket};
 pub use rights::{Access, Mode, RelatedPolicy, Rights, Strength, TransferFlags};

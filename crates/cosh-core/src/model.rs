@@ -18,6 +18,8 @@ use crate::rights::{Access, Mode, Rights, TransferFlags};
 /// The reference model (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct Model {
+    /// The most heap memory one allocation may take.
+    max_alloc: u64,
     ledger: Ledger,
     memory: BTreeMap<BufferId, Vec<u8>>,
 }
@@ -32,9 +34,18 @@ impl Model {
     /// An empty model whose ledger uses `policy`.
     pub fn new(policy: Policy) -> Self {
         Model {
+            max_alloc: Model::DEFAULT_MAX_ALLOC,
             ledger: Ledger::new(policy),
             memory: BTreeMap::new(),
         }
+    }
+
+    /// The default limit on one allocation: 1 GiB of heap.
+    pub const DEFAULT_MAX_ALLOC: u64 = 1 << 30;
+
+    /// The same model with another limit on one allocation.
+    pub fn with_max_alloc(self, max_alloc: u64) -> Self {
+        Model { max_alloc, ..self }
     }
 
     /// The ledger, for inspection.
@@ -147,6 +158,15 @@ impl Cosh for Model {
     }
 
     fn alloc(&mut self, domain: DomainId, len: u64) -> Result<AggId> {
+        if len > self.max_alloc {
+            if !self.ledger.has_domain(domain) {
+                return Err(Error::UnknownDomain { domain });
+            }
+            return Err(Error::TooLarge {
+                len,
+                max: self.max_alloc,
+            });
+        }
         let allocation = self.ledger.alloc(domain, len)?;
         if let Some(b) = allocation.buffer {
             self.create(b);

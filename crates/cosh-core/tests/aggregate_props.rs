@@ -104,7 +104,7 @@ proptest! {
     #[test]
     fn concat_matches_appending(a in chunks(), b in chunks()) {
         let (la, lb) = (ChunkList::from_chunks(a), ChunkList::from_chunks(b));
-        let joined = la.concat(&lb);
+        let joined = la.concat(&lb).expect("fits");
         let mut model = cells_of(&la);
         model.extend(cells_of(&lb));
         prop_assert_eq!(cells_of(&joined), model.clone());
@@ -142,7 +142,7 @@ proptest! {
         for (is_concat, i, j, x, y) in ops {
             let (i, j) = (i.index(lists.len()), j.index(lists.len()));
             if is_concat {
-                let joined = lists[i].concat(&lists[j]);
+                let joined = lists[i].concat(&lists[j]).expect("fits");
                 let mut m = models[i].clone();
                 m.extend(models[j].iter().copied());
                 lists.push(joined);

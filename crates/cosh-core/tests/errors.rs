@@ -194,3 +194,30 @@ fn memory_faults_name_the_buffer() {
         &["memory fault", &pieces[0].buffer.to_string()],
     );
 }
+
+#[test]
+fn absurd_lengths_and_fragmentation_are_refused() {
+    let (mut cosh, a, _) = setup();
+    expect_err(
+        cosh.alloc(a, u64::MAX),
+        ErrorKind::TooLarge,
+        &["too large", "18446744073709551615"],
+    );
+    // Concatenation is metadata only and doubles the chunk count: it must be bounded.
+    let mut x = cosh.alloc(a, 1).expect("alloc");
+    let mut refused = None;
+    for i in 0..40 {
+        match cosh.concat(a, x, x) {
+            Ok(y) => x = y,
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, e) = refused.expect("the doubling must be refused");
+    assert_eq!(e.kind(), ErrorKind::TooFragmented, "{e}");
+    assert!(e.to_string().contains("coalesce"), "{e}");
+    assert_eq!(i, 20, "refused exactly when the chunks would pass 2^20");
+    assert_eq!(cosh.getlen(a, x).expect("len"), 1 << 20);
+}

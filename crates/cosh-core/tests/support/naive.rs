@@ -87,6 +87,8 @@ fn err(kind: ErrorKind) -> Error {
             needed: Rights::Read,
             held: Rights::None,
         },
+        ErrorKind::TooLarge => Error::TooLarge { len: 0, max: 0 },
+        ErrorKind::TooFragmented => Error::TooFragmented { chunks: 0, max: 0 },
         ErrorKind::RightsUpgrade => Error::RightsUpgrade {
             agg: AggId(0),
             held: Rights::None,
