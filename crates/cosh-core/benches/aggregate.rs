@@ -1,5 +1,6 @@
 //! Micro-benchmarks of select, concat and iteration over aggregates of 1 to 10,000 chunks,
-//! on bare chunk lists and through the ledger (which also keeps holdings and related groups).
+//! on bare chunk lists and through the ledger (which also keeps holdings and related groups),
+//! and of a whole transfer cycle through the ledger.
 //!
 //! `cargo bench -p cosh-core --bench aggregate`
 
@@ -9,8 +10,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use cosh_core::ledger::{Ledger, Policy};
-use cosh_core::{Access, AggId, BufferId, Chunk, ChunkList, DomainId, PoolId};
+use cosh_core::ledger::{Ledger, Policy, TransferRequest};
+use cosh_core::{Access, AggId, BufferId, Chunk, ChunkList, DomainId, Mode, PoolId, TransferFlags};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const SIZES: [u64; 5] = [1, 10, 100, 1_000, 10_000];
@@ -102,12 +103,41 @@ fn through_the_ledger(c: &mut Criterion) {
     g.finish();
 }
 
+/// A whole transfer cycle through the ledger (alloc, plan, commit, receive, both decrefs)
+/// while the sender holds `n` other aggregates: its cost must not grow with `n`.
+fn transfer_cycle(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ledger_transfer_cycle");
+    for n in SIZES {
+        for mode in [Mode::Move, Mode::Share, Mode::Copy] {
+            let mut l = Ledger::new(Policy::by_reference());
+            let a = l.add_domain(PoolId(0));
+            let b = l.add_domain(PoolId(0));
+            for _ in 0..n {
+                l.alloc(a, CHUNK).expect("alloc");
+            }
+            g.bench_function(BenchmarkId::new(mode.name(), n), |bench| {
+                bench.iter(|| {
+                    let x = l.alloc(a, 16 * CHUNK).expect("alloc").agg;
+                    let plan = l
+                        .plan_transfer(TransferRequest::new(a, x, b, mode, TransferFlags::strong()))
+                        .expect("plan");
+                    l.commit(plan).expect("commit");
+                    let y = l.receive(b, Some(a)).expect("receive").agg;
+                    l.decref(b, y).expect("decref");
+                    l.decref(a, x).expect("decref");
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(30);
-    targets = chunk_lists, through_the_ledger
+    targets = chunk_lists, through_the_ledger, transfer_cycle
 }
 criterion_main!(benches);

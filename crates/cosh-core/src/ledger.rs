@@ -873,7 +873,10 @@ impl Ledger {
         for b in &a.buffers {
             let route = if mode == Mode::Copy {
                 Route::Copy(CopyReason::ModeIsCopy)
+            } else if !self.others_hold_more(sender, *b, a.rights, keeps) {
+                self.mechanism_route(&request, *b, receiver_state.pool, &a.chunks)
             } else {
+                // Someone else holds more: find out who, to tell relatives from neighbours.
                 let mut related = false;
                 let mut neighbours = false;
                 for (id, other) in &sender_state.aggs {
@@ -1020,6 +1023,30 @@ impl Ledger {
             seals,
             generation: self.generation,
         })
+    }
+
+    /// Whether aggregates of `domain` other than one holding `held` refer to `buffer` with
+    /// more than `keeps` rights (from the holdings index, without scanning aggregates).
+    fn others_hold_more(
+        &self,
+        domain: DomainId,
+        buffer: BufferId,
+        held: Rights,
+        keeps: Rights,
+    ) -> bool {
+        let Some(mut counts) = self
+            .buffers
+            .get(&buffer)
+            .and_then(|s| s.holds.get(&domain))
+            .copied()
+        else {
+            return false;
+        };
+        counts[held as usize] = counts[held as usize].saturating_sub(1);
+        Rights::ALL
+            .into_iter()
+            .filter(|r| *r > keeps)
+            .any(|r| counts[r as usize] > 0)
     }
 
     /// The route the mechanism policy gives a buffer that the semantics allow to travel by
