@@ -224,39 +224,41 @@ fn malformed(text: &str) -> String {
 
 #[test]
 fn malformed_scenarios_are_refused_with_a_reason() {
-    let head = "title = \"t\"\ndescription = \"d\"\ndomains = { a = 0 }\n";
-    assert!(
-        malformed(&format!(
-            "{head}step = [{{ op = \"alloc\", domain = \"a\", lenn = 3, bind = \"x\" }}]"
-        ))
-        .contains("lenn")
-    );
-    assert!(malformed(&format!("{head}step = [{{ op = \"alloc\", domain = \"a\", len = 3, bind = \"x\", mode = \"move\" }}]")).contains("does not use `mode`"));
-    assert!(
-        malformed(&format!(
-            "{head}step = [{{ op = \"explode\", domain = \"a\" }}]"
-        ))
-        .contains("unknown operation")
-    );
-    assert!(
-        malformed(&format!(
-            "{head}step = [{{ op = \"len\", domain = \"a\", agg = \"nope\", expect = 1 }}]"
-        ))
-        .contains("unknown aggregate \"nope\"")
-    );
-    assert!(
-        malformed(&format!(
-            "{head}step = [{{ op = \"alloc\", domain = \"zz\", len = 1, bind = \"x\" }}]"
-        ))
-        .contains("unknown domain \"zz\"")
-    );
-    assert!(malformed(&format!("{head}step = [{{ op = \"alloc\", domain = \"a\", len = 1, bind = \"x\", expect_error = \"kaboom\" }}]")).contains("unknown error kind"));
-    assert!(
-        malformed(&format!(
-            "{head}step = [{{ op = \"alloc\", domain = \"a\", bind = \"x\" }}]"
-        ))
-        .contains("missing `len`")
-    );
+    // (one step, what the refusal must mention)
+    let cases = [
+        (
+            r#"op = "alloc", domain = "a", lenn = 3, bind = "x""#,
+            "lenn",
+        ),
+        (
+            r#"op = "alloc", domain = "a", len = 3, bind = "x", mode = "move""#,
+            "does not use `mode`",
+        ),
+        (r#"op = "explode", domain = "a""#, "unknown operation"),
+        (
+            r#"op = "len", domain = "a", agg = "nope", expect = 1"#,
+            r#"unknown aggregate "nope""#,
+        ),
+        (
+            r#"op = "alloc", domain = "zz", len = 1, bind = "x""#,
+            r#"unknown domain "zz""#,
+        ),
+        (
+            r#"op = "alloc", domain = "a", len = 1, bind = "x", expect_error = "kaboom""#,
+            "unknown error kind",
+        ),
+        (r#"op = "alloc", domain = "a", bind = "x""#, "missing `len`"),
+    ];
+    for (step, want) in cases {
+        let text = format!(
+            "title = \"t\"\ndescription = \"d\"\ndomains = {{ a = 0 }}\nstep = [{{ {step} }}]"
+        );
+        let msg = malformed(&text);
+        assert!(
+            msg.contains(want),
+            "{step}: {msg:?} does not mention {want:?}"
+        );
+    }
     assert!(malformed("title = \"t\"").contains("description"));
 }
 
