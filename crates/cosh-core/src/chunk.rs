@@ -201,11 +201,9 @@ impl ChunkList {
         let mut ends = Vec::with_capacity(chunks.capacity());
         chunks.extend_from_slice(&self.chunks);
         ends.extend_from_slice(&self.ends);
-        if merge {
-            if let (Some(c), Some(e)) = (chunks.last_mut(), ends.last_mut()) {
-                c.len += next.len;
-                *e += next.len;
-            }
+        if merge && let (Some(c), Some(e)) = (chunks.last_mut(), ends.last_mut()) {
+            c.len += next.len;
+            *e += next.len;
         }
         chunks.extend_from_slice(&other.chunks[skip..]);
         ends.extend(other.ends[skip..].iter().map(|e| e + base));

@@ -1,0 +1,53 @@
+//! Tidiness of the whole workspace: every Rust file starts with a `//!` paragraph saying what
+//! it is, and no TODO stands without an issue number next to it.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_has_a_module_header_and_no_bare_todo() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    rust_files(&crates, &mut files);
+    assert!(
+        files.len() > 10,
+        "found only {} files under {}",
+        files.len(),
+        crates.display()
+    );
+    let mut problems = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        if !text.trim_start().starts_with("//!") {
+            problems.push(format!("{}: does not start with a //! header", f.display()));
+        }
+        for (i, line) in text.lines().enumerate() {
+            let bare = ["TODO", "FIXME", "XXX"].iter().any(|w| line.contains(w))
+                && !line.contains("issue");
+            // This file names the words it looks for.
+            if bare && !f.ends_with("tidy.rs") {
+                problems.push(format!(
+                    "{}:{}: a TODO needs an issue number",
+                    f.display(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
