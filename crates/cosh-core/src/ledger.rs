@@ -907,9 +907,8 @@ impl Ledger {
             });
         }
 
-        // A domain's rights on a buffer after the transfer; the receiver gains rights only on
-        // buffers that travel by reference.
-        let rights_after = |domain: DomainId, buffer: BufferId, route: Route| -> Rights {
+        // A domain's rights on a buffer after the transfer, if the buffer travels by reference.
+        let rights_after = |domain: DomainId, buffer: BufferId| -> Rights {
             let mut counts = self
                 .buffers
                 .get(&buffer)
@@ -920,23 +919,27 @@ impl Ledger {
                 counts[a.rights as usize] = counts[a.rights as usize].saturating_sub(1);
                 counts[keeps as usize] += 1;
             }
-            if domain == receiver && route == Route::Reference {
+            if domain == receiver {
                 counts[gets as usize] += 1;
             }
             top_rights(&counts)
         };
 
         // A weak transfer stays weak only if the receiver trusts everyone it leaves with
-        // permissions beyond their rights on any buffer of the aggregate.
+        // permissions beyond their rights on a buffer it receives by reference. (Buffers that
+        // travel by copy expose nothing to the receiver.)
         let mut effective_strength = reported_strength;
         if effective_strength == Strength::Weak {
             for (b, route) in &routes {
+                if *route != Route::Reference {
+                    continue;
+                }
                 let Some(state) = self.buffers.get(b) else {
                     continue;
                 };
                 let untrusted = state.mappings.iter().any(|(d, m)| {
                     *d != receiver
-                        && *m > rights_after(*d, *b, *route)
+                        && *m > rights_after(*d, *b)
                         && !receiver_state.trusts.contains(d)
                 });
                 if untrusted {
@@ -956,17 +959,20 @@ impl Ledger {
             }
         }
 
-        // Weak: the receiver maps what it gets and nobody else changes. Strong: every domain's
-        // permission on every buffer of the aggregate drops to its rights, whether the bytes
-        // travel by reference or by copy (a sender that keeps read-only rights must not keep
-        // writing its copy); shared buffers that travel by reference are sealed.
+        // Only buffers that travel by reference change hands. Weak: the receiver maps what it
+        // gets and nobody else changes. Strong: every domain's permission on the buffer drops
+        // to its rights and shared buffers are sealed. A copy needs no permission change
+        // (paper §3.3): a sender that misuses a stale pointer to its own buffer hurts only
+        // itself, and the copy path stays free of mprotect calls.
         let mut mapping_changes = Vec::new();
         let mut seals = Vec::new();
         for (b, route) in &routes {
+            if *route != Route::Reference {
+                continue;
+            }
             let Some(state) = self.buffers.get(b) else {
                 continue;
             };
-            let by_reference = *route == Route::Reference;
             let current = |d: DomainId| state.mappings.get(&d).copied().unwrap_or(Rights::None);
             let mut change = |domain: DomainId, to: Rights| {
                 let from = current(domain);
@@ -980,23 +986,17 @@ impl Ledger {
                 }
             };
             match effective_strength {
-                Strength::Weak => {
-                    if by_reference {
-                        change(receiver, current(receiver).max(gets));
-                    }
-                }
+                Strength::Weak => change(receiver, current(receiver).max(gets)),
                 Strength::Strong => {
                     for (d, m) in &state.mappings {
-                        let allowed = rights_after(*d, *b, *route);
-                        if (*d != receiver || !by_reference) && *m > allowed {
+                        let allowed = rights_after(*d, *b);
+                        if *d != receiver && *m > allowed {
                             change(*d, allowed);
                         }
                     }
-                    if by_reference {
-                        change(receiver, rights_after(receiver, *b, *route));
-                        if mode == Mode::Share && !state.sealed {
-                            seals.push(*b);
-                        }
+                    change(receiver, rights_after(receiver, *b));
+                    if mode == Mode::Share && !state.sealed {
+                        seals.push(*b);
                     }
                 }
             }
@@ -1578,8 +1578,8 @@ mod tests {
         let buf = first.pieces[0].source.buffer;
         assert_eq!(
             l.mapping(a, buf),
-            Rights::Read,
-            "the sender still loses its write mapping"
+            Rights::ReadWrite,
+            "a copy needs no permission change in the sender"
         );
         l.check_invariants().expect("invariants");
     }

@@ -313,14 +313,14 @@ impl Naive {
         }
 
         // What each domain may do with buffer b once the transfer is done.
-        let after = |me: &Naive, x: usize, b: usize, referenced: bool| -> Rights {
+        let after = |me: &Naive, x: usize, b: usize| -> Rights {
             let mut best = Rights::None;
             for (i, g) in me.aggs.iter().enumerate() {
                 if g.alive && g.owner == x && g.cells.iter().any(|c| c.0 == b) {
                     best = best.max(if i == a { keeps } else { g.rights });
                 }
             }
-            if x == dest && referenced {
+            if x == dest {
                 best = best.max(gets);
             }
             best
@@ -329,10 +329,11 @@ impl Naive {
         let mut strength = reported;
         if strength == Strength::Weak {
             for &b in &buffers {
+                if !by_ref[b] {
+                    continue;
+                }
                 for &(x, m) in &self.buffers[b].maps {
-                    if x != dest
-                        && m > after(self, x, b, by_ref[b])
-                        && !self.domains[dest].trusts.contains(&x)
+                    if x != dest && m > after(self, x, b) && !self.domains[dest].trusts.contains(&x)
                     {
                         strength = Strength::Strong;
                     }
@@ -351,24 +352,23 @@ impl Naive {
         let mut changes = Vec::new();
         let mut seal = Vec::new();
         for &b in &buffers {
-            let r = by_ref[b];
+            // Only what travels by reference changes hands; a copy changes no permission.
+            if !by_ref[b] {
+                continue;
+            }
             if strength == Strength::Weak {
-                if r {
-                    changes.push((dest, b, self.mapping(dest, b).max(gets)));
-                }
+                changes.push((dest, b, self.mapping(dest, b).max(gets)));
                 continue;
             }
             for &(x, m) in &self.buffers[b].maps {
-                let allowed = after(self, x, b, r);
-                if (x != dest || !r) && m > allowed {
+                let allowed = after(self, x, b);
+                if x != dest && m > allowed {
                     changes.push((x, b, allowed));
                 }
             }
-            if r {
-                changes.push((dest, b, after(self, dest, b, true)));
-                if mode == Mode::Share {
-                    seal.push(b);
-                }
+            changes.push((dest, b, after(self, dest, b)));
+            if mode == Mode::Share {
+                seal.push(b);
             }
         }
 
