@@ -184,30 +184,64 @@ impl TransferRequest {
     }
 }
 
-/// What a transfer will do, computed by [`Ledger::plan_transfer`].
+/// What a transfer will do, computed by [`Ledger::plan_transfer`]. Read-only: an executor
+/// cannot edit a plan into one the ledger did not make; to copy more, it plans again with
+/// [`TransferRequest::force_copy`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferPlan {
-    /// The request this plan answers.
-    pub request: TransferRequest,
-    /// The strength the receiver is told (the requested one; copy is always strong).
-    pub reported_strength: Strength,
-    /// The strength actually applied: weak only when requested, not a copy, and the receiver
-    /// trusts every domain left with permissions beyond its rights.
-    pub effective_strength: Strength,
-    /// The rights the sender's aggregate keeps.
-    pub sender_keeps: Rights,
-    /// The rights the receiver's aggregate gets.
-    pub receiver_gets: Rights,
-    /// The transferred bytes in order, each with its route.
-    pub pieces: Vec<PlannedPiece>,
-    /// Mapping changes to make before the receiver is told (sorted).
-    pub mapping_changes: Vec<MappingChange>,
-    /// Existing buffers to seal against writing.
-    pub seals: Vec<BufferId>,
+    request: TransferRequest,
+    reported_strength: Strength,
+    effective_strength: Strength,
+    sender_keeps: Rights,
+    receiver_gets: Rights,
+    pieces: Vec<PlannedPiece>,
+    mapping_changes: Vec<MappingChange>,
+    seals: Vec<BufferId>,
     generation: u64,
 }
 
 impl TransferPlan {
+    /// The request this plan answers.
+    pub fn request(&self) -> &TransferRequest {
+        &self.request
+    }
+
+    /// The strength the receiver is told (the requested one; copy is always strong).
+    pub fn reported_strength(&self) -> Strength {
+        self.reported_strength
+    }
+
+    /// The strength actually applied: weak only when requested, not a copy, and the receiver
+    /// trusts every domain left with permissions beyond its rights.
+    pub fn effective_strength(&self) -> Strength {
+        self.effective_strength
+    }
+
+    /// The rights the sender's aggregate keeps.
+    pub fn sender_keeps(&self) -> Rights {
+        self.sender_keeps
+    }
+
+    /// The rights the receiver's aggregate gets.
+    pub fn receiver_gets(&self) -> Rights {
+        self.receiver_gets
+    }
+
+    /// The transferred bytes in order, each with its route.
+    pub fn pieces(&self) -> &[PlannedPiece] {
+        &self.pieces
+    }
+
+    /// Mapping changes to make before the receiver is told (sorted).
+    pub fn mapping_changes(&self) -> &[MappingChange] {
+        &self.mapping_changes
+    }
+
+    /// Existing buffers to seal against writing.
+    pub fn seals(&self) -> &[BufferId] {
+        &self.seals
+    }
+
     /// The buffers that travel by reference.
     pub fn referenced_buffers(&self) -> BTreeSet<BufferId> {
         self.pieces
@@ -1009,7 +1043,10 @@ impl Ledger {
             .iter()
             .map(|c| PlannedPiece {
                 source: *c,
-                route: routes.get(&c.buffer).copied().unwrap_or(Route::Reference),
+                route: routes
+                    .get(&c.buffer)
+                    .copied()
+                    .unwrap_or(Route::Copy(CopyReason::Forced)),
             })
             .collect();
         Ok(TransferPlan {
@@ -1376,9 +1413,13 @@ mod tests {
     }
 
     fn only_route(p: &TransferPlan) -> Route {
-        let routes: BTreeSet<_> = p.pieces.iter().map(|x| format!("{:?}", x.route)).collect();
+        let routes: BTreeSet<_> = p
+            .pieces()
+            .iter()
+            .map(|x| format!("{:?}", x.route))
+            .collect();
         assert_eq!(routes.len(), 1, "{routes:?}");
-        p.pieces[0].route
+        p.pieces()[0].route
     }
 
     #[test]
@@ -1388,9 +1429,9 @@ mod tests {
         let buf = l.chunks(a, x).expect("chunks").chunks()[0].buffer;
         let p = plan(&l, a, x, b, Mode::Share, TransferFlags::strong());
         assert_eq!(only_route(&p), Route::Reference);
-        assert_eq!(p.seals, vec![buf]);
+        assert_eq!(p.seals(), vec![buf]);
         assert_eq!(
-            p.mapping_changes,
+            p.mapping_changes(),
             vec![
                 MappingChange {
                     domain: a,
@@ -1422,10 +1463,10 @@ mod tests {
         l.trust(b, a).expect("trust");
         let p = plan(&l, a, x, b, Mode::Move, TransferFlags::weak());
         assert_eq!(only_route(&p), Route::Reference);
-        assert_eq!(p.effective_strength, Strength::Weak);
-        let buf = p.pieces[0].source.buffer;
+        assert_eq!(p.effective_strength(), Strength::Weak);
+        let buf = p.pieces()[0].source.buffer;
         assert_eq!(
-            p.mapping_changes,
+            p.mapping_changes(),
             vec![MappingChange {
                 domain: b,
                 buffer: buf,
@@ -1446,9 +1487,9 @@ mod tests {
         let mut l = l;
         let x = l.alloc(a, BIG).expect("alloc").agg;
         let p = plan(&l, a, x, b, Mode::Share, TransferFlags::weak());
-        assert_eq!(p.reported_strength, Strength::Weak);
-        assert_eq!(p.effective_strength, Strength::Strong);
-        assert_eq!(p.seals.len(), 1);
+        assert_eq!(p.reported_strength(), Strength::Weak);
+        assert_eq!(p.effective_strength(), Strength::Strong);
+        assert_eq!(p.seals().len(), 1);
     }
 
     #[test]
@@ -1565,17 +1606,17 @@ mod tests {
         let x = l.alloc(a, BIG).expect("alloc").agg;
         let mut request = TransferRequest::new(a, x, b, Mode::Share, TransferFlags::strong());
         let first = l.plan_transfer(request.clone()).expect("plan");
-        request.force_copy = first.seals.iter().copied().collect();
+        request.force_copy = first.seals().iter().copied().collect();
         let second = l.plan_transfer(request).expect("plan");
         assert_eq!(only_route(&second), Route::Copy(CopyReason::Forced));
-        assert!(second.seals.is_empty());
+        assert!(second.seals().is_empty());
         let c = l.commit(second).expect("commit");
         assert_eq!(c.new_buffers.len(), 1);
         assert!(
             c.new_buffers[0].seal,
             "the copy of a strong share is sealed at birth"
         );
-        let buf = first.pieces[0].source.buffer;
+        let buf = first.pieces()[0].source.buffer;
         assert_eq!(
             l.mapping(a, buf),
             Rights::ReadWrite,
@@ -1594,6 +1635,8 @@ mod tests {
         let ab = l.concat(a, parts[0], parts[1]).expect("concat");
         let abc = l.concat(a, ab, parts[2]).expect("concat");
         let p = plan(&l, a, abc, b, Mode::Copy, TransferFlags::strong());
+        assert_eq!(p.copied_bytes(), 300);
+        assert!(p.referenced_buffers().is_empty());
         let c = l.commit(p).expect("commit");
         assert_eq!(c.new_buffers.len(), 1);
         assert_eq!(c.new_buffers[0].len, 300);
