@@ -6,7 +6,7 @@
 //! a misbehaving domain reading or writing through a piece it remembered from an earlier
 //! iteration, which is how scenarios check what strong and weak transfers leave reachable.
 //! Receives are non-blocking: with nothing waiting they fail with
-//! [`ErrorKind::NothingPending`](crate::error::ErrorKind::NothingPending).
+//! [`ErrorKind::NothingPending`].
 
 use std::fmt::Debug;
 

@@ -9,6 +9,29 @@
 //! (invariant 5).
 //!
 //! The format, step by step, is documented in `corpus/README.md`.
+//!
+//! ```
+//! use std::path::Path;
+//! use cosh_core::model::Model;
+//! use cosh_scenario::{Layout, check, parse};
+//!
+//! let text = r#"
+//! title = "Share leaves the sender read-only"
+//! description = "Table 1, share."
+//! domains = { a = 0, b = 1 }
+//! step = [
+//!   { op = "alloc", domain = "a", len = 5, bind = "x" },
+//!   { op = "write", domain = "a", agg = "x", data = "hello" },
+//!   { op = "transfer", domain = "a", agg = "x", to = "b", mode = "share" },
+//!   { op = "write", domain = "a", agg = "x", data = "j", expect_error = "insufficient_rights" },
+//!   { op = "receive", domain = "b", bind = "y", expect_mode = "share" },
+//!   { op = "read", domain = "b", agg = "y", expect = "hello" },
+//! ]
+//! "#;
+//! let scenario = parse(text, Path::new("example.toml")).expect("valid scenario");
+//! let report = check(&scenario, &mut Model::default(), Layout::AsWritten).expect("passes");
+//! assert_eq!((report.steps, report.expected_errors), (6, 1));
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
