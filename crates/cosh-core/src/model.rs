@@ -110,6 +110,15 @@ impl Model {
         let mut request = TransferRequest::new(domain, agg, dest, mode, flags);
         request.delivery = delivery;
         let plan = self.ledger.plan_transfer(request)?;
+        // The model's memory is the heap: refuse copies it cannot hold, before anything
+        // changes.
+        let copied = plan.copied_bytes();
+        if copied > self.max_alloc {
+            return Err(Error::TooLarge {
+                len: copied,
+                max: self.max_alloc,
+            });
+        }
         let committed = self.ledger.commit(plan)?;
         for b in &committed.new_buffers {
             self.create(*b);

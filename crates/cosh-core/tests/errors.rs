@@ -221,3 +221,30 @@ fn absurd_lengths_and_fragmentation_are_refused() {
     assert_eq!(i, 20, "refused exactly when the chunks would pass 2^20");
     assert_eq!(cosh.getlen(a, x).expect("len"), 1 << 20);
 }
+
+#[test]
+fn copies_larger_than_memory_are_refused_before_anything_changes() {
+    let mut cosh = Model::default().with_max_alloc(1000);
+    let a = cosh.connect(PoolId(0)).expect("connect");
+    let b = cosh.connect(PoolId(0)).expect("connect");
+    expect_err(
+        cosh.alloc(a, 1001),
+        ErrorKind::TooLarge,
+        &["1001 bytes", "1000 bytes"],
+    );
+    let x = cosh.alloc(a, 600).expect("alloc");
+    let xx = cosh.concat(a, x, x).expect("concat");
+    expect_err(
+        cosh.transfer(a, xx, b, Mode::Copy, TransferFlags::strong()),
+        ErrorKind::TooLarge,
+        &["1200 bytes"],
+    );
+    assert_eq!(cosh.getrights(a, xx).expect("rights"), Rights::ReadWrite);
+    assert_eq!(cosh.resident_bytes(), 600);
+    // By reference nothing is copied, so the same aggregate can be shared once x, which
+    // would force a copy of the related portion, is gone.
+    cosh.decref(a, x).expect("decref");
+    cosh.transfer(a, xx, b, Mode::Share, TransferFlags::strong())
+        .expect("share by reference");
+    assert_eq!(cosh.resident_bytes(), 600);
+}

@@ -133,6 +133,27 @@ proptest! {
         }
     }
 
+    /// Dead domains lose every reference they held: once every domain is gone, the ledger
+    /// holds no buffer and the model no memory, whatever happened before.
+    #[test]
+    fn killing_every_domain_frees_everything(
+        policy in policies(),
+        pools in prop::collection::vec(0u32..2, DOMAINS),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let mut model = Model::new(policy);
+        let (_, handles) = observe(&mut model, &pools, &ops, false, |_, _| Ok(()))
+            .map_err(TestCaseError::fail)?;
+        for d in handles.domains {
+            if model.ledger().has_domain(d) {
+                model.kill(d).expect("kill");
+            }
+        }
+        prop_assert_eq!(model.ledger().buffers().count(), 0);
+        prop_assert_eq!(model.ledger().aggregates().count(), 0);
+        prop_assert_eq!(model.resident_bytes(), 0);
+    }
+
     /// Invariant 4: fresh allocations are strongly private: no other domain can observe or
     /// modify them until they are transferred, whatever weak transfers happened before.
     /// Every domain trusts every other, so weak transfers leave stale mappings behind.
