@@ -1,5 +1,6 @@
 //! Tidiness of the whole workspace: every Rust file starts with a `//!` paragraph saying what
-//! it is, and no TODO stands without an issue number next to it.
+//! it is, no TODO stands without an issue number next to it, and unsafe code lives only in
+//! the modules of cosh-sys that are allowed it.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,55 @@ fn every_rust_file_has_a_module_header_and_no_bare_todo() {
                     f.display(),
                     i + 1
                 ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The only files allowed unsafe code.
+const UNSAFE_ALLOWED: [&str; 1] = ["cosh-sys/src/mapping.rs"];
+
+#[test]
+fn unsafe_code_lives_only_where_it_is_allowed() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    rust_files(&crates, &mut files);
+    let mut problems = Vec::new();
+    for f in &files {
+        let allowed = UNSAFE_ALLOWED.iter().any(|a| f.ends_with(a));
+        let text = std::fs::read_to_string(f).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let uses_unsafe = ["unsafe {", "unsafe impl", "unsafe fn", "allow(unsafe_code)"]
+                .iter()
+                .any(|w| code.contains(w));
+            if uses_unsafe && !allowed && !f.ends_with("tidy.rs") {
+                problems.push(format!(
+                    "{}:{}: unsafe code outside {UNSAFE_ALLOWED:?}",
+                    f.display(),
+                    i + 1
+                ));
+            }
+        }
+        if allowed {
+            // Every unsafe block in an allowed file carries a SAFETY argument right above it.
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.contains("unsafe {") || line.trim_start().starts_with("unsafe impl") {
+                    let above = lines[..i]
+                        .iter()
+                        .rev()
+                        .take(8)
+                        .any(|l| l.contains("SAFETY:"));
+                    if !above {
+                        problems.push(format!(
+                            "{}:{}: unsafe without a SAFETY argument",
+                            f.display(),
+                            i + 1
+                        ));
+                    }
+                }
             }
         }
     }

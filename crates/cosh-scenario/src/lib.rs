@@ -33,6 +33,8 @@
 //! assert_eq!((report.steps, report.expected_errors), (6, 1));
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! `cosh-scenario`: runs Cosh scenarios against the in-process reference model, under every
 //! mechanism policy and pool layout, and reports which pass.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,0 +1,65 @@
+//! Errors of the system layer: the operation that failed and the kernel's error number.
+
+use rustix::io::Errno;
+
+/// A failed system operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call failed.
+    #[error("{op} failed: {errno}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// Sealing against writes was refused because a writable shared mapping of the buffer
+    /// still exists somewhere (in any process).
+    #[error(
+        "cannot seal the buffer against writes: a process still holds a writable shared mapping of it (unmap it, or copy into a fresh buffer)"
+    )]
+    SealBusy,
+    /// A descriptor received from elsewhere is not a buffer this layer accepts.
+    #[error("refusing descriptor: {reason}")]
+    BadDescriptor {
+        /// Why.
+        reason: String,
+    },
+    /// A message did not fit in the receive buffer.
+    #[error("message truncated: it is longer than the {capacity}-byte receive buffer")]
+    Truncated {
+        /// The receive buffer's size.
+        capacity: usize,
+    },
+    /// Descriptors attached to a message were dropped by the kernel (too many for the
+    /// control buffer).
+    #[error("descriptors attached to a message were dropped: more than {max} were sent")]
+    TooManyDescriptors {
+        /// The most this layer receives with one message.
+        max: usize,
+    },
+    /// A length does not fit in this machine's address space.
+    #[error("a length of {len} bytes does not fit in this address space")]
+    TooLong {
+        /// The length.
+        len: u64,
+    },
+}
+
+impl Error {
+    /// The kernel's error number, for errors that carry one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Sys { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps a rustix result with the name of the operation.
+pub(crate) fn sys<T>(op: &'static str, r: rustix::io::Result<T>) -> Result<T> {
+    r.map_err(|errno| Error::Sys { op, errno })
+}

@@ -1,0 +1,248 @@
+//! SOCK_SEQPACKET Unix sockets: one message per request, descriptors passed with SCM_RIGHTS,
+//! the peer's pid and uid from SO_PEERCRED.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+use crate::error::{Error, Result, sys};
+
+/// The most descriptors one message carries.
+pub const MAX_FDS: usize = 16;
+
+/// A message received: its length in the caller's buffer and the descriptors attached.
+#[derive(Debug)]
+pub struct Message {
+    /// Bytes received.
+    pub len: usize,
+    /// Descriptors attached (close-on-exec).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// The credentials of the process at the other end, as the kernel recorded them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// A connected SOCK_SEQPACKET Unix socket.
+#[derive(Debug)]
+pub struct SeqPacket {
+    fd: OwnedFd,
+}
+
+fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn unix_address(path: &Path) -> Result<SocketAddrUnix> {
+    sys("socket address", SocketAddrUnix::new(path))
+}
+
+impl SeqPacket {
+    /// A connected pair, for a parent and the child it spawns, or for tests.
+    pub fn pair() -> Result<(SeqPacket, SeqPacket)> {
+        let (a, b) = sys(
+            "socketpair",
+            rustix::net::socketpair(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC,
+                None,
+            ),
+        )?;
+        Ok((SeqPacket { fd: a }, SeqPacket { fd: b }))
+    }
+
+    /// Connects to a listening socket at `path`.
+    pub fn connect(path: &Path) -> Result<SeqPacket> {
+        let fd = sys(
+            "socket",
+            rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC,
+                None,
+            ),
+        )?;
+        let address = unix_address(path)?;
+        sys("connect", retry(|| rustix::net::connect(&fd, &address)))?;
+        Ok(SeqPacket { fd })
+    }
+
+    /// Takes over a descriptor that is a connected SOCK_SEQPACKET socket (inherited from a
+    /// parent, say).
+    pub fn from_fd(fd: OwnedFd) -> Result<SeqPacket> {
+        let kind = sys(
+            "getsockopt(SO_TYPE)",
+            rustix::net::sockopt::socket_type(&fd),
+        )?;
+        if kind != SocketType::SEQPACKET {
+            return Err(Error::BadDescriptor {
+                reason: format!("expected a SOCK_SEQPACKET socket, got {kind:?}"),
+            });
+        }
+        Ok(SeqPacket { fd })
+    }
+
+    /// Sends one message with up to [`MAX_FDS`] descriptors attached. Never raises SIGPIPE: a
+    /// closed peer is an error.
+    pub fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(Error::TooManyDescriptors { max: MAX_FDS });
+        }
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(Error::TooManyDescriptors { max: MAX_FDS });
+        }
+        let sent = sys(
+            "sendmsg",
+            retry(|| {
+                rustix::net::sendmsg(
+                    &self.fd,
+                    &[IoSlice::new(bytes)],
+                    &mut control,
+                    SendFlags::NOSIGNAL,
+                )
+            }),
+        )?;
+        if sent != bytes.len() {
+            return Err(Error::Sys {
+                op: "sendmsg (short write)",
+                errno: Errno::MSGSIZE,
+            });
+        }
+        Ok(())
+    }
+
+    /// Receives one message into `buf`, blocking until one arrives. `None` means the peer
+    /// closed the connection (no message of this protocol is empty). A message longer than
+    /// `buf`, or carrying more than [`MAX_FDS`] descriptors, is an error, never a silent cut.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Option<Message>> {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let capacity = buf.len();
+        let got = sys(
+            "recvmsg",
+            retry(|| {
+                rustix::net::recvmsg(
+                    &self.fd,
+                    &mut [IoSliceMut::new(buf)],
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )
+            }),
+        )?;
+        let mut fds = Vec::new();
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(received) = message {
+                fds.extend(received);
+            }
+        }
+        if got.flags.contains(ReturnFlags::CTRUNC) {
+            return Err(Error::TooManyDescriptors { max: MAX_FDS });
+        }
+        if got.flags.contains(ReturnFlags::TRUNC) {
+            return Err(Error::Truncated { capacity });
+        }
+        if got.bytes == 0 && fds.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Message {
+            len: got.bytes,
+            fds,
+        }))
+    }
+
+    /// The credentials of the process at the other end.
+    pub fn peer_credentials(&self) -> Result<PeerCredentials> {
+        let cred = sys(
+            "getsockopt(SO_PEERCRED)",
+            rustix::net::sockopt::socket_peercred(&self.fd),
+        )?;
+        Ok(PeerCredentials {
+            pid: cred.pid.as_raw_nonzero().get(),
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+        })
+    }
+}
+
+impl AsFd for SeqPacket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A listening SOCK_SEQPACKET socket bound to a path; the path is removed when it is dropped.
+#[derive(Debug)]
+pub struct SeqPacketListener {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl SeqPacketListener {
+    /// Binds and listens at `path`. Fails with `EADDRINUSE` if something is bound there.
+    pub fn bind(path: &Path) -> Result<SeqPacketListener> {
+        let fd = sys(
+            "socket",
+            rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC,
+                None,
+            ),
+        )?;
+        let address = unix_address(path)?;
+        sys("bind", rustix::net::bind(&fd, &address))?;
+        sys("listen", rustix::net::listen(&fd, 128))?;
+        Ok(SeqPacketListener {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Waits for the next connection.
+    pub fn accept(&self) -> Result<SeqPacket> {
+        let fd = sys(
+            "accept",
+            retry(|| rustix::net::accept_with(&self.fd, SocketFlags::CLOEXEC)),
+        )?;
+        Ok(SeqPacket { fd })
+    }
+
+    /// Where the socket is bound.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsFd for SeqPacketListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SeqPacketListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
