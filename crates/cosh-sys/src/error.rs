@@ -38,6 +38,22 @@ pub enum Error {
         /// The most this layer receives with one message.
         max: usize,
     },
+    /// The runtime directory cannot be used safely.
+    #[error("runtime directory {path} is not safe to use: {reason}")]
+    UnsafeRuntimeDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another server already owns the socket path.
+    #[error(
+        "another server is already listening at {path}; stop it first, or set COSH_RUNTIME_DIR to use another directory"
+    )]
+    AlreadyServing {
+        /// The socket path.
+        path: std::path::PathBuf,
+    },
     /// A length does not fit in this machine's address space.
     #[error("a length of {len} bytes does not fit in this address space")]
     TooLong {

@@ -8,6 +8,9 @@
 //!   `Mapping<ReadWrite>` hands out `&mut [u8]`, and slices live no longer than the mapping.
 //! - [`socket::SeqPacket`]: a SOCK_SEQPACKET Unix socket (one message per request) that passes
 //!   file descriptors with SCM_RIGHTS and reports the peer's credentials.
+//! - [`eventfd::EventFd`]: a doorbell one process rings and another waits on.
+//! - [`runtime`]: where the sockets live, and [`socket::SeqPacketListener::bind_exclusive`],
+//!   which lets only one server own a socket path.
 //!
 //! Unsafe code is denied crate-wide and allowed only in `mapping`, where every block carries
 //! a `SAFETY:` argument.
@@ -28,8 +31,10 @@
 //! ```
 
 pub mod error;
+pub mod eventfd;
 pub mod mapping;
 pub mod memfd;
+pub mod runtime;
 pub mod socket;
 
 pub use error::{Error, Result};

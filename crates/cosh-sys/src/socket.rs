@@ -197,6 +197,9 @@ impl AsFd for SeqPacket {
 pub struct SeqPacketListener {
     fd: OwnedFd,
     path: PathBuf,
+    /// With [`SeqPacketListener::bind_exclusive`]: the lock that makes this listener the only
+    /// owner of the path, held until drop (after the socket file is removed).
+    lock: Option<OwnedFd>,
 }
 
 impl SeqPacketListener {
@@ -217,7 +220,47 @@ impl SeqPacketListener {
         Ok(SeqPacketListener {
             fd,
             path: path.to_path_buf(),
+            lock: None,
         })
+    }
+
+    /// Binds at `path` as its only owner. An exclusive lock on `path` + `.lock` (kept for the
+    /// listener's life) decides between servers starting at once; the winner replaces a stale
+    /// socket left by a server that crashed, and a loser gets [`Error::AlreadyServing`].
+    pub fn bind_exclusive(path: &Path) -> Result<SeqPacketListener> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = sys(
+            "open lock file",
+            rustix::fs::open(
+                Path::new(&lock_path),
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            ),
+        )?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return Err(Error::AlreadyServing {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(errno) => return Err(Error::Sys { op: "flock", errno }),
+        }
+        // We own the path now: whatever socket file is there was left by a dead server.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Sys {
+                    op: "remove stale socket",
+                    errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+                });
+            }
+        }
+        let mut listener = SeqPacketListener::bind(path)?;
+        listener.lock = Some(lock);
+        Ok(listener)
     }
 
     /// Waits for the next connection.
@@ -243,6 +286,8 @@ impl AsFd for SeqPacketListener {
 
 impl Drop for SeqPacketListener {
     fn drop(&mut self) {
+        // Removed while the lock (if any) is still held, so no new owner's socket is removed.
         let _ = std::fs::remove_file(&self.path);
+        drop(self.lock.take());
     }
 }
