@@ -8,7 +8,8 @@
 //!   `Mapping<ReadWrite>` hands out `&mut [u8]`, and slices live no longer than the mapping.
 //! - [`socket::SeqPacket`]: a SOCK_SEQPACKET Unix socket (one message per request) that passes
 //!   file descriptors with SCM_RIGHTS and reports the peer's credentials.
-//! - [`eventfd::EventFd`]: a doorbell one process rings and another waits on.
+//! - [`eventfd::EventFd`]: a doorbell one process rings and another waits on; [`futex`]:
+//!   the same on a word of shared memory ([`mapping::Mapping::shared_words`]).
 //! - [`runtime`]: where the sockets live, and [`socket::SeqPacketListener::bind_exclusive`],
 //!   which lets only one server own a socket path.
 //!
@@ -32,6 +33,7 @@
 
 pub mod error;
 pub mod eventfd;
+pub mod futex;
 pub mod mapping;
 pub mod memfd;
 pub mod runtime;

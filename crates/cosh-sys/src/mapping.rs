@@ -15,6 +15,7 @@ use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
 
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
@@ -128,6 +129,17 @@ impl<P: Protection> Mapping<P> {
 }
 
 impl Mapping<ReadWrite> {
+    /// A view of the mapping as words shared with other processes (ring indices, futex
+    /// doorbells). It borrows the mapping mutably, so while it lives this process has no
+    /// plain slice of the memory that an atomic store could change under it.
+    pub fn shared_words(&mut self) -> SharedWords<'_> {
+        SharedWords {
+            ptr: self.ptr,
+            len: self.len,
+            _mapping: PhantomData,
+        }
+    }
+
     /// The mapped bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as for `as_slice`, and the region is mapped writable; `&mut self` makes this
@@ -156,6 +168,32 @@ impl Mapping<ReadWrite> {
             len: this.len,
             _protection: PhantomData,
         })
+    }
+}
+
+/// A writable mapping seen as atomic words shared with other processes; see
+/// [`Mapping::shared_words`].
+#[derive(Debug)]
+pub struct SharedWords<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _mapping: PhantomData<&'a mut [u8]>,
+}
+
+impl SharedWords<'_> {
+    /// The 4-byte word at `offset`; `None` when `offset` is not 4-byte aligned or the word
+    /// does not fit. Other processes must access the word atomically too.
+    pub fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
+        let end = offset.checked_add(4)?;
+        if end > self.len || !offset.is_multiple_of(4) {
+            return None;
+        }
+        // SAFETY: the word lies inside the mapping (checked above), which is mapped for as
+        // long as the `&mut Mapping` this view borrows; mappings start on a page boundary, so
+        // an offset that is a multiple of 4 is 4-byte aligned, as AtomicU32 requires;
+        // AtomicU32 has the size of u32 and every bit pattern is valid; the view holds the
+        // mapping's only borrow, so no plain slice of this process overlaps the word.
+        Some(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() })
     }
 }
 
