@@ -243,6 +243,19 @@ impl ChunkList {
         self.chunks.iter().map(|c| c.buffer).collect()
     }
 
+    /// Whether this list refers to some byte of `buffer` more than once (as `concat(x, x)`
+    /// does).
+    pub fn repeats_bytes_of(&self, buffer: BufferId) -> bool {
+        let mut ranges: Vec<(u64, u64)> = self
+            .chunks
+            .iter()
+            .filter(|c| c.buffer == buffer)
+            .map(|c| (c.offset, c.end()))
+            .collect();
+        ranges.sort_unstable();
+        ranges.windows(2).any(|w| w[1].0 < w[0].1)
+    }
+
     /// How many bytes of `buffer` this list refers to (counting repeats).
     pub fn bytes_in(&self, buffer: BufferId) -> u64 {
         self.chunks
@@ -312,6 +325,19 @@ mod tests {
         assert_eq!(p, vec![c(2, 102, 8)]);
         assert_eq!(l.pieces_from(20).expect("end").count(), 0);
         assert!(l.pieces_from(21).is_err());
+    }
+
+    #[test]
+    fn repeated_bytes_are_detected() {
+        let x = ChunkList::from_chunks([c(1, 0, 10), c(2, 0, 10), c(1, 10, 5)]);
+        assert!(!x.repeats_bytes_of(BufferId(1)));
+        let xx = x.concat(&x).expect("fits");
+        assert!(xx.repeats_bytes_of(BufferId(1)) && xx.repeats_bytes_of(BufferId(2)));
+        let touching = ChunkList::from_chunks([c(1, 5, 5), c(2, 0, 1), c(1, 0, 5)]);
+        assert!(
+            !touching.repeats_bytes_of(BufferId(1)),
+            "adjacent is not repeated"
+        );
     }
 
     #[test]

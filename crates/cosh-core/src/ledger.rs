@@ -101,6 +101,9 @@ pub enum CopyReason {
     Exposure,
     /// A strong move, and mappings cannot be revoked.
     StrongMove,
+    /// A move of an aggregate that refers to some bytes of the buffer more than once: by
+    /// reference the receiver's read/write copies of those bytes would alias each other.
+    RepeatedBytes,
 }
 
 /// How a piece travels.
@@ -908,7 +911,7 @@ impl Ledger {
             let route = if mode == Mode::Copy {
                 Route::Copy(CopyReason::ModeIsCopy)
             } else if !self.others_hold_more(sender, *b, a.rights, keeps) {
-                self.mechanism_route(&request, *b, receiver_state.pool, &a.chunks)
+                self.unaliased_route(&request, *b, receiver_state.pool, &a.chunks)
             } else {
                 // Someone else holds more: find out who, to tell relatives from neighbours.
                 let mut related = false;
@@ -929,7 +932,7 @@ impl Ledger {
                 } else if neighbours {
                     Route::Copy(CopyReason::SharedBuffer)
                 } else {
-                    self.mechanism_route(&request, *b, receiver_state.pool, &a.chunks)
+                    self.unaliased_route(&request, *b, receiver_state.pool, &a.chunks)
                 }
             };
             routes.insert(*b, route);
@@ -1084,6 +1087,23 @@ impl Ledger {
             .into_iter()
             .filter(|r| *r > keeps)
             .any(|r| counts[r as usize] > 0)
+    }
+
+    /// The route of a buffer nobody else holds: a move that refers to some of its bytes
+    /// twice is copied (the receiver must get independent bytes, as a copy would give it);
+    /// otherwise the mechanism policy decides.
+    fn unaliased_route(
+        &self,
+        request: &TransferRequest,
+        buffer: BufferId,
+        receiver_pool: PoolId,
+        chunks: &ChunkList,
+    ) -> Route {
+        if request.mode == Mode::Move && chunks.repeats_bytes_of(buffer) {
+            Route::Copy(CopyReason::RepeatedBytes)
+        } else {
+            self.mechanism_route(request, buffer, receiver_pool, chunks)
+        }
     }
 
     /// The route the mechanism policy gives a buffer that the semantics allow to travel by
@@ -1587,6 +1607,25 @@ mod tests {
                 len: MAX_LEN + 1,
                 max: MAX_LEN
             })
+        );
+    }
+
+    #[test]
+    fn a_move_never_hands_over_the_same_bytes_twice() {
+        let (mut l, a, b) = two(Policy::by_reference());
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let xx = l.concat(a, x, x).expect("concat");
+        l.decref(a, x).expect("decref");
+        let route =
+            |l: &Ledger, mode| only_route(&plan(l, a, xx, b, mode, TransferFlags::strong()));
+        assert_eq!(
+            route(&l, Mode::Move),
+            Route::Copy(CopyReason::RepeatedBytes)
+        );
+        assert_eq!(
+            route(&l, Mode::Share),
+            Route::Reference,
+            "read-only aliasing is invisible"
         );
     }
 

@@ -300,6 +300,13 @@ impl Naive {
             if culprit || neighbour {
                 continue;
             }
+            // A move must not hand over the same bytes twice: they would alias.
+            let mut cells_in_b: Vec<&Cell> = agg.cells.iter().filter(|c| c.0 == b).collect();
+            cells_in_b.sort_unstable();
+            let repeated = cells_in_b.windows(2).any(|w| w[0] == w[1]);
+            if mode == Mode::Move && repeated {
+                continue;
+            }
             let buf = &self.buffers[b];
             let referenced = agg.cells.iter().filter(|c| c.0 == b).count() as u64;
             let fits = buf.pool == self.domains[dest].pool
