@@ -68,6 +68,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (o.clone(), any::<Index>(), 0u64..64, 0u64..64).prop_map(|(d, a, o, l)| Op::Read(d, a, o, l)),
         4 => (o.clone(), any::<Index>(), 0u64..64, 0u64..64).prop_map(|(d, a, o, l)| Op::Select(d, a, o, l)),
         3 => (o.clone(), any::<Index>(), any::<Index>()).prop_map(|(d, a, b)| Op::Concat(d, a, b)),
+        // Self-concatenation: an aggregate that refers to the same bytes twice.
+        1 => (o.clone(), any::<Index>()).prop_map(|(d, a)| Op::Concat(d, a, a)),
         1 => (o.clone(), any::<Index>(), rights()).prop_map(|(d, a, r)| Op::Downgrade(d, a, r)),
         1 => (o.clone(), any::<Index>()).prop_map(|(d, a)| Op::Incref(d, a)),
         2 => (o.clone(), any::<Index>()).prop_map(|(d, a)| Op::Decref(d, a)),
