@@ -52,6 +52,19 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<
     }
 }
 
+/// A new, unconnected SOCK_SEQPACKET Unix socket.
+fn seqpacket_socket() -> Result<OwnedFd> {
+    sys(
+        "socket",
+        rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        ),
+    )
+}
+
 fn unix_address(path: &Path) -> Result<SocketAddrUnix> {
     sys("socket address", SocketAddrUnix::new(path))
 }
@@ -73,15 +86,7 @@ impl SeqPacket {
 
     /// Connects to a listening socket at `path`.
     pub fn connect(path: &Path) -> Result<SeqPacket> {
-        let fd = sys(
-            "socket",
-            rustix::net::socket_with(
-                AddressFamily::UNIX,
-                SocketType::SEQPACKET,
-                SocketFlags::CLOEXEC,
-                None,
-            ),
-        )?;
+        let fd = seqpacket_socket()?;
         let address = unix_address(path)?;
         sys("connect", retry(|| rustix::net::connect(&fd, &address)))?;
         Ok(SeqPacket { fd })
@@ -205,15 +210,7 @@ pub struct SeqPacketListener {
 impl SeqPacketListener {
     /// Binds and listens at `path`. Fails with `EADDRINUSE` if something is bound there.
     pub fn bind(path: &Path) -> Result<SeqPacketListener> {
-        let fd = sys(
-            "socket",
-            rustix::net::socket_with(
-                AddressFamily::UNIX,
-                SocketType::SEQPACKET,
-                SocketFlags::CLOEXEC,
-                None,
-            ),
-        )?;
+        let fd = seqpacket_socket()?;
         let address = unix_address(path)?;
         sys("bind", rustix::net::bind(&fd, &address))?;
         sys("listen", rustix::net::listen(&fd, 128))?;
