@@ -3,7 +3,8 @@
 //! The ledger is a pure state machine. It records every domain's aggregates (chunks, rights,
 //! reference counts, related groups), every buffer (pool, length, whether it is frozen
 //! read-only or sealed) and every domain's memory permission on every buffer it maps, which
-//! after weak transfers may exceed its rights. A transfer is two steps:
+//! may exceed its rights after weak transfers, and on a sender's own buffer whose bytes
+//! travelled by copy (a copy changes no permission). A transfer is two steps:
 //!
 //! 1. [`Ledger::plan_transfer`] checks the request against Table 1, the weak/strong rules, the
 //!    receiver's trust and the related-aggregate rule, and returns a [`TransferPlan`]: what the
