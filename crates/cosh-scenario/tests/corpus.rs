@@ -6,6 +6,11 @@ use cosh_core::ledger::Policy;
 use cosh_core::model::Model;
 use cosh_scenario::{Layout, check, corpus};
 
+/// The deliberately naive second implementation from cosh-core's tests.
+#[allow(dead_code, unreachable_pub, missing_docs)]
+#[path = "../../cosh-core/tests/support/naive.rs"]
+mod naive;
+
 #[test]
 fn the_reference_model_passes_the_whole_corpus_under_every_policy_and_layout() {
     let scenarios = corpus().expect("the corpus loads");
@@ -43,4 +48,24 @@ fn the_reference_model_passes_the_whole_corpus_under_every_policy_and_layout() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn the_naive_second_implementation_passes_the_whole_corpus_too() {
+    let scenarios = corpus().expect("the corpus loads");
+    let mut failures = Vec::new();
+    for (path, scenario) in &scenarios {
+        for policy in [
+            Policy::by_reference(),
+            Policy::linux_host(),
+            Policy::copy_always(),
+        ] {
+            for layout in Layout::ALL {
+                if let Err(e) = check(scenario, &mut naive::Naive::new(policy), layout) {
+                    failures.push(format!("{} [{policy:?}, {layout}]: {e}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

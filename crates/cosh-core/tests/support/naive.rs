@@ -491,6 +491,10 @@ impl Cosh for Naive {
 
     fn alloc(&mut self, d: usize, len: u64) -> Result<usize, Error> {
         self.live_domain(d)?;
+        // One byte cell per byte: far smaller limits than the model's, but the same error.
+        if len > 1 << 26 {
+            return Err(err(ErrorKind::TooLarge));
+        }
         if len == 0 {
             return Ok(self.new_agg(d, Vec::new(), Rights::ReadWrite, Vec::new()));
         }
