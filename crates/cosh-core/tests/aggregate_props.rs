@@ -3,6 +3,8 @@
 //! iteration over random chunk structures must give the same cells, and iteration must merge
 //! exactly the contiguous runs.
 
+mod support;
+
 use cosh_core::{BufferId, Chunk, ChunkList};
 use proptest::prelude::*;
 
@@ -68,7 +70,7 @@ fn chunks() -> impl Strategy<Value = Vec<Chunk>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(support::cases(512)))]
 
     #[test]
     fn normal_form_keeps_the_cells_and_merges_exactly_the_runs(raw in chunks()) {

@@ -58,7 +58,7 @@ fn invariant_1_a_transfer_preserves_only_the_byte_vector() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: support::cases(256), ..ProptestConfig::default() })]
 
     /// Invariant 2: rights are downgraded by transfers, never upgraded; once shared, data
     /// stays read-only everywhere until freed.

@@ -31,7 +31,7 @@ fn run(policy: Policy, pools: &[u32], ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: support::cases(384), ..ProptestConfig::default() })]
 
     #[test]
     fn the_ledger_behaves_like_the_naive_model(

@@ -4,6 +4,17 @@
 pub mod naive;
 pub mod ops;
 
+/// `base` random cases, multiplied by `$COSH_TEST_SCALE` (default 1) for heavier runs:
+/// `COSH_TEST_SCALE=100 cargo test --release -p cosh-core`.
+pub fn cases(base: u32) -> u32 {
+    let scale = std::env::var("COSH_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    base.saturating_mul(scale)
+}
+
 /// The first place two observation sequences differ, for a failure message.
 pub fn first_difference(a: &[String], b: &[String]) -> Option<String> {
     let i = a
