@@ -205,11 +205,6 @@ pub struct TransferPlan {
 }
 
 impl TransferPlan {
-    /// The request this plan answers.
-    pub fn request(&self) -> &TransferRequest {
-        &self.request
-    }
-
     /// The strength the receiver is told (the requested one; copy is always strong).
     pub fn reported_strength(&self) -> Strength {
         self.reported_strength
@@ -422,11 +417,6 @@ impl Ledger {
         }
     }
 
-    /// The mechanism policy.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     /// Registers a new domain in `pool`. Domain ids are never reused.
     pub fn add_domain(&mut self, pool: PoolId) -> DomainId {
         let id = DomainId {
@@ -454,11 +444,6 @@ impl Ledger {
     /// Whether `domain` is connected.
     pub fn has_domain(&self, domain: DomainId) -> bool {
         self.domains.contains_key(&domain)
-    }
-
-    /// The connected domains.
-    pub fn domains(&self) -> impl Iterator<Item = DomainId> + '_ {
-        self.domains.keys().copied()
     }
 
     /// Removes a domain that exited or was killed: every aggregate it held (received or not)
@@ -493,13 +478,6 @@ impl Ledger {
         self.domain_mut(domain)?.trusts.insert(peer);
         self.generation += 1;
         Ok(())
-    }
-
-    /// Whether `domain` trusts `peer`.
-    pub fn trusts(&self, domain: DomainId, peer: DomainId) -> bool {
-        self.domains
-            .get(&domain)
-            .is_some_and(|d| d.trusts.contains(&peer))
     }
 
     fn domain(&self, domain: DomainId) -> Result<&DomainState> {
@@ -855,11 +833,6 @@ impl Ledger {
     /// The buffer's length, if it exists.
     pub fn buffer_len(&self, buffer: BufferId) -> Option<u64> {
         self.buffers.get(&buffer).map(|b| b.len)
-    }
-
-    /// The buffer's pool, if it exists.
-    pub fn buffer_pool(&self, buffer: BufferId) -> Option<PoolId> {
-        self.buffers.get(&buffer).map(|b| b.pool)
     }
 
     /// Live buffers, in order of id.
