@@ -4,10 +4,10 @@
 //! scanning every aggregate, and Table 1 is written out literally. It shares only the public
 //! vocabulary types and the mechanism [`Policy`] with the ledger.
 
+use cosh_core::TransferFlags;
 use cosh_core::api::{Cosh, Incoming};
 use cosh_core::ledger::{MoveMechanism, Policy};
 use cosh_core::{Access, ErrorKind, Mode, PoolId, RelatedPolicy, Rights, Strength, Ticket};
-use cosh_core::{TransferFlags, error::Error};
 
 type Cell = (usize, u64);
 
@@ -62,63 +62,17 @@ pub struct Naive {
 /// A piece: (buffer, offset, len).
 pub type Piece = (usize, u64, u64);
 
-fn err(kind: ErrorKind) -> Error {
-    // The naive model reports only kinds; the fields are placeholders.
-    use cosh_core::{AggId, BufferId, DomainId};
-    let d = DomainId {
-        pool: PoolId(0),
-        index: 0,
-    };
-    match kind {
-        ErrorKind::UnknownDomain => Error::UnknownDomain { domain: d },
-        ErrorKind::UnknownAggregate => Error::UnknownAggregate {
-            agg: AggId(0),
-            domain: d,
-        },
-        ErrorKind::OutOfRange => Error::OutOfRange {
-            agg: AggId(0),
-            offset: 0,
-            len: 0,
-            available: 0,
-        },
-        ErrorKind::InsufficientRights => Error::InsufficientRights {
-            agg: AggId(0),
-            op: cosh_core::error::Operation::Read,
-            needed: Rights::Read,
-            held: Rights::None,
-        },
-        ErrorKind::TooLarge => Error::TooLarge { len: 0, max: 0 },
-        ErrorKind::TooFragmented => Error::TooFragmented { chunks: 0, max: 0 },
-        ErrorKind::RightsUpgrade => Error::RightsUpgrade {
-            agg: AggId(0),
-            held: Rights::None,
-            requested: Rights::Read,
-        },
-        ErrorKind::SelfTransfer => Error::SelfTransfer { domain: d },
-        ErrorKind::RelatedAggregates => Error::RelatedAggregates {
-            agg: AggId(0),
-            related: Vec::new(),
-        },
-        ErrorKind::NothingPending => Error::NothingPending {
-            domain: d,
-            sender: None,
-        },
-        ErrorKind::UnknownTicket => Error::UnknownTicket {
-            ticket: Ticket(0),
-            sender: d,
-        },
-        ErrorKind::TicketReused => Error::TicketReused {
-            ticket: Ticket(0),
-            sender: d,
-        },
-        ErrorKind::StalePlan => Error::StalePlan,
-        ErrorKind::Fault => Error::Fault {
-            domain: d,
-            buffer: BufferId(0),
-            needed: Rights::Read,
-        },
+/// The naive model reports only the kind of an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Error(pub ErrorKind);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
+
+impl std::error::Error for Error {}
 
 fn runs(cells: &[Cell]) -> Vec<Piece> {
     let mut out: Vec<Piece> = Vec::new();
@@ -146,7 +100,7 @@ impl Naive {
         if self.domains.get(d).is_some_and(|x| x.alive) {
             Ok(())
         } else {
-            Err(err(ErrorKind::UnknownDomain))
+            Err(Error(ErrorKind::UnknownDomain))
         }
     }
 
@@ -154,7 +108,7 @@ impl Naive {
         self.live_domain(d)?;
         match self.aggs.get(a) {
             Some(x) if x.alive && !x.pending && x.owner == d => Ok(x),
-            _ => Err(err(ErrorKind::UnknownAggregate)),
+            _ => Err(Error(ErrorKind::UnknownAggregate)),
         }
     }
 
@@ -253,7 +207,7 @@ impl Naive {
         self.live_domain(d)?;
         self.live_domain(dest)?;
         if d == dest {
-            return Err(err(ErrorKind::SelfTransfer));
+            return Err(Error(ErrorKind::SelfTransfer));
         }
         let agg = self.live_agg(d, a)?.clone();
         // Table 1, literally.
@@ -263,7 +217,7 @@ impl Naive {
             Mode::Copy => (Rights::Read, agg.rights, Rights::ReadWrite),
         };
         if agg.rights < needs {
-            return Err(err(ErrorKind::InsufficientRights));
+            return Err(Error(ErrorKind::InsufficientRights));
         }
         let reported = if mode == Mode::Copy {
             Strength::Strong
@@ -316,7 +270,7 @@ impl Naive {
             by_ref[b] = fits;
         }
         if any_culprit && flags.related == RelatedPolicy::Fail {
-            return Err(err(ErrorKind::RelatedAggregates));
+            return Err(Error(ErrorKind::RelatedAggregates));
         }
 
         // What each domain may do with buffer b once the transfer is done.
@@ -455,7 +409,7 @@ impl Cosh for Naive {
     type Error = Error;
 
     fn kind_of(error: &Error) -> Option<ErrorKind> {
-        Some(error.kind())
+        Some(error.0)
     }
 
     fn connect(&mut self, pool: PoolId) -> Result<usize, Error> {
@@ -493,7 +447,7 @@ impl Cosh for Naive {
         self.live_domain(d)?;
         // One byte cell per byte: far smaller limits than the model's, but the same error.
         if len > 1 << 26 {
-            return Err(err(ErrorKind::TooLarge));
+            return Err(Error(ErrorKind::TooLarge));
         }
         if len == 0 {
             return Ok(self.new_agg(d, Vec::new(), Rights::ReadWrite, Vec::new()));
@@ -551,10 +505,10 @@ impl Cosh for Naive {
             Access::Write => Rights::ReadWrite,
         };
         if x.rights < needed {
-            return Err(err(ErrorKind::InsufficientRights));
+            return Err(Error(ErrorKind::InsufficientRights));
         }
         if offset > x.cells.len() as u64 {
-            return Err(err(ErrorKind::OutOfRange));
+            return Err(Error(ErrorKind::OutOfRange));
         }
         Ok(runs(&x.cells[offset as usize..]))
     }
@@ -570,7 +524,7 @@ impl Cosh for Naive {
             .checked_add(len)
             .is_none_or(|e| e > x.cells.len() as u64)
         {
-            return Err(err(ErrorKind::OutOfRange));
+            return Err(Error(ErrorKind::OutOfRange));
         }
         Ok(self.bytes(&x.cells[offset as usize..(offset + len) as usize]))
     }
@@ -582,7 +536,7 @@ impl Cosh for Naive {
             .checked_add(data.len() as u64)
             .is_none_or(|e| e > x.cells.len() as u64)
         {
-            return Err(err(ErrorKind::OutOfRange));
+            return Err(Error(ErrorKind::OutOfRange));
         }
         let cells = x.cells[offset as usize..offset as usize + data.len()].to_vec();
         for (&(b, o), v) in cells.iter().zip(data) {
@@ -595,7 +549,7 @@ impl Cosh for Naive {
         let x = self.live_agg(d, first)?.clone();
         let y = self.live_agg(d, second)?.clone();
         if x.rights < Rights::Read || y.rights < Rights::Read {
-            return Err(err(ErrorKind::InsufficientRights));
+            return Err(Error(ErrorKind::InsufficientRights));
         }
         let mut cells = x.cells;
         cells.extend(y.cells);
@@ -605,13 +559,13 @@ impl Cosh for Naive {
     fn select(&mut self, d: usize, a: usize, offset: u64, len: u64) -> Result<usize, Error> {
         let x = self.live_agg(d, a)?.clone();
         if x.rights < Rights::Read {
-            return Err(err(ErrorKind::InsufficientRights));
+            return Err(Error(ErrorKind::InsufficientRights));
         }
         if offset
             .checked_add(len)
             .is_none_or(|e| e > x.cells.len() as u64)
         {
-            return Err(err(ErrorKind::OutOfRange));
+            return Err(Error(ErrorKind::OutOfRange));
         }
         let cells = x.cells[offset as usize..(offset + len) as usize].to_vec();
         Ok(self.new_agg(d, cells, x.rights, vec![a]))
@@ -634,7 +588,7 @@ impl Cosh for Naive {
 
     fn downgrade(&mut self, d: usize, a: usize, rights: Rights) -> Result<(), Error> {
         if rights > self.live_agg(d, a)?.rights {
-            return Err(err(ErrorKind::RightsUpgrade));
+            return Err(Error(ErrorKind::RightsUpgrade));
         }
         self.aggs[a].rights = rights;
         Ok(())
@@ -678,7 +632,7 @@ impl Cosh for Naive {
                     && s.dest == d
                     && source.is_none_or(|x| x == s.source)
             })
-            .ok_or_else(|| err(ErrorKind::NothingPending))?;
+            .ok_or(Error(ErrorKind::NothingPending))?;
         Ok(self.take(i))
     }
 
@@ -695,15 +649,15 @@ impl Cosh for Naive {
             .position(|s| s.dest == d && s.source == source && s.ticket == Some(ticket.0));
         match found {
             Some(i) if !self.sent[i].taken => Ok(self.take(i)),
-            Some(_) => Err(err(ErrorKind::TicketReused)),
-            None => Err(err(ErrorKind::UnknownTicket)),
+            Some(_) => Err(Error(ErrorKind::TicketReused)),
+            None => Err(Error(ErrorKind::UnknownTicket)),
         }
     }
 
     fn peek(&mut self, d: usize, p: &Piece) -> Result<Vec<u8>, Error> {
         let (b, o, len) = *p;
         if self.mapping(d, b) < Rights::Read {
-            return Err(err(ErrorKind::Fault));
+            return Err(Error(ErrorKind::Fault));
         }
         Ok(self.buffers[b].data[o as usize..(o + len) as usize].to_vec())
     }
@@ -714,7 +668,7 @@ impl Cosh for Naive {
             || self.buffers[b].sealed
             || len != data.len() as u64
         {
-            return Err(err(ErrorKind::Fault));
+            return Err(Error(ErrorKind::Fault));
         }
         self.buffers[b].data[o as usize..(o + len) as usize].copy_from_slice(data);
         Ok(())
