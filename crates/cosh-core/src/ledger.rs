@@ -885,7 +885,7 @@ impl Ledger {
             let route = if mode == Mode::Copy {
                 Route::Copy(CopyReason::ModeIsCopy)
             } else if !self.others_hold_more(sender, *b, a.rights, keeps) {
-                self.unaliased_route(&request, *b, receiver_state.pool, &a.chunks)
+                self.unheld_route(&request, *b, receiver_state.pool, &a.chunks)
             } else {
                 // Someone else holds more: find out who, to tell relatives from neighbours.
                 let mut related = false;
@@ -906,7 +906,7 @@ impl Ledger {
                 } else if neighbours {
                     Route::Copy(CopyReason::SharedBuffer)
                 } else {
-                    self.unaliased_route(&request, *b, receiver_state.pool, &a.chunks)
+                    self.unheld_route(&request, *b, receiver_state.pool, &a.chunks)
                 }
             };
             routes.insert(*b, route);
@@ -1063,10 +1063,11 @@ impl Ledger {
             .any(|r| counts[r as usize] > 0)
     }
 
-    /// The route of a buffer nobody else holds: a move that refers to some of its bytes
-    /// twice is copied (the receiver must get independent bytes, as a copy would give it);
-    /// otherwise the mechanism policy decides.
-    fn unaliased_route(
+    /// The route of a buffer no other aggregate of the sender holds with more than the
+    /// transfer leaves. A move that refers to some of its bytes twice is copied (the receiver
+    /// must get independent bytes, as a copy would give it); otherwise the mechanism policy
+    /// decides (the strong-move rule is applied later, once the strength is known).
+    fn unheld_route(
         &self,
         request: &TransferRequest,
         buffer: BufferId,
@@ -1074,21 +1075,8 @@ impl Ledger {
         chunks: &ChunkList,
     ) -> Route {
         if request.mode == Mode::Move && chunks.repeats_bytes_of(buffer) {
-            Route::Copy(CopyReason::RepeatedBytes)
-        } else {
-            self.mechanism_route(request, buffer, receiver_pool, chunks)
+            return Route::Copy(CopyReason::RepeatedBytes);
         }
-    }
-
-    /// The route the mechanism policy gives a buffer that the semantics allow to travel by
-    /// reference (the strong-move rule is applied later, once the strength is known).
-    fn mechanism_route(
-        &self,
-        request: &TransferRequest,
-        buffer: BufferId,
-        receiver_pool: PoolId,
-        chunks: &ChunkList,
-    ) -> Route {
         let Some(state) = self.buffers.get(&buffer) else {
             return Route::Copy(CopyReason::Forced);
         };
