@@ -102,7 +102,7 @@ fn after_the_write_seal_nobody_writes_through_any_descriptor() {
 }
 
 #[test]
-fn read_only_mappings_block_the_seal_only_when_made_through_a_writable_descriptor() {
+fn read_only_mappings_through_a_read_only_descriptor_never_block_the_seal() {
     let m = Memfd::create("ro", 4096).expect("create");
     let through_rw = m.map_read(Prefault::Now).expect("map");
     let blocked = matches!(m.seal_write(), Err(Error::SealBusy));
