@@ -214,11 +214,20 @@ pub enum ErrorKind {
     StalePlan,
     /// See [`Error::Fault`].
     Fault,
+    /// No domain is registered under the name (raised by the block manager's name service).
+    UnknownName,
+    /// Another domain already registered the name.
+    NameTaken,
+    /// The block manager could not carry out the request: it ran out of memory or
+    /// descriptors, it is shutting down, or the connection to it was lost.
+    Unavailable,
+    /// A message broke the wire protocol (malformed, unexpected, or over a limit).
+    Protocol,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::UnknownDomain,
         ErrorKind::UnknownAggregate,
         ErrorKind::OutOfRange,
@@ -233,6 +242,10 @@ impl ErrorKind {
         ErrorKind::TicketReused,
         ErrorKind::StalePlan,
         ErrorKind::Fault,
+        ErrorKind::UnknownName,
+        ErrorKind::NameTaken,
+        ErrorKind::Unavailable,
+        ErrorKind::Protocol,
     ];
 
     /// The stable snake-case name used in scenario files.
@@ -252,6 +265,10 @@ impl ErrorKind {
             ErrorKind::TicketReused => "ticket_reused",
             ErrorKind::StalePlan => "stale_plan",
             ErrorKind::Fault => "fault",
+            ErrorKind::UnknownName => "unknown_name",
+            ErrorKind::NameTaken => "name_taken",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Protocol => "protocol",
         }
     }
 

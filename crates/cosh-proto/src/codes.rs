@@ -20,6 +20,10 @@ pub fn error_code(kind: ErrorKind) -> u16 {
         ErrorKind::Fault => 12,
         ErrorKind::TooLarge => 13,
         ErrorKind::TooFragmented => 14,
+        ErrorKind::UnknownName => 15,
+        ErrorKind::NameTaken => 16,
+        ErrorKind::Unavailable => 17,
+        ErrorKind::Protocol => 18,
     }
 }
 

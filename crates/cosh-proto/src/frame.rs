@@ -6,6 +6,7 @@ use cosh_core::{DomainId, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{error_code, error_kind};
+use crate::ops::{Request, Response, check_request, check_response};
 
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"CO";
@@ -52,6 +53,10 @@ pub enum Message {
         /// What happened and what to do.
         message: String,
     },
+    /// Client → block manager: an operation of the aggregate API.
+    Request(Request),
+    /// Block manager → client: the answer to a request.
+    Response(Response),
 }
 
 /// Message kinds on the wire.
@@ -60,6 +65,8 @@ mod kind {
     pub(super) const WELCOME: u16 = 2;
     pub(super) const REFUSED: u16 = 3;
     pub(super) const ERROR: u16 = 4;
+    pub(super) const REQUEST: u16 = 5;
+    pub(super) const RESPONSE: u16 = 6;
 }
 
 #[derive(Serialize, Deserialize)]
@@ -217,6 +224,14 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
                 })?,
             )
         }
+        Message::Request(r) => {
+            check_request(r).map_err(EncodeError::Payload)?;
+            (kind::REQUEST, body(r)?)
+        }
+        Message::Response(r) => {
+            check_response(r).map_err(EncodeError::Payload)?;
+            (kind::RESPONSE, body(r)?)
+        }
     };
     let len = HEADER_LEN + payload.len();
     if len > MAX_FRAME {
@@ -285,6 +300,8 @@ impl Message {
             Message::Welcome { .. } => "welcome",
             Message::Refused { .. } => "refused",
             Message::Error { .. } => "error",
+            Message::Request(_) => "request",
+            Message::Response(_) => "response",
         }
     }
 }
@@ -356,6 +373,22 @@ fn decode_loosely(bytes: &[u8]) -> Result<Message, DecodeError> {
                 kind,
                 message: text("error", "message", b.message)?,
             })
+        }
+        kind::REQUEST => {
+            let r: Request = payload("request", rest)?;
+            check_request(&r).map_err(|reason| DecodeError::Malformed {
+                message: "request",
+                reason,
+            })?;
+            Ok(Message::Request(r))
+        }
+        kind::RESPONSE => {
+            let r: Response = payload("response", rest)?;
+            check_response(&r).map_err(|reason| DecodeError::Malformed {
+                message: "response",
+                reason,
+            })?;
+            Ok(Message::Response(r))
         }
         other => Err(DecodeError::UnknownKind { kind: other }),
     }

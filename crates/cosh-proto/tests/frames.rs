@@ -198,3 +198,310 @@ fn negotiation_picks_the_newest_common_version_or_refuses_clearly() {
         assert!(negotiate(0, min - 1).is_err(), "too old");
     }
 }
+
+mod operations {
+    use cosh_proto::ops::{
+        DomainStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES, MAX_REVOKE, MAX_STATUS_DOMAINS,
+        MAX_STATUS_NAME, MapRequest, MappedBuffer, Request, Response, Status, TransferCounts,
+        TransferReport, WireAccess, WireMode, WirePiece, WireRights, WireStrength,
+    };
+    use cosh_proto::{MAX_FRAME, Message, decode, encode};
+    use proptest::prelude::*;
+
+    fn rights() -> impl Strategy<Value = WireRights> {
+        prop_oneof![
+            Just(WireRights::None),
+            Just(WireRights::Read),
+            Just(WireRights::ReadWrite)
+        ]
+    }
+
+    fn access() -> impl Strategy<Value = WireAccess> {
+        prop_oneof![Just(WireAccess::Read), Just(WireAccess::Write)]
+    }
+
+    fn mode() -> impl Strategy<Value = WireMode> {
+        prop_oneof![
+            Just(WireMode::Move),
+            Just(WireMode::Share),
+            Just(WireMode::Copy)
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let name = "[a-z./-]{1,40}";
+        prop_oneof![
+            any::<u64>().prop_map(|len| Request::Alloc { len }),
+            any::<u64>().prop_map(|agg| Request::Incref { agg }),
+            any::<u64>().prop_map(|agg| Request::Decref { agg }),
+            any::<u64>().prop_map(|agg| Request::Info { agg }),
+            (any::<u64>(), access(), any::<u64>(), any::<u32>()).prop_map(
+                |(agg, access, offset, max)| Request::Pieces {
+                    agg,
+                    access,
+                    offset,
+                    max
+                }
+            ),
+            prop::collection::vec(
+                (any::<u64>(), access()).prop_map(|(buffer, access)| MapRequest { buffer, access }),
+                0..=MAX_MAP
+            )
+            .prop_map(|buffers| Request::Map { buffers }),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(first, second)| Request::Concat { first, second }),
+            (any::<u64>(), any::<u64>(), any::<u64>())
+                .prop_map(|(agg, offset, len)| { Request::Select { agg, offset, len } }),
+            (any::<u64>(), rights(), any::<u64>()).prop_map(|(agg, min_rights, after)| {
+                Request::FindRelated {
+                    agg,
+                    min_rights,
+                    after,
+                }
+            }),
+            (any::<u64>(), rights()).prop_map(|(agg, rights)| Request::Downgrade { agg, rights }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                mode(),
+                any::<u32>(),
+                any::<bool>()
+            )
+                .prop_map(|(agg, dest, mode, flags, ticketed)| Request::Transfer {
+                    agg,
+                    dest,
+                    mode,
+                    flags,
+                    ticketed
+                }),
+            Just(Request::Revoked),
+            (any::<Option<u64>>(), any::<Option<u64>>())
+                .prop_map(|(source, timeout_ms)| Request::Receive { source, timeout_ms }),
+            (any::<u64>(), any::<u64>(), any::<Option<u64>>()).prop_map(
+                |(source, ticket, timeout_ms)| Request::AttachRecv {
+                    source,
+                    ticket,
+                    timeout_ms
+                }
+            ),
+            any::<u64>().prop_map(|peer| Request::Trust { peer }),
+            name.prop_map(|name| Request::Register { name }),
+            name.prop_map(|name| Request::Lookup { name }),
+            Just(Request::Status),
+            Just(Request::Shutdown),
+        ]
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let piece = (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(buffer, offset, len)| {
+            WirePiece {
+                buffer,
+                offset,
+                len,
+            }
+        });
+        prop_oneof![
+            Just(Response::Done),
+            any::<u64>().prop_map(|agg| Response::Agg { agg }),
+            (any::<u64>(), rights()).prop_map(|(len, rights)| Response::Info { len, rights }),
+            (prop::collection::vec(piece, 0..32), any::<bool>())
+                .prop_map(|(pieces, more)| Response::Pieces { pieces, more }),
+            prop::collection::vec(
+                (any::<u64>(), any::<u64>(), access()).prop_map(|(buffer, len, access)| {
+                    MappedBuffer {
+                        buffer,
+                        len,
+                        access,
+                    }
+                }),
+                0..=MAX_MAP
+            )
+            .prop_map(|buffers| Response::Mapped { buffers }),
+            (prop::collection::vec(any::<u64>(), 0..32), any::<bool>())
+                .prop_map(|(aggs, more)| Response::Aggs { aggs, more }),
+            (prop::collection::vec(any::<u64>(), 0..32), any::<bool>())
+                .prop_map(|(buffers, more)| Response::Revoke { buffers, more }),
+            (any::<Option<u64>>(), any::<(u64, u64, u32, u32, bool)>()).prop_map(
+                |(ticket, (r, c, s, f, weak))| Response::Transferred {
+                    ticket,
+                    report: TransferReport {
+                        referenced_bytes: r,
+                        copied_bytes: c,
+                        sealed_buffers: s,
+                        refused_seals: f,
+                        weak,
+                    },
+                }
+            ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                mode(),
+                any::<bool>(),
+                any::<Option<u64>>()
+            )
+                .prop_map(|(agg, source, mode, weak, ticket)| Response::Received {
+                    agg,
+                    source,
+                    mode,
+                    strength: if weak {
+                        WireStrength::Weak
+                    } else {
+                        WireStrength::Strong
+                    },
+                    ticket,
+                }),
+            any::<u64>().prop_map(|domain| Response::Domain { domain }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn requests_and_responses_round_trip(
+            r in request(),
+            s in response(),
+        ) {
+            for m in [Message::Request(r), Message::Response(s)] {
+                let bytes = encode(&m).expect("encodes");
+                prop_assert_eq!(decode(&bytes).expect("decodes"), m);
+            }
+        }
+
+        #[test]
+        fn corrupted_operations_never_panic(
+            r in request(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut bytes = encode(&Message::Request(r)).expect("encodes");
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            if let Ok(m) = decode(&bytes) {
+                prop_assert_eq!(encode(&m).expect("re-encodes"), bytes);
+            }
+        }
+    }
+
+    fn status(domains: usize, name_len: usize) -> Status {
+        Status {
+            pool: u32::MAX,
+            pid: u32::MAX,
+            uptime_s: u64::MAX,
+            domain_count: u64::MAX,
+            domains: (0..domains)
+                .map(|_| DomainStatus {
+                    domain: u64::MAX,
+                    name: "x".repeat(name_len),
+                    pid: u32::MAX,
+                    uid: u32::MAX,
+                    aggregates: u64::MAX,
+                    buffers: u64::MAX,
+                    bytes: u64::MAX,
+                })
+                .collect(),
+            buffers: u64::MAX,
+            bytes_in_use: u64::MAX,
+            free_buffers: u64::MAX,
+            free_bytes: u64::MAX,
+            names: u64::MAX,
+            transfers: TransferCounts {
+                moves: u64::MAX,
+                shares: u64::MAX,
+                copies: u64::MAX,
+                weak: u64::MAX,
+                by_descriptor: u64::MAX,
+                by_seal: u64::MAX,
+                by_copy: u64::MAX,
+                copied_bytes: u64::MAX,
+                refused_seals: u64::MAX,
+            },
+        }
+    }
+
+    /// The page limits are chosen so that the largest page, with the largest numbers, still
+    /// fits in one frame; one more item is refused on both sides.
+    #[test]
+    fn the_fullest_pages_fit_in_a_frame_and_one_more_is_refused() {
+        let piece = WirePiece {
+            buffer: u64::MAX,
+            offset: u64::MAX,
+            len: u64::MAX,
+        };
+        let full = [
+            Response::Pieces {
+                pieces: vec![piece; MAX_PIECES],
+                more: true,
+            },
+            Response::Aggs {
+                aggs: vec![u64::MAX; MAX_AGGS],
+                more: true,
+            },
+            Response::Revoke {
+                buffers: vec![u64::MAX; MAX_REVOKE],
+                more: true,
+            },
+            Response::Status(Box::new(status(MAX_STATUS_DOMAINS, MAX_STATUS_NAME))),
+        ];
+        for r in full {
+            let bytes = encode(&Message::Response(r.clone())).expect("the fullest page encodes");
+            assert!(bytes.len() <= MAX_FRAME);
+            assert_eq!(decode(&bytes).expect("decodes"), Message::Response(r));
+        }
+        let over = [
+            Response::Pieces {
+                pieces: vec![piece; MAX_PIECES + 1],
+                more: true,
+            },
+            Response::Aggs {
+                aggs: vec![1; MAX_AGGS + 1],
+                more: false,
+            },
+            Response::Revoke {
+                buffers: vec![1; MAX_REVOKE + 1],
+                more: false,
+            },
+            Response::Status(Box::new(status(MAX_STATUS_DOMAINS + 1, 1))),
+            Response::Status(Box::new(status(1, MAX_STATUS_NAME + 1))),
+        ];
+        for r in over {
+            assert!(encode(&Message::Response(r)).is_err());
+        }
+        let map = MapRequest {
+            buffer: 1,
+            access: WireAccess::Read,
+        };
+        assert!(
+            encode(&Message::Request(Request::Map {
+                buffers: vec![map; MAX_MAP + 1]
+            }))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn names_are_bounded_and_printable() {
+        for bad in [String::new(), "n".repeat(MAX_NAME + 1), "a\nb".into()] {
+            let err = encode(&Message::Request(Request::Register { name: bad.clone() }))
+                .expect_err("refused");
+            assert!(!err.to_string().is_empty());
+            // The decoder refuses what the encoder would not make.
+            let mut frame = b"CO".to_vec();
+            frame.extend_from_slice(&1u16.to_le_bytes());
+            frame.extend_from_slice(&5u16.to_le_bytes());
+            let mut payload = vec![16u8]; // the variant index of Lookup
+            payload.push(bad.len() as u8);
+            payload.extend_from_slice(bad.as_bytes());
+            if bad.len() < 128 {
+                frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                frame.extend_from_slice(&payload);
+                assert!(decode(&frame).is_err(), "{bad:?} was accepted");
+            }
+        }
+        let ok = Message::Request(Request::Register {
+            name: "n".repeat(MAX_NAME),
+        });
+        assert_eq!(decode(&encode(&ok).expect("encodes")).expect("decodes"), ok);
+    }
+}

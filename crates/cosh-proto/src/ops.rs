@@ -1,0 +1,516 @@
+//! The operations of the aggregate API on the wire: one [`Request`] per client call, answered
+//! by one [`Response`] or an error frame, except a transfer that needs the sender to drop
+//! mappings first (the block manager answers [`Response::Revoke`], the client drops them and
+//! says [`Request::Revoked`], and only then comes the transfer's own answer).
+//!
+//! Identifiers travel as plain integers (aggregate, buffer and domain ids, tickets); rights,
+//! modes, strengths and accesses as small enums whose unknown values do not decode. Every list
+//! is bounded so that a frame always fits in [`MAX_FRAME`](crate::MAX_FRAME): long answers come
+//! in pages.
+
+use cosh_core::{Access, Mode, Rights, Strength};
+use serde::{Deserialize, Serialize};
+
+/// The longest name a domain may register, in bytes.
+pub const MAX_NAME: usize = 255;
+/// The most pieces in one [`Response::Pieces`] page.
+pub const MAX_PIECES: usize = 2048;
+/// The most aggregate ids in one [`Response::Aggs`] page.
+pub const MAX_AGGS: usize = 4096;
+/// The most buffers in one [`Request::Map`] (and descriptors in its answer).
+pub const MAX_MAP: usize = 16;
+/// The most buffers in one [`Response::Revoke`] page.
+pub const MAX_REVOKE: usize = 4096;
+/// The most domains listed in one [`Status`].
+pub const MAX_STATUS_DOMAINS: usize = 256;
+/// The longest domain name in a [`Status`], in bytes (longer hello names are cut).
+pub const MAX_STATUS_NAME: usize = 64;
+
+/// Rights on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireRights {
+    /// No access.
+    None,
+    /// Read-only.
+    Read,
+    /// Read/write.
+    ReadWrite,
+}
+
+impl From<Rights> for WireRights {
+    fn from(r: Rights) -> Self {
+        match r {
+            Rights::None => WireRights::None,
+            Rights::Read => WireRights::Read,
+            Rights::ReadWrite => WireRights::ReadWrite,
+        }
+    }
+}
+
+impl From<WireRights> for Rights {
+    fn from(r: WireRights) -> Self {
+        match r {
+            WireRights::None => Rights::None,
+            WireRights::Read => Rights::Read,
+            WireRights::ReadWrite => Rights::ReadWrite,
+        }
+    }
+}
+
+/// A transfer mode on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireMode {
+    /// Move.
+    Move,
+    /// Share.
+    Share,
+    /// Copy.
+    Copy,
+}
+
+impl From<Mode> for WireMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Move => WireMode::Move,
+            Mode::Share => WireMode::Share,
+            Mode::Copy => WireMode::Copy,
+        }
+    }
+}
+
+impl From<WireMode> for Mode {
+    fn from(m: WireMode) -> Self {
+        match m {
+            WireMode::Move => Mode::Move,
+            WireMode::Share => Mode::Share,
+            WireMode::Copy => Mode::Copy,
+        }
+    }
+}
+
+/// A strength on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireStrength {
+    /// Strong.
+    Strong,
+    /// Weak.
+    Weak,
+}
+
+impl From<Strength> for WireStrength {
+    fn from(s: Strength) -> Self {
+        match s {
+            Strength::Strong => WireStrength::Strong,
+            Strength::Weak => WireStrength::Weak,
+        }
+    }
+}
+
+impl From<WireStrength> for Strength {
+    fn from(s: WireStrength) -> Self {
+        match s {
+            WireStrength::Strong => Strength::Strong,
+            WireStrength::Weak => Strength::Weak,
+        }
+    }
+}
+
+/// A memory access on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireAccess {
+    /// Reading.
+    Read,
+    /// Reading and writing.
+    Write,
+}
+
+impl From<Access> for WireAccess {
+    fn from(a: Access) -> Self {
+        match a {
+            Access::Read => WireAccess::Read,
+            Access::Write => WireAccess::Write,
+        }
+    }
+}
+
+impl From<WireAccess> for Access {
+    fn from(a: WireAccess) -> Self {
+        match a {
+            WireAccess::Read => Access::Read,
+            WireAccess::Write => Access::Write,
+        }
+    }
+}
+
+/// One maximal contiguous piece of an aggregate: bytes of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePiece {
+    /// The buffer.
+    pub buffer: u64,
+    /// The first byte in the buffer.
+    pub offset: u64,
+    /// The length in bytes.
+    pub len: u64,
+}
+
+/// One buffer a client asks to map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRequest {
+    /// The buffer.
+    pub buffer: u64,
+    /// How the client will touch it.
+    pub access: WireAccess,
+}
+
+/// One buffer granted by [`Response::Mapped`]; its descriptor travels beside the frame, in
+/// the same order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedBuffer {
+    /// The buffer.
+    pub buffer: u64,
+    /// Its length in bytes (the whole buffer is mapped).
+    pub len: u64,
+    /// The access the descriptor allows.
+    pub access: WireAccess,
+}
+
+/// What a transfer did, for statistics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReport {
+    /// Bytes the receiver got by reference to the sender's buffers.
+    pub referenced_bytes: u64,
+    /// Bytes copied into new buffers of the receiver's.
+    pub copied_bytes: u64,
+    /// Buffers sealed against writing by this transfer.
+    pub sealed_buffers: u32,
+    /// Seals the kernel refused (those buffers were copied instead).
+    pub refused_seals: u32,
+    /// Whether the transfer was honoured as weak.
+    pub weak: bool,
+}
+
+/// One domain as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainStatus {
+    /// Its id, as [`DomainId::to_bits`](cosh_core::DomainId::to_bits) makes it.
+    pub domain: u64,
+    /// The name it gave in its hello, cut to [`MAX_STATUS_NAME`] bytes.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// Aggregates it holds.
+    pub aggregates: u64,
+    /// Buffers it holds.
+    pub buffers: u64,
+    /// Bytes of those buffers.
+    pub bytes: u64,
+}
+
+/// Counters of transfers by mode and by how they were carried out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferCounts {
+    /// Transfers by move.
+    pub moves: u64,
+    /// Transfers by share.
+    pub shares: u64,
+    /// Transfers by copy.
+    pub copies: u64,
+    /// Transfers honoured as weak.
+    pub weak: u64,
+    /// Pieces carried by descriptor (by reference).
+    pub by_descriptor: u64,
+    /// Buffers sealed.
+    pub by_seal: u64,
+    /// Pieces carried by copy.
+    pub by_copy: u64,
+    /// Bytes copied.
+    pub copied_bytes: u64,
+    /// Seals refused by the kernel (copied instead).
+    pub refused_seals: u64,
+}
+
+/// The block manager's state, for `cosh status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The pool served.
+    pub pool: u32,
+    /// The block manager's process id.
+    pub pid: u32,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Connected domains.
+    pub domain_count: u64,
+    /// Up to [`MAX_STATUS_DOMAINS`] of them.
+    pub domains: Vec<DomainStatus>,
+    /// Buffers in use (held by some aggregate).
+    pub buffers: u64,
+    /// Bytes of those buffers.
+    pub bytes_in_use: u64,
+    /// Prefaulted buffers waiting in free lists.
+    pub free_buffers: u64,
+    /// Bytes of those.
+    pub free_bytes: u64,
+    /// Registered names.
+    pub names: u64,
+    /// Transfer counters.
+    pub transfers: TransferCounts,
+}
+
+/// A client's request. See `PROTOCOL.md` for each one's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// `alloc(len)` → [`Response::Agg`].
+    Alloc {
+        /// Length in bytes.
+        len: u64,
+    },
+    /// `incref` → [`Response::Done`].
+    Incref {
+        /// The aggregate.
+        agg: u64,
+    },
+    /// `decref` → [`Response::Done`].
+    Decref {
+        /// The aggregate.
+        agg: u64,
+    },
+    /// `getlen` and `getrights` → [`Response::Info`].
+    Info {
+        /// The aggregate.
+        agg: u64,
+    },
+    /// Iteration: the pieces from `offset` → [`Response::Pieces`], at most `max` of them (and
+    /// at most [`MAX_PIECES`]).
+    Pieces {
+        /// The aggregate.
+        agg: u64,
+        /// How the pieces will be touched (checked against the rights).
+        access: WireAccess,
+        /// Where to start.
+        offset: u64,
+        /// The most pieces wanted.
+        max: u32,
+    },
+    /// Descriptors for buffers the client may touch → [`Response::Mapped`].
+    Map {
+        /// At most [`MAX_MAP`] buffers.
+        buffers: Vec<MapRequest>,
+    },
+    /// `concat` → [`Response::Agg`].
+    Concat {
+        /// The first part.
+        first: u64,
+        /// The second part.
+        second: u64,
+    },
+    /// `select` → [`Response::Agg`].
+    Select {
+        /// The aggregate.
+        agg: u64,
+        /// The first byte.
+        offset: u64,
+        /// The length.
+        len: u64,
+    },
+    /// `find_related` → [`Response::Aggs`], ids above `after` only.
+    FindRelated {
+        /// The aggregate.
+        agg: u64,
+        /// The rights a culprit holds at least.
+        min_rights: WireRights,
+        /// Page start: only ids greater than this.
+        after: u64,
+    },
+    /// `downgrade` → [`Response::Done`].
+    Downgrade {
+        /// The aggregate.
+        agg: u64,
+        /// The new rights.
+        rights: WireRights,
+    },
+    /// `transfer` / `attach_transfer` → optionally [`Response::Revoke`], then
+    /// [`Response::Transferred`].
+    Transfer {
+        /// The aggregate.
+        agg: u64,
+        /// The receiving domain.
+        dest: u64,
+        /// The mode.
+        mode: WireMode,
+        /// [`TransferFlags`](cosh_core::TransferFlags) bits.
+        flags: u32,
+        /// Whether the receiver takes it with `attach_recv` (a ticket is returned).
+        ticketed: bool,
+    },
+    /// The answer to [`Response::Revoke`]: the mappings are gone.
+    Revoked,
+    /// `receive` → [`Response::Received`]; with nothing pending it waits up to `timeout_ms`
+    /// (`None`: for ever, `Some(0)`: not at all) and then fails with `nothing_pending`.
+    Receive {
+        /// Only from this domain.
+        source: Option<u64>,
+        /// How long to wait.
+        timeout_ms: Option<u64>,
+    },
+    /// `attach_recv` → [`Response::Received`], waiting like [`Request::Receive`].
+    AttachRecv {
+        /// The sender.
+        source: u64,
+        /// The ticket.
+        ticket: u64,
+        /// How long to wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Trust `peer`: weak transfers that leave it with excess permissions are honoured →
+    /// [`Response::Done`].
+    Trust {
+        /// The trusted domain.
+        peer: u64,
+    },
+    /// Registers this domain under `name` (gone when it disconnects) → [`Response::Done`].
+    Register {
+        /// At most [`MAX_NAME`] bytes.
+        name: String,
+    },
+    /// Finds the domain registered under `name` → [`Response::Domain`].
+    Lookup {
+        /// At most [`MAX_NAME`] bytes.
+        name: String,
+    },
+    /// The block manager's state → [`Response::Status`].
+    Status,
+    /// Asks the block manager to shut down (only its own uid or root may) → [`Response::Done`].
+    Shutdown,
+}
+
+/// The block manager's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Done, nothing to return.
+    Done,
+    /// A new aggregate.
+    Agg {
+        /// Its id.
+        agg: u64,
+    },
+    /// Length and rights.
+    Info {
+        /// Length in bytes.
+        len: u64,
+        /// Current rights.
+        rights: WireRights,
+    },
+    /// A page of pieces.
+    Pieces {
+        /// At most [`MAX_PIECES`].
+        pieces: Vec<WirePiece>,
+        /// Whether pieces follow the last one (ask again from its end).
+        more: bool,
+    },
+    /// Descriptors, in order, beside the frame.
+    Mapped {
+        /// At most [`MAX_MAP`].
+        buffers: Vec<MappedBuffer>,
+    },
+    /// A page of aggregate ids, ascending.
+    Aggs {
+        /// At most [`MAX_AGGS`].
+        aggs: Vec<u64>,
+        /// Whether more follow the last one.
+        more: bool,
+    },
+    /// Before a transfer proceeds: drop every mapping of these buffers, then send
+    /// [`Request::Revoked`] after the last page.
+    Revoke {
+        /// At most [`MAX_REVOKE`].
+        buffers: Vec<u64>,
+        /// Whether another page follows.
+        more: bool,
+    },
+    /// The transfer is done.
+    Transferred {
+        /// The ticket, for a ticketed transfer.
+        ticket: Option<u64>,
+        /// What was done.
+        report: TransferReport,
+    },
+    /// A transfer received.
+    Received {
+        /// The new aggregate.
+        agg: u64,
+        /// The sender.
+        source: u64,
+        /// The mode.
+        mode: WireMode,
+        /// The strength the sender asked for.
+        strength: WireStrength,
+        /// The ticket, for `attach_recv`.
+        ticket: Option<u64>,
+    },
+    /// A domain found by name.
+    Domain {
+        /// Its id.
+        domain: u64,
+    },
+    /// The block manager's state.
+    Status(Box<Status>),
+}
+
+/// Checks the bounds that keep every message within a frame; `Err` names what is wrong.
+pub(crate) fn check_request(r: &Request) -> Result<(), String> {
+    match r {
+        Request::Map { buffers } if buffers.len() > MAX_MAP => Err(format!(
+            "{} buffers in one map request, more than {MAX_MAP}",
+            buffers.len()
+        )),
+        Request::Register { name } | Request::Lookup { name } => check_name(name),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a name for the name service.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("a name must not be empty".into())
+    } else if name.len() > MAX_NAME {
+        Err(format!(
+            "a name of {} bytes is longer than {MAX_NAME}",
+            name.len()
+        ))
+    } else if name.chars().any(char::is_control) {
+        Err("a name must not contain control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_response(r: &Response) -> Result<(), String> {
+    let over = |what: &str, n: usize, max: usize| {
+        if n > max {
+            Err(format!("{n} {what} in one page, more than {max}"))
+        } else {
+            Ok(())
+        }
+    };
+    match r {
+        Response::Pieces { pieces, .. } => over("pieces", pieces.len(), MAX_PIECES),
+        Response::Mapped { buffers } => over("descriptors", buffers.len(), MAX_MAP),
+        Response::Aggs { aggs, .. } => over("aggregates", aggs.len(), MAX_AGGS),
+        Response::Revoke { buffers, .. } => over("buffers", buffers.len(), MAX_REVOKE),
+        Response::Status(s) => {
+            over("domains", s.domains.len(), MAX_STATUS_DOMAINS)?;
+            for d in &s.domains {
+                if d.name.len() > MAX_STATUS_NAME {
+                    return Err(format!(
+                        "a domain name of {} bytes in a status, more than {MAX_STATUS_NAME}",
+                        d.name.len()
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
