@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// The longest name a domain may register, in bytes.
 pub const MAX_NAME: usize = 255;
 /// The most pieces in one [`Response::Pieces`] page.
-pub const MAX_PIECES: usize = 2048;
+pub const MAX_PIECES: usize = 1024;
 /// The most aggregate ids in one [`Response::Aggs`] page.
 pub const MAX_AGGS: usize = 4096;
 /// The most buffers in one [`Request::Map`] (and descriptors in its answer).
@@ -142,12 +142,16 @@ impl From<WireAccess> for Access {
     }
 }
 
-/// One maximal contiguous piece of an aggregate: bytes of a buffer.
+/// One maximal contiguous piece of an aggregate: bytes of a buffer, which lives in a memory
+/// slot (one memfd). Clients cache mappings by slot: a slot outlives the buffers it holds when
+/// the block manager recycles it to the same domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WirePiece {
     /// The buffer.
     pub buffer: u64,
-    /// The first byte in the buffer.
+    /// The slot holding the buffer.
+    pub slot: u64,
+    /// The first byte in the slot.
     pub offset: u64,
     /// The length in bytes.
     pub len: u64,
@@ -168,7 +172,9 @@ pub struct MapRequest {
 pub struct MappedBuffer {
     /// The buffer.
     pub buffer: u64,
-    /// Its length in bytes (the whole buffer is mapped).
+    /// The slot holding it; the descriptor is the slot's.
+    pub slot: u64,
+    /// The slot's length in bytes (map all of it).
     pub len: u64,
     /// The access the descriptor allows.
     pub access: WireAccess,
@@ -421,11 +427,11 @@ pub enum Response {
         /// Whether more follow the last one.
         more: bool,
     },
-    /// Before a transfer proceeds: drop every mapping of these buffers, then send
+    /// Before a transfer proceeds: drop every mapping of these slots, then send
     /// [`Request::Revoked`] after the last page.
     Revoke {
-        /// At most [`MAX_REVOKE`].
-        buffers: Vec<u64>,
+        /// At most [`MAX_REVOKE`] slots.
+        slots: Vec<u64>,
         /// Whether another page follows.
         more: bool,
     },
@@ -456,6 +462,12 @@ pub enum Response {
     },
     /// The block manager's state.
     Status(Box<Status>),
+    /// A notice, not an answer: these slots are gone; drop their mappings, and read on for
+    /// the answer. Sent before the answer to any request.
+    Forget {
+        /// At most [`MAX_REVOKE`] slots.
+        slots: Vec<u64>,
+    },
 }
 
 /// Checks the bounds that keep every message within a frame; `Err` names what is wrong.
@@ -498,7 +510,9 @@ pub(crate) fn check_response(r: &Response) -> Result<(), String> {
         Response::Pieces { pieces, .. } => over("pieces", pieces.len(), MAX_PIECES),
         Response::Mapped { buffers } => over("descriptors", buffers.len(), MAX_MAP),
         Response::Aggs { aggs, .. } => over("aggregates", aggs.len(), MAX_AGGS),
-        Response::Revoke { buffers, .. } => over("buffers", buffers.len(), MAX_REVOKE),
+        Response::Revoke { slots, .. } | Response::Forget { slots } => {
+            over("slots", slots.len(), MAX_REVOKE)
+        }
         Response::Status(s) => {
             over("domains", s.domains.len(), MAX_STATUS_DOMAINS)?;
             for d in &s.domains {

@@ -293,13 +293,13 @@ mod operations {
     }
 
     fn response() -> impl Strategy<Value = Response> {
-        let piece = (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(buffer, offset, len)| {
-            WirePiece {
+        let piece =
+            any::<(u64, u64, u64, u64)>().prop_map(|(buffer, slot, offset, len)| WirePiece {
                 buffer,
+                slot,
                 offset,
                 len,
-            }
-        });
+            });
         prop_oneof![
             Just(Response::Done),
             any::<u64>().prop_map(|agg| Response::Agg { agg }),
@@ -307,9 +307,10 @@ mod operations {
             (prop::collection::vec(piece, 0..32), any::<bool>())
                 .prop_map(|(pieces, more)| Response::Pieces { pieces, more }),
             prop::collection::vec(
-                (any::<u64>(), any::<u64>(), access()).prop_map(|(buffer, len, access)| {
+                (any::<(u64, u64, u64)>(), access()).prop_map(|((buffer, slot, len), access)| {
                     MappedBuffer {
                         buffer,
+                        slot,
                         len,
                         access,
                     }
@@ -320,7 +321,8 @@ mod operations {
             (prop::collection::vec(any::<u64>(), 0..32), any::<bool>())
                 .prop_map(|(aggs, more)| Response::Aggs { aggs, more }),
             (prop::collection::vec(any::<u64>(), 0..32), any::<bool>())
-                .prop_map(|(buffers, more)| Response::Revoke { buffers, more }),
+                .prop_map(|(slots, more)| Response::Revoke { slots, more }),
+            prop::collection::vec(any::<u64>(), 0..32).prop_map(|slots| Response::Forget { slots }),
             (any::<Option<u64>>(), any::<(u64, u64, u32, u32, bool)>()).prop_map(
                 |(ticket, (r, c, s, f, weak))| Response::Transferred {
                     ticket,
@@ -426,6 +428,7 @@ mod operations {
     fn the_fullest_pages_fit_in_a_frame_and_one_more_is_refused() {
         let piece = WirePiece {
             buffer: u64::MAX,
+            slot: u64::MAX,
             offset: u64::MAX,
             len: u64::MAX,
         };
@@ -439,8 +442,11 @@ mod operations {
                 more: true,
             },
             Response::Revoke {
-                buffers: vec![u64::MAX; MAX_REVOKE],
+                slots: vec![u64::MAX; MAX_REVOKE],
                 more: true,
+            },
+            Response::Forget {
+                slots: vec![u64::MAX; MAX_REVOKE],
             },
             Response::Status(Box::new(status(MAX_STATUS_DOMAINS, MAX_STATUS_NAME))),
         ];
@@ -459,7 +465,7 @@ mod operations {
                 more: false,
             },
             Response::Revoke {
-                buffers: vec![1; MAX_REVOKE + 1],
+                slots: vec![1; MAX_REVOKE + 1],
                 more: false,
             },
             Response::Status(Box::new(status(MAX_STATUS_DOMAINS + 1, 1))),

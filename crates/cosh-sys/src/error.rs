@@ -70,6 +70,11 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether a non-blocking operation found nothing to do (`EAGAIN`).
+    pub fn would_block(&self) -> bool {
+        self.errno() == Some(Errno::AGAIN)
+    }
 }
 
 /// The result type of this crate.

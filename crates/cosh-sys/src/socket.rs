@@ -107,6 +107,16 @@ impl SeqPacket {
         Ok(SeqPacket { fd })
     }
 
+    /// Switches the socket between blocking and non-blocking mode. In non-blocking mode
+    /// [`SeqPacket::send`] and [`SeqPacket::recv`] fail with `EAGAIN`
+    /// ([`Error::would_block`]) instead of waiting.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<()> {
+        sys(
+            "ioctl(FIONBIO)",
+            rustix::io::ioctl_fionbio(&self.fd, nonblocking),
+        )
+    }
+
     /// Sends one message with up to [`MAX_FDS`] descriptors attached. Never raises SIGPIPE: a
     /// closed peer is an error.
     pub fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {

@@ -1,0 +1,56 @@
+//! `coshd`: the host pool's block manager.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cosh_blockmgr::{BlockManager, Config};
+
+/// Serves the host memory pool to Cosh clients on this machine.
+///
+/// Clients connect to the socket (by default `$COSH_RUNTIME_DIR/host.sock`, with the runtime
+/// directory defaulting to `$XDG_RUNTIME_DIR/cosh`, `/run/cosh` for root, else
+/// `/tmp/cosh-<uid>`). Stop it with Ctrl-C, SIGTERM or `cosh down`; it removes its socket.
+/// Only one block manager serves a socket: a second one refuses to start.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The socket to serve (default: host.sock in the runtime directory).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Bytes of recycled buffers kept per domain, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    free_budget_mib: u64,
+    /// Print nothing when ready.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = Config::host();
+    if let Some(socket) = args.socket {
+        config.socket = socket;
+    }
+    config.free_budget = args.free_budget_mib.saturating_mul(1024 * 1024);
+    let manager = match BlockManager::bind(config) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("coshd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.quiet {
+        eprintln!(
+            "coshd: serving the host pool at {}",
+            manager.socket().display()
+        );
+    }
+    match manager.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coshd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The Cosh block manager: it owns one pool's memory, keeps the rights ledger (the single
+//! authority on who may touch what) and carries out every transfer, serving clients over a
+//! SOCK_SEQPACKET socket with the protocol of `cosh-proto`.
+//!
+//! - [`BlockManager::bind`] takes the socket (only one block manager serves a path; a second
+//!   one refuses with [`StartError::Bind`]) and [`BlockManager::run`] serves until SIGINT,
+//!   SIGTERM or a shutdown request, then removes the socket.
+//! - Memory lives in memfd *slots* (`store`), sealed against shrinking and growing at birth,
+//!   mode 0600, prefaulted, in size classes, recycled only to the one domain that could already
+//!   see them.
+//! - Strong shares seal the buffer (after the sender revoked its mappings) on a worker thread
+//!   (`sealer`), and copy into a fresh sealed buffer when the kernel refuses; strong moves and
+//!   copies copy into a prefaulted buffer of the receiver's; weak transfers between domains that
+//!   trust each other pass descriptors only.
+//! - A client that disconnects (or is killed) loses everything it held; transfers addressed to
+//!   it fail at the sender with `unknown_domain`.
+
+#![forbid(unsafe_code)]
+
+mod sealer;
+mod server;
+mod store;
+
+use std::path::{Path, PathBuf};
+
+use cosh_core::PoolId;
+use cosh_core::ledger::Policy;
+
+pub use server::BlockManager;
+
+/// The name of the host pool's socket in the runtime directory.
+pub const SOCKET_NAME: &str = "host.sock";
+
+/// The host pool's id.
+pub const HOST_POOL: PoolId = PoolId(0);
+
+/// How a block manager is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The socket to serve.
+    pub socket: PathBuf,
+    /// The pool served.
+    pub pool: PoolId,
+    /// Mechanism choices (strong moves must copy: a host pool cannot revoke mappings).
+    pub policy: Policy,
+    /// The most bytes of recycled buffers kept per domain.
+    pub free_budget: u64,
+}
+
+impl Config {
+    /// The embedded defaults: the host pool at `$COSH_RUNTIME_DIR/host.sock` (see
+    /// [`cosh_sys::runtime::runtime_dir`]), the Linux host policy, 256 MiB of recycled
+    /// buffers per domain.
+    pub fn host() -> Config {
+        Config::host_at(&cosh_sys::runtime::runtime_dir())
+    }
+
+    /// The defaults with the socket in `dir`.
+    pub fn host_at(dir: &Path) -> Config {
+        Config {
+            socket: dir.join(SOCKET_NAME),
+            pool: HOST_POOL,
+            policy: Policy::linux_host(),
+            free_budget: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a block manager could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error("bad configuration: {0}")]
+    Config(String),
+    /// The runtime directory is unusable.
+    #[error("runtime directory: {0}")]
+    Runtime(cosh_sys::Error),
+    /// The socket could not be bound (another block manager serves it, or no permission).
+    #[error("{0}")]
+    Bind(cosh_sys::Error),
+    /// An I/O error in the main loop.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,1062 @@
+//! The block manager's main loop: one thread polling the listening socket, every client's
+//! socket, the seal worker's doorbell and the signal pipe. Every request is answered from the
+//! ledger (the single authority on rights) and the store (the memory); nothing a client says
+//! about rights is believed.
+//!
+//! A client is in one of a few phases. Idle clients may send any request. A transfer that
+//! seals buffers first asks the sender to revoke its mappings (`Revoking`), then hands the
+//! seals to the worker (`Sealing`); a receive with nothing pending parks the client
+//! (`Waiting`) until a transfer arrives, its source disconnects, or its deadline passes. A
+//! client that sends anything out of turn, sends a malformed frame, or does not read its
+//! answers is disconnected, and everything it held is reclaimed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use cosh_core::ledger::{Delivery, Ledger, Received, Release, TransferRequest};
+use cosh_core::{
+    Access, AggId, BufferId, DomainId, Error as CoreError, ErrorKind, Mode, Rights, Strength,
+    Ticket, TransferFlags,
+};
+use cosh_proto::ops::{
+    self, DomainStatus, MAX_AGGS, MAX_MAP, MAX_PIECES, MAX_REVOKE, MAX_STATUS_DOMAINS,
+    MAX_STATUS_NAME, MappedBuffer, Request, Response, Status, TransferCounts, TransferReport,
+    WirePiece,
+};
+use cosh_proto::{MAX_FRAME, Message, decode, encode, negotiate};
+use cosh_sys::socket::{PeerCredentials, SeqPacket, SeqPacketListener};
+use rustix::event::{PollFd, PollFlags};
+
+use crate::sealer::{Job, Sealer};
+use crate::store::{SlotId, Store};
+use crate::{Config, StartError};
+
+/// A request that failed: the error frame to send.
+struct Failure {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl From<CoreError> for Failure {
+    fn from(e: CoreError) -> Self {
+        Failure {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn fail(kind: ErrorKind, message: impl Into<String>) -> Failure {
+    Failure {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// A transfer waiting for its sender's revoke or for the seal worker.
+struct PendingTransfer {
+    request: TransferRequest,
+    seals: Vec<(BufferId, SlotId)>,
+    refused: BTreeSet<SlotId>,
+}
+
+enum Wait {
+    Queued(Option<DomainId>),
+    Ticket(DomainId, Ticket),
+}
+
+enum Phase {
+    Handshake,
+    Idle,
+    Revoking(PendingTransfer),
+    Sealing(PendingTransfer),
+    Waiting(Wait, Option<Instant>),
+}
+
+struct Client {
+    sock: SeqPacket,
+    creds: PeerCredentials,
+    domain: Option<DomainId>,
+    name: String,
+    phase: Phase,
+    /// Slots destroyed since the client's last answer.
+    forget: Vec<SlotId>,
+}
+
+/// What a request produced.
+enum Answer {
+    /// Answer now, with descriptors of these slots (read/write when `true`).
+    Now(Response, Vec<(SlotId, bool)>),
+    /// The answer comes later (the client's phase says why).
+    Later,
+}
+
+fn now(r: Response) -> Result<Answer, Failure> {
+    Ok(Answer::Now(r, Vec::new()))
+}
+
+/// The block manager (see the crate documentation).
+pub struct BlockManager {
+    config: Config,
+    listener: SeqPacketListener,
+    signals: UnixStream,
+    ledger: Ledger,
+    store: Store,
+    sealer: Sealer,
+    clients: BTreeMap<u64, Client>,
+    next_client: u64,
+    by_domain: HashMap<DomainId, u64>,
+    names: BTreeMap<String, DomainId>,
+    counts: TransferCounts,
+    started: Instant,
+    stop: bool,
+}
+
+impl BlockManager {
+    /// Binds the socket (refusing if another block manager serves it) and prepares to serve.
+    pub fn bind(config: Config) -> Result<BlockManager, StartError> {
+        if config.policy.strong_move != cosh_core::ledger::MoveMechanism::Copy {
+            return Err(StartError::Config(
+                "a host pool cannot revoke mappings, so strong moves must copy".into(),
+            ));
+        }
+        if let Some(dir) = config.socket.parent() {
+            cosh_sys::runtime::ensure_runtime_dir(dir).map_err(StartError::Runtime)?;
+        }
+        let listener =
+            SeqPacketListener::bind_exclusive(&config.socket).map_err(StartError::Bind)?;
+        let (signals, writer) = UnixStream::pair().map_err(StartError::Io)?;
+        signals.set_nonblocking(true).map_err(StartError::Io)?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = writer.try_clone().map_err(StartError::Io)?;
+            signal_hook::low_level::pipe::register(signal, w).map_err(StartError::Io)?;
+        }
+        let sealer = Sealer::start().map_err(StartError::Runtime)?;
+        Ok(BlockManager {
+            ledger: Ledger::new(config.policy),
+            store: Store::new(config.free_budget),
+            config,
+            listener,
+            signals,
+            sealer,
+            clients: BTreeMap::new(),
+            next_client: 1,
+            by_domain: HashMap::new(),
+            names: BTreeMap::new(),
+            counts: TransferCounts::default(),
+            started: Instant::now(),
+            stop: false,
+        })
+    }
+
+    /// The socket served.
+    pub fn socket(&self) -> &std::path::Path {
+        self.listener.path()
+    }
+
+    /// Serves until SIGINT, SIGTERM or a shutdown request; the socket is removed on return.
+    pub fn run(mut self) -> Result<(), StartError> {
+        while !self.stop {
+            self.turn()?;
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.clients
+            .values()
+            .filter_map(|c| match c.phase {
+                Phase::Waiting(_, deadline) => deadline,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// One poll and everything it reports.
+    fn turn(&mut self) -> Result<(), StartError> {
+        let tokens: Vec<u64> = self.clients.keys().copied().collect();
+        let timeout = self.next_deadline().map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            rustix::event::Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        let (signal_ready, bell_ready, listener_ready, ready) = {
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(tokens.len() + 3);
+            fds.push(PollFd::new(&self.signals, PollFlags::IN));
+            fds.push(PollFd::new(self.sealer.bell(), PollFlags::IN));
+            fds.push(PollFd::new(&self.listener, PollFlags::IN));
+            for t in &tokens {
+                if let Some(c) = self.clients.get(t) {
+                    fds.push(PollFd::new(&c.sock, PollFlags::IN));
+                }
+            }
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(StartError::Io(e.into())),
+            }
+            let ready: Vec<u64> = fds[3..]
+                .iter()
+                .zip(&tokens)
+                .filter(|(f, _)| !f.revents().is_empty())
+                .map(|(_, t)| *t)
+                .collect();
+            (
+                !fds[0].revents().is_empty(),
+                !fds[1].revents().is_empty(),
+                !fds[2].revents().is_empty(),
+                ready,
+            )
+        };
+        if signal_ready {
+            let mut buf = [0u8; 16];
+            let _ = (&self.signals).read(&mut buf);
+            self.stop = true;
+            return Ok(());
+        }
+        if bell_ready {
+            for done in self.sealer.finished() {
+                self.seals_done(done.client, &done.sealed, &done.refused);
+            }
+        }
+        if listener_ready {
+            self.accept();
+        }
+        for token in ready {
+            self.readable(token);
+        }
+        self.expire_waits();
+        Ok(())
+    }
+
+    fn accept(&mut self) {
+        let Ok(sock) = self.listener.accept() else {
+            return;
+        };
+        let Ok(creds) = sock.peer_credentials() else {
+            return;
+        };
+        if sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        let token = self.next_client;
+        self.next_client += 1;
+        self.clients.insert(
+            token,
+            Client {
+                sock,
+                creds,
+                domain: None,
+                name: String::new(),
+                phase: Phase::Handshake,
+                forget: Vec::new(),
+            },
+        );
+    }
+
+    fn readable(&mut self, token: u64) {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let received = match self.clients.get(&token) {
+            Some(c) => c.sock.recv(&mut buf),
+            None => return,
+        };
+        let message = match received {
+            Ok(Some(m)) => m,
+            Err(e) if e.would_block() => return,
+            // End of stream or a broken socket: the client is gone.
+            Ok(None) | Err(_) => return self.disconnect(token),
+        };
+        if !message.fds.is_empty() {
+            return self.reject(token, "clients never send descriptors");
+        }
+        let frame = match decode(&buf[..message.len]) {
+            Ok(f) => f,
+            Err(e) => return self.reject(token, &e.to_string()),
+        };
+        self.handle(token, frame);
+    }
+
+    /// Answers a protocol violation with an error frame and drops the client.
+    fn reject(&mut self, token: u64, why: &str) {
+        if let Some(c) = self.clients.get(&token) {
+            let error = Message::Error {
+                kind: ErrorKind::Protocol,
+                message: truncate(&format!("protocol violation: {why}"), 1024),
+            };
+            if let Ok(bytes) = encode(&error) {
+                let _ = c.sock.send(&bytes, &[]);
+            }
+        }
+        self.disconnect(token);
+    }
+
+    fn handle(&mut self, token: u64, frame: Message) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        match (&client.phase, frame) {
+            (
+                Phase::Handshake,
+                Message::Hello {
+                    min_version,
+                    max_version,
+                    name,
+                },
+            ) => match negotiate(min_version, max_version) {
+                Ok(version) => {
+                    let domain = self.ledger.add_domain(self.config.pool);
+                    client.domain = Some(domain);
+                    client.name = truncate(&name, MAX_STATUS_NAME);
+                    client.phase = Phase::Idle;
+                    self.by_domain.insert(domain, token);
+                    self.send(token, &Message::Welcome { version, domain }, &[]);
+                }
+                Err(refusal) => {
+                    let m = Message::Refused {
+                        reason: refusal.to_string(),
+                    };
+                    self.send(token, &m, &[]);
+                    self.disconnect(token);
+                }
+            },
+            (Phase::Handshake, _) => self.reject(token, "the first message must be a hello"),
+            (Phase::Idle, Message::Request(request)) => {
+                let answer = self.dispatch(token, request);
+                self.answer(token, answer);
+            }
+            (Phase::Revoking(_), Message::Request(Request::Revoked)) => {
+                let Some(Phase::Revoking(pending)) = self
+                    .clients
+                    .get_mut(&token)
+                    .map(|c| std::mem::replace(&mut c.phase, Phase::Idle))
+                else {
+                    return;
+                };
+                self.start_seals(token, pending);
+            }
+            (Phase::Revoking(_), _) => self.reject(token, "expected revoked"),
+            (Phase::Sealing(_) | Phase::Waiting(..), _) => {
+                self.reject(token, "a request arrived before the answer to the last one")
+            }
+            (Phase::Idle, other) => {
+                let why = format!("unexpected {} message", other.name());
+                self.reject(token, &why);
+            }
+        }
+    }
+
+    fn answer(&mut self, token: u64, answer: Result<Answer, Failure>) {
+        match answer {
+            Ok(Answer::Now(response, slots)) => {
+                self.send_with_slots(token, &Message::Response(response), &slots)
+            }
+            Ok(Answer::Later) => {}
+            Err(f) => self.send(
+                token,
+                &Message::Error {
+                    kind: f.kind,
+                    message: truncate(&f.message, cosh_proto::MAX_TEXT),
+                },
+                &[],
+            ),
+        }
+    }
+
+    fn send_with_slots(&mut self, token: u64, message: &Message, slots: &[(SlotId, bool)]) {
+        let Some(domain) = self.clients.get(&token).and_then(|c| c.domain) else {
+            return;
+        };
+        let mut fds = Vec::with_capacity(slots.len());
+        for (slot, write) in slots {
+            match self.store.descriptor(*slot, domain, *write) {
+                Ok(fd) => fds.push(fd.try_clone_to_owned()),
+                Err(e) => {
+                    let m = Message::Error {
+                        kind: ErrorKind::Unavailable,
+                        message: format!("cannot pass a descriptor: {e}"),
+                    };
+                    return self.send(token, &m, &[]);
+                }
+            }
+        }
+        let owned: Vec<_> = match fds.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(v) => v,
+            Err(e) => {
+                let m = Message::Error {
+                    kind: ErrorKind::Unavailable,
+                    message: format!("out of descriptors: {e}"),
+                };
+                return self.send(token, &m, &[]);
+            }
+        };
+        let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
+        self.send(token, message, &borrowed);
+    }
+
+    /// Sends a frame (after any pending forget notices); a client that cannot take it is
+    /// disconnected.
+    fn send(&mut self, token: u64, message: &Message, fds: &[BorrowedFd<'_>]) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let mut ok = true;
+        while ok && !client.forget.is_empty() {
+            let n = client.forget.len().min(MAX_REVOKE);
+            let slots: Vec<u64> = client.forget.drain(..n).collect();
+            ok = encode(&Message::Response(Response::Forget { slots }))
+                .ok()
+                .is_some_and(|bytes| client.sock.send(&bytes, &[]).is_ok());
+        }
+        ok = ok
+            && encode(message)
+                .ok()
+                .is_some_and(|bytes| client.sock.send(&bytes, fds).is_ok());
+        if !ok {
+            self.disconnect(token);
+        }
+    }
+
+    fn domain_of(&self, token: u64) -> Result<DomainId, Failure> {
+        self.clients
+            .get(&token)
+            .and_then(|c| c.domain)
+            .ok_or_else(|| fail(ErrorKind::Protocol, "no domain"))
+    }
+
+    fn dispatch(&mut self, token: u64, request: Request) -> Result<Answer, Failure> {
+        let domain = self.domain_of(token)?;
+        match request {
+            Request::Alloc { len } => {
+                let allocation = self.ledger.alloc(domain, len)?;
+                if let Some(b) = allocation.buffer
+                    && let Err(e) = self.store.provide(b.id, b.len, domain, true)
+                {
+                    let release = self.ledger.decref(domain, allocation.agg)?;
+                    self.released(&release);
+                    return Err(fail(ErrorKind::Unavailable, e.to_string()));
+                }
+                now(Response::Agg {
+                    agg: allocation.agg.0,
+                })
+            }
+            Request::Incref { agg } => {
+                self.ledger.incref(domain, AggId(agg))?;
+                now(Response::Done)
+            }
+            Request::Decref { agg } => {
+                let release = self.ledger.decref(domain, AggId(agg))?;
+                self.released(&release);
+                now(Response::Done)
+            }
+            Request::Info { agg } => now(Response::Info {
+                len: self.ledger.len(domain, AggId(agg))?,
+                rights: self.ledger.rights(domain, AggId(agg))?.into(),
+            }),
+            Request::Pieces {
+                agg,
+                access,
+                offset,
+                max,
+            } => {
+                let all = self
+                    .ledger
+                    .pieces(domain, AggId(agg), access.into(), offset)?;
+                let take = (max as usize).clamp(1, MAX_PIECES);
+                let mut pieces = Vec::with_capacity(all.len().min(take));
+                for c in all.iter().take(take) {
+                    let slot = self.store.slot_of(c.buffer).ok_or_else(|| {
+                        fail(
+                            ErrorKind::Unavailable,
+                            format!("{} has no memory", c.buffer),
+                        )
+                    })?;
+                    pieces.push(WirePiece {
+                        buffer: c.buffer.0,
+                        slot,
+                        offset: c.offset,
+                        len: c.len,
+                    });
+                }
+                now(Response::Pieces {
+                    more: all.len() > pieces.len(),
+                    pieces,
+                })
+            }
+            Request::Map { buffers } => {
+                if buffers.len() > MAX_MAP {
+                    return Err(fail(ErrorKind::Protocol, "too many buffers in one map"));
+                }
+                let mut granted = Vec::with_capacity(buffers.len());
+                let mut slots = Vec::with_capacity(buffers.len());
+                for m in buffers {
+                    let buffer = BufferId(m.buffer);
+                    let access: Access = m.access.into();
+                    let permission = self.ledger.mapping(domain, buffer);
+                    let slot = self.store.slot_of(buffer);
+                    let Some(slot) = slot.filter(|_| permission >= access.needs()) else {
+                        return Err(CoreError::Fault {
+                            domain,
+                            buffer,
+                            needed: access.needs(),
+                        }
+                        .into());
+                    };
+                    let write = access == Access::Write;
+                    if write
+                        && self
+                            .store
+                            .slot(slot)
+                            .is_some_and(|_| self.ledger.is_sealed(buffer))
+                    {
+                        return Err(CoreError::Fault {
+                            domain,
+                            buffer,
+                            needed: Rights::ReadWrite,
+                        }
+                        .into());
+                    }
+                    let len = self.store.slot(slot).map_or(0, |s| s.len());
+                    granted.push(MappedBuffer {
+                        buffer: m.buffer,
+                        slot,
+                        len,
+                        access: m.access,
+                    });
+                    slots.push((slot, write));
+                }
+                Ok(Answer::Now(Response::Mapped { buffers: granted }, slots))
+            }
+            Request::Concat { first, second } => now(Response::Agg {
+                agg: self.ledger.concat(domain, AggId(first), AggId(second))?.0,
+            }),
+            Request::Select { agg, offset, len } => now(Response::Agg {
+                agg: self.ledger.select(domain, AggId(agg), offset, len)?.0,
+            }),
+            Request::FindRelated {
+                agg,
+                min_rights,
+                after,
+            } => {
+                let mut found: Vec<u64> = self
+                    .ledger
+                    .find_related(domain, AggId(agg), min_rights.into())?
+                    .into_iter()
+                    .map(|a| a.0)
+                    .filter(|a| *a > after)
+                    .collect();
+                found.sort_unstable();
+                let more = found.len() > MAX_AGGS;
+                found.truncate(MAX_AGGS);
+                now(Response::Aggs { aggs: found, more })
+            }
+            Request::Downgrade { agg, rights } => {
+                self.ledger.downgrade(domain, AggId(agg), rights.into())?;
+                now(Response::Done)
+            }
+            Request::Transfer {
+                agg,
+                dest,
+                mode,
+                flags,
+                ticketed,
+            } => {
+                let flags = TransferFlags::from_bits(flags).map_err(|bits| {
+                    fail(
+                        ErrorKind::Protocol,
+                        format!("unknown transfer flag bits {bits:#x}"),
+                    )
+                })?;
+                let mut request = TransferRequest::new(
+                    domain,
+                    AggId(agg),
+                    DomainId::from_bits(dest),
+                    mode.into(),
+                    flags,
+                );
+                if ticketed {
+                    request.delivery = Delivery::Ticketed;
+                }
+                self.transfer(token, request)
+            }
+            Request::Revoked => Err(fail(ErrorKind::Protocol, "nothing to revoke")),
+            Request::Receive { source, timeout_ms } => {
+                let source = source.map(DomainId::from_bits);
+                self.receive_or_wait(token, domain, Wait::Queued(source), timeout_ms)
+            }
+            Request::AttachRecv {
+                source,
+                ticket,
+                timeout_ms,
+            } => self.receive_or_wait(
+                token,
+                domain,
+                Wait::Ticket(DomainId::from_bits(source), Ticket(ticket)),
+                timeout_ms,
+            ),
+            Request::Trust { peer } => {
+                self.ledger.trust(domain, DomainId::from_bits(peer))?;
+                now(Response::Done)
+            }
+            Request::Register { name } => {
+                ops::check_name(&name).map_err(|m| fail(ErrorKind::Protocol, m))?;
+                match self.names.get(&name) {
+                    Some(holder) if *holder != domain => Err(fail(
+                        ErrorKind::NameTaken,
+                        format!("the name {name:?} is taken by domain {holder}"),
+                    )),
+                    _ => {
+                        self.names.insert(name, domain);
+                        now(Response::Done)
+                    }
+                }
+            }
+            Request::Lookup { name } => match self.names.get(&name) {
+                Some(d) => now(Response::Domain {
+                    domain: d.to_bits(),
+                }),
+                None => Err(fail(
+                    ErrorKind::UnknownName,
+                    format!("no domain is registered as {name:?}; is its process running?"),
+                )),
+            },
+            Request::Status => now(Response::Status(Box::new(self.status()))),
+            Request::Shutdown => {
+                let uid = self.clients.get(&token).map_or(u32::MAX, |c| c.creds.uid);
+                let own = rustix::process::getuid().as_raw();
+                if uid != own && uid != 0 {
+                    return Err(fail(
+                        ErrorKind::InsufficientRights,
+                        format!("only uid {own} or root may stop this block manager"),
+                    ));
+                }
+                self.stop = true;
+                now(Response::Done)
+            }
+        }
+    }
+
+    fn receive_or_wait(
+        &mut self,
+        token: u64,
+        domain: DomainId,
+        wait: Wait,
+        timeout_ms: Option<u64>,
+    ) -> Result<Answer, Failure> {
+        match self.try_receive(domain, &wait) {
+            Ok(r) => now(received(&r)),
+            Err(e) if may_still_come(&e) && timeout_ms != Some(0) => {
+                let deadline =
+                    timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.phase = Phase::Waiting(wait, deadline);
+                }
+                Ok(Answer::Later)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn try_receive(&mut self, domain: DomainId, wait: &Wait) -> Result<Received, CoreError> {
+        match wait {
+            Wait::Queued(source) => self.ledger.receive(domain, *source),
+            Wait::Ticket(source, ticket) => self.ledger.attach_recv(domain, *source, *ticket),
+        }
+    }
+
+    /// Answers a parked receiver if its transfer arrived.
+    fn wake(&mut self, domain: DomainId) {
+        let Some(&token) = self.by_domain.get(&domain) else {
+            return;
+        };
+        let Some(Phase::Waiting(wait, _)) = self.clients.get(&token).map(|c| &c.phase) else {
+            return;
+        };
+        let wait = match wait {
+            Wait::Queued(s) => Wait::Queued(*s),
+            Wait::Ticket(s, t) => Wait::Ticket(*s, *t),
+        };
+        match self.try_receive(domain, &wait) {
+            Ok(r) => {
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.phase = Phase::Idle;
+                }
+                self.answer(token, now(received(&r)));
+            }
+            Err(e) if may_still_come(&e) => {}
+            Err(e) => {
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.phase = Phase::Idle;
+                }
+                self.answer(token, Err(e.into()));
+            }
+        }
+    }
+
+    fn expire_waits(&mut self) {
+        let now_ = Instant::now();
+        let expired: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.phase, Phase::Waiting(_, Some(d)) if d <= now_))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            let Some(c) = self.clients.get_mut(&token) else {
+                continue;
+            };
+            let Phase::Waiting(wait, _) = std::mem::replace(&mut c.phase, Phase::Idle) else {
+                continue;
+            };
+            let Some(domain) = c.domain else {
+                continue;
+            };
+            // The error a receive that does not wait would give now.
+            let e = match self.try_receive(domain, &wait) {
+                Ok(r) => {
+                    self.answer(token, now(received(&r)));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            self.answer(token, Err(e.into()));
+        }
+    }
+
+    fn transfer(&mut self, token: u64, request: TransferRequest) -> Result<Answer, Failure> {
+        let plan = self.ledger.plan_transfer(request.clone())?;
+        if plan.seals().is_empty() {
+            return self.finish_transfer(token, request, 0, 0);
+        }
+        let mut seals = Vec::new();
+        for b in plan.seals() {
+            let slot = self
+                .store
+                .slot_of(*b)
+                .ok_or_else(|| fail(ErrorKind::Unavailable, format!("{b} has no memory")))?;
+            seals.push((*b, slot));
+        }
+        let sender = request.sender;
+        let revoke: Vec<u64> = seals
+            .iter()
+            .map(|(_, s)| *s)
+            .filter(|s| self.store.exposed_to(*s, sender))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let pending = PendingTransfer {
+            request,
+            seals,
+            refused: BTreeSet::new(),
+        };
+        if revoke.is_empty() {
+            self.start_seals(token, pending);
+            return Ok(Answer::Later);
+        }
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.phase = Phase::Revoking(pending);
+        }
+        let pages: Vec<&[u64]> = revoke.chunks(MAX_REVOKE).collect();
+        for (i, page) in pages.iter().enumerate() {
+            let m = Message::Response(Response::Revoke {
+                slots: page.to_vec(),
+                more: i + 1 < pages.len(),
+            });
+            self.send(token, &m, &[]);
+        }
+        Ok(Answer::Later)
+    }
+
+    fn start_seals(&mut self, token: u64, pending: PendingTransfer) {
+        let mut slots = Vec::new();
+        for (_, slot) in &pending.seals {
+            if let Some(memfd) = self.store.prepare_seal(*slot) {
+                slots.push((*slot, memfd));
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.phase = Phase::Sealing(pending);
+        }
+        if !self.sealer.submit(Job {
+            client: token,
+            slots,
+        }) {
+            self.stop = true;
+        }
+    }
+
+    fn seals_done(&mut self, token: u64, sealed: &[SlotId], refused: &[SlotId]) {
+        for s in sealed {
+            self.store.mark_sealed(*s);
+        }
+        let Some(c) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let Phase::Sealing(mut pending) = std::mem::replace(&mut c.phase, Phase::Idle) else {
+            return;
+        };
+        pending.refused.extend(refused.iter().copied());
+        let mut request = pending.request;
+        for (b, s) in &pending.seals {
+            if pending.refused.contains(s) {
+                request.force_copy.insert(*b);
+            }
+        }
+        let answer = self.finish_transfer(token, request, sealed.len(), refused.len());
+        self.answer(token, answer);
+    }
+
+    /// Plans again (forcing a copy of whatever could not be sealed), commits and carries the
+    /// transfer out.
+    fn finish_transfer(
+        &mut self,
+        token: u64,
+        mut request: TransferRequest,
+        sealed: usize,
+        refused: usize,
+    ) -> Result<Answer, Failure> {
+        let plan = loop {
+            let plan = self.ledger.plan_transfer(request.clone())?;
+            let unsealed: Vec<BufferId> = plan
+                .seals()
+                .iter()
+                .copied()
+                .filter(|b| {
+                    !self
+                        .store
+                        .slot_of(*b)
+                        .is_some_and(|s| self.store.is_sealed(s))
+                })
+                .collect();
+            if unsealed.is_empty() {
+                break plan;
+            }
+            request.force_copy.extend(unsealed);
+        };
+        let receiver = request.receiver;
+        let mode = request.mode;
+        let weak = plan.effective_strength() == Strength::Weak;
+        let referenced = plan.pieces().len()
+            - plan
+                .pieces()
+                .iter()
+                .filter(|p| p.route != cosh_core::ledger::Route::Reference)
+                .count();
+        let referenced_bytes: u64 = plan
+            .pieces()
+            .iter()
+            .filter(|p| p.route == cosh_core::ledger::Route::Reference)
+            .map(|p| p.source.len)
+            .sum();
+        let committed = self.ledger.commit(plan)?;
+        for nb in &committed.new_buffers {
+            if let Err(e) = self.store.provide(nb.id, nb.len, receiver, false) {
+                return Err(fail(ErrorKind::Unavailable, e.to_string()));
+            }
+        }
+        let mut copied_bytes = 0;
+        for op in &committed.copies {
+            let (Some(from), Some(to)) = (
+                self.store.slot_of(op.from.buffer),
+                self.store.slot_of(op.to.buffer),
+            ) else {
+                return Err(fail(
+                    ErrorKind::Unavailable,
+                    "a copied buffer has no memory",
+                ));
+            };
+            self.store
+                .copy((from, op.from.offset), (to, op.to.offset), op.from.len)
+                .map_err(|e| fail(ErrorKind::Unavailable, e))?;
+            copied_bytes += op.from.len;
+        }
+        let mut fresh_seals = 0;
+        for nb in committed.new_buffers.iter().filter(|nb| nb.seal) {
+            // A fresh copy nobody else has seen: no pipe can pin its pages, so the seal is
+            // quick and safe on the main loop.
+            if let Some(slot) = self.store.slot_of(nb.id)
+                && let Some(memfd) = self.store.prepare_seal(slot)
+            {
+                memfd
+                    .seal_write()
+                    .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
+                self.store.mark_sealed(slot);
+                fresh_seals += 1;
+            }
+        }
+        match mode {
+            Mode::Move => self.counts.moves += 1,
+            Mode::Share => self.counts.shares += 1,
+            Mode::Copy => self.counts.copies += 1,
+        }
+        if weak {
+            self.counts.weak += 1;
+        }
+        self.counts.by_descriptor += referenced as u64;
+        self.counts.by_copy += committed.copies.len() as u64;
+        self.counts.copied_bytes += copied_bytes;
+        self.counts.by_seal += (sealed + fresh_seals) as u64;
+        self.counts.refused_seals += refused as u64;
+        let report = TransferReport {
+            referenced_bytes,
+            copied_bytes,
+            sealed_buffers: u32::try_from(sealed + fresh_seals).unwrap_or(u32::MAX),
+            refused_seals: u32::try_from(refused).unwrap_or(u32::MAX),
+            weak,
+        };
+        let response = Response::Transferred {
+            ticket: committed.ticket.map(|t| t.0),
+            report,
+        };
+        self.answer(token, now(response));
+        self.wake(receiver);
+        Ok(Answer::Later)
+    }
+
+    /// Frees or recycles the slots of buffers the ledger released.
+    fn released(&mut self, release: &Release) {
+        for b in &release.freed {
+            let alive = |d: DomainId| self.by_domain.contains_key(&d);
+            if let Some((slot, tell)) = self.store.release(*b, alive) {
+                self.tell_forget(slot, &tell);
+            }
+        }
+    }
+
+    fn tell_forget(&mut self, slot: SlotId, domains: &[DomainId]) {
+        for d in domains {
+            if let Some(c) = self.by_domain.get(d).and_then(|t| self.clients.get_mut(t)) {
+                c.forget.push(slot);
+            }
+        }
+    }
+
+    fn disconnect(&mut self, token: u64) {
+        let Some(client) = self.clients.remove(&token) else {
+            return;
+        };
+        let Some(domain) = client.domain else {
+            return;
+        };
+        self.by_domain.remove(&domain);
+        self.names.retain(|_, d| *d != domain);
+        if let Ok(release) = self.ledger.remove_domain(domain) {
+            self.released(&release);
+        }
+        let alive = |d: DomainId| self.by_domain.contains_key(&d);
+        for (slot, tell) in self.store.remove_domain(domain, alive) {
+            self.tell_forget(slot, &tell);
+        }
+        // Receivers waiting on this domain learn it is gone.
+        let waiting: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.phase,
+                    Phase::Waiting(Wait::Queued(Some(s)), _) | Phase::Waiting(Wait::Ticket(s, _), _)
+                    if s == domain)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in waiting {
+            let Some(d) = self.clients.get(&t).and_then(|c| c.domain) else {
+                continue;
+            };
+            self.wake(d);
+            if let Some(c) = self.clients.get_mut(&t)
+                && matches!(c.phase, Phase::Waiting(..))
+            {
+                c.phase = Phase::Idle;
+                self.answer(
+                    t,
+                    Err(fail(
+                        ErrorKind::UnknownDomain,
+                        format!("domain {domain} disconnected while you waited for it"),
+                    )),
+                );
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let mut domains = Vec::new();
+        let mut per_domain: BTreeMap<DomainId, (u64, BTreeSet<BufferId>)> = BTreeMap::new();
+        for (d, agg, _) in self.ledger.aggregates() {
+            let entry = per_domain.entry(d).or_default();
+            entry.0 += 1;
+            if let Ok(chunks) = self.ledger.chunks(d, agg) {
+                entry.1.extend(chunks.buffers());
+            }
+        }
+        let mut bytes_in_use = 0;
+        let mut buffers = 0;
+        for b in self.ledger.buffers() {
+            buffers += 1;
+            bytes_in_use += self.ledger.buffer_len(b).unwrap_or(0);
+        }
+        for c in self.clients.values() {
+            let Some(d) = c.domain else { continue };
+            if domains.len() >= MAX_STATUS_DOMAINS {
+                break;
+            }
+            let (aggregates, held) = per_domain.remove(&d).unwrap_or_default();
+            domains.push(DomainStatus {
+                domain: d.to_bits(),
+                name: c.name.clone(),
+                pid: u32::try_from(c.creds.pid).unwrap_or(0),
+                uid: c.creds.uid,
+                aggregates,
+                buffers: held.len() as u64,
+                bytes: held
+                    .iter()
+                    .map(|b| self.ledger.buffer_len(*b).unwrap_or(0))
+                    .sum(),
+            });
+        }
+        let stats = self.store.stats();
+        Status {
+            pool: self.config.pool.0,
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs(),
+            domain_count: self.by_domain.len() as u64,
+            domains,
+            buffers,
+            bytes_in_use,
+            free_buffers: stats.free_slots,
+            free_bytes: stats.free_bytes,
+            names: self.names.len() as u64,
+            transfers: self.counts,
+        }
+    }
+}
+
+/// Whether a receive that failed with `e` may succeed later (a transfer or ticket that has
+/// not arrived yet).
+fn may_still_come(e: &CoreError) -> bool {
+    matches!(
+        e,
+        CoreError::NothingPending { .. } | CoreError::UnknownTicket { .. }
+    )
+}
+
+fn received(r: &Received) -> Response {
+    Response::Received {
+        agg: r.agg.0,
+        source: r.source.to_bits(),
+        mode: r.mode.into(),
+        strength: r.strength.into(),
+        ticket: r.ticket.map(|t| t.0),
+    }
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}

@@ -1,0 +1,393 @@
+//! The buffer store: the memfds behind the ledger's buffers.
+//!
+//! A *slot* is one memfd, sealed against shrinking and growing at birth, mode 0600, with
+//! its pages faulted in by the block manager before anyone uses it. A ledger buffer lives in
+//! a slot; when the ledger frees the buffer, its slot is recycled into the free list of the
+//! one domain that could already see it (it received the slot's descriptor, or the slot was
+//! made for it) if it was never sealed and that domain's free list has room; otherwise the
+//! slot is destroyed and every live domain that received its descriptor is told to forget
+//! its mapping. Slots come in size classes so that recycled ones fit later allocations.
+//!
+//! Clients cache mappings by slot, so a recycled slot costs its domain no descriptor and no
+//! mapping: the steady state of a loop that allocates, transfers and frees passes no
+//! descriptor at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use cosh_core::{BufferId, DomainId};
+use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite};
+use cosh_sys::memfd::Memfd;
+
+/// The page size the store rounds to.
+pub(crate) const PAGE: u64 = 4096;
+const MIB: u64 = 1024 * 1024;
+
+/// The size class of a buffer of `len` bytes: whole pages, a power of two up to 1 MiB, whole
+/// MiB beyond (so at most 2x waste for small buffers and under 1 MiB for large ones).
+pub(crate) fn class_len(len: u64) -> u64 {
+    let pages = len.max(1).div_ceil(PAGE) * PAGE;
+    if pages <= MIB {
+        pages.next_power_of_two()
+    } else {
+        pages.div_ceil(MIB) * MIB
+    }
+}
+
+/// The block manager's own view of a slot.
+enum DaemonMap {
+    Write(Mapping<ReadWrite>),
+    Read(Mapping<ReadOnly>),
+}
+
+/// One memfd.
+pub(crate) struct Slot {
+    memfd: Arc<Memfd>,
+    read_only: Option<Memfd>,
+    map: Option<DaemonMap>,
+    /// Domains that received a descriptor of this slot (they may map it for ever).
+    exposed: BTreeSet<DomainId>,
+    /// The domain the slot was made or recycled for.
+    owner: DomainId,
+    sealed: bool,
+}
+
+impl Slot {
+    /// The length of the memfd.
+    pub(crate) fn len(&self) -> u64 {
+        self.memfd.len()
+    }
+}
+
+/// A slot id (stable for the slot's life, never reused).
+pub(crate) type SlotId = u64;
+
+/// Why a slot could not be provided.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot provide a buffer of {len} bytes: {source}")]
+pub(crate) struct StoreError {
+    len: u64,
+    source: cosh_sys::Error,
+}
+
+/// Counters for status.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StoreStats {
+    pub(crate) free_slots: u64,
+    pub(crate) free_bytes: u64,
+}
+
+/// All slots.
+pub(crate) struct Store {
+    slots: HashMap<SlotId, Slot>,
+    next_slot: SlotId,
+    by_buffer: HashMap<BufferId, SlotId>,
+    /// Per domain, per class length: recycled slots only that domain can see.
+    free: HashMap<DomainId, BTreeMap<u64, Vec<SlotId>>>,
+    free_bytes: HashMap<DomainId, u64>,
+    /// The most bytes kept in one domain's free lists.
+    free_budget: u64,
+}
+
+impl Store {
+    pub(crate) fn new(free_budget: u64) -> Self {
+        Store {
+            slots: HashMap::new(),
+            next_slot: 1,
+            by_buffer: HashMap::new(),
+            free: HashMap::new(),
+            free_bytes: HashMap::new(),
+            free_budget,
+        }
+    }
+
+    /// Provides a slot for the new buffer `buffer` of `len` bytes for `domain`: a recycled one
+    /// of `domain`'s if any fits (zeroed if `zero`), else a fresh prefaulted one.
+    pub(crate) fn provide(
+        &mut self,
+        buffer: BufferId,
+        len: u64,
+        domain: DomainId,
+        zero: bool,
+    ) -> Result<SlotId, StoreError> {
+        let class = class_len(len);
+        let recycled = self
+            .free
+            .get_mut(&domain)
+            .and_then(|classes| classes.get_mut(&class))
+            .and_then(Vec::pop);
+        let id = match recycled {
+            Some(id) => {
+                if let Some(b) = self.free_bytes.get_mut(&domain) {
+                    *b = b.saturating_sub(class);
+                }
+                if zero {
+                    let bytes = usize::try_from(len).unwrap_or(usize::MAX);
+                    if let Some(map) = self.write_map(id) {
+                        let end = bytes.min(map.len());
+                        map.as_mut_slice()[..end].fill(0);
+                    }
+                }
+                id
+            }
+            None => {
+                let memfd = Memfd::create("cosh-buffer", class)
+                    .map_err(|source| StoreError { len, source })?;
+                let map = memfd
+                    .map_write(Prefault::Now)
+                    .map_err(|source| StoreError { len, source })?;
+                let id = self.next_slot;
+                self.next_slot += 1;
+                self.slots.insert(
+                    id,
+                    Slot {
+                        memfd: Arc::new(memfd),
+                        read_only: None,
+                        map: Some(DaemonMap::Write(map)),
+                        exposed: BTreeSet::new(),
+                        owner: domain,
+                        sealed: false,
+                    },
+                );
+                id
+            }
+        };
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.owner = domain;
+        }
+        self.by_buffer.insert(buffer, id);
+        Ok(id)
+    }
+
+    /// The slot holding `buffer`.
+    pub(crate) fn slot_of(&self, buffer: BufferId) -> Option<SlotId> {
+        self.by_buffer.get(&buffer).copied()
+    }
+
+    pub(crate) fn slot(&self, id: SlotId) -> Option<&Slot> {
+        self.slots.get(&id)
+    }
+
+    /// The block manager's writable mapping of an unsealed slot (made on demand).
+    pub(crate) fn write_map(&mut self, id: SlotId) -> Option<&mut Mapping<ReadWrite>> {
+        let slot = self.slots.get_mut(&id)?;
+        if slot.sealed {
+            return None;
+        }
+        if !matches!(slot.map, Some(DaemonMap::Write(_))) {
+            slot.map = None;
+            slot.map = Some(DaemonMap::Write(
+                slot.memfd.map_write(Prefault::OnFirstTouch).ok()?,
+            ));
+        }
+        match &mut slot.map {
+            Some(DaemonMap::Write(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a slot, for reading (made on demand).
+    pub(crate) fn read(&mut self, id: SlotId) -> Option<&[u8]> {
+        let slot = self.slots.get_mut(&id)?;
+        if slot.map.is_none() {
+            slot.map = Some(DaemonMap::Read(
+                slot.memfd.map_read(Prefault::OnFirstTouch).ok()?,
+            ));
+        }
+        match &slot.map {
+            Some(DaemonMap::Write(m)) => Some(m.as_slice()),
+            Some(DaemonMap::Read(m)) => Some(m.as_slice()),
+            None => None,
+        }
+    }
+
+    /// Copies `len` bytes between two different slots.
+    pub(crate) fn copy(
+        &mut self,
+        from: (SlotId, u64),
+        to: (SlotId, u64),
+        len: u64,
+    ) -> Result<(), &'static str> {
+        if from.0 == to.0 {
+            return Err("copy within one slot");
+        }
+        let (Ok(len), Ok(src_at), Ok(dst_at)) = (
+            usize::try_from(len),
+            usize::try_from(from.1),
+            usize::try_from(to.1),
+        ) else {
+            return Err("copy beyond the address space");
+        };
+        // Take the destination mapping out so that both can be borrowed.
+        let mut dst = match self.slots.get_mut(&to.0).map(|s| s.map.take()) {
+            Some(Some(DaemonMap::Write(m))) => m,
+            Some(other) => {
+                if let Some(s) = self.slots.get_mut(&to.0) {
+                    s.map = other;
+                }
+                self.write_map(to.0)
+                    .ok_or("destination slot not writable")?;
+                match self.slots.get_mut(&to.0).and_then(|s| s.map.take()) {
+                    Some(DaemonMap::Write(m)) => m,
+                    _ => return Err("destination slot not writable"),
+                }
+            }
+            None => return Err("unknown destination slot"),
+        };
+        let result = match self.read(from.0) {
+            Some(src) => match (
+                src.get(src_at..src_at.saturating_add(len)),
+                dst.as_mut_slice()
+                    .get_mut(dst_at..dst_at.saturating_add(len)),
+            ) {
+                (Some(s), Some(d)) => {
+                    d.copy_from_slice(s);
+                    Ok(())
+                }
+                _ => Err("copy out of a slot's bounds"),
+            },
+            None => Err("unknown source slot"),
+        };
+        if let Some(s) = self.slots.get_mut(&to.0) {
+            s.map = Some(DaemonMap::Write(dst));
+        }
+        result
+    }
+
+    /// The memfd to seal, after dropping the block manager's own mapping (which would make the
+    /// seal fail).
+    pub(crate) fn prepare_seal(&mut self, id: SlotId) -> Option<Arc<Memfd>> {
+        let slot = self.slots.get_mut(&id)?;
+        if !slot.sealed {
+            // Any shared mapping made through the read/write descriptor, even a read-only
+            // one, makes the kernel refuse the seal.
+            slot.map = None;
+        }
+        Some(Arc::clone(&slot.memfd))
+    }
+
+    /// Records that a slot was sealed.
+    pub(crate) fn mark_sealed(&mut self, id: SlotId) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.sealed = true;
+        }
+    }
+
+    /// A descriptor of slot `id` for `domain`, read-only or read/write, recording the exposure.
+    pub(crate) fn descriptor(
+        &mut self,
+        id: SlotId,
+        domain: DomainId,
+        write: bool,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, cosh_sys::Error> {
+        let slot = self
+            .slots
+            .get_mut(&id)
+            .ok_or_else(|| cosh_sys::Error::BadDescriptor {
+                reason: format!("no slot {id}"),
+            })?;
+        slot.exposed.insert(domain);
+        if write {
+            return Ok(slot.memfd.as_fd());
+        }
+        if slot.read_only.is_none() {
+            slot.read_only = Some(slot.memfd.reopen_read_only()?);
+        }
+        match &slot.read_only {
+            Some(fd) => Ok(fd.as_fd()),
+            None => Err(cosh_sys::Error::BadDescriptor {
+                reason: "read-only reopen vanished".into(),
+            }),
+        }
+    }
+
+    /// The ledger freed `buffer`: recycle its slot to the one domain that can see it, or
+    /// destroy it. Returns the live domains to tell to forget the slot (when destroyed).
+    pub(crate) fn release(
+        &mut self,
+        buffer: BufferId,
+        alive: impl Fn(DomainId) -> bool,
+    ) -> Option<(SlotId, Vec<DomainId>)> {
+        let id = self.by_buffer.remove(&buffer)?;
+        let slot = self.slots.get(&id)?;
+        let class = slot.len();
+        let viewers: Vec<DomainId> = slot.exposed.iter().copied().collect();
+        let only = match viewers.as_slice() {
+            [] => Some(slot.owner),
+            [one] if *one == slot.owner => Some(*one),
+            _ => None,
+        };
+        if let Some(domain) = only
+            && !slot.sealed
+            && alive(domain)
+        {
+            let used = self.free_bytes.entry(domain).or_default();
+            if *used + class <= self.free_budget {
+                *used += class;
+                self.free
+                    .entry(domain)
+                    .or_default()
+                    .entry(class)
+                    .or_default()
+                    .push(id);
+                return None;
+            }
+        }
+        self.slots.remove(&id);
+        let tell = viewers.into_iter().filter(|d| alive(*d)).collect();
+        Some((id, tell))
+    }
+
+    /// A domain left: its free slots go. Returns the
+    /// destroyed slots and the live domains to tell about each.
+    pub(crate) fn remove_domain(
+        &mut self,
+        domain: DomainId,
+        alive: impl Fn(DomainId) -> bool,
+    ) -> Vec<(SlotId, Vec<DomainId>)> {
+        let mut gone = Vec::new();
+        self.free_bytes.remove(&domain);
+        for (_, ids) in self.free.remove(&domain).unwrap_or_default() {
+            for id in ids {
+                if let Some(slot) = self.slots.remove(&id) {
+                    let tell = slot
+                        .exposed
+                        .iter()
+                        .copied()
+                        .filter(|d| *d != domain && alive(*d))
+                        .collect();
+                    gone.push((id, tell));
+                }
+            }
+        }
+        // The domain stays recorded as a viewer of every other slot: its process may still
+        // map them, so they are never recycled to anyone else.
+        gone
+    }
+
+    /// Whether `domain` ever received a descriptor of slot `id`.
+    pub(crate) fn exposed_to(&self, id: SlotId, domain: DomainId) -> bool {
+        self.slots
+            .get(&id)
+            .is_some_and(|s| s.exposed.contains(&domain))
+    }
+
+    /// Whether slot `id` is sealed against writing.
+    pub(crate) fn is_sealed(&self, id: SlotId) -> bool {
+        self.slots.get(&id).is_some_and(|s| s.sealed)
+    }
+
+    /// Free-list counters.
+    pub(crate) fn stats(&self) -> StoreStats {
+        let free_slots = self
+            .free
+            .values()
+            .flat_map(|c| c.values())
+            .map(Vec::len)
+            .sum::<usize>();
+        StoreStats {
+            free_slots: free_slots as u64,
+            free_bytes: self.free_bytes.values().sum(),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! A block manager per test (its own socket in its own directory, stopped on drop), and the
+//! aggregate API of `cosh-core` implemented over real connections, so that the scenario corpus
+//! runs against the daemon.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cosh::{Agg, Domain, Location, Options};
+use cosh_core::api::{Cosh, Incoming};
+use cosh_core::{Access, DomainId, ErrorKind, Mode, PoolId, Rights, Ticket, TransferFlags};
+
+/// The coshd built with these tests.
+pub fn coshd() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_coshd"))
+}
+
+/// A private directory for one test's socket.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "cosh-test-{}-{tag}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A running coshd, killed (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(tag: &str) -> Daemon {
+        let dir = scratch_dir(tag);
+        let socket = dir.join("host.sock");
+        let child = Command::new(coshd())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--quiet")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("coshd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "coshd did not bind {socket:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Daemon { child, socket, dir }
+    }
+
+    pub fn options(&self, name: &str) -> Options {
+        Options::new(name).socket(&self.socket).no_spawn()
+    }
+
+    pub fn connect(&self, name: &str) -> Domain {
+        Domain::connect_with(&self.options(name)).expect("connects")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The aggregate API over connections to one block manager, one per domain, all in this
+/// process. (Mappings are per connection, so domains do not see each other's memory except
+/// through what the block manager hands out.)
+pub struct Connections<'d> {
+    pub daemon: &'d Daemon,
+    pub domains: HashMap<DomainId, Domain>,
+}
+
+impl<'d> Connections<'d> {
+    pub fn new(daemon: &'d Daemon) -> Self {
+        Connections {
+            daemon,
+            domains: HashMap::new(),
+        }
+    }
+
+    fn domain(&mut self, d: DomainId) -> Result<&mut Domain, cosh::Error> {
+        self.domains.get_mut(&d).ok_or_else(|| cosh::Error::Cosh {
+            kind: ErrorKind::UnknownDomain,
+            message: format!("no connection for {d}"),
+        })
+    }
+}
+
+/// A piece kept by a scenario: where it is.
+pub type Piece = Location;
+
+impl Cosh for Connections<'_> {
+    type Domain = DomainId;
+    type Agg = Agg;
+    type Piece = Piece;
+    type Error = cosh::Error;
+
+    fn kind_of(error: &cosh::Error) -> Option<ErrorKind> {
+        match error {
+            cosh::Error::Cosh { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    fn connect(&mut self, pool: PoolId) -> Result<DomainId, cosh::Error> {
+        if pool != PoolId(0) {
+            return Err(cosh::Error::Connect(format!(
+                "only the host pool runs here, not {pool}"
+            )));
+        }
+        let d = Domain::connect_with(&self.daemon.options("scenario"))?;
+        let id = d.id();
+        self.domains.insert(id, d);
+        Ok(id)
+    }
+
+    fn kill(&mut self, domain: DomainId) -> Result<(), cosh::Error> {
+        if self.domains.remove(&domain).is_none() {
+            return Err(cosh::Error::Cosh {
+                kind: ErrorKind::UnknownDomain,
+                message: format!("{domain} is not connected"),
+            });
+        }
+        // The block manager notices the closed socket on its next turn; make sure it has by
+        // asking any other domain something.
+        if let Some(other) = self.domains.values_mut().next() {
+            other.status()?;
+        }
+        Ok(())
+    }
+
+    fn trust(&mut self, domain: DomainId, peer: DomainId) -> Result<(), cosh::Error> {
+        self.domain(domain)?.trust(peer)
+    }
+
+    fn alloc(&mut self, domain: DomainId, len: u64) -> Result<Agg, cosh::Error> {
+        self.domain(domain)?.alloc(len)
+    }
+
+    fn incref(&mut self, domain: DomainId, agg: Agg) -> Result<(), cosh::Error> {
+        self.domain(domain)?.incref(agg)
+    }
+
+    fn decref(&mut self, domain: DomainId, agg: Agg) -> Result<(), cosh::Error> {
+        self.domain(domain)?.decref(agg)
+    }
+
+    fn getlen(&mut self, domain: DomainId, agg: Agg) -> Result<u64, cosh::Error> {
+        self.domain(domain)?.len(agg)
+    }
+
+    fn getrights(&mut self, domain: DomainId, agg: Agg) -> Result<Rights, cosh::Error> {
+        self.domain(domain)?.rights(agg)
+    }
+
+    fn iter(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        access: Access,
+        offset: u64,
+    ) -> Result<Vec<Piece>, cosh::Error> {
+        let d = self.domain(domain)?;
+        Ok(match access {
+            Access::Read => d
+                .read_pieces(agg, offset)?
+                .into_iter()
+                .map(|p| p.0)
+                .collect(),
+            Access::Write => d
+                .write_pieces(agg, offset)?
+                .into_iter()
+                .map(|p| p.0)
+                .collect(),
+        })
+    }
+
+    fn piece_len(piece: &Piece) -> u64 {
+        piece.len
+    }
+
+    fn read(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, cosh::Error> {
+        self.domain(domain)?.read(agg, offset, len)
+    }
+
+    fn write(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), cosh::Error> {
+        self.domain(domain)?.write(agg, offset, data)
+    }
+
+    fn concat(&mut self, domain: DomainId, first: Agg, second: Agg) -> Result<Agg, cosh::Error> {
+        self.domain(domain)?.concat(first, second)
+    }
+
+    fn select(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        offset: u64,
+        len: u64,
+    ) -> Result<Agg, cosh::Error> {
+        self.domain(domain)?.select(agg, offset, len)
+    }
+
+    fn find_related(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        min_rights: Rights,
+    ) -> Result<Vec<Agg>, cosh::Error> {
+        self.domain(domain)?.find_related(agg, min_rights)
+    }
+
+    fn downgrade(&mut self, domain: DomainId, agg: Agg, rights: Rights) -> Result<(), cosh::Error> {
+        self.domain(domain)?.downgrade(agg, rights)
+    }
+
+    fn transfer(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Result<(), cosh::Error> {
+        self.domain(domain)?
+            .transfer(agg, dest, mode, flags)
+            .map(|_| ())
+    }
+
+    fn attach_transfer(
+        &mut self,
+        domain: DomainId,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Result<Ticket, cosh::Error> {
+        self.domain(domain)?.attach_transfer(agg, dest, mode, flags)
+    }
+
+    fn receive(
+        &mut self,
+        domain: DomainId,
+        source: Option<DomainId>,
+    ) -> Result<Incoming<Agg, DomainId>, cosh::Error> {
+        let i = self.domain(domain)?.receive(source, Some(Duration::ZERO))?;
+        Ok(Incoming {
+            agg: i.agg,
+            source: i.source,
+            mode: i.mode,
+            strength: i.strength,
+        })
+    }
+
+    fn attach_recv(
+        &mut self,
+        domain: DomainId,
+        source: DomainId,
+        ticket: Ticket,
+    ) -> Result<Incoming<Agg, DomainId>, cosh::Error> {
+        let i = self
+            .domain(domain)?
+            .attach_recv(source, ticket, Some(Duration::ZERO))?;
+        Ok(Incoming {
+            agg: i.agg,
+            source: i.source,
+            mode: i.mode,
+            strength: i.strength,
+        })
+    }
+
+    fn peek(&mut self, domain: DomainId, piece: &Piece) -> Result<Vec<u8>, cosh::Error> {
+        Ok(self.domain(domain)?.location_bytes(piece)?.to_vec())
+    }
+
+    fn poke(&mut self, domain: DomainId, piece: &Piece, data: &[u8]) -> Result<(), cosh::Error> {
+        let bytes = self.domain(domain)?.location_bytes_mut(piece)?;
+        let n = data.len().min(bytes.len());
+        bytes[..n].copy_from_slice(&data[..n]);
+        Ok(())
+    }
+}

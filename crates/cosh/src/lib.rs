@@ -1,0 +1,708 @@
+//! The Cosh client library: a process connects to its pool's block manager as a *domain* and
+//! moves, shares and copies aggregates to other domains with the semantics of Table 1, whether
+//! they run in this process, another process or (later) another pool.
+//!
+//! ```no_run
+//! use cosh::{Domain, Mode, TransferFlags};
+//!
+//! let mut a = Domain::connect("producer")?; // starts a block manager if none runs
+//! let mut b = Domain::connect("consumer")?;
+//! let agg = a.alloc(1 << 20)?;
+//! a.write(agg, 0, b"hello")?;
+//! a.transfer(agg, b.id(), Mode::Move, TransferFlags::strong())?;
+//! let got = b.receive(Some(a.id()), None)?;
+//! assert_eq!(b.read(got.agg, 0, 5)?, b"hello");
+//! # Ok::<(), cosh::Error>(())
+//! ```
+//!
+//! Memory is touched through pieces, the maximal contiguous parts of an aggregate:
+//! [`Domain::read_pieces`] gives [`ReadPiece`]s, whose bytes are `&[u8]`;
+//! [`Domain::write_pieces`] gives [`WritePiece`]s, whose bytes are `&mut [u8]`, and asks for
+//! read/write rights. The library maps buffers on first touch and caches the mappings, so a
+//! buffer's descriptor crosses the socket once per domain.
+
+#![forbid(unsafe_code)]
+
+mod connect;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cosh_core::{
+    Access, DomainId, ErrorKind, Mode, PoolId, RelatedPolicy, Rights, Strength, Ticket,
+    TransferFlags,
+};
+use cosh_proto::ops::{MAX_MAP, MAX_PIECES, MapRequest, Request, Response, WireAccess, WirePiece};
+pub use cosh_proto::ops::{Status, TransferReport};
+use cosh_proto::{MAX_FRAME, Message, decode, encode};
+use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite};
+use cosh_sys::memfd::Memfd;
+use cosh_sys::socket::SeqPacket;
+
+pub use connect::{Options, default_socket};
+
+/// An error of the client library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The block manager refused the request.
+    #[error("{message}")]
+    Cosh {
+        /// The kind.
+        kind: ErrorKind,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The block manager could not be reached or started.
+    #[error("{0}")]
+    Connect(String),
+    /// The connection broke or a system call failed.
+    #[error("{0}")]
+    Sys(#[from] cosh_sys::Error),
+    /// The block manager broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The stable kind of the error: the block manager's, [`ErrorKind::Unavailable`] for
+    /// connection failures, [`ErrorKind::Protocol`] for protocol errors.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Cosh { kind, .. } => *kind,
+            Error::Connect(_) | Error::Sys(_) => ErrorKind::Unavailable,
+            Error::Protocol(_) => ErrorKind::Protocol,
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An aggregate of this domain: a handle, like a file descriptor. It stays valid until its
+/// last reference is dropped with [`Domain::decref`] (or the domain disconnects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Agg(pub u64);
+
+/// A transfer received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The new aggregate.
+    pub agg: Agg,
+    /// The sender.
+    pub source: DomainId,
+    /// The mode.
+    pub mode: Mode,
+    /// The strength the sender asked for (copies are strong).
+    pub strength: Strength,
+    /// The ticket, for [`Domain::attach_recv`].
+    pub ticket: Option<Ticket>,
+}
+
+/// Where a piece's bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The buffer.
+    pub buffer: u64,
+    /// The memory slot holding it.
+    pub slot: u64,
+    /// The first byte in the slot.
+    pub offset: u64,
+    /// The length.
+    pub len: u64,
+}
+
+/// A piece of an aggregate, for reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPiece(pub Location);
+
+/// A piece of an aggregate, for reading and writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WritePiece(pub Location);
+
+enum Cached {
+    Read(Mapping<ReadOnly>),
+    Write(Mapping<ReadWrite>),
+}
+
+impl Cached {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Cached::Read(m) => m.as_slice(),
+            Cached::Write(m) => m.as_slice(),
+        }
+    }
+}
+
+/// A connection to a block manager: one protection domain.
+pub struct Domain {
+    sock: SeqPacket,
+    id: DomainId,
+    maps: HashMap<u64, Cached>,
+    buf: Vec<u8>,
+    socket: PathBuf,
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domain")
+            .field("id", &self.id)
+            .field("socket", &self.socket)
+            .field("mappings", &self.maps.len())
+            .finish()
+    }
+}
+
+fn unexpected(r: &Response) -> Error {
+    Error::Protocol(format!("unexpected answer {r:?}"))
+}
+
+fn ms(timeout: Option<Duration>) -> Option<u64> {
+    timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Domain {
+    /// Connects to the host pool's block manager with the default [`Options`], starting one
+    /// if none is running. `name` identifies this domain in `cosh status`.
+    pub fn connect(name: &str) -> Result<Domain> {
+        Domain::connect_with(&Options::new(name))
+    }
+
+    /// Connects with explicit options.
+    pub fn connect_with(options: &Options) -> Result<Domain> {
+        let (sock, socket) = connect::open(options)?;
+        let hello = Message::Hello {
+            min_version: *cosh_proto::PROTOCOL_VERSIONS.start(),
+            max_version: *cosh_proto::PROTOCOL_VERSIONS.end(),
+            name: options.name.clone(),
+        };
+        let mut domain = Domain {
+            sock,
+            id: DomainId::from_bits(0),
+            maps: HashMap::new(),
+            buf: vec![0; MAX_FRAME],
+            socket,
+        };
+        domain.send(&hello)?;
+        match domain.recv()?.0 {
+            Message::Welcome { domain: id, .. } => {
+                domain.id = id;
+                Ok(domain)
+            }
+            Message::Refused { reason } => Err(Error::Connect(reason)),
+            other => Err(Error::Protocol(format!(
+                "expected welcome, got {}",
+                other.name()
+            ))),
+        }
+    }
+
+    /// This domain's id (it names the pool).
+    pub fn id(&self) -> DomainId {
+        self.id
+    }
+
+    /// The socket of the block manager this domain is connected to.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
+    fn send(&mut self, m: &Message) -> Result<()> {
+        let bytes = encode(m).map_err(|e| Error::Protocol(e.to_string()))?;
+        self.sock.send(&bytes, &[])?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>)> {
+        let got = self.sock.recv(&mut self.buf)?.ok_or_else(|| Error::Cosh {
+            kind: ErrorKind::Unavailable,
+            message: format!(
+                "the block manager at {} closed the connection",
+                self.socket.display()
+            ),
+        })?;
+        let m = decode(&self.buf[..got.len]).map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok((m, got.fds))
+    }
+
+    /// Sends a request and reads its answer, handling forget and revoke notices on the way.
+    fn call_with_fds(&mut self, request: Request) -> Result<(Response, Vec<OwnedFd>)> {
+        self.send(&Message::Request(request))?;
+        loop {
+            match self.recv()? {
+                (Message::Response(Response::Forget { slots }), _) => {
+                    for s in slots {
+                        self.maps.remove(&s);
+                    }
+                }
+                (Message::Response(Response::Revoke { slots, more }), _) => {
+                    for s in slots {
+                        self.maps.remove(&s);
+                    }
+                    if !more {
+                        self.send(&Message::Request(Request::Revoked))?;
+                    }
+                }
+                (Message::Response(r), fds) => return Ok((r, fds)),
+                (Message::Error { kind, message }, _) => return Err(Error::Cosh { kind, message }),
+                (other, _) => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected {} message",
+                        other.name()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Result<Response> {
+        Ok(self.call_with_fds(request)?.0)
+    }
+
+    fn done(&mut self, request: Request) -> Result<()> {
+        match self.call(request)? {
+            Response::Done => Ok(()),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    fn agg(&mut self, request: Request) -> Result<Agg> {
+        match self.call(request)? {
+            Response::Agg { agg } => Ok(Agg(agg)),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// `alloc`: a fresh read/write aggregate of `len` zeroed bytes, private to this domain.
+    pub fn alloc(&mut self, len: u64) -> Result<Agg> {
+        self.agg(Request::Alloc { len })
+    }
+
+    /// `incref`: one more reference.
+    pub fn incref(&mut self, agg: Agg) -> Result<()> {
+        self.done(Request::Incref { agg: agg.0 })
+    }
+
+    /// `decref`: one reference fewer; the last frees the aggregate.
+    pub fn decref(&mut self, agg: Agg) -> Result<()> {
+        self.done(Request::Decref { agg: agg.0 })
+    }
+
+    /// `getlen` and `getrights` in one call.
+    pub fn info(&mut self, agg: Agg) -> Result<(u64, Rights)> {
+        match self.call(Request::Info { agg: agg.0 })? {
+            Response::Info { len, rights } => Ok((len, rights.into())),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// `getlen`.
+    pub fn len(&mut self, agg: Agg) -> Result<u64> {
+        Ok(self.info(agg)?.0)
+    }
+
+    /// `getrights`.
+    pub fn rights(&mut self, agg: Agg) -> Result<Rights> {
+        Ok(self.info(agg)?.1)
+    }
+
+    /// `concat`.
+    pub fn concat(&mut self, first: Agg, second: Agg) -> Result<Agg> {
+        self.agg(Request::Concat {
+            first: first.0,
+            second: second.0,
+        })
+    }
+
+    /// `select`.
+    pub fn select(&mut self, agg: Agg, offset: u64, len: u64) -> Result<Agg> {
+        self.agg(Request::Select {
+            agg: agg.0,
+            offset,
+            len,
+        })
+    }
+
+    /// `find_related`: aggregates related to `agg` holding at least `min_rights`.
+    pub fn find_related(&mut self, agg: Agg, min_rights: Rights) -> Result<Vec<Agg>> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            match self.call(Request::FindRelated {
+                agg: agg.0,
+                min_rights: min_rights.into(),
+                after,
+            })? {
+                Response::Aggs { aggs, more } => {
+                    after = aggs.last().copied().unwrap_or(after);
+                    all.extend(aggs.into_iter().map(Agg));
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                r => return Err(unexpected(&r)),
+            }
+        }
+    }
+
+    /// `downgrade`.
+    pub fn downgrade(&mut self, agg: Agg, rights: Rights) -> Result<()> {
+        self.done(Request::Downgrade {
+            agg: agg.0,
+            rights: rights.into(),
+        })
+    }
+
+    fn send_transfer(
+        &mut self,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+        ticketed: bool,
+    ) -> Result<(Option<u64>, TransferReport)> {
+        match self.call(Request::Transfer {
+            agg: agg.0,
+            dest: dest.to_bits(),
+            mode: mode.into(),
+            flags: flags.to_bits(),
+            ticketed,
+        })? {
+            Response::Transferred { ticket, report } => Ok((ticket, report)),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// `transfer`: sends `agg` to `dest` by `mode`; returns what the block manager did.
+    pub fn transfer(
+        &mut self,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Result<TransferReport> {
+        Ok(self.send_transfer(agg, dest, mode, flags, false)?.1)
+    }
+
+    /// `attach_transfer`: like [`Domain::transfer`], for a receiver that takes it with
+    /// [`Domain::attach_recv`] and the ticket returned (send the ticket in your own message).
+    pub fn attach_transfer(
+        &mut self,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Result<Ticket> {
+        match self.send_transfer(agg, dest, mode, flags, true)? {
+            (Some(t), _) => Ok(Ticket(t)),
+            (None, _) => Err(Error::Protocol(
+                "a ticketed transfer came back without a ticket".into(),
+            )),
+        }
+    }
+
+    fn incoming(r: Response) -> Result<Incoming> {
+        match r {
+            Response::Received {
+                agg,
+                source,
+                mode,
+                strength,
+                ticket,
+            } => Ok(Incoming {
+                agg: Agg(agg),
+                source: DomainId::from_bits(source),
+                mode: mode.into(),
+                strength: strength.into(),
+                ticket: ticket.map(Ticket),
+            }),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// `receive`: the oldest transfer to this domain (from `source`, or anyone), waiting up to
+    /// `timeout` (`None`: for ever); `nothing_pending` when it runs out, `unknown_domain` when
+    /// `source` disconnects first.
+    pub fn receive(
+        &mut self,
+        source: Option<DomainId>,
+        timeout: Option<Duration>,
+    ) -> Result<Incoming> {
+        let r = self.call(Request::Receive {
+            source: source.map(DomainId::to_bits),
+            timeout_ms: ms(timeout),
+        })?;
+        Domain::incoming(r)
+    }
+
+    /// A receive that does not wait: `None` when nothing is pending.
+    pub fn try_receive(&mut self, source: Option<DomainId>) -> Result<Option<Incoming>> {
+        match self.receive(source, Some(Duration::ZERO)) {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if e.kind() == ErrorKind::NothingPending => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `attach_recv`: the transfer `ticket` from `source`, waiting up to `timeout` for it.
+    pub fn attach_recv(
+        &mut self,
+        source: DomainId,
+        ticket: Ticket,
+        timeout: Option<Duration>,
+    ) -> Result<Incoming> {
+        let r = self.call(Request::AttachRecv {
+            source: source.to_bits(),
+            ticket: ticket.0,
+            timeout_ms: ms(timeout),
+        })?;
+        Domain::incoming(r)
+    }
+
+    /// Declares that this domain trusts `peer`: weak transfers that leave `peer` with
+    /// permissions beyond its rights are honoured as weak.
+    pub fn trust(&mut self, peer: DomainId) -> Result<()> {
+        self.done(Request::Trust {
+            peer: peer.to_bits(),
+        })
+    }
+
+    /// Registers this domain under `name` until it disconnects.
+    pub fn register(&mut self, name: &str) -> Result<()> {
+        self.done(Request::Register { name: name.into() })
+    }
+
+    /// The domain registered under `name`.
+    pub fn lookup(&mut self, name: &str) -> Result<DomainId> {
+        match self.call(Request::Lookup { name: name.into() })? {
+            Response::Domain { domain } => Ok(DomainId::from_bits(domain)),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// The block manager's state.
+    pub fn status(&mut self) -> Result<Status> {
+        match self.call(Request::Status)? {
+            Response::Status(s) => Ok(*s),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// Asks the block manager to shut down (same uid or root only).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.done(Request::Shutdown)
+    }
+
+    fn locations(&mut self, agg: Agg, access: Access, offset: u64) -> Result<Vec<Location>> {
+        let mut out = Vec::new();
+        let mut at = offset;
+        loop {
+            let r = self.call(Request::Pieces {
+                agg: agg.0,
+                access: access.into(),
+                offset: at,
+                max: u32::try_from(MAX_PIECES).unwrap_or(u32::MAX),
+            })?;
+            let Response::Pieces { pieces, more } = r else {
+                return Err(unexpected(&r));
+            };
+            for WirePiece {
+                buffer,
+                slot,
+                offset,
+                len,
+            } in pieces
+            {
+                at = at.saturating_add(len);
+                out.push(Location {
+                    buffer,
+                    slot,
+                    offset,
+                    len,
+                });
+            }
+            if !more {
+                break;
+            }
+        }
+        self.ensure_mapped(&out, access)?;
+        Ok(out)
+    }
+
+    /// Maps every slot of `pieces` not yet mapped with `access`.
+    fn ensure_mapped(&mut self, pieces: &[Location], access: Access) -> Result<()> {
+        let mut missing: Vec<MapRequest> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for p in pieces {
+            let ok = match self.maps.get(&p.slot) {
+                Some(Cached::Write(_)) => true,
+                Some(Cached::Read(_)) => access == Access::Read,
+                None => false,
+            };
+            if !ok && seen.insert(p.slot) {
+                missing.push(MapRequest {
+                    buffer: p.buffer,
+                    access: access.into(),
+                });
+            }
+        }
+        for batch in missing.chunks(MAX_MAP) {
+            let (r, fds) = self.call_with_fds(Request::Map {
+                buffers: batch.to_vec(),
+            })?;
+            let Response::Mapped { buffers } = r else {
+                return Err(unexpected(&r));
+            };
+            if buffers.len() != fds.len() {
+                return Err(Error::Protocol(format!(
+                    "{} buffers granted with {} descriptors",
+                    buffers.len(),
+                    fds.len()
+                )));
+            }
+            for (granted, fd) in buffers.into_iter().zip(fds) {
+                let memfd = Memfd::from_fd(fd)?;
+                if memfd.len() != granted.len {
+                    return Err(Error::Protocol(format!(
+                        "slot {} is {} bytes, not the {} announced",
+                        granted.slot,
+                        memfd.len(),
+                        granted.len
+                    )));
+                }
+                let cached = match granted.access {
+                    WireAccess::Write => Cached::Write(memfd.map_write(Prefault::Now)?),
+                    WireAccess::Read => Cached::Read(memfd.map_read(Prefault::Now)?),
+                };
+                // The descriptor closes here: the mapping is all the domain keeps.
+                self.maps.insert(granted.slot, cached);
+            }
+        }
+        Ok(())
+    }
+
+    /// Iteration for reading: the maximal contiguous pieces from `offset` to the end.
+    pub fn read_pieces(&mut self, agg: Agg, offset: u64) -> Result<Vec<ReadPiece>> {
+        Ok(self
+            .locations(agg, Access::Read, offset)?
+            .into_iter()
+            .map(ReadPiece)
+            .collect())
+    }
+
+    /// Iteration for writing (needs read/write rights).
+    pub fn write_pieces(&mut self, agg: Agg, offset: u64) -> Result<Vec<WritePiece>> {
+        Ok(self
+            .locations(agg, Access::Write, offset)?
+            .into_iter()
+            .map(WritePiece)
+            .collect())
+    }
+
+    fn fault(&self, at: &Location, needed: Rights) -> Error {
+        Error::Cosh {
+            kind: ErrorKind::Fault,
+            message: format!(
+                "memory fault: domain {} has no {needed} mapping of buffer b{} (slot {})",
+                self.id, at.buffer, at.slot
+            ),
+        }
+    }
+
+    fn range(at: &Location) -> Option<std::ops::Range<usize>> {
+        let start = usize::try_from(at.offset).ok()?;
+        let end = start.checked_add(usize::try_from(at.len).ok()?)?;
+        Some(start..end)
+    }
+
+    /// The bytes of a piece, or a fault if this domain no longer maps its buffer.
+    pub fn bytes(&self, piece: &ReadPiece) -> Result<&[u8]> {
+        self.location_bytes(&piece.0)
+    }
+
+    /// Bytes at a location, through whatever mapping this domain has (no rights check: the
+    /// memory protection is the check).
+    pub fn location_bytes(&self, at: &Location) -> Result<&[u8]> {
+        let map = self
+            .maps
+            .get(&at.slot)
+            .ok_or_else(|| self.fault(at, Rights::Read))?;
+        Domain::range(at)
+            .and_then(|r| map.bytes().get(r))
+            .ok_or_else(|| Error::Protocol(format!("piece {at:?} is outside its slot")))
+    }
+
+    /// The writable bytes of a piece, or a fault if this domain no longer maps its buffer
+    /// read/write.
+    pub fn bytes_mut(&mut self, piece: &WritePiece) -> Result<&mut [u8]> {
+        self.location_bytes_mut(&piece.0)
+    }
+
+    /// Writable bytes at a location, through a read/write mapping if this domain has one.
+    pub fn location_bytes_mut(&mut self, at: &Location) -> Result<&mut [u8]> {
+        let fault = self.fault(at, Rights::ReadWrite);
+        let Some(Cached::Write(map)) = self.maps.get_mut(&at.slot) else {
+            return Err(fault);
+        };
+        Domain::range(at)
+            .and_then(|r| map.as_mut_slice().get_mut(r))
+            .ok_or_else(|| Error::Protocol(format!("piece {at:?} is outside its slot")))
+    }
+
+    /// Copies `len` bytes from `offset` of `agg` out (needs read rights).
+    pub fn read(&mut self, agg: Agg, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for p in self.read_pieces(agg, offset)? {
+            if out.len() as u64 >= len {
+                break;
+            }
+            let bytes = self.bytes(&p)?;
+            let take = bytes
+                .len()
+                .min(usize::try_from(len).unwrap_or(usize::MAX) - out.len());
+            out.extend_from_slice(&bytes[..take]);
+        }
+        if (out.len() as u64) < len {
+            return Err(Error::Cosh {
+                kind: ErrorKind::OutOfRange,
+                message: format!(
+                    "reading {len} bytes at {offset} runs past the end of aggregate {}",
+                    agg.0
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Copies `data` into `agg` at `offset` (needs read/write rights).
+    pub fn write(&mut self, agg: Agg, offset: u64, data: &[u8]) -> Result<()> {
+        let pieces = self.write_pieces(agg, offset)?;
+        let mut rest = data;
+        for p in pieces {
+            if rest.is_empty() {
+                break;
+            }
+            let bytes = self.bytes_mut(&p)?;
+            let n = bytes.len().min(rest.len());
+            bytes[..n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        if !rest.is_empty() {
+            return Err(Error::Cosh {
+                kind: ErrorKind::OutOfRange,
+                message: format!(
+                    "writing {} bytes at {offset} runs past the end of aggregate {}",
+                    data.len(),
+                    agg.0
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Memory slots this domain maps now.
+    pub fn mapped_slots(&self) -> usize {
+        self.maps.len()
+    }
+}
