@@ -315,3 +315,5 @@ impl Cosh for Connections<'_> {
         Ok(())
     }
 }
+
+pub mod peers;
