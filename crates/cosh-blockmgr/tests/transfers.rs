@@ -1,0 +1,209 @@
+//! How each transfer is carried out, as DESIGN §3 says: strong shares seal (after revoking the
+//! sender's mappings) and copy when the kernel refuses, strong moves and copies copy into the
+//! receiver's memory, weak transfers between trusting domains pass descriptors only; receives
+//! block, time out, and learn of dead senders; names are found.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cosh::{ErrorKind, Mode, Rights, TransferFlags};
+use support::Daemon;
+
+const MIB: u64 = 1024 * 1024;
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn a_strong_share_seals_by_reference_and_revokes_the_senders_write_access() {
+    let daemon = Daemon::start("share");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let data = pattern(MIB as usize, 1);
+    let x = a.alloc(MIB).expect("alloc");
+    a.write(x, 0, &data).expect("write");
+    let old = a.write_pieces(x, 0).expect("pieces")[0];
+    let report = a
+        .transfer(x, b.id(), Mode::Share, TransferFlags::strong())
+        .expect("share");
+    assert_eq!(report.referenced_bytes, MIB, "{report:?}");
+    assert_eq!(report.copied_bytes, 0, "{report:?}");
+    assert_eq!(report.sealed_buffers, 1, "{report:?}");
+    assert!(!report.weak);
+    // The sender's writable mapping is gone: a write through the old piece faults.
+    let err = a.bytes_mut(&old).expect_err("no write mapping any more");
+    assert_eq!(err.kind(), ErrorKind::Fault, "{err}");
+    assert_eq!(a.rights(x).expect("rights"), Rights::Read);
+    assert_eq!(a.read(x, 0, MIB).expect("sender still reads"), data);
+    let got = b
+        .receive(Some(a.id()), Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert_eq!(b.read(got.agg, 0, MIB).expect("read"), data);
+    let err = b
+        .write_pieces(got.agg, 0)
+        .expect_err("shared data is read-only");
+    assert_eq!(err.kind(), ErrorKind::InsufficientRights);
+    let s = b.status().expect("status");
+    assert_eq!(s.transfers.by_seal, 1);
+    assert_eq!(s.transfers.shares, 1);
+}
+
+#[test]
+fn a_refused_seal_falls_back_to_a_copy_and_the_receiver_is_protected() {
+    let daemon = Daemon::start("refused");
+    let (mut a, mut b, mut c) = (
+        daemon.connect("a"),
+        daemon.connect("b"),
+        daemon.connect("c"),
+    );
+    let data = pattern(MIB as usize, 2);
+    let x = a.alloc(MIB).expect("alloc");
+    a.write(x, 0, &data).expect("write");
+    let stale = a.write_pieces(x, 0).expect("pieces")[0];
+    // A weak share to a trusting domain leaves A its writable mapping...
+    b.trust(a.id()).expect("trust");
+    let report = a
+        .transfer(x, b.id(), Mode::Share, TransferFlags::weak())
+        .expect("weak share");
+    assert!(
+        report.weak && report.sealed_buffers == 0 && report.copied_bytes == 0,
+        "{report:?}"
+    );
+    let got = b
+        .receive(None, Some(Duration::from_secs(5)))
+        .expect("receive");
+    // ...so when B shares strongly onwards, the kernel refuses the seal and C gets a copy.
+    let report = b
+        .transfer(got.agg, c.id(), Mode::Share, TransferFlags::strong())
+        .expect("strong share");
+    assert_eq!(report.refused_seals, 1, "{report:?}");
+    assert_eq!(report.copied_bytes, MIB, "{report:?}");
+    let to_c = c
+        .receive(None, Some(Duration::from_secs(5)))
+        .expect("receive");
+    // A scribbles through its stale mapping (it was trusted not to): C's data is unaffected.
+    a.bytes_mut(&stale).expect("weak left A its mapping")[..4].copy_from_slice(b"EVIL");
+    assert_eq!(c.read(to_c.agg, 0, MIB).expect("read"), data);
+    assert_eq!(
+        &b.read(got.agg, 0, 4).expect("read"),
+        b"EVIL",
+        "B trusted A"
+    );
+}
+
+#[test]
+fn strong_moves_and_copies_copy_and_recycled_memory_passes_no_descriptor() {
+    let daemon = Daemon::start("move");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let data = pattern(MIB as usize, 3);
+    let mut mapped = Vec::new();
+    for round in 0..4 {
+        let x = a.alloc(MIB).expect("alloc");
+        a.write(x, 0, &data).expect("write");
+        let mode = if round % 2 == 0 {
+            Mode::Move
+        } else {
+            Mode::Copy
+        };
+        let report = a
+            .transfer(x, b.id(), mode, TransferFlags::strong())
+            .expect("transfer");
+        assert_eq!(report.copied_bytes, MIB, "{report:?}");
+        assert_eq!(report.referenced_bytes, 0, "{report:?}");
+        let got = b
+            .receive(None, Some(Duration::from_secs(5)))
+            .expect("receive");
+        assert_eq!(got.mode, mode);
+        assert_eq!(b.rights(got.agg).expect("rights"), Rights::ReadWrite);
+        assert_eq!(b.read(got.agg, 0, MIB).expect("read"), data);
+        b.write(got.agg, 0, b"mine")
+            .expect("the receiver owns its copy");
+        b.decref(got.agg).expect("decref");
+        a.decref(x).expect("decref");
+        mapped.push((a.mapped_slots(), b.mapped_slots()));
+    }
+    // After the first round every buffer is recycled to the domain that already maps it.
+    assert!(mapped.windows(2).all(|w| w[0] == w[1]), "{mapped:?}");
+    let s = a.status().expect("status");
+    assert_eq!(s.buffers, 0);
+    assert!(s.free_buffers >= 2, "{s:?}");
+}
+
+#[test]
+fn receives_block_time_out_and_learn_of_dead_senders() {
+    let daemon = Daemon::start("receive");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let start = Instant::now();
+    let err = b
+        .receive(Some(a.id()), Some(Duration::from_millis(100)))
+        .expect_err("nothing comes");
+    assert_eq!(err.kind(), ErrorKind::NothingPending);
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    assert_eq!(b.try_receive(None).expect("try"), None);
+
+    let (a_id, b_id) = (a.id(), b.id());
+    let waiter = std::thread::spawn(move || {
+        let got = b.receive(Some(a_id), None).expect("woken by the transfer");
+        let bytes = b.read(got.agg, 0, 5).expect("read");
+        let err = b
+            .receive(Some(a_id), None)
+            .expect_err("the sender dies while we wait");
+        (bytes, err)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let x = a.alloc(5).expect("alloc");
+    a.write(x, 0, b"hello").expect("write");
+    a.transfer(x, b_id, Mode::Move, TransferFlags::strong())
+        .expect("transfer");
+    std::thread::sleep(Duration::from_millis(50));
+    drop(a);
+    let (bytes, err) = waiter.join().expect("receiver thread");
+    assert_eq!(bytes, b"hello");
+    assert_eq!(err.kind(), ErrorKind::UnknownDomain, "{err}");
+    assert!(err.to_string().contains("disconnected"), "{err}");
+}
+
+#[test]
+fn tickets_name_transfers_and_names_find_domains() {
+    let daemon = Daemon::start("names");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    b.register("consumer").expect("register");
+    let err = a.register("consumer").expect_err("taken");
+    assert_eq!(err.kind(), ErrorKind::NameTaken);
+    assert!(err.to_string().contains("consumer"), "{err}");
+    let err = a.lookup("nobody").expect_err("unknown");
+    assert_eq!(err.kind(), ErrorKind::UnknownName);
+    let dest = a.lookup("consumer").expect("lookup");
+    assert_eq!(dest, b.id());
+    let x = a.alloc(3).expect("alloc");
+    a.write(x, 0, b"abc").expect("write");
+    let t1 = a
+        .attach_transfer(x, dest, Mode::Copy, TransferFlags::strong())
+        .expect("t1");
+    let t2 = a
+        .attach_transfer(x, dest, Mode::Share, TransferFlags::strong())
+        .expect("t2");
+    // Taken out of order, each by its ticket, once.
+    let second = b.attach_recv(a.id(), t2, Some(Duration::ZERO)).expect("t2");
+    assert_eq!(second.mode, Mode::Share);
+    let first = b.attach_recv(a.id(), t1, Some(Duration::ZERO)).expect("t1");
+    assert_eq!(first.mode, Mode::Copy);
+    let err = b
+        .attach_recv(a.id(), t1, Some(Duration::ZERO))
+        .expect_err("replayed");
+    assert_eq!(err.kind(), ErrorKind::TicketReused);
+    let err = b
+        .attach_recv(a.id(), cosh::Ticket(99), Some(Duration::from_millis(20)))
+        .expect_err("forged");
+    assert_eq!(err.kind(), ErrorKind::UnknownTicket);
+    // The name goes with its domain.
+    drop(b);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        a.lookup("consumer").expect_err("gone").kind(),
+        ErrorKind::UnknownName
+    );
+}
