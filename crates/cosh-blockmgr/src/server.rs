@@ -68,6 +68,16 @@ enum Wait {
     Ticket(DomainId, Ticket),
 }
 
+impl Wait {
+    /// The one sender waited for, if any.
+    fn source(&self) -> Option<DomainId> {
+        match self {
+            Wait::Queued(s) => *s,
+            Wait::Ticket(s, _) => Some(*s),
+        }
+    }
+}
+
 enum Phase {
     Handshake,
     Idle,
@@ -648,6 +658,16 @@ impl BlockManager {
     ) -> Result<Answer, Failure> {
         match self.try_receive(domain, &wait) {
             Ok(r) => now(received(&r)),
+            Err(e)
+                if may_still_come(&e)
+                    && wait.source().is_some_and(|s| !self.ledger.has_domain(s)) =>
+            {
+                let source = wait.source().map(|s| s.to_string()).unwrap_or_default();
+                Err(fail(
+                    ErrorKind::UnknownDomain,
+                    format!("domain {source} disconnected; nothing more will come from it"),
+                ))
+            }
             Err(e) if may_still_come(&e) && timeout_ms != Some(0) => {
                 let deadline =
                     timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));

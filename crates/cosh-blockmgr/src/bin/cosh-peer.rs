@@ -111,6 +111,35 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Fills aggregate `a` with a pattern derived from `index`, which it carries in its first
+/// eight bytes, so that a receiver can check every byte without knowing the sender's plan.
+fn stamp(d: &mut Domain, a: Agg, index: u64) -> Result<(), cosh::Error> {
+    let len = d.len(a)?;
+    let mut bytes = pattern(index, len);
+    bytes[..8].copy_from_slice(&index.to_le_bytes());
+    d.write(a, 0, &bytes)
+}
+
+fn pattern(index: u64, len: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(131).wrapping_add(index.wrapping_mul(7)) % 251) as u8)
+        .collect()
+}
+
+/// Whether `a` carries a correct stamp.
+fn stamped(d: &mut Domain, a: Agg) -> Result<bool, cosh::Error> {
+    let len = d.len(a)?;
+    if len < 8 {
+        return Ok(false);
+    }
+    let bytes = d.read(a, 0, len)?;
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&bytes[..8]);
+    let index = u64::from_le_bytes(index);
+    let expected = pattern(index, len);
+    Ok(bytes[8..] == expected[8..])
+}
+
 fn incoming(i: cosh::Incoming) -> String {
     format!(
         "{} {} {} {}",
@@ -143,6 +172,59 @@ fn run(d: &mut Domain, line: &str) -> Answer {
                 }
             }
             Ok(a.0.to_string())
+        }
+        // pump DEST MODE FLAGS N LEN: N transfers of self-checking aggregates (see `stamp`);
+        // stops at the first error.
+        "pump" => {
+            let dest = domain(w.next())?;
+            let m = mode(w.next())?;
+            let f = flags(w.next())?;
+            let n = num(w.next())?;
+            let len = num(w.next())?.max(8);
+            let mut sent = 0;
+            let mut end = "done".to_string();
+            for i in 0..n {
+                let mut step = || -> Result<(), cosh::Error> {
+                    let a = d.alloc(len)?;
+                    stamp(d, a, i)?;
+                    let r = d.transfer(a, dest, m, f);
+                    d.decref(a)?;
+                    r.map(drop)
+                };
+                if let Err(e) = step() {
+                    end = e.kind().name().to_string();
+                    break;
+                }
+                sent += 1;
+            }
+            Ok(format!("sent={sent} end={end}"))
+        }
+        // drain SRC N TIMEOUT_MS: receives up to N aggregates, checking each one's stamp.
+        "drain" => {
+            let source = domain(w.next())?;
+            let n = num(w.next())?;
+            let wait = timeout(w.next())?;
+            let (mut received, mut corrupt) = (0, 0);
+            let mut end = "done".to_string();
+            for _ in 0..n {
+                match d.receive(Some(source), wait).and_then(|i| {
+                    let ok = stamped(d, i.agg)?;
+                    d.decref(i.agg)?;
+                    Ok(ok)
+                }) {
+                    Ok(ok) => {
+                        received += 1;
+                        if !ok {
+                            corrupt += 1;
+                        }
+                    }
+                    Err(e) => {
+                        end = e.kind().name().to_string();
+                        break;
+                    }
+                }
+            }
+            Ok(format!("received={received} corrupt={corrupt} end={end}"))
         }
         "incref" => d.incref(agg(w.next())?).map(|()| String::new()),
         "decref" => d.decref(agg(w.next())?).map(|()| String::new()),

@@ -65,12 +65,26 @@ impl Peer {
 
     /// Sends one command and returns what follows `ok`.
     pub fn ask(&mut self, line: &str) -> Result<String, PeerError> {
+        self.tell(line)?;
+        self.answer()
+    }
+
+    /// Sends one command without waiting for its answer.
+    pub fn tell(&mut self, line: &str) -> Result<(), PeerError> {
+        let gone = || PeerError {
+            kind: None,
+            message: "peer stdin closed".into(),
+        };
+        writeln!(self.stdin, "{line}").map_err(|_| gone())?;
+        self.stdin.flush().map_err(|_| gone())
+    }
+
+    /// Reads the answer to the oldest command not yet answered.
+    pub fn answer(&mut self) -> Result<String, PeerError> {
         let gone = |what: &str| PeerError {
             kind: None,
             message: format!("peer {what}"),
         };
-        writeln!(self.stdin, "{line}").map_err(|_| gone("stdin closed"))?;
-        self.stdin.flush().map_err(|_| gone("stdin closed"))?;
         let mut answer = String::new();
         let n = self
             .stdout
