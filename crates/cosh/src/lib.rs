@@ -701,6 +701,25 @@ impl Domain {
         Ok(())
     }
 
+    /// The raw descriptor of the slot holding a piece, read-only for [`Access::Read`] and
+    /// read/write for [`Access::Write`], granted only up to this domain's permission on the
+    /// buffer. For tools and tests that need the memfd itself (the library maps for you);
+    /// the block manager records that this domain may map the slot from now on.
+    pub fn descriptor(&mut self, at: &Location, access: Access) -> Result<OwnedFd> {
+        let (r, mut fds) = self.call_with_fds(Request::Map {
+            buffers: vec![MapRequest {
+                buffer: at.buffer,
+                access: access.into(),
+            }],
+        })?;
+        match (r, fds.pop()) {
+            (Response::Mapped { buffers }, Some(fd)) if buffers.len() == 1 && fds.is_empty() => {
+                Ok(fd)
+            }
+            (r, _) => Err(unexpected(&r)),
+        }
+    }
+
     /// Memory slots this domain maps now.
     pub fn mapped_slots(&self) -> usize {
         self.maps.len()

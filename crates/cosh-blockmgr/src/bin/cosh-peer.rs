@@ -140,6 +140,79 @@ fn stamped(d: &mut Domain, a: Agg) -> Result<bool, cosh::Error> {
     Ok(bytes[8..] == expected[8..])
 }
 
+thread_local! {
+    /// Writable mappings kept behind the library's back by `hold`.
+    static HELD: std::cell::RefCell<Vec<(Location, cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    /// Raw descriptors kept by `keepfd`.
+    static KEPT: std::cell::RefCell<Vec<(Location, std::os::fd::OwnedFd)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn outcome<T>(r: Result<T, rustix::io::Errno>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) if e == rustix::io::Errno::ACCESS => "EACCES".into(),
+        Err(e) if e == rustix::io::Errno::PERM => "EPERM".into(),
+        Err(e) if e == rustix::io::Errno::BADF => "EBADF".into(),
+        Err(e) if e == rustix::io::Errno::INVAL => "EINVAL".into(),
+        Err(e) => format!("errno{}", e.raw_os_error()),
+    }
+}
+
+/// Tries everything a hostile process might with the descriptors of a piece it may read:
+/// reopening read/write through /proc, mapping writable, writing, truncating, punching holes.
+fn attack(d: &mut Domain, at: &Location) -> String {
+    let mut out = Vec::new();
+    for (name, access) in [("ro", cosh::Access::Read), ("rw", cosh::Access::Write)] {
+        let fd = match d.descriptor(at, access) {
+            Ok(fd) => fd,
+            Err(e) => {
+                out.push(format!("{name}_fd={}", e.kind().name()));
+                continue;
+            }
+        };
+        out.push(format!("{name}_fd=ok"));
+        out.push(fd_attack(name, &fd, at));
+    }
+    out.join(" ")
+}
+
+/// One descriptor's worth of [`attack`].
+fn fd_attack(name: &str, fd: &std::os::fd::OwnedFd, at: &Location) -> String {
+    use rustix::fs::{FallocateFlags, Mode, OFlags};
+    let mut out = Vec::new();
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
+    let reopened = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty());
+    out.push(format!("{name}_reopen_rw={}", outcome(reopened)));
+    out.push(format!(
+        "{name}_pwrite={}",
+        outcome(rustix::io::pwrite(fd, b"X", at.offset))
+    ));
+    out.push(format!(
+        "{name}_truncate={}",
+        outcome(rustix::fs::ftruncate(fd, 0))
+    ));
+    let punch = rustix::fs::fallocate(
+        fd,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        0,
+        4096,
+    );
+    out.push(format!("{name}_punch={}", outcome(punch)));
+    let mapped = fd
+        .try_clone()
+        .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
+        .and_then(|fd| {
+            cosh_sys::memfd::Memfd::from_fd(fd)
+                .and_then(|m| m.map_write(cosh_sys::mapping::Prefault::OnFirstTouch))
+                .map(drop)
+                .map_err(|e| e.errno().unwrap_or(rustix::io::Errno::IO))
+        });
+    out.push(format!("{name}_map_write={}", outcome(mapped)));
+    out.join(" ")
+}
+
 fn incoming(i: cosh::Incoming) -> String {
     format!(
         "{} {} {} {}",
@@ -225,6 +298,53 @@ fn run(d: &mut Domain, line: &str) -> Answer {
                 }
             }
             Ok(format!("received={received} corrupt={corrupt} end={end}"))
+        }
+        // attack LOC: what the kernel lets this process do with the piece's raw descriptors
+        "attack" => {
+            let at = location(w.next())?;
+            Ok(attack(d, &at))
+        }
+        // hold LOC: map the piece's slot writable behind the library's back, and keep it
+        "hold" => {
+            let at = location(w.next())?;
+            let fd = d.descriptor(&at, cosh::Access::Write)?;
+            let map =
+                cosh_sys::memfd::Memfd::from_fd(fd)?.map_write(cosh_sys::mapping::Prefault::Now)?;
+            HELD.with(|h| h.borrow_mut().push((at, map)));
+            Ok(String::new())
+        }
+        // keepfd LOC: keep the piece's read/write descriptor (not a mapping) for later
+        "keepfd" => {
+            let at = location(w.next())?;
+            let fd = d.descriptor(&at, cosh::Access::Write)?;
+            KEPT.with(|k| k.borrow_mut().push((at, fd)));
+            Ok(String::new())
+        }
+        // fdattack: write, truncate, punch and map writable through every kept descriptor
+        "fdattack" => Ok(KEPT.with(|k| {
+            k.borrow()
+                .iter()
+                .map(|(at, fd)| fd_attack("kept", fd, at))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })),
+        // scribble HEX: write through every held mapping
+        "scribble" => {
+            let data = unhex(w.next())?;
+            let n = HELD.with(|h| {
+                let mut held = h.borrow_mut();
+                for (at, map) in held.iter_mut() {
+                    let start = usize::try_from(at.offset).unwrap_or(usize::MAX);
+                    if let Some(dst) = map
+                        .as_mut_slice()
+                        .get_mut(start..start.saturating_add(data.len()))
+                    {
+                        dst.copy_from_slice(&data);
+                    }
+                }
+                held.len()
+            });
+            Ok(n.to_string())
         }
         "incref" => d.incref(agg(w.next())?).map(|()| String::new()),
         "decref" => d.decref(agg(w.next())?).map(|()| String::new()),
