@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod connect;
+pub mod pattern;
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;

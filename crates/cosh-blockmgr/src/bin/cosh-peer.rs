@@ -111,35 +111,6 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Fills aggregate `a` with a pattern derived from `index`, which it carries in its first
-/// eight bytes, so that a receiver can check every byte without knowing the sender's plan.
-fn stamp(d: &mut Domain, a: Agg, index: u64) -> Result<(), cosh::Error> {
-    let len = d.len(a)?;
-    let mut bytes = pattern(index, len);
-    bytes[..8].copy_from_slice(&index.to_le_bytes());
-    d.write(a, 0, &bytes)
-}
-
-fn pattern(index: u64, len: u64) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(131).wrapping_add(index.wrapping_mul(7)) % 251) as u8)
-        .collect()
-}
-
-/// Whether `a` carries a correct stamp.
-fn stamped(d: &mut Domain, a: Agg) -> Result<bool, cosh::Error> {
-    let len = d.len(a)?;
-    if len < 8 {
-        return Ok(false);
-    }
-    let bytes = d.read(a, 0, len)?;
-    let mut index = [0u8; 8];
-    index.copy_from_slice(&bytes[..8]);
-    let index = u64::from_le_bytes(index);
-    let expected = pattern(index, len);
-    Ok(bytes[8..] == expected[8..])
-}
-
 thread_local! {
     /// Writable mappings kept behind the library's back by `hold`.
     static HELD: std::cell::RefCell<Vec<(Location, cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>)>> =
@@ -259,7 +230,7 @@ fn run(d: &mut Domain, line: &str) -> Answer {
             for i in 0..n {
                 let mut step = || -> Result<(), cosh::Error> {
                     let a = d.alloc(len)?;
-                    stamp(d, a, i)?;
+                    cosh::pattern::stamp(d, a, i)?;
                     let r = d.transfer(a, dest, m, f);
                     d.decref(a)?;
                     r.map(drop)
@@ -281,7 +252,7 @@ fn run(d: &mut Domain, line: &str) -> Answer {
             let mut end = "done".to_string();
             for _ in 0..n {
                 match d.receive(Some(source), wait).and_then(|i| {
-                    let ok = stamped(d, i.agg)?;
+                    let ok = cosh::pattern::verify(d, i.agg)?;
                     d.decref(i.agg)?;
                     Ok(ok)
                 }) {

@@ -1,0 +1,280 @@
+//! `cosh`: start and stop the block manager, show what it holds, and run the demo.
+
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool reports on standard output"
+)]
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use cosh::{Domain, Options, Status};
+use cosh_blockmgr::{BlockManager, Config};
+
+/// Cosh moves, shares and copies bulk data between processes through a block manager that
+/// owns the memory.
+///
+/// Start the host pool's block manager with `cosh up` (or let the first client start it),
+/// look at it with `cosh status`, stop it with `cosh down`. `cosh demo` shows everything at
+/// work: real processes passing data in every mode and strength, every byte verified, next to
+/// a Unix socket and a pipe.
+#[derive(Parser, Debug)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// The block manager's socket (default: host.sock in the runtime directory:
+    /// $COSH_RUNTIME_DIR, else $XDG_RUNTIME_DIR/cosh, else /run/cosh for root, else
+    /// /tmp/cosh-<uid>).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start the host pool's block manager (in the foreground unless --detach).
+    Up {
+        /// Run in the background and return once it answers.
+        #[arg(long, short)]
+        detach: bool,
+        /// Print nothing when ready.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Bytes of recycled buffers kept per domain, in MiB.
+        #[arg(long, default_value_t = 256, value_name = "MIB")]
+        free_budget_mib: u64,
+    },
+    /// Stop the block manager (its clients lose their connections).
+    Down,
+    /// Show pools, domains, buffers, bytes in use, and transfers by mode and mechanism.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run real processes that pass aggregates in every mode and strength, verify every byte,
+    /// and compare with a Unix socket and a pipe (starts a block manager if none runs).
+    Demo(demo::DemoArgs),
+    /// A demo consumer process (started by `cosh demo`).
+    #[command(hide = true, name = "__demo-consumer")]
+    DemoConsumer {
+        /// The name to register.
+        #[arg(long)]
+        name: String,
+        /// The producer to trust.
+        #[arg(long)]
+        producer: String,
+    },
+}
+
+fn socket_of(cli: &Cli) -> PathBuf {
+    cli.socket.clone().unwrap_or_else(cosh::default_socket)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = socket_of(&cli);
+    let result = match cli.command {
+        Cmd::Up {
+            detach,
+            quiet,
+            free_budget_mib,
+        } => up(&socket, detach, quiet, free_budget_mib),
+        Cmd::Down => down(&socket),
+        Cmd::Status { json } => status(&socket, json),
+        Cmd::Demo(args) => demo::run(&socket, &args),
+        Cmd::DemoConsumer { name, producer } => demo::consumer(&socket, &name, &producer),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cosh: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A failure, as the user should read it.
+type Outcome = Result<(), String>;
+
+fn connect(socket: &Path, name: &str) -> Result<Domain, cosh::Error> {
+    Domain::connect_with(&Options::new(name).socket(socket).no_spawn())
+}
+
+fn up(socket: &Path, detach: bool, quiet: bool, free_budget_mib: u64) -> Outcome {
+    if detach {
+        if connect(socket, "cosh-up").is_ok() {
+            if !quiet {
+                println!("a block manager already serves {}", socket.display());
+            }
+            return Ok(());
+        }
+        let pid = start_detached(socket, free_budget_mib)?;
+        if !quiet {
+            println!(
+                "block manager started (pid {pid}), serving {}; stop it with `cosh down`",
+                socket.display()
+            );
+        }
+        return Ok(());
+    }
+    let mut config = Config::host();
+    config.socket = socket.to_path_buf();
+    config.free_budget = free_budget_mib.saturating_mul(1024 * 1024);
+    let manager = BlockManager::bind(config).map_err(|e| e.to_string())?;
+    if !quiet {
+        eprintln!(
+            "serving the host pool at {} (Ctrl-C to stop)",
+            manager.socket().display()
+        );
+    }
+    manager.run().map_err(|e| e.to_string())
+}
+
+/// Starts `cosh up` in the background, in a process group of its own, and waits until it
+/// answers. Returns its pid.
+pub(crate) fn start_detached(socket: &Path, free_budget_mib: u64) -> Result<u32, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("--socket")
+        .arg(socket)
+        .args(["up", "--quiet", "--free-budget-mib"])
+        .arg(free_budget_mib.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the block manager: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect(socket, "cosh-up").is_ok() {
+            let pid = child.id();
+            // Reap it in the background if this process outlives it.
+            std::thread::spawn(move || child.wait());
+            return Ok(pid);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the block manager exited at once ({status}); run `cosh up` in the foreground to see why"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the block manager did not answer at {} within 10 s",
+                socket.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn down(socket: &Path) -> Outcome {
+    let d = connect(socket, "cosh-down")
+        .map_err(|_| format!("no block manager answers at {}", socket.display()))?;
+    d.shutdown().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while socket.exists() {
+        if Instant::now() > deadline {
+            return Err("the block manager did not stop within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("block manager at {} stopped", socket.display());
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn status(socket: &Path, json: bool) -> Outcome {
+    let mut d = connect(socket, "cosh-status").map_err(|_| {
+        format!(
+            "no block manager answers at {}; start one with `cosh up`",
+            socket.display()
+        )
+    })?;
+    let mut s: Status = d.status().map_err(|e| e.to_string())?;
+    // Leave ourselves out: we are only looking.
+    let me = d.id().to_bits();
+    s.domains.retain(|x| x.domain != me);
+    s.domain_count = s.domain_count.saturating_sub(1);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    print_status(socket, &s);
+    Ok(())
+}
+
+pub(crate) fn print_status(socket: &Path, s: &Status) {
+    println!(
+        "block manager pid {} serving pool {} at {} (up {} s)",
+        s.pid,
+        s.pool,
+        socket.display(),
+        s.uptime_s
+    );
+    println!(
+        "buffers in use: {} ({}); recycled and ready: {} ({}); names: {}",
+        s.buffers,
+        human(s.bytes_in_use),
+        s.free_buffers,
+        human(s.free_bytes),
+        s.names
+    );
+    let t = &s.transfers;
+    println!(
+        "transfers: {} move, {} share, {} copy ({} weak); carried by descriptor: {} pieces, by seal: {} buffers, by copy: {} pieces ({}); seals refused: {}",
+        t.moves,
+        t.shares,
+        t.copies,
+        t.weak,
+        t.by_descriptor,
+        t.by_seal,
+        t.by_copy,
+        human(t.copied_bytes),
+        t.refused_seals
+    );
+    println!("domains: {}", s.domain_count);
+    if !s.domains.is_empty() {
+        println!(
+            "  {:<14} {:<20} {:>8} {:>6} {:>10} {:>8} {:>10}",
+            "domain", "name", "pid", "uid", "aggregates", "buffers", "bytes"
+        );
+        for d in &s.domains {
+            println!(
+                "  {:<14} {:<20} {:>8} {:>6} {:>10} {:>8} {:>10}",
+                cosh::DomainId::from_bits(d.domain).to_string(),
+                d.name,
+                d.pid,
+                d.uid,
+                d.aggregates,
+                d.buffers,
+                human(d.bytes)
+            );
+        }
+    }
+}

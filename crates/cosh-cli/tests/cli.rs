@@ -1,0 +1,92 @@
+//! The `cosh` command end to end, each test in a runtime directory of its own.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn runtime(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cosh-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn cosh(dir: &PathBuf, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cosh"))
+        .env("COSH_RUNTIME_DIR", dir)
+        .args(args)
+        .output()
+        .expect("cosh runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn up_status_down() {
+    let dir = runtime("updown");
+    let o = cosh(&dir, &["status"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cosh up"), "{}", text(&o));
+    let o = cosh(&dir, &["up", "--detach"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cosh(&dir, &["up", "--detach"]);
+    assert!(
+        o.status.success() && text(&o).contains("already"),
+        "{}",
+        text(&o)
+    );
+    let o = cosh(&dir, &["status"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("buffers in use: 0"), "{}", text(&o));
+    let o = cosh(&dir, &["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        json["domain_count"], 0,
+        "the status command leaves itself out"
+    );
+    assert_eq!(json["transfers"]["moves"], 0);
+    let o = cosh(&dir, &["down"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dir.join("host.sock").exists());
+    let o = cosh(&dir, &["down"]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_demo_verifies_every_byte_and_cleans_up() {
+    let dir = runtime("demo");
+    let o = cosh(&dir, &["demo", "--sizes", "4K,64K", "--rounds", "3"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("received and verified every byte: 30 aggregates"),
+        "{out}"
+    );
+    for row in [
+        "move    strong",
+        "share   weak",
+        "copy    strong",
+        "unix socket",
+        "pipe",
+    ] {
+        assert!(out.contains(row), "no {row:?} in {out}");
+    }
+    assert!(out.contains("stopped the block manager"), "{out}");
+    assert!(!dir.join("host.sock").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_sizes_are_explained() {
+    let dir = runtime("badsize");
+    for bad in ["3X", "0", "2G"] {
+        let o = cosh(&dir, &["demo", "--sizes", bad]);
+        assert!(!o.status.success());
+        assert!(text(&o).contains(bad), "{}", text(&o));
+    }
+}
