@@ -123,6 +123,8 @@ pub struct BlockManager {
     counts: TransferCounts,
     started: Instant,
     stop: bool,
+    /// The receive buffer, reused for every message.
+    inbox: Vec<u8>,
 }
 
 impl BlockManager {
@@ -159,6 +161,7 @@ impl BlockManager {
             counts: TransferCounts::default(),
             started: Instant::now(),
             stop: false,
+            inbox: vec![0; MAX_FRAME],
         })
     }
 
@@ -269,25 +272,49 @@ impl BlockManager {
     }
 
     fn readable(&mut self, token: u64) {
-        let mut buf = vec![0u8; MAX_FRAME];
+        let mut buf = std::mem::take(&mut self.inbox);
+        buf.resize(MAX_FRAME, 0);
         let received = match self.clients.get(&token) {
             Some(c) => c.sock.recv(&mut buf),
-            None => return,
+            None => {
+                self.inbox = buf;
+                return;
+            }
         };
+        let frame = self.frame(token, received, &buf);
+        self.inbox = buf;
+        if let Some(frame) = frame {
+            self.handle(token, frame);
+        }
+    }
+
+    /// Decodes what a client sent; `None` when it was nothing or the client was dropped.
+    fn frame(
+        &mut self,
+        token: u64,
+        received: Result<Option<cosh_sys::socket::Message>, cosh_sys::Error>,
+        buf: &[u8],
+    ) -> Option<Message> {
         let message = match received {
             Ok(Some(m)) => m,
-            Err(e) if e.would_block() => return,
+            Err(e) if e.would_block() => return None,
             // End of stream or a broken socket: the client is gone.
-            Ok(None) | Err(_) => return self.disconnect(token),
+            Ok(None) | Err(_) => {
+                self.disconnect(token);
+                return None;
+            }
         };
         if !message.fds.is_empty() {
-            return self.reject(token, "clients never send descriptors");
+            self.reject(token, "clients never send descriptors");
+            return None;
         }
-        let frame = match decode(&buf[..message.len]) {
-            Ok(f) => f,
-            Err(e) => return self.reject(token, &e.to_string()),
-        };
-        self.handle(token, frame);
+        match decode(&buf[..message.len]) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.reject(token, &e.to_string());
+                None
+            }
+        }
     }
 
     /// Answers a protocol violation with an error frame and drops the client.
@@ -410,21 +437,13 @@ impl BlockManager {
     /// Sends a frame (after any pending forget notices); a client that cannot take it is
     /// disconnected.
     fn send(&mut self, token: u64, message: &Message, fds: &[BorrowedFd<'_>]) {
+        self.flush_forget(token);
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        let mut ok = true;
-        while ok && !client.forget.is_empty() {
-            let n = client.forget.len().min(MAX_REVOKE);
-            let slots: Vec<u64> = client.forget.drain(..n).collect();
-            ok = encode(&Message::Response(Response::Forget { slots }))
-                .ok()
-                .is_some_and(|bytes| client.sock.send(&bytes, &[]).is_ok());
-        }
-        ok = ok
-            && encode(message)
-                .ok()
-                .is_some_and(|bytes| client.sock.send(&bytes, fds).is_ok());
+        let ok = encode(message)
+            .ok()
+            .is_some_and(|bytes| client.sock.send(&bytes, fds).is_ok());
         if !ok {
             self.disconnect(token);
         }
@@ -674,6 +693,8 @@ impl BlockManager {
                 if let Some(c) = self.clients.get_mut(&token) {
                     c.phase = Phase::Waiting(wait, deadline);
                 }
+                // Idle from now on: a good moment to drop stale mappings.
+                self.flush_forget(token);
                 Ok(Answer::Later)
             }
             Err(e) => Err(e.into()),
@@ -947,10 +968,40 @@ impl BlockManager {
     }
 
     fn tell_forget(&mut self, slot: SlotId, domains: &[DomainId]) {
+        let mut idle = Vec::new();
         for d in domains {
-            if let Some(c) = self.by_domain.get(d).and_then(|t| self.clients.get_mut(t)) {
+            if let Some(&token) = self.by_domain.get(d)
+                && let Some(c) = self.clients.get_mut(&token)
+            {
                 c.forget.push(slot);
+                if matches!(c.phase, Phase::Waiting(..)) {
+                    idle.push(token);
+                }
             }
+        }
+        // A client parked in a receive is idle: let it drop its mappings now rather than on
+        // the critical path of the transfer that wakes it.
+        for token in idle {
+            self.flush_forget(token);
+        }
+    }
+
+    /// Sends a client its pending forget notices; a client that cannot take them is
+    /// disconnected.
+    fn flush_forget(&mut self, token: u64) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let mut ok = true;
+        while ok && !client.forget.is_empty() {
+            let n = client.forget.len().min(MAX_REVOKE);
+            let slots: Vec<u64> = client.forget.drain(..n).collect();
+            ok = encode(&Message::Response(Response::Forget { slots }))
+                .ok()
+                .is_some_and(|bytes| client.sock.send(&bytes, &[]).is_ok());
+        }
+        if !ok {
+            self.disconnect(token);
         }
     }
 

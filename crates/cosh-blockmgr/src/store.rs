@@ -133,8 +133,10 @@ impl Store {
             None => {
                 let memfd = Memfd::create("cosh-buffer", class)
                     .map_err(|source| StoreError { len, source })?;
-                let map = memfd
-                    .map_write(Prefault::Now)
+                // Prefault by allocating the pages, not by mapping them: the block manager
+                // maps a slot only when it copies into or out of it.
+                memfd
+                    .allocate()
                     .map_err(|source| StoreError { len, source })?;
                 let id = self.next_slot;
                 self.next_slot += 1;
@@ -143,7 +145,7 @@ impl Store {
                     Slot {
                         memfd: Arc::new(memfd),
                         read_only: None,
-                        map: Some(DaemonMap::Write(map)),
+                        map: None,
                         exposed: BTreeSet::new(),
                         owner: domain,
                         sealed: false,

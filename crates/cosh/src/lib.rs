@@ -573,7 +573,7 @@ impl Domain {
                     )));
                 }
                 let cached = match granted.access {
-                    WireAccess::Write => Cached::Write(memfd.map_write(Prefault::Now)?),
+                    WireAccess::Write => Cached::Write(memfd.map_write(Prefault::OnFirstTouch)?),
                     WireAccess::Read => Cached::Read(memfd.map_read(Prefault::Now)?),
                 };
                 // The descriptor closes here: the mapping is all the domain keeps.

@@ -1,0 +1,529 @@
+//! One-way transfer latency across processes (the paper's Figure 2a, first cut): a sender
+//! process and a receiver process connected to a block manager process, every mode and
+//! strength at several sizes, with a Unix socket, a pipe and a memcpy into a prefaulted buffer
+//! measured in the same run as baselines.
+//!
+//! The sender fills each aggregate with data before the clock starts, as a producer would.
+//! One-way latency is measured on the system-wide monotonic clock: the sender reads it just
+//! before the transfer (or the write, for the baselines) and puts the reading in the first
+//! eight bytes of the data; the receiver reads the clock as soon as `receive` returns
+//! (*delivered*) and again once the aggregate's memory is mapped and its first and last bytes
+//! read (*readable*: for the baselines the two are the same, the data is in the receiver's
+//! buffer). The receiver is blocked in its receive when the sender starts (it says so on a
+//! control pipe, and the sender waits 200 us more), and it reports each sample on the control
+//! pipe before the sender starts the next, so samples never overlap. Medians are reported, with the 10th and 90th
+//! percentiles.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use cosh::{Agg, Domain, Mode, Options, TransferFlags};
+
+/// Nanoseconds on the system-wide monotonic clock.
+pub fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// What `cosh-bench` measures.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    version,
+    about = "One-way transfer latency through the Cosh block manager, with a Unix socket, a pipe and memcpy as baselines in the same run."
+)]
+pub struct Args {
+    /// Sizes in bytes, comma separated, with K or M suffixes.
+    #[arg(long, value_delimiter = ',', default_value = "4K,16K,64K,1M,16M", value_parser = parse_size)]
+    pub sizes: Vec<u64>,
+    /// Samples per case (fewer are taken above 1 MiB: a quarter, at least 10).
+    #[arg(long, default_value_t = 100)]
+    pub samples: usize,
+    /// Write the results as CSV here.
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Internal: run as the block manager on this socket.
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub daemon: Option<PathBuf>,
+    /// Internal: run as the receiver on this socket.
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub receiver: Option<PathBuf>,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let scale = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        _ => return Err(format!("unknown unit in {s:?} (use K or M)")),
+    };
+    match n.checked_mul(scale) {
+        Some(v) if (16..=1 << 30).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?}: sizes run from 16 bytes to 1 GiB")),
+    }
+}
+
+/// A measured case.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// What was measured (`move strong`, `unix socket`, ...).
+    pub case: String,
+    /// Bytes per transfer.
+    pub size: u64,
+    /// Median one-way latency until delivery.
+    pub delivered: Duration,
+    /// 10th percentile of the same.
+    pub p10: Duration,
+    /// 90th percentile of the same.
+    pub p90: Duration,
+    /// Median one-way latency until the data is readable.
+    pub readable: Duration,
+    /// Samples.
+    pub samples: usize,
+}
+
+fn percentile(sorted: &[u64], p: usize) -> Duration {
+    let i = (sorted.len().saturating_sub(1) * p) / 100;
+    Duration::from_nanos(sorted.get(i).copied().unwrap_or(0))
+}
+
+fn summarize(case: &str, size: u64, mut delivered: Vec<u64>, mut readable: Vec<u64>) -> Row {
+    delivered.sort_unstable();
+    readable.sort_unstable();
+    Row {
+        case: case.to_string(),
+        size,
+        delivered: percentile(&delivered, 50),
+        p10: percentile(&delivered, 10),
+        p90: percentile(&delivered, 90),
+        readable: percentile(&readable, 50),
+        samples: delivered.len(),
+    }
+}
+
+const CASES: [(&str, Mode, bool); 5] = [
+    ("move strong", Mode::Move, false),
+    ("move weak", Mode::Move, true),
+    ("share strong", Mode::Share, false),
+    ("share weak", Mode::Share, true),
+    ("copy", Mode::Copy, false),
+];
+
+/// Runs `cosh-bench` with the process's arguments.
+pub fn main() -> Result<(), String> {
+    let args = Args::parse();
+    if let Some(socket) = &args.daemon {
+        return daemon(socket);
+    }
+    if let Some(socket) = &args.receiver {
+        return receiver(socket);
+    }
+    let rows = run(&args)?;
+    print(&rows);
+    if let Some(path) = &args.csv {
+        write_csv(path, &rows).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn daemon(socket: &Path) -> Result<(), String> {
+    let mut config = cosh_blockmgr::Config::host();
+    config.socket = socket.to_path_buf();
+    let manager = cosh_blockmgr::BlockManager::bind(config).map_err(|e| e.to_string())?;
+    manager.run().map_err(|e| e.to_string())
+}
+
+/// The receiver process: obeys one-line commands on stdin, reports on stdout.
+fn receiver(socket: &Path) -> Result<(), String> {
+    let e = |e: cosh::Error| e.to_string();
+    let mut d = Domain::connect_with(&Options::new("bench-receiver").socket(socket).no_spawn())
+        .map_err(e)?;
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    let say = |out: &mut std::io::StdoutLock<'_>, line: &str| -> Result<(), String> {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|x| x.to_string())
+    };
+    say(&mut out, &format!("ready {}", d.id().to_bits()))?;
+    let mut stream: Option<Box<dyn Read>> = None;
+    for line in stdin.lock().lines() {
+        let line = line.map_err(|x| x.to_string())?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["trust", peer] => {
+                let peer = peer.parse().map_err(|_| "bad peer")?;
+                d.trust(cosh::DomainId::from_bits(peer)).map_err(e)?;
+                say(&mut out, "ok")?;
+            }
+            ["cosh"] => {
+                // One sample: say we are about to wait, receive, time, map and touch, report.
+                say(&mut out, "armed")?;
+                let got = d.receive(None, Some(Duration::from_secs(60))).map_err(e)?;
+                let delivered = now_ns();
+                let pieces = d.read_pieces(got.agg, 0).map_err(e)?;
+                let mut head = [0u8; 8];
+                let mut last = 0u8;
+                let mut at = 0usize;
+                for p in &pieces {
+                    let bytes = d.bytes(p).map_err(e)?;
+                    for b in bytes.iter().take(8usize.saturating_sub(at)) {
+                        head[at] = *b;
+                        at += 1;
+                    }
+                    last = bytes.last().copied().unwrap_or(last);
+                }
+                let readable = now_ns();
+                let t0 = u64::from_le_bytes(head);
+                d.decref(got.agg).map_err(e)?;
+                say(
+                    &mut out,
+                    &format!("{} {} {last}", delivered - t0, readable - t0),
+                )?;
+            }
+            ["stream", kind, path] => {
+                let s: Box<dyn Read> = match *kind {
+                    "socket" => Box::new(
+                        std::os::unix::net::UnixStream::connect(path).map_err(|x| x.to_string())?,
+                    ),
+                    _ => Box::new(std::fs::File::open(path).map_err(|x| x.to_string())?),
+                };
+                stream = Some(s);
+                say(&mut out, "ok")?;
+            }
+            ["read", size] => {
+                let size: usize = size.parse().map_err(|_| "bad size")?;
+                let s = stream.as_mut().ok_or("no stream")?;
+                let mut buf = vec![0u8; size];
+                s.read_exact(&mut buf).map_err(|x| x.to_string())?;
+                let t1 = now_ns();
+                let mut head = [0u8; 8];
+                head.copy_from_slice(&buf[..8]);
+                let t0 = u64::from_le_bytes(head);
+                say(
+                    &mut out,
+                    &format!("{} {} {}", t1 - t0, t1 - t0, buf[size - 1]),
+                )?;
+            }
+            ["exit"] => break,
+            _ => return Err(format!("receiver: unknown command {line:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// The receiver process and its control pipes.
+struct Receiver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Receiver {
+    fn spawn(exe: &Path, socket: &Path) -> Result<Receiver, String> {
+        let mut child = Command::new(exe)
+            .arg("--receiver")
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok(Receiver {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn ask(&mut self, line: &str) -> Result<String, String> {
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("the receiver stopped: {e}"))?;
+        let mut answer = String::new();
+        if self
+            .stdout
+            .read_line(&mut answer)
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            return Err("the receiver exited".into());
+        }
+        Ok(answer.trim().to_string())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn samples_for(args: &Args, size: u64) -> usize {
+    if size > 1 << 20 {
+        (args.samples / 4).max(10)
+    } else {
+        args.samples
+    }
+}
+
+fn parse_sample(answer: &str) -> Result<(u64, u64), String> {
+    let mut w = answer.split_whitespace().map(str::parse::<u64>);
+    match (w.next(), w.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+        _ => Err(format!("the receiver said {answer:?}")),
+    }
+}
+
+/// Prepares an aggregate of `size` bytes filled with data, as a producer would, and returns
+/// its first write piece so that the timestamp can be written without a round trip.
+fn prepare(d: &mut Domain, size: u64, fill: u8) -> Result<(Agg, cosh::WritePiece), cosh::Error> {
+    let agg = d.alloc(size)?;
+    let pieces = d.write_pieces(agg, 0)?;
+    for p in &pieces {
+        d.bytes_mut(p)?.fill(fill);
+    }
+    let first = pieces
+        .first()
+        .copied()
+        .ok_or_else(|| cosh::Error::Protocol("no piece".into()))?;
+    Ok((agg, first))
+}
+
+/// Measures everything; returns one row per case and size.
+pub fn run(args: &Args) -> Result<Vec<Row>, String> {
+    let e = |e: cosh::Error| e.to_string();
+    let exe = std::env::current_exe().map_err(|x| x.to_string())?;
+    let dir = std::env::temp_dir().join(format!("cosh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
+    let socket = dir.join("host.sock");
+    let _daemon = Guard(
+        Command::new(&exe)
+            .arg("--daemon")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|x| format!("cannot start the block manager: {x}"))?,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        if std::time::Instant::now() > deadline {
+            return Err("the block manager did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut sender = Domain::connect_with(&Options::new("bench-sender").socket(&socket).no_spawn())
+        .map_err(e)?;
+    let mut rx = Receiver::spawn(&exe, &socket)?;
+    let mut ready = String::new();
+    rx.stdout.read_line(&mut ready).map_err(|x| x.to_string())?;
+    let receiver_id = ready
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|b| b.parse().ok())
+        .map(cosh::DomainId::from_bits)
+        .ok_or_else(|| format!("the receiver said {ready:?}"))?;
+    rx.ask(&format!("trust {}", sender.id().to_bits()))?;
+
+    let mut rows = Vec::new();
+    for &size in &args.sizes {
+        let n = samples_for(args, size);
+        let warmup = 3;
+        // memcpy into a prefaulted buffer.
+        let src: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut dst = vec![1u8; size as usize];
+        let mut copies = Vec::new();
+        for _ in 0..n + warmup {
+            let t0 = now_ns();
+            dst.copy_from_slice(&src);
+            copies.push(now_ns() - t0);
+            std::hint::black_box(&mut dst);
+        }
+        copies.drain(..warmup);
+        rows.push(summarize("memcpy", size, copies.clone(), copies));
+
+        for (name, mode, weak) in CASES {
+            let flags = if weak {
+                TransferFlags::weak()
+            } else {
+                TransferFlags::strong()
+            };
+            let (mut delivered, mut readable) = (Vec::new(), Vec::new());
+            for i in 0..n + warmup {
+                let (agg, first) = prepare(&mut sender, size, i as u8).map_err(e)?;
+                let armed = rx.ask("cosh")?;
+                if armed != "armed" {
+                    return Err(format!("the receiver said {armed:?}"));
+                }
+                // Give the receiver time to block in its receive.
+                std::thread::sleep(Duration::from_micros(200));
+                let t0 = now_ns();
+                sender.bytes_mut(&first).map_err(e)?[..8].copy_from_slice(&t0.to_le_bytes());
+                sender.transfer(agg, receiver_id, mode, flags).map_err(e)?;
+                sender.decref(agg).map_err(e)?;
+                let mut answer = String::new();
+                rx.stdout
+                    .read_line(&mut answer)
+                    .map_err(|x| x.to_string())?;
+                let (d, r) = parse_sample(answer.trim())?;
+                if i >= warmup {
+                    delivered.push(d);
+                    readable.push(r);
+                }
+            }
+            rows.push(summarize(name, size, delivered, readable));
+        }
+
+        for kind in ["socket", "pipe"] {
+            let path = dir.join(format!("{kind}-{size}"));
+            let mut writer: Box<dyn Write> = if kind == "socket" {
+                let listener =
+                    std::os::unix::net::UnixListener::bind(&path).map_err(|x| x.to_string())?;
+                writeln!(rx.stdin, "stream socket {}", path.display())
+                    .map_err(|x| x.to_string())?;
+                rx.stdin.flush().map_err(|x| x.to_string())?;
+                let (s, _): (UnixStream, _) = listener.accept().map_err(|x| x.to_string())?;
+                let mut ok = String::new();
+                rx.stdout.read_line(&mut ok).map_err(|x| x.to_string())?;
+                Box::new(s)
+            } else {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &path,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .map_err(|x| x.to_string())?;
+                writeln!(rx.stdin, "stream pipe {}", path.display()).map_err(|x| x.to_string())?;
+                rx.stdin.flush().map_err(|x| x.to_string())?;
+                let w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|x| x.to_string())?;
+                let mut ok = String::new();
+                rx.stdout.read_line(&mut ok).map_err(|x| x.to_string())?;
+                Box::new(w)
+            };
+            let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let (mut delivered, mut readable) = (Vec::new(), Vec::new());
+            for i in 0..n + warmup {
+                writeln!(rx.stdin, "read {size}").map_err(|x| x.to_string())?;
+                rx.stdin.flush().map_err(|x| x.to_string())?;
+                let t0 = now_ns();
+                data[..8].copy_from_slice(&t0.to_le_bytes());
+                writer.write_all(&data).map_err(|x| x.to_string())?;
+                let mut answer = String::new();
+                rx.stdout
+                    .read_line(&mut answer)
+                    .map_err(|x| x.to_string())?;
+                let (d, r) = parse_sample(answer.trim())?;
+                if i >= warmup {
+                    delivered.push(d);
+                    readable.push(r);
+                }
+            }
+            let name = if kind == "socket" {
+                "unix socket"
+            } else {
+                "pipe"
+            };
+            rows.push(summarize(name, size, delivered, readable));
+            let _ = std::fs::remove_file(&path);
+        }
+        eprintln!("measured {} bytes", size);
+    }
+    let _ = rx.ask("exit");
+    let _ = sender.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rows)
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+/// Prints the rows as a table, grouped by size, with ratios to memcpy.
+pub fn print(rows: &[Row]) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "\n{:<14} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
+        "case", "size", "delivered us", "p10", "p90", "readable us", "samples"
+    );
+    for r in rows {
+        let _ = writeln!(
+            err,
+            "{:<14} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
+            r.case,
+            human(r.size),
+            us(r.delivered),
+            us(r.p10),
+            us(r.p90),
+            us(r.readable),
+            r.samples
+        );
+    }
+}
+
+/// Writes the rows as CSV.
+pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::File::create(path)?;
+    writeln!(
+        f,
+        "case,size,delivered_ns,p10_ns,p90_ns,readable_ns,samples"
+    )?;
+    for r in rows {
+        writeln!(
+            f,
+            "{},{},{},{},{},{},{}",
+            r.case,
+            r.size,
+            r.delivered.as_nanos(),
+            r.p10.as_nanos(),
+            r.p90.as_nanos(),
+            r.readable.as_nanos(),
+            r.samples
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! `cosh-bench`: see the library documentation.
+
+fn main() -> std::process::ExitCode {
+    match cosh_bench::main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cosh-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
