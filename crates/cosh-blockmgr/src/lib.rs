@@ -45,12 +45,16 @@ pub struct Config {
     pub policy: Policy,
     /// The most bytes of recycled buffers kept per domain.
     pub free_budget: u64,
+    /// Allocations of at most this many bytes are packed into slabs (0: never).
+    pub slab_object_max: u64,
+    /// The size of a slab buffer.
+    pub slab_len: u64,
 }
 
 impl Config {
     /// The embedded defaults: the host pool at `$COSH_RUNTIME_DIR/host.sock` (see
     /// [`cosh_sys::runtime::runtime_dir`]), the Linux host policy, 256 MiB of recycled
-    /// buffers per domain.
+    /// buffers per domain, allocations up to 2 KiB packed into 64 KiB slabs.
     pub fn host() -> Config {
         Config::host_at(&cosh_sys::runtime::runtime_dir())
     }
@@ -62,6 +66,8 @@ impl Config {
             pool: HOST_POOL,
             policy: Policy::linux_host(),
             free_budget: 256 * 1024 * 1024,
+            slab_object_max: 2048,
+            slab_len: 64 * 1024,
         }
     }
 }

@@ -125,6 +125,8 @@ pub struct BlockManager {
     stop: bool,
     /// The receive buffer, reused for every message.
     inbox: Vec<u8>,
+    /// Each domain's current slab and the next free offset in it.
+    slabs: HashMap<DomainId, (BufferId, u64)>,
 }
 
 impl BlockManager {
@@ -162,6 +164,7 @@ impl BlockManager {
             started: Instant::now(),
             stop: false,
             inbox: vec![0; MAX_FRAME],
+            slabs: HashMap::new(),
         })
     }
 
@@ -460,6 +463,10 @@ impl BlockManager {
         let domain = self.domain_of(token)?;
         match request {
             Request::Alloc { len } => {
+                if len > 0 && len <= self.config.slab_object_max && len <= self.config.slab_len {
+                    let agg = self.slab_alloc(domain, len)?;
+                    return now(Response::Agg { agg: agg.0 });
+                }
                 let allocation = self.ledger.alloc(domain, len)?;
                 if let Some(b) = allocation.buffer
                     && let Err(e) = self.store.provide(b.id, b.len, domain, true)
@@ -666,6 +673,32 @@ impl BlockManager {
                 now(Response::Done)
             }
         }
+    }
+
+    /// A small allocation: the next free bytes of the domain's slab, or a new slab.
+    fn slab_alloc(&mut self, domain: DomainId, len: u64) -> Result<AggId, Failure> {
+        /// Allocations in a slab start on cache-line boundaries.
+        const ALIGN: u64 = 64;
+        let size = len.div_ceil(ALIGN) * ALIGN;
+        if let Some((buffer, next)) = self.slabs.get(&domain).copied()
+            && next + size <= self.config.slab_len
+            && let Some(agg) = self.ledger.alloc_in(domain, buffer, next, len)?
+        {
+            self.slabs.insert(domain, (buffer, next + size));
+            return Ok(agg);
+        }
+        let allocation = self
+            .ledger
+            .alloc_with_capacity(domain, len, self.config.slab_len)?;
+        if let Some(b) = allocation.buffer {
+            if let Err(e) = self.store.provide(b.id, b.len, domain, true) {
+                let release = self.ledger.decref(domain, allocation.agg)?;
+                self.released(&release);
+                return Err(fail(ErrorKind::Unavailable, e.to_string()));
+            }
+            self.slabs.insert(domain, (b.id, size));
+        }
+        Ok(allocation.agg)
     }
 
     fn receive_or_wait(
@@ -1013,6 +1046,7 @@ impl BlockManager {
             return;
         };
         self.by_domain.remove(&domain);
+        self.slabs.remove(&domain);
         self.names.retain(|_, d| *d != domain);
         if let Ok(release) = self.ledger.remove_domain(domain) {
             self.released(&release);

@@ -207,3 +207,43 @@ fn tickets_name_transfers_and_names_find_domains() {
         ErrorKind::UnknownName
     );
 }
+
+#[test]
+fn small_allocations_share_a_slab_and_leave_it_whole() {
+    let daemon = Daemon::start("slabs");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let xs: Vec<_> = (0..100u8)
+        .map(|i| {
+            let x = a.alloc(100).expect("alloc");
+            a.write(x, 0, &[i; 100]).expect("write");
+            x
+        })
+        .collect();
+    // 100 allocations of 100 bytes: one 64 KiB slab, one descriptor, one mapping.
+    assert_eq!(a.mapped_slots(), 1);
+    assert_eq!(a.status().expect("status").buffers, 1);
+    for (i, x) in xs.iter().enumerate() {
+        assert_eq!(a.read(*x, 0, 100).expect("read"), vec![i as u8; 100]);
+    }
+    // A transfer of one allocation copies it: the receiver never sees the neighbours.
+    let report = a
+        .transfer(xs[7], b.id(), Mode::Share, TransferFlags::weak())
+        .expect("share");
+    assert_eq!(report.copied_bytes, 100, "{report:?}");
+    let got = b
+        .receive(None, Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert_eq!(b.read(got.agg, 0, 100).expect("read"), vec![7u8; 100]);
+    let pieces = b.read_pieces(got.agg, 0).expect("pieces");
+    let slab_slot = a.read_pieces(xs[0], 0).expect("pieces")[0].0.slot;
+    assert_ne!(pieces[0].0.slot, slab_slot);
+    // Fresh allocations are zero, even in a slab that held data.
+    let fresh = a.alloc(200).expect("alloc");
+    assert_eq!(a.read(fresh, 0, 200).expect("read"), vec![0u8; 200]);
+    // The slab goes with its last allocation.
+    for x in xs.iter().chain([&fresh]) {
+        a.decref(*x).expect("decref");
+    }
+    b.decref(got.agg).expect("decref");
+    assert_eq!(a.status().expect("status").buffers, 0);
+}

@@ -630,6 +630,91 @@ impl Ledger {
         })
     }
 
+    /// Allocates a fresh aggregate of `len` bytes at the start of a new buffer of `capacity`
+    /// bytes, so that later small allocations can go into the rest with
+    /// [`Ledger::alloc_in`] (a slab).
+    pub fn alloc_with_capacity(
+        &mut self,
+        domain: DomainId,
+        len: u64,
+        capacity: u64,
+    ) -> Result<Allocation> {
+        let pool = self.domain(domain)?.pool;
+        if len > MAX_LEN || capacity > MAX_LEN {
+            return Err(Error::TooLarge {
+                len: len.max(capacity),
+                max: MAX_LEN,
+            });
+        }
+        let capacity = capacity.max(len);
+        if capacity == 0 {
+            return self.alloc(domain, 0);
+        }
+        let buffer = self.fresh_buffer(pool, capacity, false, false);
+        if let Some(b) = self.buffers.get_mut(&buffer) {
+            b.mappings.insert(domain, Rights::ReadWrite);
+        }
+        let chunks = ChunkList::single(Chunk {
+            buffer,
+            offset: 0,
+            len,
+        });
+        let agg = self.insert_agg(domain, chunks, Rights::ReadWrite, None, false)?;
+        Ok(Allocation {
+            agg,
+            buffer: Some(NewBuffer {
+                id: buffer,
+                pool,
+                len: capacity,
+                seal: false,
+            }),
+        })
+    }
+
+    /// Allocates a fresh aggregate of `len` bytes at `offset` of an existing buffer, if the
+    /// buffer is still strongly private to `domain`: it holds it with read/write rights,
+    /// nobody else holds or maps it, and it was never shared. `Ok(None)` when it is not
+    /// (start a new buffer then). The caller keeps allocations in one buffer disjoint.
+    pub fn alloc_in(
+        &mut self,
+        domain: DomainId,
+        buffer: BufferId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<AggId>> {
+        self.domain(domain)?;
+        let Some(state) = self.buffers.get(&buffer) else {
+            return Ok(None);
+        };
+        let private = !state.frozen
+            && !state.sealed
+            && state.holds.keys().all(|d| *d == domain)
+            && state
+                .mappings
+                .iter()
+                .all(|(d, r)| *d == domain && *r == Rights::ReadWrite)
+            && state
+                .holds
+                .get(&domain)
+                .is_some_and(|c| c[Rights::ReadWrite as usize] > 0)
+            && offset.checked_add(len).is_some_and(|end| end <= state.len);
+        if !private || len == 0 {
+            return Ok(None);
+        }
+        let chunks = ChunkList::single(Chunk {
+            buffer,
+            offset,
+            len,
+        });
+        Ok(Some(self.insert_agg(
+            domain,
+            chunks,
+            Rights::ReadWrite,
+            None,
+            false,
+        )?))
+    }
+
     /// Adds a reference to an aggregate (clone).
     pub fn incref(&mut self, domain: DomainId, agg: AggId) -> Result<()> {
         let a = self.agg_mut(domain, agg)?;
