@@ -45,6 +45,9 @@ pub struct Config {
     pub policy: Policy,
     /// The most bytes of recycled buffers kept per domain.
     pub free_budget: u64,
+    /// The largest buffer the block manager makes: larger allocations, and transfers that
+    /// would copy more, fail with `too_large`.
+    pub max_buffer: u64,
     /// Allocations of at most this many bytes are packed into slabs (0: never).
     pub slab_object_max: u64,
     /// The size of a slab buffer.
@@ -54,7 +57,8 @@ pub struct Config {
 impl Config {
     /// The embedded defaults: the host pool at `$COSH_RUNTIME_DIR/host.sock` (see
     /// [`cosh_sys::runtime::runtime_dir`]), the Linux host policy, 256 MiB of recycled
-    /// buffers per domain, allocations up to 2 KiB packed into 64 KiB slabs.
+    /// buffers per domain, buffers of at most 1 GiB, allocations up to 2 KiB packed into 64 KiB
+    /// slabs.
     pub fn host() -> Config {
         Config::host_at(&cosh_sys::runtime::runtime_dir())
     }
@@ -66,6 +70,7 @@ impl Config {
             pool: HOST_POOL,
             policy: Policy::linux_host(),
             free_budget: 256 * 1024 * 1024,
+            max_buffer: 1 << 30,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }

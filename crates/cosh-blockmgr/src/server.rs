@@ -467,6 +467,13 @@ impl BlockManager {
                     let agg = self.slab_alloc(domain, len)?;
                     return now(Response::Agg { agg: agg.0 });
                 }
+                if len > self.config.max_buffer {
+                    return Err(CoreError::TooLarge {
+                        len,
+                        max: self.config.max_buffer,
+                    }
+                    .into());
+                }
                 let allocation = self.ledger.alloc(domain, len)?;
                 if let Some(b) = allocation.buffer
                     && let Err(e) = self.store.provide(b.id, b.len, domain, true)
@@ -910,6 +917,14 @@ impl BlockManager {
             }
             request.force_copy.extend(unsealed);
         };
+        // Refuse before committing anything: a copy this large cannot be made.
+        if plan.copied_bytes() > self.config.max_buffer {
+            return Err(CoreError::TooLarge {
+                len: plan.copied_bytes(),
+                max: self.config.max_buffer,
+            }
+            .into());
+        }
         let receiver = request.receiver;
         let mode = request.mode;
         let weak = plan.effective_strength() == Strength::Weak;

@@ -247,3 +247,25 @@ fn small_allocations_share_a_slab_and_leave_it_whole() {
     b.decref(got.agg).expect("decref");
     assert_eq!(a.status().expect("status").buffers, 0);
 }
+
+#[test]
+fn absurd_sizes_are_refused_before_anything_changes() {
+    let daemon = Daemon::start("absurd");
+    let (mut a, b) = (daemon.connect("a"), daemon.connect("b"));
+    let err = a.alloc(1 << 40).expect_err("a terabyte");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    // Concatenation is free, so an aggregate can name far more bytes than exist; copying it
+    // is refused at the sender, and nothing was committed.
+    let mut x = a.alloc(1 << 20).expect("alloc");
+    for _ in 0..12 {
+        x = a.concat(x, x).expect("concat");
+    }
+    assert_eq!(a.len(x).expect("len"), 1 << 32);
+    let err = a
+        .transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+        .expect_err("a 4 GiB copy");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert_eq!(a.rights(x).expect("rights"), Rights::ReadWrite);
+    let s = a.status().expect("status");
+    assert_eq!(s.transfers.copies, 0);
+}

@@ -21,6 +21,10 @@ struct Args {
     /// Bytes of recycled buffers kept per domain, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     free_budget_mib: u64,
+    /// The largest buffer to make, in MiB (larger allocations and copies fail with
+    /// too_large).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    max_buffer_mib: u64,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         config.socket = socket;
     }
     config.free_budget = args.free_budget_mib.saturating_mul(1024 * 1024);
+    config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
     let manager = match BlockManager::bind(config) {
         Ok(m) => m,
         Err(e) => {
