@@ -549,12 +549,10 @@ impl BlockManager {
                         .into());
                     };
                     let write = access == Access::Write;
-                    if write
-                        && self
-                            .store
-                            .slot(slot)
-                            .is_some_and(|_| self.ledger.is_sealed(buffer))
-                    {
+                    // Sealed memory cannot be mapped writable by anyone (the seal may also
+                    // come from a transfer that failed after sealing, say because its
+                    // receiver died meanwhile).
+                    if write && (self.ledger.is_sealed(buffer) || self.store.is_sealed(slot)) {
                         return Err(CoreError::Fault {
                             domain,
                             buffer,
