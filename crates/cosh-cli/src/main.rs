@@ -28,7 +28,7 @@ use cosh_blockmgr::{BlockManager, Config};
 struct Cli {
     /// The block manager's socket (default: host.sock in the runtime directory:
     /// $COSH_RUNTIME_DIR, else $XDG_RUNTIME_DIR/cosh, else /run/cosh for root, else
-    /// /tmp/cosh-<uid>).
+    /// /tmp/cosh-UID).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
     #[command(subcommand)]
