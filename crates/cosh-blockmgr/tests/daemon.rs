@@ -39,6 +39,16 @@ fn sigterm_stops_it_cleanly_and_removes_the_socket() {
 }
 
 #[test]
+fn sigint_stops_it_cleanly_too() {
+    let mut daemon = Daemon::start("sigint");
+    let pid = rustix::process::Pid::from_child(&daemon.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("kill");
+    let status = daemon.child.wait().expect("exits");
+    assert!(status.success(), "{status:?}");
+    assert!(!daemon.socket.exists(), "the socket was left behind");
+}
+
+#[test]
 fn a_shutdown_request_stops_it() {
     let mut daemon = Daemon::start("shutdown");
     daemon.connect("admin").shutdown().expect("shutdown");
