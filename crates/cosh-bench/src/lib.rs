@@ -332,7 +332,7 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
             .map_err(|x| format!("cannot start the block manager: {x}"))?,
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
+    while cosh_sys::socket::SeqPacket::connect(&socket).is_err() {
         if std::time::Instant::now() > deadline {
             return Err("the block manager did not start".into());
         }

@@ -51,9 +51,14 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("coshd starts");
+        // The socket file appears at bind, a moment before the block manager listens: wait
+        // until a connection is accepted.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "coshd did not bind {socket:?}");
+        while cosh_sys::socket::SeqPacket::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "coshd did not listen on {socket:?}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         Daemon { child, socket, dir }
