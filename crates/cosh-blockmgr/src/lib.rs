@@ -45,6 +45,9 @@ pub struct Config {
     pub policy: Policy,
     /// The most bytes of recycled buffers kept per domain.
     pub free_budget: u64,
+    /// The most bytes of memory the pool holds (buffers in use and recycled ones); past it,
+    /// allocations and copies fail with `unavailable`.
+    pub pool_limit: u64,
     /// The largest buffer the block manager makes: larger allocations, and transfers that
     /// would copy more, fail with `too_large`.
     pub max_buffer: u64,
@@ -56,8 +59,8 @@ pub struct Config {
 
 impl Config {
     /// The embedded defaults: the host pool at `$COSH_RUNTIME_DIR/host.sock` (see
-    /// [`cosh_sys::runtime::runtime_dir`]), the Linux host policy, 256 MiB of recycled
-    /// buffers per domain, buffers of at most 1 GiB, allocations up to 2 KiB packed into 64 KiB
+    /// [`cosh_sys::runtime::runtime_dir`]), the Linux host policy, at most half the
+    /// machine's memory in the pool, 256 MiB of recycled buffers per domain, buffers of at most 1 GiB, allocations up to 2 KiB packed into 64 KiB
     /// slabs.
     pub fn host() -> Config {
         Config::host_at(&cosh_sys::runtime::runtime_dir())
@@ -70,11 +73,24 @@ impl Config {
             pool: HOST_POOL,
             policy: Policy::linux_host(),
             free_budget: 256 * 1024 * 1024,
+            pool_limit: default_pool_limit(),
             max_buffer: 1 << 30,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }
     }
+}
+
+/// Half of the machine's memory (`MemTotal` in `/proc/meminfo`), or 4 GiB if unknown.
+pub fn default_pool_limit() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024 / 2)
 }
 
 /// Why a block manager could not start or stopped with an error.

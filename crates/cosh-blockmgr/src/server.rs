@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use cosh_core::ledger::{Delivery, Ledger, Received, Release, TransferRequest};
+use cosh_core::ledger::{Delivery, Ledger, Received, Release, Route, TransferRequest};
 use cosh_core::{
     Access, AggId, BufferId, DomainId, Error as CoreError, ErrorKind, Mode, Rights, Strength,
     Ticket, TransferFlags,
@@ -151,7 +151,7 @@ impl BlockManager {
         let sealer = Sealer::start().map_err(StartError::Runtime)?;
         Ok(BlockManager {
             ledger: Ledger::new(config.policy),
-            store: Store::new(config.free_budget),
+            store: Store::new(config.free_budget, config.pool_limit),
             config,
             listener,
             signals,
@@ -390,6 +390,9 @@ impl BlockManager {
     }
 
     fn answer(&mut self, token: u64, answer: Result<Answer, Failure>) {
+        for (slot, tell) in self.store.take_evicted() {
+            self.tell_forget(slot, &tell);
+        }
         match answer {
             Ok(Answer::Now(response, slots)) => {
                 self.send_with_slots(token, &Message::Response(response), &slots)
@@ -926,23 +929,64 @@ impl BlockManager {
         let receiver = request.receiver;
         let mode = request.mode;
         let weak = plan.effective_strength() == Strength::Weak;
-        let referenced = plan.pieces().len()
-            - plan
-                .pieces()
-                .iter()
-                .filter(|p| p.route != cosh_core::ledger::Route::Reference)
-                .count();
+        let referenced = plan
+            .pieces()
+            .iter()
+            .filter(|p| p.route == Route::Reference)
+            .count();
         let referenced_bytes: u64 = plan
             .pieces()
             .iter()
-            .filter(|p| p.route == cosh_core::ledger::Route::Reference)
+            .filter(|p| p.route == Route::Reference)
             .map(|p| p.source.len)
             .sum();
-        let committed = self.ledger.commit(plan)?;
-        for nb in &committed.new_buffers {
-            if let Err(e) = self.store.provide(nb.id, nb.len, receiver, false) {
-                return Err(fail(ErrorKind::Unavailable, e.to_string()));
+        // Memory for the copies first, so that a full pool fails the transfer before the
+        // ledger commits it. The commit makes one buffer per run of copied pieces.
+        let mut runs = Vec::new();
+        let mut run = 0u64;
+        for p in plan.pieces() {
+            if p.route == Route::Reference {
+                if run > 0 {
+                    runs.push(run);
+                }
+                run = 0;
+            } else {
+                run += p.source.len;
             }
+        }
+        if run > 0 {
+            runs.push(run);
+        }
+        let mut reserved = Vec::with_capacity(runs.len());
+        for len in &runs {
+            match self.store.reserve(*len, receiver, false) {
+                Ok(slot) => reserved.push(slot),
+                Err(e) => {
+                    for slot in reserved {
+                        self.store.unreserve(slot, receiver);
+                    }
+                    return Err(fail(ErrorKind::Unavailable, e.to_string()));
+                }
+            }
+        }
+        let committed = match self.ledger.commit(plan) {
+            Ok(c) => c,
+            Err(e) => {
+                for slot in reserved {
+                    self.store.unreserve(slot, receiver);
+                }
+                return Err(e.into());
+            }
+        };
+        let lengths: Vec<u64> = committed.new_buffers.iter().map(|nb| nb.len).collect();
+        if lengths != runs {
+            return Err(fail(
+                ErrorKind::Unavailable,
+                format!("internal error: planned copies of {runs:?} bytes, committed {lengths:?}"),
+            ));
+        }
+        for (nb, slot) in committed.new_buffers.iter().zip(reserved) {
+            self.store.bind(nb.id, slot);
         }
         let mut copied_bytes = 0;
         for op in &committed.copies {
@@ -1145,6 +1189,8 @@ impl BlockManager {
             bytes_in_use,
             free_buffers: stats.free_slots,
             free_bytes: stats.free_bytes,
+            pool_bytes: self.store.total_bytes(),
+            pool_limit: self.config.pool_limit,
             names: self.names.len() as u64,
             transfers: self.counts,
         }

@@ -64,10 +64,16 @@ pub(crate) type SlotId = u64;
 
 /// Why a slot could not be provided.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot provide a buffer of {len} bytes: {source}")]
-pub(crate) struct StoreError {
-    len: u64,
-    source: cosh_sys::Error,
+pub(crate) enum StoreError {
+    /// The kernel refused (out of memory, out of descriptors).
+    #[error("cannot make a buffer of {len} bytes: {source}")]
+    Sys { len: u64, source: cosh_sys::Error },
+    /// The pool's memory limit would be passed.
+    #[error(
+        "the pool is full: a buffer of {len} bytes would take it past its limit of {limit} bytes \
+         ({in_use} in use); free some aggregates, or give the block manager a larger --pool-mib"
+    )]
+    Full { len: u64, in_use: u64, limit: u64 },
 }
 
 /// Counters for status.
@@ -87,10 +93,16 @@ pub(crate) struct Store {
     free_bytes: HashMap<DomainId, u64>,
     /// The most bytes kept in one domain's free lists.
     free_budget: u64,
+    /// Bytes of all slots, in use or free.
+    total: u64,
+    /// The most bytes of slots there may be.
+    limit: u64,
+    /// Free slots destroyed to make room, with the domains to tell.
+    evicted: Vec<(SlotId, Vec<DomainId>)>,
 }
 
 impl Store {
-    pub(crate) fn new(free_budget: u64) -> Self {
+    pub(crate) fn new(free_budget: u64, limit: u64) -> Self {
         Store {
             slots: HashMap::new(),
             next_slot: 1,
@@ -98,7 +110,65 @@ impl Store {
             free: HashMap::new(),
             free_bytes: HashMap::new(),
             free_budget,
+            total: 0,
+            limit,
+            evicted: Vec::new(),
         }
+    }
+
+    /// Removes a slot, keeping the byte count.
+    fn destroy(&mut self, id: SlotId) -> Option<Slot> {
+        let slot = self.slots.remove(&id)?;
+        self.total = self.total.saturating_sub(slot.len());
+        Some(slot)
+    }
+
+    /// Destroys free slots, largest first, until `class` more bytes fit under the limit.
+    fn make_room(&mut self, len: u64, class: u64) -> Result<(), StoreError> {
+        while self.total + class > self.limit {
+            let victim = self
+                .free
+                .iter()
+                .flat_map(|(d, classes)| {
+                    classes
+                        .iter()
+                        .filter(|(_, ids)| !ids.is_empty())
+                        .map(move |(c, _)| (*c, *d))
+                })
+                .max();
+            let Some((c, domain)) = victim else {
+                return Err(StoreError::Full {
+                    len,
+                    in_use: self.total,
+                    limit: self.limit,
+                });
+            };
+            let id = self
+                .free
+                .get_mut(&domain)
+                .and_then(|classes| classes.get_mut(&c))
+                .and_then(Vec::pop);
+            if let Some(b) = self.free_bytes.get_mut(&domain) {
+                *b = b.saturating_sub(c);
+            }
+            if let Some(id) = id
+                && let Some(slot) = self.destroy(id)
+            {
+                let tell = slot.exposed.iter().copied().collect();
+                self.evicted.push((id, tell));
+            }
+        }
+        Ok(())
+    }
+
+    /// Free slots destroyed to make room since the last call, with the domains to tell.
+    pub(crate) fn take_evicted(&mut self) -> Vec<(SlotId, Vec<DomainId>)> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Bytes of all slots, in use or free.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.total
     }
 
     /// Provides a slot for the new buffer `buffer` of `len` bytes for `domain`: a recycled one
@@ -106,6 +176,44 @@ impl Store {
     pub(crate) fn provide(
         &mut self,
         buffer: BufferId,
+        len: u64,
+        domain: DomainId,
+        zero: bool,
+    ) -> Result<SlotId, StoreError> {
+        let id = self.reserve(len, domain, zero)?;
+        self.bind(buffer, id);
+        Ok(id)
+    }
+
+    /// Puts `buffer` in a slot from [`Store::reserve`].
+    pub(crate) fn bind(&mut self, buffer: BufferId, id: SlotId) {
+        self.by_buffer.insert(buffer, id);
+    }
+
+    /// Gives back a slot from [`Store::reserve`] that was never bound (it goes to its
+    /// domain's free list, or is destroyed).
+    pub(crate) fn unreserve(&mut self, id: SlotId, domain: DomainId) {
+        let Some(slot) = self.slots.get(&id) else {
+            return;
+        };
+        let class = slot.len();
+        if slot.exposed.iter().all(|d| *d == domain) && !slot.sealed {
+            *self.free_bytes.entry(domain).or_default() += class;
+            self.free
+                .entry(domain)
+                .or_default()
+                .entry(class)
+                .or_default()
+                .push(id);
+        } else {
+            self.destroy(id);
+        }
+    }
+
+    /// A slot for a buffer of `len` bytes for `domain`, not yet bound to a buffer: a recycled
+    /// one of `domain`'s if any fits (zeroed if `zero`), else a fresh prefaulted one.
+    pub(crate) fn reserve(
+        &mut self,
         len: u64,
         domain: DomainId,
         zero: bool,
@@ -131,13 +239,15 @@ impl Store {
                 id
             }
             None => {
+                self.make_room(len, class)?;
                 let memfd = Memfd::create("cosh-buffer", class)
-                    .map_err(|source| StoreError { len, source })?;
+                    .map_err(|source| StoreError::Sys { len, source })?;
                 // Prefault by allocating the pages, not by mapping them: the block manager
                 // maps a slot only when it copies into or out of it.
                 memfd
                     .allocate()
-                    .map_err(|source| StoreError { len, source })?;
+                    .map_err(|source| StoreError::Sys { len, source })?;
+                self.total += class;
                 let id = self.next_slot;
                 self.next_slot += 1;
                 self.slots.insert(
@@ -157,7 +267,6 @@ impl Store {
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.owner = domain;
         }
-        self.by_buffer.insert(buffer, id);
         Ok(id)
     }
 
@@ -335,7 +444,7 @@ impl Store {
                 return None;
             }
         }
-        self.slots.remove(&id);
+        self.destroy(id);
         let tell = viewers.into_iter().filter(|d| alive(*d)).collect();
         Some((id, tell))
     }
@@ -351,7 +460,7 @@ impl Store {
         self.free_bytes.remove(&domain);
         for (_, ids) in self.free.remove(&domain).unwrap_or_default() {
             for id in ids {
-                if let Some(slot) = self.slots.remove(&id) {
+                if let Some(slot) = self.destroy(id) {
                     let tell = slot
                         .exposed
                         .iter()

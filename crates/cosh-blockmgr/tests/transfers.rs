@@ -269,3 +269,28 @@ fn absurd_sizes_are_refused_before_anything_changes() {
     let s = a.status().expect("status");
     assert_eq!(s.transfers.copies, 0);
 }
+
+#[test]
+fn a_full_pool_refuses_clearly_and_makes_room_from_recycled_memory() {
+    let daemon = Daemon::start_with("full", &["--pool-mib", "4"]);
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let x = a.alloc(3 * MIB).expect("3 MiB fit");
+    let err = b.alloc(2 * MIB).expect_err("5 MiB do not");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("pool is full"), "{err}");
+    // A copy that would not fit fails at the sender, before anything changes.
+    let err = a
+        .transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+        .expect_err("no room for the copy");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(b.try_receive(None).expect("try"), None);
+    // Freed memory waits in a's free list, but b's allocation may take its place.
+    a.decref(x).expect("decref");
+    let s = a.status().expect("status");
+    assert_eq!((s.buffers, s.free_buffers), (0, 1), "{s:?}");
+    let y = b.alloc(2 * MIB).expect("room was made");
+    assert_eq!(b.read(y, 0, 16).expect("read"), vec![0u8; 16]);
+    let s = b.status().expect("status");
+    assert_eq!(s.free_buffers, 0, "{s:?}");
+    assert!(s.pool_bytes <= 4 * MIB, "{s:?}");
+}

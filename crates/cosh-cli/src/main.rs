@@ -48,6 +48,9 @@ enum Cmd {
         /// Bytes of recycled buffers kept per domain, in MiB.
         #[arg(long, default_value_t = 256, value_name = "MIB")]
         free_budget_mib: u64,
+        /// The most memory the pool may hold, in MiB (default: half the machine's memory).
+        #[arg(long, value_name = "MIB")]
+        pool_mib: Option<u64>,
     },
     /// Stop the block manager (its clients lose their connections).
     Down,
@@ -84,7 +87,8 @@ fn main() -> ExitCode {
             detach,
             quiet,
             free_budget_mib,
-        } => up(&socket, detach, quiet, free_budget_mib),
+            pool_mib,
+        } => up(&socket, detach, quiet, free_budget_mib, pool_mib),
         Cmd::Down => down(&socket),
         Cmd::Status { json } => status(&socket, json),
         Cmd::Demo(args) => demo::run(&socket, &args),
@@ -106,7 +110,13 @@ fn connect(socket: &Path, name: &str) -> Result<Domain, cosh::Error> {
     Domain::connect_with(&Options::new(name).socket(socket).no_spawn())
 }
 
-fn up(socket: &Path, detach: bool, quiet: bool, free_budget_mib: u64) -> Outcome {
+fn up(
+    socket: &Path,
+    detach: bool,
+    quiet: bool,
+    free_budget_mib: u64,
+    pool_mib: Option<u64>,
+) -> Outcome {
     if detach {
         if connect(socket, "cosh-up").is_ok() {
             if !quiet {
@@ -114,7 +124,7 @@ fn up(socket: &Path, detach: bool, quiet: bool, free_budget_mib: u64) -> Outcome
             }
             return Ok(());
         }
-        let pid = start_detached(socket, free_budget_mib)?;
+        let pid = start_detached(socket, free_budget_mib, pool_mib)?;
         if !quiet {
             println!(
                 "block manager started (pid {pid}), serving {}; stop it with `cosh down`",
@@ -126,6 +136,9 @@ fn up(socket: &Path, detach: bool, quiet: bool, free_budget_mib: u64) -> Outcome
     let mut config = Config::host();
     config.socket = socket.to_path_buf();
     config.free_budget = free_budget_mib.saturating_mul(1024 * 1024);
+    if let Some(mib) = pool_mib {
+        config.pool_limit = mib.saturating_mul(1024 * 1024);
+    }
     let manager = BlockManager::bind(config).map_err(|e| e.to_string())?;
     if !quiet {
         eprintln!(
@@ -138,7 +151,11 @@ fn up(socket: &Path, detach: bool, quiet: bool, free_budget_mib: u64) -> Outcome
 
 /// Starts `cosh up` in the background, in a process group of its own, and waits until it
 /// answers. Returns its pid.
-pub(crate) fn start_detached(socket: &Path, free_budget_mib: u64) -> Result<u32, String> {
+pub(crate) fn start_detached(
+    socket: &Path,
+    free_budget_mib: u64,
+    pool_mib: Option<u64>,
+) -> Result<u32, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let mut command = Command::new(exe);
     command
@@ -146,6 +163,7 @@ pub(crate) fn start_detached(socket: &Path, free_budget_mib: u64) -> Result<u32,
         .arg(socket)
         .args(["up", "--quiet", "--free-budget-mib"])
         .arg(free_budget_mib.to_string())
+        .args(pool_mib.map(|m| format!("--pool-mib={m}")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -238,11 +256,13 @@ pub(crate) fn print_status(socket: &Path, s: &Status) {
         s.uptime_s
     );
     println!(
-        "buffers in use: {} ({}); recycled and ready: {} ({}); names: {}",
+        "buffers in use: {} ({}); recycled and ready: {} ({}); pool memory: {} of {}; names: {}",
         s.buffers,
         human(s.bytes_in_use),
         s.free_buffers,
         human(s.free_bytes),
+        human(s.pool_bytes),
+        human(s.pool_limit),
         s.names
     );
     let t = &s.transfers;

@@ -258,6 +258,11 @@ pub struct Status {
     pub free_buffers: u64,
     /// Bytes of those.
     pub free_bytes: u64,
+    /// Bytes of memory the pool holds (in use and recycled; buffers are rounded up to size
+    /// classes).
+    pub pool_bytes: u64,
+    /// The most it may hold.
+    pub pool_limit: u64,
     /// Registered names.
     pub names: u64,
     /// Transfer counters.

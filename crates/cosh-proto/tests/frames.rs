@@ -407,6 +407,8 @@ mod operations {
             bytes_in_use: u64::MAX,
             free_buffers: u64::MAX,
             free_bytes: u64::MAX,
+            pool_bytes: u64::MAX,
+            pool_limit: u64::MAX,
             names: u64::MAX,
             transfers: TransferCounts {
                 moves: u64::MAX,

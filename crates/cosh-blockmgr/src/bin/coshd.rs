@@ -21,6 +21,9 @@ struct Args {
     /// Bytes of recycled buffers kept per domain, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     free_budget_mib: u64,
+    /// The most memory the pool may hold, in MiB (default: half the machine's memory).
+    #[arg(long, value_name = "MIB")]
+    pool_mib: Option<u64>,
     /// The largest buffer to make, in MiB (larger allocations and copies fail with
     /// too_large).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
@@ -38,6 +41,9 @@ fn main() -> ExitCode {
     }
     config.free_budget = args.free_budget_mib.saturating_mul(1024 * 1024);
     config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
+    if let Some(mib) = args.pool_mib {
+        config.pool_limit = mib.saturating_mul(1024 * 1024);
+    }
     let manager = match BlockManager::bind(config) {
         Ok(m) => m,
         Err(e) => {

@@ -41,12 +41,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(tag: &str) -> Daemon {
+        Daemon::start_with(tag, &[])
+    }
+
+    /// Starts coshd with extra arguments.
+    pub fn start_with(tag: &str, args: &[&str]) -> Daemon {
         let dir = scratch_dir(tag);
         let socket = dir.join("host.sock");
         let child = Command::new(coshd())
             .arg("--socket")
             .arg(&socket)
             .arg("--quiet")
+            .args(args)
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
