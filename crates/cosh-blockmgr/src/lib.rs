@@ -51,6 +51,13 @@ pub struct Config {
     /// The largest buffer the block manager makes: larger allocations, and transfers that
     /// would copy more, fail with `too_large`.
     pub max_buffer: u64,
+    /// The most aggregates one domain may hold (received or not).
+    pub max_aggregates: usize,
+    /// The most transfers that may wait for one receiver; a sender that finds the queue full
+    /// gets `unavailable` (the receiver is not keeping up).
+    pub max_pending: usize,
+    /// The most names one domain may register.
+    pub max_names: usize,
     /// Allocations of at most this many bytes are packed into slabs (0: never).
     pub slab_object_max: u64,
     /// The size of a slab buffer.
@@ -75,6 +82,9 @@ impl Config {
             free_budget: 256 * 1024 * 1024,
             pool_limit: default_pool_limit(),
             max_buffer: 1 << 30,
+            max_aggregates: 1 << 20,
+            max_pending: 1 << 16,
+            max_names: 64,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }

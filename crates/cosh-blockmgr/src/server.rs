@@ -464,6 +464,19 @@ impl BlockManager {
 
     fn dispatch(&mut self, token: u64, request: Request) -> Result<Answer, Failure> {
         let domain = self.domain_of(token)?;
+        if matches!(
+            request,
+            Request::Alloc { .. } | Request::Select { .. } | Request::Concat { .. }
+        ) && self.ledger.aggregate_count(domain) >= self.config.max_aggregates
+        {
+            return Err(fail(
+                ErrorKind::Unavailable,
+                format!(
+                    "domain {domain} holds {} aggregates, the most allowed; drop some first",
+                    self.config.max_aggregates
+                ),
+            ));
+        }
         match request {
             Request::Alloc { len } => {
                 if len > 0 && len <= self.config.slab_object_max && len <= self.config.slab_len {
@@ -614,13 +627,21 @@ impl BlockManager {
                         format!("unknown transfer flag bits {bits:#x}"),
                     )
                 })?;
-                let mut request = TransferRequest::new(
-                    domain,
-                    AggId(agg),
-                    DomainId::from_bits(dest),
-                    mode.into(),
-                    flags,
-                );
+                let dest = DomainId::from_bits(dest);
+                let waiting = self.ledger.pending_count(dest);
+                if waiting >= self.config.max_pending
+                    || self.ledger.aggregate_count(dest) >= self.config.max_aggregates
+                {
+                    return Err(fail(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "domain {dest} is not keeping up: {waiting} transfers wait for it; \
+                             try again once it has received some"
+                        ),
+                    ));
+                }
+                let mut request =
+                    TransferRequest::new(domain, AggId(agg), dest, mode.into(), flags);
                 if ticketed {
                     request.delivery = Delivery::Ticketed;
                 }
@@ -647,7 +668,12 @@ impl BlockManager {
             }
             Request::Register { name } => {
                 ops::check_name(&name).map_err(|m| fail(ErrorKind::Protocol, m))?;
+                let held = self.names.values().filter(|d| **d == domain).count();
                 match self.names.get(&name) {
+                    None if held >= self.config.max_names => Err(fail(
+                        ErrorKind::Unavailable,
+                        format!("domain {domain} already holds {held} names, the most allowed"),
+                    )),
                     Some(holder) if *holder != domain => Err(fail(
                         ErrorKind::NameTaken,
                         format!("the name {name:?} is taken by domain {holder}"),

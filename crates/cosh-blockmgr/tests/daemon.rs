@@ -160,3 +160,15 @@ fn misbehaving_clients_are_cut_off_and_nobody_else_notices() {
     assert_eq!(good.read(x, 0, 4).expect("read"), b"safe");
     assert_eq!(good.status().expect("status").domain_count, 1);
 }
+
+#[test]
+fn clients_of_a_dead_block_manager_get_a_clear_error() {
+    let mut daemon = Daemon::start("dies");
+    let mut d = daemon.connect("orphan");
+    let x = d.alloc(10).expect("alloc");
+    daemon.child.kill().expect("SIGKILL");
+    daemon.child.wait().expect("reaped");
+    let err = d.len(x).expect_err("nobody answers");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("block manager"), "{err}");
+}

@@ -294,3 +294,39 @@ fn a_full_pool_refuses_clearly_and_makes_room_from_recycled_memory() {
     assert_eq!(s.free_buffers, 0, "{s:?}");
     assert!(s.pool_bytes <= 4 * MIB, "{s:?}");
 }
+
+#[test]
+fn per_domain_limits_protect_the_block_manager() {
+    let daemon = Daemon::start_with("limits", &["--max-pending", "3", "--max-aggregates", "10"]);
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let x = a.alloc(100).expect("alloc");
+    for _ in 0..3 {
+        a.transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+            .expect("room in b's queue");
+    }
+    let err = a
+        .transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+        .expect_err("b is not keeping up");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("not keeping up"), "{err}");
+    b.receive(None, Some(Duration::ZERO)).expect("receive");
+    a.transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+        .expect("room again");
+    // Aggregates: a holds 1, may make 9 more.
+    let mut made = Vec::new();
+    for _ in 0..9 {
+        made.push(a.select(x, 0, 10).expect("select"));
+    }
+    let err = a.alloc(1).expect_err("too many aggregates");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    a.decref(made[0]).expect("decref");
+    a.alloc(1).expect("room again");
+    // Names.
+    for i in 0..64 {
+        a.register(&format!("name-{i}")).expect("register");
+    }
+    let err = a.register("one-too-many").expect_err("too many names");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    a.register("name-3")
+        .expect("re-registering a held name is fine");
+}

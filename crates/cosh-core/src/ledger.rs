@@ -441,6 +441,18 @@ impl Ledger {
         id
     }
 
+    /// How many aggregates `domain` holds, received or not (0 for an unknown domain).
+    pub fn aggregate_count(&self, domain: DomainId) -> usize {
+        self.domains.get(&domain).map_or(0, |d| d.aggs.len())
+    }
+
+    /// How many transfers to `domain` wait to be received (0 for an unknown domain).
+    pub fn pending_count(&self, domain: DomainId) -> usize {
+        self.domains
+            .get(&domain)
+            .map_or(0, |d| d.queued.len() + d.ticketed.len())
+    }
+
     /// Whether `domain` is connected.
     pub fn has_domain(&self, domain: DomainId) -> bool {
         self.domains.contains_key(&domain)

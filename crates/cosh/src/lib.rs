@@ -209,20 +209,30 @@ impl Domain {
         &self.socket
     }
 
+    fn lost(&self, why: &str) -> Error {
+        Error::Cosh {
+            kind: ErrorKind::Unavailable,
+            message: format!(
+                "lost the connection to the block manager at {} ({why}); did it stop? \
+                 (`cosh status` tells)",
+                self.socket.display()
+            ),
+        }
+    }
+
     fn send(&mut self, m: &Message) -> Result<()> {
         let bytes = encode(m).map_err(|e| Error::Protocol(e.to_string()))?;
-        self.sock.send(&bytes, &[])?;
-        Ok(())
+        self.sock
+            .send(&bytes, &[])
+            .map_err(|e| self.lost(&e.to_string()))
     }
 
     fn recv(&mut self) -> Result<(Message, Vec<OwnedFd>)> {
-        let got = self.sock.recv(&mut self.buf)?.ok_or_else(|| Error::Cosh {
-            kind: ErrorKind::Unavailable,
-            message: format!(
-                "the block manager at {} closed the connection",
-                self.socket.display()
-            ),
-        })?;
+        let got = match self.sock.recv(&mut self.buf) {
+            Ok(Some(got)) => got,
+            Ok(None) => return Err(self.lost("it closed the connection")),
+            Err(e) => return Err(self.lost(&e.to_string())),
+        };
         let m = decode(&self.buf[..got.len]).map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((m, got.fds))
     }

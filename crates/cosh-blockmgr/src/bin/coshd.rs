@@ -28,6 +28,12 @@ struct Args {
     /// too_large).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     max_buffer_mib: u64,
+    /// The most transfers that may wait for one receiver.
+    #[arg(long, default_value_t = 65536, value_name = "N")]
+    max_pending: usize,
+    /// The most aggregates one domain may hold.
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    max_aggregates: usize,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -41,6 +47,8 @@ fn main() -> ExitCode {
     }
     config.free_budget = args.free_budget_mib.saturating_mul(1024 * 1024);
     config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
+    config.max_pending = args.max_pending;
+    config.max_aggregates = args.max_aggregates;
     if let Some(mib) = args.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
     }
