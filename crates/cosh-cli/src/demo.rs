@@ -246,6 +246,7 @@ fn demo(socket: &Path, args: &DemoArgs) -> Outcome {
         producer
             .transfer(end, c.id, Mode::Move, TransferFlags::strong())
             .map_err(e)?;
+        producer.decref(end).map_err(e)?;
         let report = c.line()?;
         let field = |name: &str| -> u64 {
             report
