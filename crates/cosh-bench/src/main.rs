@@ -1,5 +1,7 @@
 //! `cosh-bench`: see the library documentation.
 
+#![forbid(unsafe_code)]
+
 fn main() -> std::process::ExitCode {
     match cosh_bench::main() {
         Ok(()) => std::process::ExitCode::SUCCESS,

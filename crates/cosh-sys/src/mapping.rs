@@ -195,6 +195,22 @@ impl SharedWords<'_> {
         // mapping's only borrow, so no plain slice of this process overlaps the word.
         Some(unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() })
     }
+
+    /// `count` consecutive 4-byte words from `offset`, as atomics; `None` when `offset` is not
+    /// 4-byte aligned or the words do not fit. Other processes must access them atomically
+    /// too.
+    pub fn atomic_u32s(&self, offset: usize, count: usize) -> Option<&[AtomicU32]> {
+        let end = count.checked_mul(4)?.checked_add(offset)?;
+        if end > self.len || !offset.is_multiple_of(4) {
+            return None;
+        }
+        // SAFETY: as for `atomic_u32`, for every word of the range: all lie inside the mapping
+        // (checked above), are 4-byte aligned, valid for any bit pattern, and overlap no plain
+        // slice of this process; `[AtomicU32]` has the layout of `count` adjacent u32 words.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU32>(), count)
+        })
+    }
 }
 
 impl<P: Protection> Drop for Mapping<P> {

@@ -4,6 +4,8 @@
 //! Every command is one line of words; every answer is one line, `ok ...` or
 //! `err <kind> <message>`. Byte strings are hex. A piece is `buffer:slot:offset:len`.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;

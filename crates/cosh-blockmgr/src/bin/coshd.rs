@@ -1,5 +1,7 @@
 //! `coshd`: the host pool's block manager.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

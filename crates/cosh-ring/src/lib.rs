@@ -1,0 +1,399 @@
+//! Single-producer single-consumer rings of fixed-size records in shared memory, with futex
+//! doorbells: the fast path between a client and its block manager, and between domains.
+//!
+//! A ring is an array of atomic 32-bit words (a shared mapping seen through
+//! `cosh_sys::mapping::SharedWords::atomic_u32s`, or plain atomics in tests):
+//!
+//! | words | content |
+//! |---|---|
+//! | 0..4 | magic, layout version, capacity (records, a power of two), record size (words) |
+//! | 16 | `head`: records ever pushed (wrapping), written by the producer only |
+//! | 32 | `tail`: records ever popped (wrapping), written by the consumer only |
+//! | 48 | consumers asleep (or about to be), a hint for the producer |
+//! | 64 | producers asleep (or about to be), a hint for the consumer |
+//! | 80.. | `capacity` records of [`RECORD_WORDS`] words |
+//!
+//! Each side keeps its own position privately and trusts nothing the other side wrote: the
+//! capacity is read once when attaching, and a `head` or `tail` that claims more records than
+//! the ring holds is reported as [`RingError::Corrupt`]. A peer that scribbles over the ring
+//! therefore only hurts itself: the other side sees garbage records (which the layer above
+//! validates) or an error, never a panic, an out-of-bounds access or a hang (every wait has a
+//! timeout, and spurious wake-ups are harmless).
+//!
+//! **Doorbells.** A consumer that finds the ring empty spins a little, then announces itself
+//! as a sleeper, issues a sequentially consistent fence, looks again, and only then sleeps on
+//! the futex of `head` (the kernel re-checks that `head` still holds the value it saw). A
+//! producer publishes `head`, issues the same fence, and wakes only if it sees a sleeper. The
+//! two fences guarantee that at least one side sees the other's write, so a wake-up is never
+//! lost; `tests/loom.rs` checks the protocol under every interleaving. Producers blocked on a
+//! full ring use the mirror image on `tail`.
+
+#![forbid(unsafe_code)]
+
+mod sync;
+
+use std::time::{Duration, Instant};
+
+use sync::fence;
+pub use sync::{AtomicU32, Ordering};
+
+/// Words in one record (64 bytes: one cache line).
+pub const RECORD_WORDS: usize = 16;
+/// A record.
+pub type Record = [u32; RECORD_WORDS];
+
+/// The first word of every ring: "CoR1".
+pub const MAGIC: u32 = 0x436f_5231;
+/// The layout version.
+pub const VERSION: u32 = 1;
+
+const W_MAGIC: usize = 0;
+const W_VERSION: usize = 1;
+const W_CAPACITY: usize = 2;
+const W_RECORD: usize = 3;
+const W_HEAD: usize = 16;
+const W_TAIL: usize = 32;
+const W_CONSUMERS_ASLEEP: usize = 48;
+const W_PRODUCERS_ASLEEP: usize = 64;
+const W_RECORDS: usize = 80;
+
+/// The most records a ring may hold.
+pub const MAX_CAPACITY: u32 = 1 << 20;
+
+/// Words needed for a ring of `capacity` records.
+pub fn words_for(capacity: u32) -> usize {
+    W_RECORDS + capacity as usize * RECORD_WORDS
+}
+
+/// Bytes needed for a ring of `capacity` records.
+pub fn bytes_for(capacity: u32) -> usize {
+    words_for(capacity) * 4
+}
+
+/// What went wrong with a ring.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// The memory is not a ring this build understands.
+    #[error("not a ring: {0}")]
+    BadHeader(String),
+    /// The memory is too small for the ring it describes.
+    #[error("the ring needs {needed} words but the memory has {got}")]
+    TooSmall {
+        /// Words the header asks for.
+        needed: usize,
+        /// Words given.
+        got: usize,
+    },
+    /// The peer wrote an impossible position: it broke the protocol.
+    #[error("the peer corrupted the ring: {0}")]
+    Corrupt(String),
+}
+
+/// How a side sleeps and wakes: futexes across processes, a model under loom.
+pub trait Doorbell {
+    /// Sleeps while `word` holds `expected`, at most `timeout` (`None`: for ever). May return
+    /// early for no reason.
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
+    /// Wakes every sleeper on `word`.
+    fn wake(&self, word: &AtomicU32);
+}
+
+/// Futex doorbells: they work across processes sharing the ring's memory.
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Futex;
+
+#[cfg(not(loom))]
+impl Doorbell for Futex {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        // An error (impossible for a valid, aligned word) is a spurious wake-up: the caller
+        // looks again.
+        let _ = cosh_sys::futex::wait(word, expected, timeout);
+    }
+
+    fn wake(&self, word: &AtomicU32) {
+        let _ = cosh_sys::futex::wake(word, u32::MAX);
+    }
+}
+
+/// Writes a fresh ring header over `words` (the creator does this once, before anyone
+/// attaches).
+pub fn init(words: &[AtomicU32], capacity: u32) -> Result<(), RingError> {
+    if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+        return Err(RingError::BadHeader(format!(
+            "capacity {capacity} is not a power of two up to {MAX_CAPACITY}"
+        )));
+    }
+    let needed = words_for(capacity);
+    if words.len() < needed {
+        return Err(RingError::TooSmall {
+            needed,
+            got: words.len(),
+        });
+    }
+    for w in &words[..W_RECORDS] {
+        w.store(0, Ordering::Relaxed);
+    }
+    words[W_VERSION].store(VERSION, Ordering::Relaxed);
+    words[W_CAPACITY].store(capacity, Ordering::Relaxed);
+    words[W_RECORD].store(RECORD_WORDS as u32, Ordering::Relaxed);
+    words[W_MAGIC].store(MAGIC, Ordering::Release);
+    Ok(())
+}
+
+/// Reads and checks the header; returns the capacity.
+fn attach(words: &[AtomicU32]) -> Result<u32, RingError> {
+    if words.len() < W_RECORDS {
+        return Err(RingError::TooSmall {
+            needed: W_RECORDS,
+            got: words.len(),
+        });
+    }
+    let magic = words[W_MAGIC].load(Ordering::Acquire);
+    if magic != MAGIC {
+        return Err(RingError::BadHeader(format!("magic {magic:#x}")));
+    }
+    let version = words[W_VERSION].load(Ordering::Relaxed);
+    if version != VERSION {
+        return Err(RingError::BadHeader(format!(
+            "layout version {version}, this build reads {VERSION}"
+        )));
+    }
+    let record = words[W_RECORD].load(Ordering::Relaxed);
+    if record as usize != RECORD_WORDS {
+        return Err(RingError::BadHeader(format!("records of {record} words")));
+    }
+    let capacity = words[W_CAPACITY].load(Ordering::Relaxed);
+    if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+        return Err(RingError::BadHeader(format!("capacity {capacity}")));
+    }
+    let needed = words_for(capacity);
+    if words.len() < needed {
+        return Err(RingError::TooSmall {
+            needed,
+            got: words.len(),
+        });
+    }
+    Ok(capacity)
+}
+
+fn record_at(words: &[AtomicU32], capacity: u32, position: u32) -> &[AtomicU32] {
+    let slot = (position & (capacity - 1)) as usize;
+    let start = W_RECORDS + slot * RECORD_WORDS;
+    &words[start..start + RECORD_WORDS]
+}
+
+/// The writing side of a ring.
+#[derive(Debug)]
+pub struct Producer<'a> {
+    words: &'a [AtomicU32],
+    capacity: u32,
+    head: u32,
+}
+
+impl<'a> Producer<'a> {
+    /// Attaches to a ring made by [`init`], continuing from its current position.
+    pub fn attach(words: &'a [AtomicU32]) -> Result<Self, RingError> {
+        let capacity = attach(words)?;
+        let head = words[W_HEAD].load(Ordering::Relaxed);
+        let tail = words[W_TAIL].load(Ordering::Acquire);
+        if head.wrapping_sub(tail) > capacity {
+            return Err(RingError::Corrupt(format!(
+                "head {head} is more than {capacity} records past tail {tail}"
+            )));
+        }
+        Ok(Producer {
+            words,
+            capacity,
+            head,
+        })
+    }
+
+    /// The ring's capacity in records.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Records the consumer has not taken yet.
+    pub fn pending(&self) -> Result<u32, RingError> {
+        let tail = self.words[W_TAIL].load(Ordering::Acquire);
+        let used = self.head.wrapping_sub(tail);
+        if used > self.capacity {
+            return Err(RingError::Corrupt(format!(
+                "tail {tail} claims records beyond head {}",
+                self.head
+            )));
+        }
+        Ok(used)
+    }
+
+    /// Appends `record` unless the ring is full (`Ok(false)`). The consumer may see it at once,
+    /// but is not woken: call [`Producer::notify`] after a batch.
+    pub fn try_push(&mut self, record: &Record) -> Result<bool, RingError> {
+        if self.pending()? == self.capacity {
+            return Ok(false);
+        }
+        for (w, v) in record_at(self.words, self.capacity, self.head)
+            .iter()
+            .zip(record)
+        {
+            w.store(*v, Ordering::Relaxed);
+        }
+        self.head = self.head.wrapping_add(1);
+        self.words[W_HEAD].store(self.head, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Wakes the consumer if it sleeps (or is about to).
+    pub fn notify(&self, bell: &impl Doorbell) {
+        fence(Ordering::SeqCst);
+        if self.words[W_CONSUMERS_ASLEEP].load(Ordering::Relaxed) != 0 {
+            bell.wake(&self.words[W_HEAD]);
+        }
+    }
+
+    /// Appends `record`, waiting up to `timeout` for room (spinning `spins` times before
+    /// sleeping), then notifies. `Ok(false)` if the ring stayed full.
+    pub fn push(
+        &mut self,
+        record: &Record,
+        bell: &impl Doorbell,
+        spins: u32,
+        timeout: Option<Duration>,
+    ) -> Result<bool, RingError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut spun = 0;
+        loop {
+            if self.try_push(record)? {
+                self.notify(bell);
+                return Ok(true);
+            }
+            if spun < spins {
+                spun += 1;
+                sync::spin();
+                continue;
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+                None => None,
+            };
+            let asleep = &self.words[W_PRODUCERS_ASLEEP];
+            asleep.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let tail = self.words[W_TAIL].load(Ordering::Relaxed);
+            if self.head.wrapping_sub(tail) == self.capacity {
+                bell.wait(&self.words[W_TAIL], tail, left);
+            }
+            asleep.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The reading side of a ring.
+#[derive(Debug)]
+pub struct Consumer<'a> {
+    words: &'a [AtomicU32],
+    capacity: u32,
+    tail: u32,
+}
+
+impl<'a> Consumer<'a> {
+    /// Attaches to a ring made by [`init`], continuing from its current position.
+    pub fn attach(words: &'a [AtomicU32]) -> Result<Self, RingError> {
+        let capacity = attach(words)?;
+        let tail = words[W_TAIL].load(Ordering::Relaxed);
+        Ok(Consumer {
+            words,
+            capacity,
+            tail,
+        })
+    }
+
+    /// The ring's capacity in records.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Records waiting, as the producer claims (checked against the capacity).
+    pub fn available(&self) -> Result<u32, RingError> {
+        let head = self.words[W_HEAD].load(Ordering::Acquire);
+        let ready = head.wrapping_sub(self.tail);
+        if ready > self.capacity {
+            return Err(RingError::Corrupt(format!(
+                "head {head} claims {ready} records past tail {}, more than the {} the ring holds",
+                self.tail, self.capacity
+            )));
+        }
+        Ok(ready)
+    }
+
+    /// Takes the oldest record, if any. The producer may reuse its slot at once, but is not
+    /// woken: call [`Consumer::notify`] after a batch if producers may wait for room.
+    pub fn try_pop(&mut self) -> Result<Option<Record>, RingError> {
+        if self.available()? == 0 {
+            return Ok(None);
+        }
+        let mut record = [0u32; RECORD_WORDS];
+        for (v, w) in record
+            .iter_mut()
+            .zip(record_at(self.words, self.capacity, self.tail))
+        {
+            *v = w.load(Ordering::Relaxed);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        self.words[W_TAIL].store(self.tail, Ordering::Release);
+        Ok(Some(record))
+    }
+
+    /// Wakes a producer waiting for room, if any.
+    pub fn notify(&self, bell: &impl Doorbell) {
+        fence(Ordering::SeqCst);
+        if self.words[W_PRODUCERS_ASLEEP].load(Ordering::Relaxed) != 0 {
+            bell.wake(&self.words[W_TAIL]);
+        }
+    }
+
+    /// Takes the oldest record, spinning `spins` times and then sleeping until one comes or
+    /// `timeout` passes (`Ok(None)`).
+    pub fn pop(
+        &mut self,
+        bell: &impl Doorbell,
+        spins: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Record>, RingError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut spun = 0;
+        loop {
+            if let Some(r) = self.try_pop()? {
+                self.notify(bell);
+                return Ok(Some(r));
+            }
+            if spun < spins {
+                spun += 1;
+                sync::spin();
+                continue;
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            let asleep = &self.words[W_CONSUMERS_ASLEEP];
+            asleep.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let head = self.words[W_HEAD].load(Ordering::Relaxed);
+            if head == self.tail {
+                bell.wait(&self.words[W_HEAD], head, left);
+            }
+            asleep.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(loom)]
+pub use sync::LoomBell;
