@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+mod doorbells;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -99,7 +101,12 @@ fn percentile(sorted: &[u64], p: usize) -> Duration {
     Duration::from_nanos(sorted.get(i).copied().unwrap_or(0))
 }
 
-fn summarize(case: &str, size: u64, mut delivered: Vec<u64>, mut readable: Vec<u64>) -> Row {
+pub(crate) fn summarize(
+    case: &str,
+    size: u64,
+    mut delivered: Vec<u64>,
+    mut readable: Vec<u64>,
+) -> Row {
     delivered.sort_unstable();
     readable.sort_unstable();
     Row {
@@ -159,6 +166,7 @@ fn receiver(socket: &Path) -> Result<(), String> {
     };
     say(&mut out, &format!("ready {}", d.id().to_bits()))?;
     let mut stream: Option<Box<dyn Read>> = None;
+    let mut shm: Option<cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>> = None;
     for line in stdin.lock().lines() {
         let line = line.map_err(|x| x.to_string())?;
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -217,6 +225,29 @@ fn receiver(socket: &Path) -> Result<(), String> {
                     &format!("{} {} {}", t1 - t0, t1 - t0, buf[size - 1]),
                 )?;
             }
+            ["shm", path] => {
+                let fd = rustix::fs::open(
+                    *path,
+                    rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|x| format!("cannot open {path}: {x}"))?;
+                let memfd = cosh_sys::memfd::Memfd::from_fd(fd).map_err(|x| x.to_string())?;
+                shm = Some(
+                    memfd
+                        .map_write(cosh_sys::mapping::Prefault::Now)
+                        .map_err(|x| x.to_string())?,
+                );
+                say(&mut out, "ok")?;
+            }
+            [kind @ ("spin" | "block" | "futex"), n] => {
+                let n: usize = n.parse().map_err(|_| "bad count")?;
+                let map = shm.as_mut().ok_or("no shared memory")?;
+                let words = map.shared_words();
+                let samples = doorbells::echo(&words, kind, n)?;
+                let text: Vec<String> = samples.iter().map(u64::to_string).collect();
+                say(&mut out, &text.join(" "))?;
+            }
             ["exit"] => break,
             _ => return Err(format!("receiver: unknown command {line:?}")),
         }
@@ -225,7 +256,7 @@ fn receiver(socket: &Path) -> Result<(), String> {
 }
 
 /// The receiver process and its control pipes.
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -260,7 +291,28 @@ impl Receiver {
         })
     }
 
-    fn ask(&mut self, line: &str) -> Result<String, String> {
+    /// Sends a command without reading the answer.
+    pub(crate) fn tell(&mut self, line: &str) -> Result<(), String> {
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("the receiver stopped: {e}"))
+    }
+
+    /// Reads one answer line.
+    pub(crate) fn line(&mut self) -> Result<String, String> {
+        let mut answer = String::new();
+        if self
+            .stdout
+            .read_line(&mut answer)
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            return Err("the receiver exited".into());
+        }
+        Ok(answer.trim().to_string())
+    }
+
+    pub(crate) fn ask(&mut self, line: &str) -> Result<String, String> {
         writeln!(self.stdin, "{line}")
             .and_then(|()| self.stdin.flush())
             .map_err(|e| format!("the receiver stopped: {e}"))?;
@@ -459,6 +511,7 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
         }
         eprintln!("measured {} bytes", size);
     }
+    rows.extend(doorbells::measure(&mut rx, args.samples.max(100) * 10)?);
     let _ = rx.ask("exit");
     let _ = sender.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
