@@ -1068,8 +1068,10 @@ impl BlockManager {
             ticket: committed.ticket.map(|t| t.0),
             report,
         };
-        self.answer(token, now(response));
+        // The receiver first: its latency is the transfer's; the sender only learns that it
+        // is done.
         self.wake(receiver);
+        self.answer(token, now(response));
         Ok(Answer::Later)
     }
 
