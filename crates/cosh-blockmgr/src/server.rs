@@ -620,6 +620,7 @@ impl BlockManager {
                 mode,
                 flags,
                 ticketed,
+                revoked,
             } => {
                 let flags = TransferFlags::from_bits(flags).map_err(|bits| {
                     fail(
@@ -645,7 +646,7 @@ impl BlockManager {
                 if ticketed {
                     request.delivery = Delivery::Ticketed;
                 }
-                self.transfer(token, request)
+                self.transfer(token, request, revoked)
             }
             Request::Revoked => Err(fail(ErrorKind::Protocol, "nothing to revoke")),
             Request::Receive { source, timeout_ms } => {
@@ -834,7 +835,12 @@ impl BlockManager {
         }
     }
 
-    fn transfer(&mut self, token: u64, request: TransferRequest) -> Result<Answer, Failure> {
+    fn transfer(
+        &mut self,
+        token: u64,
+        request: TransferRequest,
+        revoked: bool,
+    ) -> Result<Answer, Failure> {
         let plan = self.ledger.plan_transfer(request.clone())?;
         if plan.seals().is_empty() {
             return self.finish_transfer(token, request, 0, 0);
@@ -851,7 +857,7 @@ impl BlockManager {
         let revoke: Vec<u64> = seals
             .iter()
             .map(|(_, s)| *s)
-            .filter(|s| self.store.exposed_to(*s, sender))
+            .filter(|s| !revoked && self.store.exposed_to(*s, sender))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();

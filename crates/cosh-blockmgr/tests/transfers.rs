@@ -330,3 +330,30 @@ fn per_domain_limits_protect_the_block_manager() {
     a.register("name-3")
         .expect("re-registering a held name is fine");
 }
+
+#[test]
+fn a_strong_share_revokes_by_round_trip_when_the_sender_never_listed_its_slots() {
+    let daemon = Daemon::start("revoke");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let x = a.alloc(MIB).expect("alloc");
+    // Iterating from offset 1 maps the buffer writable without listing the whole aggregate,
+    // so the library cannot drop its mappings up front: the block manager asks it to.
+    let stale = a.write_pieces(x, 1).expect("pieces")[0];
+    a.bytes_mut(&stale).expect("mapped")[..3].copy_from_slice(b"abc");
+    let report = a
+        .transfer(x, b.id(), Mode::Share, TransferFlags::strong())
+        .expect("share");
+    assert_eq!(
+        (report.sealed_buffers, report.copied_bytes),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(
+        a.bytes_mut(&stale).expect_err("revoked").kind(),
+        ErrorKind::Fault
+    );
+    let got = b
+        .receive(None, Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert_eq!(b.read(got.agg, 1, 3).expect("read"), b"abc");
+}

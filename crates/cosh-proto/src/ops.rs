@@ -354,6 +354,10 @@ pub enum Request {
         flags: u32,
         /// Whether the receiver takes it with `attach_recv` (a ticket is returned).
         ticketed: bool,
+        /// The sender already dropped every writable mapping of every slot of `agg`, so a
+        /// strong share needs no [`Response::Revoke`] round trip. A sender that claims it
+        /// falsely only makes the seal fail (the block manager then copies).
+        revoked: bool,
     },
     /// The answer to [`Response::Revoke`]: the mappings are gone.
     Revoked,

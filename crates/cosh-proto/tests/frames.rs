@@ -265,14 +265,17 @@ mod operations {
                 any::<u64>(),
                 mode(),
                 any::<u32>(),
-                any::<bool>()
+                any::<(bool, bool)>()
             )
-                .prop_map(|(agg, dest, mode, flags, ticketed)| Request::Transfer {
-                    agg,
-                    dest,
-                    mode,
-                    flags,
-                    ticketed
+                .prop_map(|(agg, dest, mode, flags, (ticketed, revoked))| {
+                    Request::Transfer {
+                        agg,
+                        dest,
+                        mode,
+                        flags,
+                        ticketed,
+                        revoked,
+                    }
                 }),
             Just(Request::Revoked),
             (any::<Option<u64>>(), any::<Option<u64>>())

@@ -141,6 +141,9 @@ pub struct Domain {
     sock: SeqPacket,
     id: DomainId,
     maps: HashMap<u64, Cached>,
+    /// Every slot of an aggregate, as a full iteration found them (the chunk structure of an
+    /// aggregate never changes), so that a strong share can drop writable mappings up front.
+    slots_of: HashMap<Agg, Vec<u64>>,
     buf: Vec<u8>,
     socket: PathBuf,
 }
@@ -182,6 +185,7 @@ impl Domain {
             sock,
             id: DomainId::from_bits(0),
             maps: HashMap::new(),
+            slots_of: HashMap::new(),
             buf: vec![0; MAX_FRAME],
             socket,
         };
@@ -297,6 +301,7 @@ impl Domain {
 
     /// `decref`: one reference fewer; the last frees the aggregate.
     pub fn decref(&mut self, agg: Agg) -> Result<()> {
+        self.slots_of.remove(&agg);
         self.done(Request::Decref { agg: agg.0 })
     }
 
@@ -373,12 +378,27 @@ impl Domain {
         flags: TransferFlags,
         ticketed: bool,
     ) -> Result<(Option<u64>, TransferReport)> {
+        // A strong share seals what goes by reference, and the kernel seals only memory
+        // nobody maps writable: drop ours now rather than in a revoke round trip.
+        let mut revoked = false;
+        if mode == Mode::Share
+            && flags.strength == Strength::Strong
+            && let Some(slots) = self.slots_of.get(&agg)
+        {
+            for s in slots {
+                if matches!(self.maps.get(s), Some(Cached::Write(_))) {
+                    self.maps.remove(s);
+                }
+            }
+            revoked = true;
+        }
         match self.call(Request::Transfer {
             agg: agg.0,
             dest: dest.to_bits(),
             mode: mode.into(),
             flags: flags.to_bits(),
             ticketed,
+            revoked,
         })? {
             Response::Transferred { ticket, report } => Ok((ticket, report)),
             r => Err(unexpected(&r)),
@@ -536,6 +556,12 @@ impl Domain {
             if !more {
                 break;
             }
+        }
+        if offset == 0 {
+            let mut slots: Vec<u64> = out.iter().map(|l| l.slot).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            self.slots_of.insert(agg, slots);
         }
         self.ensure_mapped(&out, access)?;
         Ok(out)
