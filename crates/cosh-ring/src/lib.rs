@@ -30,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod frames;
 mod sync;
 
 use std::time::{Duration, Instant};
@@ -113,6 +114,26 @@ impl Doorbell for Futex {
 
     fn wake(&self, word: &AtomicU32) {
         let _ = cosh_sys::futex::wake(word, u32::MAX);
+    }
+}
+
+/// An eventfd doorbell: waking rings the eventfd, so that a consumer can sleep in `poll`
+/// together with its other descriptors (the block manager's side of per-client rings).
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug)]
+pub struct EventBell<'a>(pub &'a cosh_sys::eventfd::EventFd);
+
+#[cfg(not(loom))]
+impl Doorbell for EventBell<'_> {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        if word.load(Ordering::SeqCst) == expected {
+            let _ = self.0.wait(timeout);
+        }
+    }
+
+    fn wake(&self, _word: &AtomicU32) {
+        // A full eventfd counter (impossible in practice) still leaves it readable.
+        let _ = self.0.ring();
     }
 }
 
@@ -348,6 +369,20 @@ impl<'a> Consumer<'a> {
         Ok(Some(record))
     }
 
+    /// For a consumer that sleeps elsewhere (in `poll`, on an [`EventBell`]'s eventfd, say):
+    /// announces the sleep to the producer and looks once more. `Ok(true)` means records are
+    /// already waiting: do not sleep. Either way, call [`Consumer::awake`] afterwards.
+    pub fn prepare_sleep(&self) -> Result<bool, RingError> {
+        self.words[W_CONSUMERS_ASLEEP].fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(self.available()? > 0)
+    }
+
+    /// Ends a sleep announced by [`Consumer::prepare_sleep`].
+    pub fn awake(&self) {
+        self.words[W_CONSUMERS_ASLEEP].fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Wakes a producer waiting for room, if any.
     pub fn notify(&self, bell: &impl Doorbell) {
         fence(Ordering::SeqCst);
@@ -396,4 +431,4 @@ impl<'a> Consumer<'a> {
 }
 
 #[cfg(loom)]
-pub use sync::LoomBell;
+pub use sync::{LoomBell, LoomEventBell};

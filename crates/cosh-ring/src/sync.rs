@@ -43,3 +43,42 @@ impl crate::Doorbell for LoomBell {
         }
     }
 }
+
+/// An eventfd modelled for loom: a counter under a lock; waking adds one, sleeping waits for
+/// a non-zero count and takes it.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub struct LoomEventBell {
+    count: loom::sync::Mutex<u64>,
+    rung: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl LoomEventBell {
+    /// Sleeps until rung, and takes the rings.
+    pub fn sleep(&self) {
+        if let Ok(mut count) = self.count.lock() {
+            while *count == 0 {
+                match self.rung.wait(count) {
+                    Ok(c) => count = c,
+                    Err(_) => return,
+                }
+            }
+            *count = 0;
+        }
+    }
+}
+
+#[cfg(loom)]
+impl crate::Doorbell for LoomEventBell {
+    fn wait(&self, _word: &AtomicU32, _expected: u32, _timeout: Option<std::time::Duration>) {
+        self.sleep();
+    }
+
+    fn wake(&self, _word: &AtomicU32) {
+        if let Ok(mut count) = self.count.lock() {
+            *count += 1;
+            self.rung.notify_all();
+        }
+    }
+}

@@ -1,12 +1,14 @@
 //! The ring and doorbell protocol under every interleaving loom explores: no record is lost,
 //! duplicated or reordered, and no wake-up is lost (a lost wake-up shows as a deadlock).
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test -p cosh-ring --test loom --release`
-//! (`.ci/run` does, in a target directory of its own).
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p cosh-ring --test loom --release`;
+//! `tests/loom_runner.rs` does so from `cargo test`, in a target directory of its own.
 
 #![cfg(loom)]
 
-use cosh_ring::{AtomicU32, Consumer, LoomBell, Producer, RECORD_WORDS, Record, init, words_for};
+use cosh_ring::{
+    AtomicU32, Consumer, LoomBell, LoomEventBell, Producer, RECORD_WORDS, Record, init, words_for,
+};
 use loom::sync::Arc;
 
 /// Every interleaving with up to three preemptions (the bound loom recommends: bugs nearly
@@ -77,5 +79,36 @@ fn a_producer_waiting_for_room_is_always_woken() {
         }
         producer.join().expect("join");
         assert_eq!(got, vec![0, 1]);
+    });
+}
+
+#[test]
+fn a_consumer_sleeping_on_an_eventfd_always_gets_every_record() {
+    model(|| {
+        let words = ring(2);
+        let bell = Arc::new(LoomEventBell::default());
+        let (w, b) = (Arc::clone(&words), Arc::clone(&bell));
+        let consumer = loom::thread::spawn(move || {
+            let mut c = Consumer::attach(&w).expect("consumer");
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if let Some(r) = c.try_pop().expect("pop") {
+                    got.push(r[0]);
+                    continue;
+                }
+                // As the block manager does before poll: announce, look again, sleep.
+                if !c.prepare_sleep().expect("prepare") {
+                    b.sleep();
+                }
+                c.awake();
+            }
+            got
+        });
+        let mut p = Producer::attach(&words).expect("producer");
+        for n in 0..2 {
+            assert!(p.try_push(&record(n)).expect("push"));
+            p.notify(&*bell);
+        }
+        assert_eq!(consumer.join().expect("join"), vec![0, 1]);
     });
 }

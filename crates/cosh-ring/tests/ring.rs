@@ -184,3 +184,28 @@ proptest! {
         let _ = Producer::attach(&words);
     }
 }
+
+#[test]
+fn an_eventfd_doorbell_rings_only_for_a_consumer_that_announced_its_sleep() {
+    use cosh_ring::EventBell;
+    use cosh_sys::eventfd::EventFd;
+    let words = ring(4);
+    let bell = EventFd::new().expect("eventfd");
+    let mut p = Producer::attach(&words).expect("producer");
+    let c = Consumer::attach(&words).expect("consumer");
+    p.try_push(&record(1)).expect("push");
+    p.notify(&EventBell(&bell));
+    assert_eq!(bell.take().expect("take"), 0, "nobody sleeps: no ring");
+    assert!(
+        c.prepare_sleep().expect("prepare"),
+        "a record already waits"
+    );
+    c.awake();
+    let mut c = c;
+    c.try_pop().expect("pop");
+    assert!(!c.prepare_sleep().expect("prepare"));
+    p.try_push(&record(2)).expect("push");
+    p.notify(&EventBell(&bell));
+    assert_eq!(bell.take().expect("take"), 1, "the sleeper is rung");
+    c.awake();
+}
