@@ -27,6 +27,11 @@ use cosh_proto::ops::{
     WirePiece,
 };
 use cosh_proto::{MAX_FRAME, Message, decode, encode, negotiate};
+use cosh_ring::frames::{FrameReader, push_frame};
+use cosh_ring::{AtomicU32, Consumer, Futex, Producer};
+use cosh_sys::eventfd::EventFd;
+use cosh_sys::mapping::{Mapping, Prefault, ReadWrite, SharedWords};
+use cosh_sys::memfd::Memfd;
 use cosh_sys::socket::{PeerCredentials, SeqPacket, SeqPacketListener};
 use rustix::event::{PollFd, PollFlags};
 
@@ -94,6 +99,32 @@ struct Client {
     phase: Phase,
     /// Slots destroyed since the client's last answer.
     forget: Vec<SlotId>,
+    /// The shared-memory rings, once opened.
+    rings: Option<ClientRings>,
+    /// Where the request being answered came from (answers go back the same way).
+    via_ring: bool,
+}
+
+/// A client's rings: one memfd, the request ring then the answer ring. Positions are kept
+/// here, never read back from the shared memory the client can write.
+struct ClientRings {
+    map: Mapping<ReadWrite>,
+    capacity: u32,
+    request_tail: u32,
+    answer_head: u32,
+    reader: FrameReader,
+}
+
+/// The two rings' word ranges in a client's ring memory.
+fn ring_words<'w>(
+    words: &'w SharedWords<'_>,
+    capacity: u32,
+) -> Option<(&'w [AtomicU32], &'w [AtomicU32])> {
+    let n = cosh_ring::words_for(capacity);
+    Some((
+        words.atomic_u32s(0, n)?,
+        words.atomic_u32s(cosh_ring::bytes_for(capacity), n)?,
+    ))
 }
 
 /// What a request produced.
@@ -127,6 +158,8 @@ pub struct BlockManager {
     inbox: Vec<u8>,
     /// Each domain's current slab and the next free offset in it.
     slabs: HashMap<DomainId, (BufferId, u64)>,
+    /// The eventfd clients ring when they put a request in a ring while this loop sleeps.
+    doorbell: EventFd,
 }
 
 impl BlockManager {
@@ -165,6 +198,7 @@ impl BlockManager {
             stop: false,
             inbox: vec![0; MAX_FRAME],
             slabs: HashMap::new(),
+            doorbell: EventFd::new().map_err(StartError::Runtime)?,
         })
     }
 
@@ -201,11 +235,33 @@ impl BlockManager {
                 tv_nsec: i64::from(left.subsec_nanos()),
             }
         });
+        // Clients with rings learn that this loop is about to sleep (so that they ring the
+        // doorbell); a request already waiting means no sleep at all.
+        let ringed: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.rings.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        let mut work_waiting = false;
+        for t in &ringed {
+            match self.with_request_ring(*t, |c| c.prepare_sleep()) {
+                Some(Ok(true)) => work_waiting = true,
+                Some(Ok(false)) | None => {}
+                Some(Err(_)) => work_waiting = true, // read (and reject) it below
+            }
+        }
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let timeout = if work_waiting { Some(zero) } else { timeout };
         let (signal_ready, bell_ready, listener_ready, ready) = {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(tokens.len() + 3);
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(tokens.len() + 4);
             fds.push(PollFd::new(&self.signals, PollFlags::IN));
             fds.push(PollFd::new(self.sealer.bell(), PollFlags::IN));
             fds.push(PollFd::new(&self.listener, PollFlags::IN));
+            fds.push(PollFd::new(&self.doorbell, PollFlags::IN));
             for t in &tokens {
                 if let Some(c) = self.clients.get(t) {
                     fds.push(PollFd::new(&c.sock, PollFlags::IN));
@@ -215,7 +271,7 @@ impl BlockManager {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(StartError::Io(e.into())),
             }
-            let ready: Vec<u64> = fds[3..]
+            let ready: Vec<u64> = fds[4..]
                 .iter()
                 .zip(&tokens)
                 .filter(|(f, _)| !f.revents().is_empty())
@@ -228,6 +284,13 @@ impl BlockManager {
                 ready,
             )
         };
+        for t in &ringed {
+            let _ = self.with_request_ring(*t, |c| {
+                c.awake();
+                Ok(())
+            });
+        }
+        let _ = self.doorbell.take();
         if signal_ready {
             let mut buf = [0u8; 16];
             let _ = (&self.signals).read(&mut buf);
@@ -245,8 +308,119 @@ impl BlockManager {
         for token in ready {
             self.readable(token);
         }
+        for token in ringed {
+            self.read_ring(token);
+        }
         self.expire_waits();
         Ok(())
+    }
+
+    /// Runs `f` on the client's request ring, attached at the position this side keeps.
+    fn with_request_ring<T>(
+        &mut self,
+        token: u64,
+        f: impl FnOnce(&mut Consumer<'_>) -> Result<T, cosh_ring::RingError>,
+    ) -> Option<Result<T, cosh_ring::RingError>> {
+        let rings = self.clients.get_mut(&token)?.rings.as_mut()?;
+        let capacity = rings.capacity;
+        let tail = rings.request_tail;
+        let words = rings.map.shared_words();
+        let (request, _) = ring_words(&words, capacity)?;
+        let result = Consumer::attach_at(request, tail).and_then(|mut c| {
+            let r = f(&mut c)?;
+            Ok((r, c.position()))
+        });
+        Some(result.map(|(r, position)| {
+            rings.request_tail = position;
+            r
+        }))
+    }
+
+    /// Handles the requests waiting in a client's ring (a few at most, for fairness).
+    fn read_ring(&mut self, token: u64) {
+        for _ in 0..16 {
+            let frame = {
+                let Some(rings) = self.clients.get_mut(&token).and_then(|c| c.rings.as_mut())
+                else {
+                    return;
+                };
+                let capacity = rings.capacity;
+                let tail = rings.request_tail;
+                let words = rings.map.shared_words();
+                let Some((request, _)) = ring_words(&words, capacity) else {
+                    return;
+                };
+                let read = Consumer::attach_at(request, tail).and_then(|mut c| {
+                    let f = rings.reader.read(&mut c)?;
+                    Ok((f, c.position()))
+                });
+                match read {
+                    Ok((f, position)) => {
+                        rings.request_tail = position;
+                        f
+                    }
+                    Err(e) => {
+                        let why = format!("request ring: {e}");
+                        return self.reject(token, &why);
+                    }
+                }
+            };
+            let Some(bytes) = frame else {
+                return;
+            };
+            match decode(&bytes) {
+                Ok(m) => self.handle(token, m, true),
+                Err(e) => return self.reject(token, &e.to_string()),
+            }
+        }
+    }
+
+    /// Makes a client's rings and sends them, with the doorbell, over its socket.
+    fn open_rings(&mut self, token: u64, asked: u32) {
+        let need = cosh_ring::frames::records_for(MAX_FRAME) as u32;
+        let capacity = asked
+            .clamp(need, ops::MAX_RING_RECORDS)
+            .next_power_of_two()
+            .min(ops::MAX_RING_RECORDS);
+        let made = (|| -> Result<(Memfd, Mapping<ReadWrite>), cosh_sys::Error> {
+            let memfd = Memfd::create("cosh-rings", 2 * cosh_ring::bytes_for(capacity) as u64)?;
+            let mut map = memfd.map_write(Prefault::Now)?;
+            {
+                let words = map.shared_words();
+                if let Some((request, answer)) = ring_words(&words, capacity) {
+                    let _ = cosh_ring::init(request, capacity);
+                    let _ = cosh_ring::init(answer, capacity);
+                }
+            }
+            Ok((memfd, map))
+        })();
+        let (memfd, map) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                let m = Message::Error {
+                    kind: ErrorKind::Unavailable,
+                    message: format!("cannot make rings: {e}"),
+                };
+                return self.send(token, &m, &[]);
+            }
+        };
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.rings = Some(ClientRings {
+            map,
+            capacity,
+            request_tail: 0,
+            answer_head: 0,
+            reader: FrameReader::new(MAX_FRAME),
+        });
+        client.via_ring = false;
+        let m = Message::Response(Response::RingsOpened { capacity });
+        let bell = self.doorbell.as_fd().try_clone_to_owned();
+        match bell {
+            Ok(bell) => self.send(token, &m, &[memfd.as_fd(), bell.as_fd()]),
+            Err(_) => self.disconnect(token),
+        }
     }
 
     fn accept(&mut self) {
@@ -270,6 +444,8 @@ impl BlockManager {
                 name: String::new(),
                 phase: Phase::Handshake,
                 forget: Vec::new(),
+                rings: None,
+                via_ring: false,
             },
         );
     }
@@ -287,7 +463,7 @@ impl BlockManager {
         let frame = self.frame(token, received, &buf);
         self.inbox = buf;
         if let Some(frame) = frame {
-            self.handle(token, frame);
+            self.handle(token, frame, false);
         }
     }
 
@@ -334,10 +510,20 @@ impl BlockManager {
         self.disconnect(token);
     }
 
-    fn handle(&mut self, token: u64, frame: Message) {
+    fn handle(&mut self, token: u64, frame: Message, via_ring: bool) {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
+        client.via_ring = via_ring;
+        if let Message::Request(Request::OpenRings { capacity }) = frame {
+            if via_ring || client.rings.is_some() || !matches!(client.phase, Phase::Idle) {
+                return self.reject(token, "rings open once, over the socket, between requests");
+            }
+            return self.open_rings(token, capacity);
+        }
+        if via_ring && matches!(frame, Message::Request(Request::Map { .. })) {
+            return self.reject(token, "requests that pass descriptors come over the socket");
+        }
         match (&client.phase, frame) {
             (
                 Phase::Handshake,
@@ -444,15 +630,42 @@ impl BlockManager {
     /// disconnected.
     fn send(&mut self, token: u64, message: &Message, fds: &[BorrowedFd<'_>]) {
         self.flush_forget(token);
-        let Some(client) = self.clients.get_mut(&token) else {
-            return;
-        };
         let ok = encode(message)
             .ok()
-            .is_some_and(|bytes| client.sock.send(&bytes, fds).is_ok());
+            .is_some_and(|bytes| self.deliver(token, &bytes, fds));
         if !ok {
             self.disconnect(token);
         }
+    }
+
+    /// Puts one frame on the client's channel: its answer ring if the request came that way
+    /// and no descriptors go with it, else its socket. `false` if it could not.
+    fn deliver(&mut self, token: u64, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> bool {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return false;
+        };
+        if client.via_ring
+            && fds.is_empty()
+            && let Some(rings) = client.rings.as_mut()
+        {
+            let capacity = rings.capacity;
+            let head = rings.answer_head;
+            let words = rings.map.shared_words();
+            let Some((_, answer)) = ring_words(&words, capacity) else {
+                return false;
+            };
+            let pushed = Producer::attach_at(answer, head)
+                .and_then(|mut p| Ok((push_frame(&mut p, bytes, &Futex)?, p.position())));
+            return match pushed {
+                Ok((true, position)) => {
+                    rings.answer_head = position;
+                    true
+                }
+                // A full answer ring: the client does not read its answers.
+                Ok((false, _)) | Err(_) => false,
+            };
+        }
+        client.sock.send(bytes, fds).is_ok()
     }
 
     fn domain_of(&self, token: u64) -> Result<DomainId, Failure> {
@@ -649,6 +862,7 @@ impl BlockManager {
                 self.transfer(token, request, revoked)
             }
             Request::Revoked => Err(fail(ErrorKind::Protocol, "nothing to revoke")),
+            Request::OpenRings { .. } => Err(fail(ErrorKind::Protocol, "rings open only once")),
             Request::Receive { source, timeout_ms } => {
                 let source = source.map(DomainId::from_bits);
                 self.receive_or_wait(token, domain, Wait::Queued(source), timeout_ms)
@@ -1113,16 +1327,19 @@ impl BlockManager {
     /// Sends a client its pending forget notices; a client that cannot take them is
     /// disconnected.
     fn flush_forget(&mut self, token: u64) {
-        let Some(client) = self.clients.get_mut(&token) else {
-            return;
-        };
         let mut ok = true;
-        while ok && !client.forget.is_empty() {
+        while ok {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            if client.forget.is_empty() {
+                break;
+            }
             let n = client.forget.len().min(MAX_REVOKE);
             let slots: Vec<u64> = client.forget.drain(..n).collect();
             ok = encode(&Message::Response(Response::Forget { slots }))
                 .ok()
-                .is_some_and(|bytes| client.sock.send(&bytes, &[]).is_ok());
+                .is_some_and(|bytes| self.deliver(token, &bytes, &[]));
         }
         if !ok {
             self.disconnect(token);

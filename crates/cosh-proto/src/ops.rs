@@ -398,7 +398,18 @@ pub enum Request {
     Status,
     /// Asks the block manager to shut down (only its own uid or root may) → [`Response::Done`].
     Shutdown,
+    /// Opens the shared-memory rings for this connection → [`Response::RingsOpened`], on the
+    /// socket. From then on, requests that pass no descriptors may travel through the request
+    /// ring; each is answered on the channel it came by.
+    OpenRings {
+        /// Records per ring (a power of two, at most [`MAX_RING_RECORDS`]; the block manager
+        /// may choose fewer, but enough for the largest frame).
+        capacity: u32,
+    },
 }
+
+/// The most records a per-client ring may have.
+pub const MAX_RING_RECORDS: u32 = 1 << 14;
 
 /// The block manager's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,6 +487,13 @@ pub enum Response {
     Forget {
         /// At most [`MAX_REVOKE`] slots.
         slots: Vec<u64>,
+    },
+    /// The rings are open: two descriptors travel beside the frame, a memfd holding the
+    /// request ring (client → block manager) at offset 0 and the answer ring right after
+    /// it, and the eventfd that wakes the block manager.
+    RingsOpened {
+        /// Records per ring.
+        capacity: u32,
     },
 }
 

@@ -230,6 +230,24 @@ impl<'a> Producer<'a> {
         })
     }
 
+    /// Attaches at a position this side kept itself (not trusting the shared `head`).
+    pub fn attach_at(words: &'a [AtomicU32], head: u32) -> Result<Self, RingError> {
+        let capacity = attach(words)?;
+        let p = Producer {
+            words,
+            capacity,
+            head,
+        };
+        p.pending()?;
+        Ok(p)
+    }
+
+    /// This side's position (records ever pushed), to attach again later with
+    /// [`Producer::attach_at`].
+    pub fn position(&self) -> u32 {
+        self.head
+    }
+
     /// The ring's capacity in records.
     pub fn capacity(&self) -> u32 {
         self.capacity
@@ -333,9 +351,64 @@ impl<'a> Consumer<'a> {
         })
     }
 
+    /// Attaches at a position this side kept itself (not trusting the shared `tail`).
+    pub fn attach_at(words: &'a [AtomicU32], tail: u32) -> Result<Self, RingError> {
+        let capacity = attach(words)?;
+        let c = Consumer {
+            words,
+            capacity,
+            tail,
+        };
+        c.available()?;
+        Ok(c)
+    }
+
+    /// This side's position (records ever taken), to attach again later with
+    /// [`Consumer::attach_at`].
+    pub fn position(&self) -> u32 {
+        self.tail
+    }
+
     /// The ring's capacity in records.
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// Waits until records are available (`Ok(true)`), spinning `spins` times and then
+    /// sleeping, or until `timeout` passes (`Ok(false)`). Takes nothing.
+    pub fn wait(
+        &self,
+        bell: &impl Doorbell,
+        spins: u32,
+        timeout: Option<Duration>,
+    ) -> Result<bool, RingError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut spun = 0;
+        loop {
+            if self.available()? > 0 {
+                return Ok(true);
+            }
+            if spun < spins {
+                spun += 1;
+                sync::spin();
+                continue;
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+                None => None,
+            };
+            let asleep = &self.words[W_CONSUMERS_ASLEEP];
+            asleep.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let head = self.words[W_HEAD].load(Ordering::Relaxed);
+            if head == self.tail {
+                bell.wait(&self.words[W_HEAD], head, left);
+            }
+            asleep.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Records waiting, as the producer claims (checked against the capacity).
@@ -399,34 +472,12 @@ impl<'a> Consumer<'a> {
         spins: u32,
         timeout: Option<Duration>,
     ) -> Result<Option<Record>, RingError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut spun = 0;
-        loop {
-            if let Some(r) = self.try_pop()? {
-                self.notify(bell);
-                return Ok(Some(r));
-            }
-            if spun < spins {
-                spun += 1;
-                sync::spin();
-                continue;
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            let asleep = &self.words[W_CONSUMERS_ASLEEP];
-            asleep.fetch_add(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let head = self.words[W_HEAD].load(Ordering::Relaxed);
-            if head == self.tail {
-                bell.wait(&self.words[W_HEAD], head, left);
-            }
-            asleep.fetch_sub(1, Ordering::Relaxed);
+        if !self.wait(bell, spins, timeout)? {
+            return Ok(None);
         }
+        let record = self.try_pop()?;
+        self.notify(bell);
+        Ok(record)
     }
 }
 

@@ -20,6 +20,11 @@ pub struct Options {
     /// The `coshd` to start; `None` looks at `$COSH_DAEMON`, next to the running program, then
     /// on `$PATH`.
     pub daemon: Option<PathBuf>,
+    /// Talk to the block manager through shared-memory rings (the socket still carries
+    /// descriptors). On by default; `COSH_RINGS=0` turns it off.
+    pub rings: bool,
+    /// How many times to look at the answer ring before sleeping on its futex.
+    pub spins: u32,
 }
 
 impl Options {
@@ -30,7 +35,15 @@ impl Options {
             socket: None,
             spawn: true,
             daemon: None,
+            rings: std::env::var_os("COSH_RINGS").is_none_or(|v| v != "0"),
+            spins: 2000,
         }
+    }
+
+    /// Use the shared-memory rings, or only the socket.
+    pub fn rings(mut self, on: bool) -> Options {
+        self.rings = on;
+        self
     }
 
     /// Connect to `socket` instead of the default.

@@ -38,7 +38,10 @@ pub use cosh_core::{
 use cosh_proto::ops::{MAX_MAP, MAX_PIECES, MapRequest, Request, Response, WireAccess, WirePiece};
 pub use cosh_proto::ops::{Status, TransferReport};
 use cosh_proto::{MAX_FRAME, Message, decode, encode};
-use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite};
+use cosh_ring::frames::{FrameReader, push_frame};
+use cosh_ring::{Consumer, EventBell, Futex, Producer};
+use cosh_sys::eventfd::EventFd;
+use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite, SharedWords};
 use cosh_sys::memfd::Memfd;
 use cosh_sys::socket::SeqPacket;
 
@@ -144,8 +147,40 @@ pub struct Domain {
     /// Every slot of an aggregate, as a full iteration found them (the chunk structure of an
     /// aggregate never changes), so that a strong share can drop writable mappings up front.
     slots_of: HashMap<Agg, Vec<u64>>,
+    /// The shared-memory rings to the block manager, once open.
+    rings: Option<Rings>,
+    spins: u32,
     buf: Vec<u8>,
     socket: PathBuf,
+}
+
+/// The rings to the block manager: requests at offset 0, answers after them, in one memfd the
+/// block manager made. Positions are kept here, not read back from shared memory.
+struct Rings {
+    map: Mapping<ReadWrite>,
+    capacity: u32,
+    request_head: u32,
+    answer_tail: u32,
+    reader: FrameReader,
+    bell: EventFd,
+}
+
+fn ring_words<'w>(
+    words: &'w SharedWords<'_>,
+    capacity: u32,
+) -> Result<(&'w [cosh_ring::AtomicU32], &'w [cosh_ring::AtomicU32])> {
+    let n = cosh_ring::words_for(capacity);
+    match (
+        words.atomic_u32s(0, n),
+        words.atomic_u32s(cosh_ring::bytes_for(capacity), n),
+    ) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Error::Protocol("the rings' memory is too small".into())),
+    }
+}
+
+fn ring_error(e: cosh_ring::RingError) -> Error {
+    Error::Protocol(format!("ring: {e}"))
 }
 
 impl std::fmt::Debug for Domain {
@@ -186,6 +221,8 @@ impl Domain {
             id: DomainId::from_bits(0),
             maps: HashMap::new(),
             slots_of: HashMap::new(),
+            rings: None,
+            spins: options.spins,
             buf: vec![0; MAX_FRAME],
             socket,
         };
@@ -193,6 +230,9 @@ impl Domain {
         match domain.recv()?.0 {
             Message::Welcome { domain: id, .. } => {
                 domain.id = id;
+                if options.rings {
+                    domain.open_rings()?;
+                }
                 Ok(domain)
             }
             Message::Refused { reason } => Err(Error::Connect(reason)),
@@ -200,6 +240,125 @@ impl Domain {
                 "expected welcome, got {}",
                 other.name()
             ))),
+        }
+    }
+
+    fn open_rings(&mut self) -> Result<()> {
+        // Room for the largest frame, twice over: 2,048 records, 128 KiB a ring.
+        let (r, fds) = self.call_with_fds(Request::OpenRings { capacity: 2048 })?;
+        let Response::RingsOpened { capacity } = r else {
+            return Err(unexpected(&r));
+        };
+        let [memory, bell]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+            Error::Protocol(format!("rings came with {} descriptors, not 2", fds.len()))
+        })?;
+        let memfd = Memfd::from_fd(memory)?;
+        if memfd.len() < 2 * cosh_ring::bytes_for(capacity) as u64 {
+            return Err(Error::Protocol("the rings' memory is too small".into()));
+        }
+        let mut map = memfd.map_write(Prefault::Now)?;
+        let (request_head, answer_tail) = {
+            let words = map.shared_words();
+            let (request, answer) = ring_words(&words, capacity)?;
+            (
+                Producer::attach(request).map_err(ring_error)?.position(),
+                Consumer::attach(answer).map_err(ring_error)?.position(),
+            )
+        };
+        self.rings = Some(Rings {
+            map,
+            capacity,
+            request_head,
+            answer_tail,
+            reader: FrameReader::new(MAX_FRAME),
+            bell: EventFd::from_fd(bell)?,
+        });
+        Ok(())
+    }
+
+    /// Whether requests travel through shared-memory rings.
+    pub fn uses_rings(&self) -> bool {
+        self.rings.is_some()
+    }
+
+    /// Puts a frame in the request ring, waiting (briefly) for room.
+    fn send_ring(&mut self, bytes: &[u8]) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let rings = self
+                .rings
+                .as_mut()
+                .ok_or(Error::Protocol("no rings".into()))?;
+            let head = rings.request_head;
+            let bell = &rings.bell;
+            let (words, capacity) = (rings.map.shared_words(), rings.capacity);
+            let (request, _) = ring_words(&words, capacity)?;
+            let mut p = Producer::attach_at(request, head).map_err(ring_error)?;
+            let pushed = push_frame(&mut p, bytes, &EventBell(bell)).map_err(ring_error)?;
+            let position = p.position();
+            rings.request_head = position;
+            if pushed {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(self.lost("its request ring stayed full"));
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Reads the next frame from the answer ring, spinning, then sleeping on its futex; checks
+    /// that the block manager is alive while it waits.
+    fn recv_ring(&mut self) -> Result<Message> {
+        let spins = self.spins;
+        loop {
+            let rings = self
+                .rings
+                .as_mut()
+                .ok_or(Error::Protocol("no rings".into()))?;
+            let tail = rings.answer_tail;
+            let (words, capacity) = (rings.map.shared_words(), rings.capacity);
+            let (_, answer) = ring_words(&words, capacity)?;
+            let mut c = Consumer::attach_at(answer, tail).map_err(ring_error)?;
+            let frame = rings.reader.read(&mut c).map_err(ring_error)?;
+            let arrived = frame.is_some()
+                || c.wait(&Futex, spins, Some(Duration::from_millis(100)))
+                    .map_err(ring_error)?;
+            let position = c.position();
+            rings.answer_tail = position;
+            if let Some(bytes) = frame {
+                return decode(&bytes).map_err(|e| Error::Protocol(e.to_string()));
+            }
+            if !arrived {
+                self.check_alive()?;
+            }
+        }
+    }
+
+    /// Fails if the block manager closed the socket (it died, or cut this client off).
+    fn check_alive(&mut self) -> Result<()> {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let readable = matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0);
+        if !readable {
+            return Ok(());
+        }
+        match self.sock.recv(&mut self.buf) {
+            Ok(Some(got)) => {
+                // Only an error frame may come this way while rings are in use.
+                match decode(&self.buf[..got.len]) {
+                    Ok(Message::Error { kind, message }) => Err(Error::Cosh { kind, message }),
+                    _ => Err(Error::Protocol("an unexpected frame on the socket".into())),
+                }
+            }
+            Ok(None) => Err(self.lost("it closed the connection")),
+            Err(e) => Err(self.lost(&e.to_string())),
         }
     }
 
@@ -242,10 +401,26 @@ impl Domain {
     }
 
     /// Sends a request and reads its answer, handling forget and revoke notices on the way.
+    /// Requests that pass no descriptors go through the rings when they are open.
     fn call_with_fds(&mut self, request: Request) -> Result<(Response, Vec<OwnedFd>)> {
-        self.send(&Message::Request(request))?;
+        let via_ring = self.rings.is_some()
+            && !matches!(request, Request::Map { .. } | Request::OpenRings { .. });
+        let send = |d: &mut Domain, m: &Message| -> Result<()> {
+            if via_ring {
+                let bytes = encode(m).map_err(|e| Error::Protocol(e.to_string()))?;
+                d.send_ring(&bytes)
+            } else {
+                d.send(m)
+            }
+        };
+        send(self, &Message::Request(request))?;
         loop {
-            match self.recv()? {
+            let received = if via_ring {
+                (self.recv_ring()?, Vec::new())
+            } else {
+                self.recv()?
+            };
+            match received {
                 (Message::Response(Response::Forget { slots }), _) => {
                     for s in slots {
                         self.maps.remove(&s);
@@ -256,7 +431,7 @@ impl Domain {
                         self.maps.remove(&s);
                     }
                     if !more {
-                        self.send(&Message::Request(Request::Revoked))?;
+                        send(self, &Message::Request(Request::Revoked))?;
                     }
                 }
                 (Message::Response(r), fds) => return Ok((r, fds)),

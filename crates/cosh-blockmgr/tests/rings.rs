@@ -1,0 +1,146 @@
+//! The shared-memory rings between clients and the block manager: on by default, answers
+//! identical to the socket's, frames of every size, and clients that scribble over their
+//! rings cut off without harm to anyone else.
+
+mod support;
+
+use std::time::Duration;
+
+use cosh::{Domain, ErrorKind, Mode, TransferFlags};
+use cosh_proto::ops::{Request, Response};
+use cosh_proto::{Message, decode, encode};
+use cosh_sys::mapping::Prefault;
+use cosh_sys::memfd::Memfd;
+use cosh_sys::socket::SeqPacket;
+use support::Daemon;
+
+#[test]
+fn rings_and_the_socket_give_the_same_answers() {
+    let daemon = Daemon::start("rings-same");
+    let mut ringed = daemon.connect("ringed");
+    let mut plain = Domain::connect_with(&daemon.options("plain").rings(false)).expect("connect");
+    assert!(ringed.uses_rings());
+    assert!(!plain.uses_rings());
+    for (a, b) in [(&mut ringed, &mut plain)] {
+        let x = a.alloc(100_000).expect("alloc");
+        a.write(x, 0, &[9; 100_000]).expect("write");
+        a.transfer(x, b.id(), Mode::Share, TransferFlags::strong())
+            .expect("share");
+        let got = b
+            .receive(None, Some(Duration::from_secs(5)))
+            .expect("receive");
+        assert_eq!(b.read(got.agg, 0, 100_000).expect("read"), vec![9; 100_000]);
+        let err = b.write(got.agg, 0, b"x").expect_err("read-only");
+        assert_eq!(err.kind(), ErrorKind::InsufficientRights);
+    }
+    let y = plain.alloc(10).expect("alloc");
+    plain
+        .transfer(y, ringed.id(), Mode::Copy, TransferFlags::strong())
+        .expect("copy");
+    ringed
+        .receive(None, Some(Duration::from_secs(5)))
+        .expect("the ringed domain receives");
+}
+
+#[test]
+fn frames_of_every_size_cross_the_rings() {
+    let daemon = Daemon::start("rings-big");
+    let mut d = daemon.connect("fragmenter");
+    assert!(d.uses_rings());
+    // 3,000 pieces: iteration answers come in pages of ~40 KB frames, hundreds of records.
+    let parts: Vec<_> = (0..3000u32)
+        .map(|i| {
+            let x = d.alloc(4096).expect("alloc");
+            d.write(x, 0, &i.to_le_bytes()).expect("write");
+            x
+        })
+        .collect();
+    let mut all = d.select(parts[0], 0, 4).expect("select");
+    for p in &parts[1..] {
+        let four = d.select(*p, 0, 4).expect("select");
+        all = d.concat(all, four).expect("concat");
+    }
+    let pieces = d.read_pieces(all, 0).expect("pieces");
+    assert_eq!(pieces.len(), 3000);
+    let bytes = d.read(all, 0, 12_000).expect("read");
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        assert_eq!(chunk, (i as u32).to_le_bytes());
+    }
+    let related = d
+        .find_related(parts[0], cosh::Rights::None)
+        .expect("related");
+    assert!(!related.is_empty());
+}
+
+/// A raw client: hello and open rings over the socket; returns the socket, the rings'
+/// memory and the doorbell.
+fn raw_ringed_client(daemon: &Daemon) -> (SeqPacket, Memfd, cosh_sys::eventfd::EventFd) {
+    let s = SeqPacket::connect(&daemon.socket).expect("connect");
+    let mut buf = vec![0u8; 70_000];
+    let hello = Message::Hello {
+        min_version: 1,
+        max_version: 1,
+        name: "raw".into(),
+    };
+    s.send(&encode(&hello).expect("encode"), &[])
+        .expect("hello");
+    s.recv(&mut buf).expect("welcome").expect("a frame");
+    let open = Message::Request(Request::OpenRings { capacity: 2048 });
+    s.send(&encode(&open).expect("encode"), &[]).expect("open");
+    let got = s.recv(&mut buf).expect("answer").expect("a frame");
+    let m = decode(&buf[..got.len]).expect("decodes");
+    assert!(
+        matches!(m, Message::Response(Response::RingsOpened { .. })),
+        "{m:?}"
+    );
+    let mut fds = got.fds.into_iter();
+    let memfd = Memfd::from_fd(fds.next().expect("memfd")).expect("a buffer");
+    let bell = cosh_sys::eventfd::EventFd::from_fd(fds.next().expect("eventfd")).expect("eventfd");
+    (s, memfd, bell)
+}
+
+#[test]
+fn a_client_that_scribbles_over_its_rings_is_cut_off_and_nobody_else_notices() {
+    let daemon = Daemon::start("rings-scribble");
+    let mut good = daemon.connect("good");
+    let x = good.alloc(4).expect("alloc");
+    good.write(x, 0, b"safe").expect("write");
+    for scribble in [
+        // head claims far more records than the ring holds
+        vec![(16usize, u32::MAX / 2)],
+        // a frame head announcing a huge frame, then published
+        vec![(80, u32::MAX), (16, 1)],
+        // the header itself
+        vec![(0, 0xdead_beef), (16, 1)],
+    ] {
+        let (s, memfd, bell) = raw_ringed_client(&daemon);
+        let mut map = memfd.map_write(Prefault::Now).expect("map");
+        let words = map.shared_words();
+        for (at, value) in &scribble {
+            words
+                .atomic_u32(at * 4)
+                .expect("word")
+                .store(*value, std::sync::atomic::Ordering::SeqCst);
+        }
+        bell.ring().expect("ring");
+        let mut buf = vec![0u8; 70_000];
+        s.set_nonblocking(false).expect("blocking");
+        let answer = s.recv(&mut buf).expect("an answer or the end");
+        if let Some(got) = answer {
+            let m = decode(&buf[..got.len]).expect("a valid frame");
+            assert!(
+                matches!(
+                    m,
+                    Message::Error {
+                        kind: ErrorKind::Protocol,
+                        ..
+                    }
+                ),
+                "{scribble:?}: {m:?}"
+            );
+            assert!(s.recv(&mut buf).expect("eof").is_none(), "{scribble:?}");
+        }
+    }
+    assert_eq!(good.read(x, 0, 4).expect("read"), b"safe");
+    assert_eq!(good.status().expect("status").domain_count, 1);
+}
