@@ -120,12 +120,15 @@ pub(crate) fn summarize(
     }
 }
 
-const CASES: [(&str, Mode, bool); 5] = [
-    ("move strong", Mode::Move, false),
-    ("move weak", Mode::Move, true),
-    ("share strong", Mode::Share, false),
-    ("share weak", Mode::Share, true),
-    ("copy", Mode::Copy, false),
+/// Each case: its name, mode, weak or not, and whether the receiver busy-polls.
+const CASES: [(&str, Mode, bool, bool); 7] = [
+    ("move strong", Mode::Move, false, false),
+    ("move weak", Mode::Move, true, false),
+    ("share strong", Mode::Share, false, false),
+    ("share weak", Mode::Share, true, false),
+    ("copy", Mode::Copy, false, false),
+    ("move weak, rx polls", Mode::Move, true, true),
+    ("copy, rx polls", Mode::Copy, false, true),
 ];
 
 /// Runs `cosh-bench` with the process's arguments.
@@ -171,6 +174,10 @@ fn receiver(socket: &Path) -> Result<(), String> {
         let line = line.map_err(|x| x.to_string())?;
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["spins", n] => {
+                d.set_spins(n.parse().map_err(|_| "bad spin count")?);
+                say(&mut out, "ok")?;
+            }
             ["trust", peer] => {
                 let peer = peer.parse().map_err(|_| "bad peer")?;
                 d.trust(cosh::DomainId::from_bits(peer)).map_err(e)?;
@@ -420,7 +427,12 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
         copies.drain(..warmup);
         rows.push(summarize("memcpy", size, copies.clone(), copies));
 
-        for (name, mode, weak) in CASES {
+        for (name, mode, weak, polls) in CASES {
+            let spins = if polls { cosh::SPIN_FOREVER } else { 2000 };
+            let answer = rx.ask(&format!("spins {spins}"))?;
+            if answer != "ok" {
+                return Err(format!("the receiver said {answer:?}"));
+            }
             let flags = if weak {
                 TransferFlags::weak()
             } else {
@@ -537,13 +549,13 @@ pub fn print(rows: &[Row]) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "\n{:<14} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
+        "\n{:<20} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
         "case", "size", "delivered us", "p10", "p90", "readable us", "samples"
     );
     for r in rows {
         let _ = writeln!(
             err,
-            "{:<14} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
+            "{:<20} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
             r.case,
             human(r.size),
             us(r.delivered),

@@ -142,3 +142,45 @@ fn a_client_that_scribbles_over_its_rings_is_cut_off_and_nobody_else_notices() {
     assert_eq!(good.read(x, 0, 4).expect("read"), b"safe");
     assert_eq!(good.status().expect("status").domain_count, 1);
 }
+
+#[test]
+fn a_busy_polling_receive_gets_its_transfer_times_out_and_notices_a_dead_block_manager() {
+    let mut daemon = Daemon::start("rings-poll");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let b_id = b.id();
+    let a_id = a.id();
+    let poller = std::thread::spawn(move || {
+        let got = b
+            .receive_with(
+                Some(a_id),
+                Some(Duration::from_secs(10)),
+                cosh::SPIN_FOREVER,
+            )
+            .expect("polled");
+        let err = b
+            .receive_with(
+                Some(a_id),
+                Some(Duration::from_millis(50)),
+                cosh::SPIN_FOREVER,
+            )
+            .expect_err("nothing more");
+        (b, got, err)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let x = a.alloc(10).expect("alloc");
+    a.transfer(x, b_id, Mode::Copy, TransferFlags::strong())
+        .expect("copy");
+    let (mut b, got, err) = poller.join().expect("poller");
+    assert_eq!(got.mode, Mode::Copy);
+    assert_eq!(err.kind(), ErrorKind::NothingPending, "{err}");
+    b.set_spins(cosh::SPIN_FOREVER);
+    let waiter = std::thread::spawn(move || b.receive(None, None));
+    std::thread::sleep(Duration::from_millis(50));
+    daemon.child.kill().expect("kill");
+    daemon.child.wait().expect("reaped");
+    let err = waiter
+        .join()
+        .expect("waiter")
+        .expect_err("the block manager died");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}

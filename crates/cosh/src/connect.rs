@@ -23,7 +23,9 @@ pub struct Options {
     /// Talk to the block manager through shared-memory rings (the socket still carries
     /// descriptors). On by default; `COSH_RINGS=0` turns it off.
     pub rings: bool,
-    /// How many times to look at the answer ring before sleeping on its futex.
+    /// How many times to look at the answer ring before sleeping on its futex: 0 blocks at
+    /// once, [`SPIN_FOREVER`](crate::SPIN_FOREVER) busy-polls. `COSH_SPINS` sets the default
+    /// (2,000, a few microseconds).
     pub spins: u32,
 }
 
@@ -36,7 +38,10 @@ impl Options {
             spawn: true,
             daemon: None,
             rings: std::env::var_os("COSH_RINGS").is_none_or(|v| v != "0"),
-            spins: 2000,
+            spins: std::env::var("COSH_SPINS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000),
         }
     }
 

@@ -81,6 +81,10 @@ impl Error {
     }
 }
 
+/// Spins that never end: a receive that busy-polls its answer ring (one core at 100 % while
+/// it waits, no wake-up to pay when the transfer comes).
+pub const SPIN_FOREVER: u32 = u32::MAX;
+
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -276,6 +280,27 @@ impl Domain {
         Ok(())
     }
 
+    /// How this domain waits for answers from now on: `spins` looks at its answer ring
+    /// before sleeping on its futex (0: block at once; [`SPIN_FOREVER`]: busy-poll). Only
+    /// matters with rings.
+    pub fn set_spins(&mut self, spins: u32) {
+        self.spins = spins;
+    }
+
+    /// A receive that waits its own way for this call only: `spins` as in
+    /// [`Domain::set_spins`].
+    pub fn receive_with(
+        &mut self,
+        source: Option<DomainId>,
+        timeout: Option<Duration>,
+        spins: u32,
+    ) -> Result<Incoming> {
+        let session = std::mem::replace(&mut self.spins, spins);
+        let result = self.receive(source, timeout);
+        self.spins = session;
+        result
+    }
+
     /// Whether requests travel through shared-memory rings.
     pub fn uses_rings(&self) -> bool {
         self.rings.is_some()
@@ -311,6 +336,10 @@ impl Domain {
     /// that the block manager is alive while it waits.
     fn recv_ring(&mut self) -> Result<Message> {
         let spins = self.spins;
+        // A busy-polling wait still looks at the socket now and then, to notice a dead block
+        // manager.
+        let polling = spins == SPIN_FOREVER;
+        let mut last_check = std::time::Instant::now();
         loop {
             let rings = self
                 .rings
@@ -322,15 +351,20 @@ impl Domain {
             let mut c = Consumer::attach_at(answer, tail).map_err(ring_error)?;
             let frame = rings.reader.read(&mut c).map_err(ring_error)?;
             let arrived = frame.is_some()
-                || c.wait(&Futex, spins, Some(Duration::from_millis(100)))
-                    .map_err(ring_error)?;
+                || if polling {
+                    c.wait(&Futex, 1 << 16, Some(Duration::ZERO))
+                } else {
+                    c.wait(&Futex, spins, Some(Duration::from_millis(100)))
+                }
+                .map_err(ring_error)?;
             let position = c.position();
             rings.answer_tail = position;
             if let Some(bytes) = frame {
                 return decode(&bytes).map_err(|e| Error::Protocol(e.to_string()));
             }
-            if !arrived {
+            if !arrived && (!polling || last_check.elapsed() >= Duration::from_millis(100)) {
                 self.check_alive()?;
+                last_check = std::time::Instant::now();
             }
         }
     }
