@@ -613,33 +613,7 @@ impl Ledger {
     /// Allocates a fresh aggregate of `len` bytes in one new buffer of the domain's pool,
     /// mapped read/write by that domain only (invariant 4).
     pub fn alloc(&mut self, domain: DomainId, len: u64) -> Result<Allocation> {
-        let pool = self.domain(domain)?.pool;
-        if len > MAX_LEN {
-            return Err(Error::TooLarge { len, max: MAX_LEN });
-        }
-        if len == 0 {
-            let agg = self.insert_agg(domain, ChunkList::new(), Rights::ReadWrite, None, false)?;
-            return Ok(Allocation { agg, buffer: None });
-        }
-        let buffer = self.fresh_buffer(pool, len, false, false);
-        if let Some(b) = self.buffers.get_mut(&buffer) {
-            b.mappings.insert(domain, Rights::ReadWrite);
-        }
-        let chunks = ChunkList::single(Chunk {
-            buffer,
-            offset: 0,
-            len,
-        });
-        let agg = self.insert_agg(domain, chunks, Rights::ReadWrite, None, false)?;
-        Ok(Allocation {
-            agg,
-            buffer: Some(NewBuffer {
-                id: buffer,
-                pool,
-                len,
-                seal: false,
-            }),
-        })
+        self.alloc_with_capacity(domain, len, len)
     }
 
     /// Allocates a fresh aggregate of `len` bytes at the start of a new buffer of `capacity`
@@ -660,7 +634,8 @@ impl Ledger {
         }
         let capacity = capacity.max(len);
         if capacity == 0 {
-            return self.alloc(domain, 0);
+            let agg = self.insert_agg(domain, ChunkList::new(), Rights::ReadWrite, None, false)?;
+            return Ok(Allocation { agg, buffer: None });
         }
         let buffer = self.fresh_buffer(pool, capacity, false, false);
         if let Some(b) = self.buffers.get_mut(&buffer) {

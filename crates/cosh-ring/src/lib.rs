@@ -300,11 +300,54 @@ impl<'a> Producer<'a> {
         spins: u32,
         timeout: Option<Duration>,
     ) -> Result<bool, RingError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut spun = 0;
         loop {
             if self.try_push(record)? {
                 self.notify(bell);
+                return Ok(true);
+            }
+            let (head, capacity) = (self.head, self.capacity);
+            let room = Waiter {
+                words: self.words,
+                asleep: W_PRODUCERS_ASLEEP,
+                watched: W_TAIL,
+            }
+            .wait(
+                || Ok(self.pending()? < capacity),
+                |tail| head.wrapping_sub(tail) == capacity,
+                bell,
+                spins,
+                timeout,
+            )?;
+            if !room {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// One side waiting for the other to move a position word: spin, then announce the sleep in
+/// `asleep`, fence, look again, and sleep on `watched` while it still holds what was seen.
+struct Waiter<'a> {
+    words: &'a [AtomicU32],
+    asleep: usize,
+    watched: usize,
+}
+
+impl Waiter<'_> {
+    /// Waits until `ready()` (`Ok(true)`) or the timeout (`Ok(false)`). `blocked(value)` says
+    /// whether a `watched` word holding `value` still means waiting.
+    fn wait(
+        &self,
+        mut ready: impl FnMut() -> Result<bool, RingError>,
+        blocked: impl Fn(u32) -> bool,
+        bell: &impl Doorbell,
+        spins: u32,
+        timeout: Option<Duration>,
+    ) -> Result<bool, RingError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut spun = 0;
+        loop {
+            if ready()? {
                 return Ok(true);
             }
             if spun < spins {
@@ -319,12 +362,12 @@ impl<'a> Producer<'a> {
                 },
                 None => None,
             };
-            let asleep = &self.words[W_PRODUCERS_ASLEEP];
+            let asleep = &self.words[self.asleep];
             asleep.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
-            let tail = self.words[W_TAIL].load(Ordering::Relaxed);
-            if self.head.wrapping_sub(tail) == self.capacity {
-                bell.wait(&self.words[W_TAIL], tail, left);
+            let seen = self.words[self.watched].load(Ordering::Relaxed);
+            if blocked(seen) {
+                bell.wait(&self.words[self.watched], seen, left);
             }
             asleep.fetch_sub(1, Ordering::Relaxed);
         }
@@ -382,33 +425,19 @@ impl<'a> Consumer<'a> {
         spins: u32,
         timeout: Option<Duration>,
     ) -> Result<bool, RingError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut spun = 0;
-        loop {
-            if self.available()? > 0 {
-                return Ok(true);
-            }
-            if spun < spins {
-                spun += 1;
-                sync::spin();
-                continue;
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(false),
-                },
-                None => None,
-            };
-            let asleep = &self.words[W_CONSUMERS_ASLEEP];
-            asleep.fetch_add(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let head = self.words[W_HEAD].load(Ordering::Relaxed);
-            if head == self.tail {
-                bell.wait(&self.words[W_HEAD], head, left);
-            }
-            asleep.fetch_sub(1, Ordering::Relaxed);
+        let tail = self.tail;
+        Waiter {
+            words: self.words,
+            asleep: W_CONSUMERS_ASLEEP,
+            watched: W_HEAD,
         }
+        .wait(
+            || Ok(self.available()? > 0),
+            |head| head == tail,
+            bell,
+            spins,
+            timeout,
+        )
     }
 
     /// Records waiting, as the producer claims (checked against the capacity).
