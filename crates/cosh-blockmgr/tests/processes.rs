@@ -2,30 +2,13 @@
 
 mod support;
 
-use cosh_scenario::{Layout, check, corpus};
-use support::Daemon;
 use support::peers::{Peer, Peers};
+use support::{Daemon, assert_corpus_passes};
 
 #[test]
 fn the_corpus_passes_with_every_domain_a_child_process() {
     let daemon = Daemon::start("processes");
-    let scenarios = corpus().expect("the corpus loads");
-    let mut failures = Vec::new();
-    for (path, scenario) in &scenarios {
-        let mut cosh = Peers::new(&daemon);
-        match check(scenario, &mut cosh, Layout::OnePool) {
-            Ok(r) if r.steps == scenario.steps.len() => {}
-            Ok(r) => failures.push(format!("{}: ran {} steps only", path.display(), r.steps)),
-            Err(e) => failures.push(format!("{}: {e}", path.display())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} scenarios failed:\n{}",
-        failures.len(),
-        scenarios.len(),
-        failures.join("\n")
-    );
+    assert_corpus_passes(|| Peers::new(&daemon));
 }
 
 #[test]

@@ -328,3 +328,25 @@ impl Cosh for Connections<'_> {
 }
 
 pub mod peers;
+
+/// Runs every corpus scenario in the host pool on a fresh implementation made by `make`,
+/// and fails with every scenario that did not pass.
+pub fn assert_corpus_passes<C: Cosh>(mut make: impl FnMut() -> C) {
+    let scenarios = cosh_scenario::corpus().expect("the corpus loads");
+    let mut failures = Vec::new();
+    for (path, scenario) in &scenarios {
+        let mut cosh = make();
+        match cosh_scenario::check(scenario, &mut cosh, cosh_scenario::Layout::OnePool) {
+            Ok(r) if r.steps == scenario.steps.len() => {}
+            Ok(r) => failures.push(format!("{}: ran {} steps only", path.display(), r.steps)),
+            Err(e) => failures.push(format!("{}: {e}", path.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        scenarios.len(),
+        failures.join("\n")
+    );
+}
