@@ -17,6 +17,9 @@
 #![forbid(unsafe_code)]
 
 mod doorbells;
+mod report;
+
+pub use report::{print, print_ratios, write_csv, write_svg};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -41,7 +44,7 @@ pub fn now_ns() -> u64 {
 )]
 pub struct Args {
     /// Sizes in bytes, comma separated, with K or M suffixes.
-    #[arg(long, value_delimiter = ',', default_value = "4K,16K,64K,1M,16M", value_parser = parse_size)]
+    #[arg(long, value_delimiter = ',', default_value = "4K,16K,64K,1M,16M,64M", value_parser = parse_size)]
     pub sizes: Vec<u64>,
     /// Samples per case (fewer are taken above 1 MiB: a quarter, at least 10).
     #[arg(long, default_value_t = 100)]
@@ -49,6 +52,12 @@ pub struct Args {
     /// Write the results as CSV here.
     #[arg(long, value_name = "PATH")]
     pub csv: Option<PathBuf>,
+    /// Draw median latency against size, log-log, as SVG here.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Internal: run as the block manager on this socket.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub daemon: Option<PathBuf>,
@@ -90,6 +99,8 @@ pub struct Row {
     pub p10: Duration,
     /// 90th percentile of the same.
     pub p90: Duration,
+    /// 99th percentile of the same.
+    pub p99: Duration,
     /// Median one-way latency until the data is readable.
     pub readable: Duration,
     /// Samples.
@@ -115,6 +126,7 @@ pub(crate) fn summarize(
         delivered: percentile(&delivered, 50),
         p10: percentile(&delivered, 10),
         p90: percentile(&delivered, 90),
+        p99: percentile(&delivered, 99),
         readable: percentile(&readable, 50),
         samples: delivered.len(),
     }
@@ -133,17 +145,41 @@ const CASES: [(&str, Mode, bool, bool); 7] = [
 
 /// Runs `cosh-bench` with the process's arguments.
 pub fn main() -> Result<(), String> {
-    let args = Args::parse();
+    main_with(&[], std::env::args_os())
+}
+
+/// Runs the benchmark with `args` (the first is the program name). The benchmark runs its
+/// block manager and its receiver as copies of the running program, started with `prefix`
+/// and then their own arguments: empty for `cosh-bench`, `["bench", "fig2a"]` for `cosh`.
+pub fn main_with(
+    prefix: &[&str],
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<(), String> {
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: not errors.
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     if let Some(socket) = &args.daemon {
         return daemon(socket);
     }
     if let Some(socket) = &args.receiver {
         return receiver(socket);
     }
-    let rows = run(&args)?;
+    let rows = run(&args, prefix)?;
     print(&rows);
+    print_ratios(&rows);
     if let Some(path) = &args.csv {
         write_csv(path, &rows).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("CSV: {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        write_svg(path, &rows).map_err(|e| format!("cannot draw {}: {e}", path.display()))?;
+        eprintln!("plot: {}", path.display());
     }
     Ok(())
 }
@@ -280,8 +316,9 @@ impl Drop for Guard {
 }
 
 impl Receiver {
-    fn spawn(exe: &Path, socket: &Path) -> Result<Receiver, String> {
+    fn spawn(exe: &Path, prefix: &[&str], socket: &Path) -> Result<Receiver, String> {
         let mut child = Command::new(exe)
+            .args(prefix)
             .arg("--receiver")
             .arg(socket)
             .stdin(Stdio::piped())
@@ -375,7 +412,7 @@ fn prepare(d: &mut Domain, size: u64, fill: u8) -> Result<(Agg, cosh::WritePiece
 }
 
 /// Measures everything; returns one row per case and size.
-pub fn run(args: &Args) -> Result<Vec<Row>, String> {
+pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let e = |e: cosh::Error| e.to_string();
     let exe = std::env::current_exe().map_err(|x| x.to_string())?;
     let dir = std::env::temp_dir().join(format!("cosh-bench-{}", std::process::id()));
@@ -383,6 +420,7 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
     let socket = dir.join("host.sock");
     let _daemon = Guard(
         Command::new(&exe)
+            .args(prefix)
             .arg("--daemon")
             .arg(&socket)
             .stdin(Stdio::null())
@@ -399,7 +437,7 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
     }
     let mut sender = Domain::connect_with(&Options::new("bench-sender").socket(&socket).no_spawn())
         .map_err(e)?;
-    let mut rx = Receiver::spawn(&exe, &socket)?;
+    let mut rx = Receiver::spawn(&exe, prefix, &socket)?;
     let mut ready = String::new();
     rx.stdout.read_line(&mut ready).map_err(|x| x.to_string())?;
     let receiver_id = ready
@@ -410,6 +448,21 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
         .ok_or_else(|| format!("the receiver said {ready:?}"))?;
     rx.ask(&format!("trust {}", sender.id().to_bits()))?;
 
+    let steps = args.sizes.len() * (1 + CASES.len() + 2) + 1;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(steps as u64)
+    };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let step = |name: &str, size: u64| {
+        bar.set_message(format!("{name}, {size} bytes"));
+        bar.inc(1);
+    };
     let mut rows = Vec::new();
     for &size in &args.sizes {
         let n = samples_for(args, size);
@@ -426,6 +479,7 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
         }
         copies.drain(..warmup);
         rows.push(summarize("memcpy", size, copies.clone(), copies));
+        step("memcpy", size);
 
         for (name, mode, weak, polls) in CASES {
             let spins = if polls { cosh::SPIN_FOREVER } else { 2000 };
@@ -462,6 +516,7 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
                 }
             }
             rows.push(summarize(name, size, delivered, readable));
+            step(name, size);
         }
 
         for kind in ["socket", "pipe"] {
@@ -520,75 +575,13 @@ pub fn run(args: &Args) -> Result<Vec<Row>, String> {
             };
             rows.push(summarize(name, size, delivered, readable));
             let _ = std::fs::remove_file(&path);
+            step(name, size);
         }
-        eprintln!("measured {} bytes", size);
     }
     rows.extend(doorbells::measure(&mut rx, args.samples.max(100) * 10)?);
+    bar.finish_and_clear();
     let _ = rx.ask("exit");
     let _ = sender.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
-}
-
-fn human(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 {
-        format!("{} KiB", bytes >> 10)
-    } else {
-        format!("{bytes} B")
-    }
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e6)
-}
-
-/// Prints the rows as a table, grouped by size, with ratios to memcpy.
-pub fn print(rows: &[Row]) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(
-        err,
-        "\n{:<20} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
-        "case", "size", "delivered us", "p10", "p90", "readable us", "samples"
-    );
-    for r in rows {
-        let _ = writeln!(
-            err,
-            "{:<20} {:>8} {:>14} {:>10} {:>10} {:>14} {:>8}",
-            r.case,
-            human(r.size),
-            us(r.delivered),
-            us(r.p10),
-            us(r.p90),
-            us(r.readable),
-            r.samples
-        );
-    }
-}
-
-/// Writes the rows as CSV.
-pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::File::create(path)?;
-    writeln!(
-        f,
-        "case,size,delivered_ns,p10_ns,p90_ns,readable_ns,samples"
-    )?;
-    for r in rows {
-        writeln!(
-            f,
-            "{},{},{},{},{},{},{}",
-            r.case,
-            r.size,
-            r.delivered.as_nanos(),
-            r.p10.as_nanos(),
-            r.p90.as_nanos(),
-            r.readable.as_nanos(),
-            r.samples
-        )?;
-    }
-    Ok(())
 }

@@ -63,6 +63,16 @@ enum Cmd {
     /// Run real processes that pass aggregates in every mode and strength, verify every byte,
     /// and compare with a Unix socket and a pipe (starts a block manager if none runs).
     Demo(demo::DemoArgs),
+    /// Benchmarks: `cosh bench fig2a -- --help` lists the figure's options (sizes, samples,
+    /// --csv, --plot).
+    Bench {
+        /// The figure: fig2a (one-way transfer latency against size, every mode and
+        /// strength, with memcpy, Unix socket, pipe and futex baselines in the same run).
+        figure: Figure,
+        /// The figure's own options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
     /// A demo consumer process (started by `cosh demo`).
     #[command(hide = true, name = "__demo-consumer")]
     DemoConsumer {
@@ -73,6 +83,13 @@ enum Cmd {
         #[arg(long)]
         producer: String,
     },
+}
+
+/// The benchmarks `cosh bench` runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Figure {
+    /// One-way transfer latency against aggregate size (the paper's Figure 2a).
+    Fig2a,
 }
 
 fn socket_of(cli: &Cli) -> PathBuf {
@@ -93,6 +110,13 @@ fn main() -> ExitCode {
         Cmd::Status { json } => status(&socket, json),
         Cmd::Demo(args) => demo::run(&socket, &args),
         Cmd::DemoConsumer { name, producer } => demo::consumer(&socket, &name, &producer),
+        Cmd::Bench {
+            figure: Figure::Fig2a,
+            options,
+        } => {
+            let args = std::iter::once("cosh bench fig2a".to_string()).chain(options);
+            cosh_bench::main_with(&["bench", "fig2a"], args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,3 +90,54 @@ fn bad_sizes_are_explained() {
         assert!(text(&o).contains(bad), "{}", text(&o));
     }
 }
+
+#[test]
+fn bench_fig2a_writes_csv_and_a_plot() {
+    let dir = runtime("bench");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let csv = dir.join("fig2a.csv");
+    let svg = dir.join("fig2a.svg");
+    let o = cosh(
+        &dir,
+        &[
+            "bench",
+            "fig2a",
+            "--sizes",
+            "4K,64K",
+            "--samples",
+            "5",
+            "--quiet",
+            "--csv",
+            csv.to_str().expect("utf-8"),
+            "--plot",
+            svg.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ratios of medians"), "{}", text(&o));
+    let table = std::fs::read_to_string(&csv).expect("csv");
+    assert!(
+        table.starts_with("case,size,delivered_ns,p10_ns,p90_ns,p99_ns"),
+        "{table}"
+    );
+    for case in [
+        "move strong,4096,",
+        "share weak,65536,",
+        "unix socket,4096,",
+        "futex,64,",
+    ] {
+        assert!(table.contains(case), "no {case:?} in\n{table}");
+    }
+    let plot = std::fs::read_to_string(&svg).expect("svg");
+    assert!(
+        plot.starts_with("<svg") && plot.contains("share strong"),
+        "{plot}"
+    );
+    let o = cosh(&dir, &["bench", "fig2a", "--", "--help"]);
+    assert!(
+        o.status.success() && text(&o).contains("--plot"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
