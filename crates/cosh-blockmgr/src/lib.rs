@@ -58,6 +58,10 @@ pub struct Config {
     pub max_pending: usize,
     /// The most names one domain may register.
     pub max_names: usize,
+    /// After handling requests, how long to keep looking at the clients' rings before
+    /// sleeping (zero: sleep at once). Spinning saves clients the doorbell wake-up of their
+    /// next request, at the price of a busy core.
+    pub spin: std::time::Duration,
     /// Allocations of at most this many bytes are packed into slabs (0: never).
     pub slab_object_max: u64,
     /// The size of a slab buffer.
@@ -85,6 +89,7 @@ impl Config {
             max_aggregates: 1 << 20,
             max_pending: 1 << 16,
             max_names: 64,
+            spin: std::time::Duration::ZERO,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }

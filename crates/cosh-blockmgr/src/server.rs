@@ -160,6 +160,8 @@ pub struct BlockManager {
     slabs: HashMap<DomainId, (BufferId, u64)>,
     /// The eventfd clients ring when they put a request in a ring while this loop sleeps.
     doorbell: EventFd,
+    /// When a request was last handled (for spinning before sleep).
+    last_request: Instant,
 }
 
 impl BlockManager {
@@ -199,6 +201,7 @@ impl BlockManager {
             inbox: vec![0; MAX_FRAME],
             slabs: HashMap::new(),
             doorbell: EventFd::new().map_err(StartError::Runtime)?,
+            last_request: Instant::now(),
         })
     }
 
@@ -243,7 +246,7 @@ impl BlockManager {
             .filter(|(_, c)| c.rings.is_some())
             .map(|(t, _)| *t)
             .collect();
-        let mut work_waiting = false;
+        let mut work_waiting = self.spin_for_requests(&ringed);
         for t in &ringed {
             match self.with_request_ring(*t, |c| c.prepare_sleep()) {
                 Some(Ok(true)) => work_waiting = true,
@@ -315,6 +318,26 @@ impl BlockManager {
         Ok(())
     }
 
+    /// Right after handling requests, looks at the rings for up to `config.spin` before
+    /// letting the loop sleep: `true` if a request came meanwhile.
+    fn spin_for_requests(&mut self, ringed: &[u64]) -> bool {
+        let spin = self.config.spin;
+        if spin.is_zero() || self.last_request.elapsed() > spin {
+            return false;
+        }
+        while self.last_request.elapsed() < spin {
+            for t in ringed {
+                if let Some(Ok(n)) = self.with_request_ring(*t, |c| c.available())
+                    && n > 0
+                {
+                    return true;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
     /// Runs `f` on the client's request ring, attached at the position this side keeps.
     fn with_request_ring<T>(
         &mut self,
@@ -368,6 +391,7 @@ impl BlockManager {
             let Some(bytes) = frame else {
                 return;
             };
+            self.last_request = Instant::now();
             match decode(&bytes) {
                 Ok(m) => self.handle(token, m, true),
                 Err(e) => return self.reject(token, &e.to_string()),

@@ -184,3 +184,12 @@ fn a_busy_polling_receive_gets_its_transfer_times_out_and_notices_a_dead_block_m
         .expect_err("the block manager died");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
+
+#[test]
+fn a_spinning_block_manager_serves_the_same() {
+    let daemon = Daemon::start_with("rings-spin", &["--spin-us", "200"]);
+    let mut a = daemon.connect("a");
+    let mut b = daemon.connect("b");
+    exchange(&mut a, &mut b);
+    exchange(&mut b, &mut a);
+}

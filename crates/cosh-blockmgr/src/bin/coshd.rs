@@ -36,6 +36,10 @@ struct Args {
     /// The most aggregates one domain may hold.
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     max_aggregates: usize,
+    /// Microseconds to keep looking at clients' rings after handling requests, before
+    /// sleeping (0: sleep at once; spinning costs a core but saves wake-ups).
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    spin_us: u64,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
     config.free_budget = args.free_budget_mib.saturating_mul(1024 * 1024);
     config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
     config.max_pending = args.max_pending;
+    config.spin = std::time::Duration::from_micros(args.spin_us);
     config.max_aggregates = args.max_aggregates;
     if let Some(mib) = args.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
