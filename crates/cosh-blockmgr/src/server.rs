@@ -623,10 +623,10 @@ impl BlockManager {
         let Some(domain) = self.clients.get(&token).and_then(|c| c.domain) else {
             return;
         };
-        let mut fds = Vec::with_capacity(slots.len());
+        let mut owned = Vec::with_capacity(slots.len());
         for (slot, write) in slots {
             match self.store.descriptor(*slot, domain, *write) {
-                Ok(fd) => fds.push(fd.try_clone_to_owned()),
+                Ok(fd) => owned.push(fd),
                 Err(e) => {
                     let m = Message::Error {
                         kind: ErrorKind::Unavailable,
@@ -636,16 +636,6 @@ impl BlockManager {
                 }
             }
         }
-        let owned: Vec<_> = match fds.into_iter().collect::<Result<Vec<_>, _>>() {
-            Ok(v) => v,
-            Err(e) => {
-                let m = Message::Error {
-                    kind: ErrorKind::Unavailable,
-                    message: format!("out of descriptors: {e}"),
-                };
-                return self.send(token, &m, &[]);
-            }
-        };
         let borrowed: Vec<BorrowedFd<'_>> = owned.iter().map(AsFd::as_fd).collect();
         self.send(token, message, &borrowed);
     }
@@ -1361,13 +1351,44 @@ impl BlockManager {
             }
             let n = client.forget.len().min(MAX_REVOKE);
             let slots: Vec<u64> = client.forget.drain(..n).collect();
-            ok = encode(&Message::Response(Response::Forget { slots }))
-                .ok()
-                .is_some_and(|bytes| self.deliver(token, &bytes, &[]));
+            let Ok(bytes) = encode(&Message::Response(Response::Forget {
+                slots: slots.clone(),
+            })) else {
+                ok = false;
+                break;
+            };
+            // Notices are not urgent (slot ids are never reused, so a late forget confuses
+            // nothing): on a ring, leave room for the largest answer and send the rest later.
+            if let Some(free) = self.answer_ring_room(token)
+                && free
+                    < cosh_ring::frames::records_for(bytes.len())
+                        + cosh_ring::frames::records_for(MAX_FRAME)
+            {
+                if let Some(client) = self.clients.get_mut(&token) {
+                    client.forget.splice(0..0, slots);
+                }
+                return;
+            }
+            ok = self.deliver(token, &bytes, &[]);
         }
         if !ok {
             self.disconnect(token);
         }
+    }
+
+    /// Free records in the client's answer ring, if its answers go there now.
+    fn answer_ring_room(&mut self, token: u64) -> Option<usize> {
+        let client = self.clients.get_mut(&token)?;
+        if !client.via_ring {
+            return None;
+        }
+        let rings = client.rings.as_mut()?;
+        let (capacity, head) = (rings.capacity, rings.answer_head);
+        let words = rings.map.shared_words();
+        let (_, answer) = ring_words(&words, capacity)?;
+        let pending = Producer::attach_at(answer, head).and_then(|p| p.pending());
+        // A corrupt ring: report no room; delivering the answer will cut the client off.
+        Some(pending.map_or(0, |used| (capacity - used) as usize))
     }
 
     fn disconnect(&mut self, token: u64) {

@@ -43,7 +43,6 @@ enum DaemonMap {
 /// One memfd.
 pub(crate) struct Slot {
     memfd: Arc<Memfd>,
-    read_only: Option<Memfd>,
     map: Option<DaemonMap>,
     /// Domains that received a descriptor of this slot (they may map it for ever).
     exposed: BTreeSet<DomainId>,
@@ -254,7 +253,6 @@ impl Store {
                     id,
                     Slot {
                         memfd: Arc::new(memfd),
-                        read_only: None,
                         map: None,
                         exposed: BTreeSet::new(),
                         owner: domain,
@@ -384,13 +382,15 @@ impl Store {
         }
     }
 
-    /// A descriptor of slot `id` for `domain`, read-only or read/write, recording the exposure.
+    /// A new descriptor of slot `id` for `domain`, read-only or read/write, recording the
+    /// exposure. Read-only descriptors are reopened each time rather than kept: a process
+    /// may hold only 20,000 descriptors, and each slot already holds one.
     pub(crate) fn descriptor(
         &mut self,
         id: SlotId,
         domain: DomainId,
         write: bool,
-    ) -> Result<std::os::fd::BorrowedFd<'_>, cosh_sys::Error> {
+    ) -> Result<std::os::fd::OwnedFd, cosh_sys::Error> {
         let slot = self
             .slots
             .get_mut(&id)
@@ -399,17 +399,13 @@ impl Store {
             })?;
         slot.exposed.insert(domain);
         if write {
-            return Ok(slot.memfd.as_fd());
+            return slot.memfd.as_fd().try_clone_to_owned().map_err(|e| {
+                cosh_sys::Error::BadDescriptor {
+                    reason: format!("cannot duplicate a descriptor: {e}"),
+                }
+            });
         }
-        if slot.read_only.is_none() {
-            slot.read_only = Some(slot.memfd.reopen_read_only()?);
-        }
-        match &slot.read_only {
-            Some(fd) => Ok(fd.as_fd()),
-            None => Err(cosh_sys::Error::BadDescriptor {
-                reason: "read-only reopen vanished".into(),
-            }),
-        }
+        Ok(slot.memfd.reopen_read_only()?.into())
     }
 
     /// The ledger freed `buffer`: recycle its slot to the one domain that can see it, or

@@ -193,3 +193,54 @@ fn a_spinning_block_manager_serves_the_same() {
     exchange(&mut a, &mut b);
     exchange(&mut b, &mut a);
 }
+
+/// Thousands of forget notices for a client parked in a receive never crowd its answer out
+/// of the answer ring: notices wait for room, answers do not. Heavy (15,000 weak shares, and
+/// as many descriptors in the block manager, under the 20,000 a process may hold), so it runs
+/// only with `COSH_TEST_SCALE` ≥ 2.
+#[test]
+fn forget_notices_never_crowd_out_an_answer() {
+    let scale: u32 = std::env::var("COSH_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    if scale < 2 {
+        eprintln!("skipped: set COSH_TEST_SCALE=2 or more");
+        return;
+    }
+    let daemon = Daemon::start("rings-forget");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    b.trust(a.id()).expect("trust");
+    let n = 15_000;
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let x = a.alloc(8192).expect("alloc");
+        a.transfer(x, b.id(), Mode::Share, TransferFlags::weak())
+            .expect("weak share");
+        let got = b
+            .receive(None, Some(Duration::from_secs(5)))
+            .expect("receive");
+        b.read_pieces(got.agg, 0).expect("map it");
+        b.decref(got.agg).expect("decref");
+        held.push(x);
+    }
+    assert!(b.mapped_slots() >= n);
+    let a_id = a.id();
+    let b_id = b.id();
+    let waiter = std::thread::spawn(move || {
+        let got = b.receive(Some(a_id), Some(Duration::from_secs(30)));
+        (b, got)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for x in held {
+        a.decref(x).expect("decref"); // each destroys a slot b mapped: a forget for b
+    }
+    let last = a.alloc(10).expect("alloc");
+    a.transfer(last, b_id, Mode::Copy, TransferFlags::strong())
+        .expect("copy");
+    let (mut b, got) = waiter.join().expect("waiter");
+    got.expect("the answer got through");
+    b.status().expect("the deferred notices follow");
+    b.status().expect("and the next");
+    assert!(b.mapped_slots() < 100, "{} mappings left", b.mapped_slots());
+}
