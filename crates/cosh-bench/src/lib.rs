@@ -356,20 +356,10 @@ impl Receiver {
         Ok(answer.trim().to_string())
     }
 
+    /// Sends a command and reads its answer.
     pub(crate) fn ask(&mut self, line: &str) -> Result<String, String> {
-        writeln!(self.stdin, "{line}")
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| format!("the receiver stopped: {e}"))?;
-        let mut answer = String::new();
-        if self
-            .stdout
-            .read_line(&mut answer)
-            .map_err(|e| e.to_string())?
-            == 0
-        {
-            return Err("the receiver exited".into());
-        }
-        Ok(answer.trim().to_string())
+        self.tell(line)?;
+        self.line()
     }
 }
 
@@ -438,10 +428,8 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let mut sender = Domain::connect_with(&Options::new("bench-sender").socket(&socket).no_spawn())
         .map_err(e)?;
     let mut rx = Receiver::spawn(&exe, prefix, &socket)?;
-    let mut ready = String::new();
-    rx.stdout.read_line(&mut ready).map_err(|x| x.to_string())?;
+    let ready = rx.line()?;
     let receiver_id = ready
-        .trim()
         .strip_prefix("ready ")
         .and_then(|b| b.parse().ok())
         .map(cosh::DomainId::from_bits)
@@ -505,11 +493,7 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 sender.bytes_mut(&first).map_err(e)?[..8].copy_from_slice(&t0.to_le_bytes());
                 sender.transfer(agg, receiver_id, mode, flags).map_err(e)?;
                 sender.decref(agg).map_err(e)?;
-                let mut answer = String::new();
-                rx.stdout
-                    .read_line(&mut answer)
-                    .map_err(|x| x.to_string())?;
-                let (d, r) = parse_sample(answer.trim())?;
+                let (d, r) = parse_sample(&rx.line()?)?;
                 if i >= warmup {
                     delivered.push(d);
                     readable.push(r);
@@ -524,12 +508,9 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             let mut writer: Box<dyn Write> = if kind == "socket" {
                 let listener =
                     std::os::unix::net::UnixListener::bind(&path).map_err(|x| x.to_string())?;
-                writeln!(rx.stdin, "stream socket {}", path.display())
-                    .map_err(|x| x.to_string())?;
-                rx.stdin.flush().map_err(|x| x.to_string())?;
+                rx.tell(&format!("stream socket {}", path.display()))?;
                 let (s, _): (UnixStream, _) = listener.accept().map_err(|x| x.to_string())?;
-                let mut ok = String::new();
-                rx.stdout.read_line(&mut ok).map_err(|x| x.to_string())?;
+                rx.line()?;
                 Box::new(s)
             } else {
                 rustix::fs::mknodat(
@@ -540,29 +521,22 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                     0,
                 )
                 .map_err(|x| x.to_string())?;
-                writeln!(rx.stdin, "stream pipe {}", path.display()).map_err(|x| x.to_string())?;
-                rx.stdin.flush().map_err(|x| x.to_string())?;
+                rx.tell(&format!("stream pipe {}", path.display()))?;
                 let w = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
                     .map_err(|x| x.to_string())?;
-                let mut ok = String::new();
-                rx.stdout.read_line(&mut ok).map_err(|x| x.to_string())?;
+                rx.line()?;
                 Box::new(w)
             };
             let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             let (mut delivered, mut readable) = (Vec::new(), Vec::new());
             for i in 0..n + warmup {
-                writeln!(rx.stdin, "read {size}").map_err(|x| x.to_string())?;
-                rx.stdin.flush().map_err(|x| x.to_string())?;
+                rx.tell(&format!("read {size}"))?;
                 let t0 = now_ns();
                 data[..8].copy_from_slice(&t0.to_le_bytes());
                 writer.write_all(&data).map_err(|x| x.to_string())?;
-                let mut answer = String::new();
-                rx.stdout
-                    .read_line(&mut answer)
-                    .map_err(|x| x.to_string())?;
-                let (d, r) = parse_sample(answer.trim())?;
+                let (d, r) = parse_sample(&rx.line()?)?;
                 if i >= warmup {
                     delivered.push(d);
                     readable.push(r);
