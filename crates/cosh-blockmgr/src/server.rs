@@ -28,7 +28,7 @@ use cosh_proto::ops::{
 };
 use cosh_proto::{MAX_FRAME, Message, decode, encode, negotiate};
 use cosh_ring::frames::{FrameReader, push_frame};
-use cosh_ring::{AtomicU32, Consumer, Futex, Producer};
+use cosh_ring::{AtomicU32, Consumer, Futex, Producer, RingError};
 use cosh_sys::eventfd::EventFd;
 use cosh_sys::mapping::{Mapping, Prefault, ReadWrite, SharedWords};
 use cosh_sys::memfd::Memfd;
@@ -115,16 +115,51 @@ struct ClientRings {
     reader: FrameReader,
 }
 
+impl ClientRings {
+    /// Runs `f` on the request ring, attached at the position kept here, and the frame reader;
+    /// keeps the position `f` leaves.
+    fn request<T>(
+        &mut self,
+        f: impl FnOnce(&mut Consumer<'_>, &mut FrameReader) -> Result<T, RingError>,
+    ) -> Result<T, RingError> {
+        let words = self.map.shared_words();
+        let (request, _) = ring_words(&words, self.capacity).ok_or(RingError::TooSmall {
+            needed: cosh_ring::pair_words(self.capacity),
+            got: 0,
+        })?;
+        let mut c = Consumer::attach_at(request, self.request_tail)?;
+        let r = f(&mut c, &mut self.reader)?;
+        self.request_tail = c.position();
+        Ok(r)
+    }
+
+    /// Runs `f` on the answer ring, attached at the position kept here; keeps the position
+    /// `f` leaves.
+    fn answer<T>(
+        &mut self,
+        f: impl FnOnce(&mut Producer<'_>) -> Result<T, RingError>,
+    ) -> Result<T, RingError> {
+        let words = self.map.shared_words();
+        let (_, answer) = ring_words(&words, self.capacity).ok_or(RingError::TooSmall {
+            needed: cosh_ring::pair_words(self.capacity),
+            got: 0,
+        })?;
+        let mut p = Producer::attach_at(answer, self.answer_head)?;
+        let r = f(&mut p)?;
+        self.answer_head = p.position();
+        Ok(r)
+    }
+}
+
 /// The two rings' word ranges in a client's ring memory.
 fn ring_words<'w>(
     words: &'w SharedWords<'_>,
     capacity: u32,
 ) -> Option<(&'w [AtomicU32], &'w [AtomicU32])> {
-    let n = cosh_ring::words_for(capacity);
-    Some((
-        words.atomic_u32s(0, n)?,
-        words.atomic_u32s(cosh_ring::bytes_for(capacity), n)?,
-    ))
+    cosh_ring::split_pair(
+        words.atomic_u32s(0, cosh_ring::pair_words(capacity))?,
+        capacity,
+    )
 }
 
 /// What a request produced.
@@ -342,54 +377,25 @@ impl BlockManager {
     fn with_request_ring<T>(
         &mut self,
         token: u64,
-        f: impl FnOnce(&mut Consumer<'_>) -> Result<T, cosh_ring::RingError>,
-    ) -> Option<Result<T, cosh_ring::RingError>> {
+        f: impl FnOnce(&mut Consumer<'_>) -> Result<T, RingError>,
+    ) -> Option<Result<T, RingError>> {
         let rings = self.clients.get_mut(&token)?.rings.as_mut()?;
-        let capacity = rings.capacity;
-        let tail = rings.request_tail;
-        let words = rings.map.shared_words();
-        let (request, _) = ring_words(&words, capacity)?;
-        let result = Consumer::attach_at(request, tail).and_then(|mut c| {
-            let r = f(&mut c)?;
-            Ok((r, c.position()))
-        });
-        Some(result.map(|(r, position)| {
-            rings.request_tail = position;
-            r
-        }))
+        Some(rings.request(|c, _| f(c)))
     }
 
     /// Handles the requests waiting in a client's ring (a few at most, for fairness).
     fn read_ring(&mut self, token: u64) {
         for _ in 0..16 {
-            let frame = {
-                let Some(rings) = self.clients.get_mut(&token).and_then(|c| c.rings.as_mut())
-                else {
-                    return;
-                };
-                let capacity = rings.capacity;
-                let tail = rings.request_tail;
-                let words = rings.map.shared_words();
-                let Some((request, _)) = ring_words(&words, capacity) else {
-                    return;
-                };
-                let read = Consumer::attach_at(request, tail).and_then(|mut c| {
-                    let f = rings.reader.read(&mut c)?;
-                    Ok((f, c.position()))
-                });
-                match read {
-                    Ok((f, position)) => {
-                        rings.request_tail = position;
-                        f
-                    }
-                    Err(e) => {
-                        let why = format!("request ring: {e}");
-                        return self.reject(token, &why);
-                    }
-                }
-            };
-            let Some(bytes) = frame else {
+            let Some(rings) = self.clients.get_mut(&token).and_then(|c| c.rings.as_mut()) else {
                 return;
+            };
+            let bytes = match rings.request(|c, reader| reader.read(c)) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(e) => {
+                    let why = format!("request ring: {e}");
+                    return self.reject(token, &why);
+                }
             };
             self.last_request = Instant::now();
             match decode(&bytes) {
@@ -407,7 +413,7 @@ impl BlockManager {
             .next_power_of_two()
             .min(ops::MAX_RING_RECORDS);
         let made = (|| -> Result<(Memfd, Mapping<ReadWrite>), cosh_sys::Error> {
-            let memfd = Memfd::create("cosh-rings", 2 * cosh_ring::bytes_for(capacity) as u64)?;
+            let memfd = Memfd::create("cosh-rings", 4 * cosh_ring::pair_words(capacity) as u64)?;
             let mut map = memfd.map_write(Prefault::Now)?;
             {
                 let words = map.shared_words();
@@ -662,22 +668,8 @@ impl BlockManager {
             && fds.is_empty()
             && let Some(rings) = client.rings.as_mut()
         {
-            let capacity = rings.capacity;
-            let head = rings.answer_head;
-            let words = rings.map.shared_words();
-            let Some((_, answer)) = ring_words(&words, capacity) else {
-                return false;
-            };
-            let pushed = Producer::attach_at(answer, head)
-                .and_then(|mut p| Ok((push_frame(&mut p, bytes, &Futex)?, p.position())));
-            return match pushed {
-                Ok((true, position)) => {
-                    rings.answer_head = position;
-                    true
-                }
-                // A full answer ring: the client does not read its answers.
-                Ok((false, _)) | Err(_) => false,
-            };
+            // A full answer ring (or a corrupt one): the client does not read its answers.
+            return matches!(rings.answer(|p| push_frame(p, bytes, &Futex)), Ok(true));
         }
         client.sock.send(bytes, fds).is_ok()
     }
@@ -1383,12 +1375,13 @@ impl BlockManager {
             return None;
         }
         let rings = client.rings.as_mut()?;
-        let (capacity, head) = (rings.capacity, rings.answer_head);
-        let words = rings.map.shared_words();
-        let (_, answer) = ring_words(&words, capacity)?;
-        let pending = Producer::attach_at(answer, head).and_then(|p| p.pending());
+        let capacity = rings.capacity;
         // A corrupt ring: report no room; delivering the answer will cut the client off.
-        Some(pending.map_or(0, |used| (capacity - used) as usize))
+        Some(
+            rings
+                .answer(|p| p.pending())
+                .map_or(0, |used| (capacity - used) as usize),
+        )
     }
 
     fn disconnect(&mut self, token: u64) {

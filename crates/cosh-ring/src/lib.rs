@@ -71,6 +71,18 @@ pub fn bytes_for(capacity: u32) -> usize {
     words_for(capacity) * 4
 }
 
+/// Words for a pair of rings of `capacity` records laid out one after the other (a client's
+/// request ring, then its answer ring).
+pub fn pair_words(capacity: u32) -> usize {
+    2 * words_for(capacity)
+}
+
+/// The two rings of a pair laid out by [`pair_words`]; `None` if `words` is too short.
+pub fn split_pair(words: &[AtomicU32], capacity: u32) -> Option<(&[AtomicU32], &[AtomicU32])> {
+    let n = words_for(capacity);
+    Some((words.get(..n)?, words.get(n..2 * n)?))
+}
+
 /// What went wrong with a ring.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {

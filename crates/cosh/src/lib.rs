@@ -178,14 +178,10 @@ fn ring_words<'w>(
     words: &'w SharedWords<'_>,
     capacity: u32,
 ) -> Result<(&'w [cosh_ring::AtomicU32], &'w [cosh_ring::AtomicU32])> {
-    let n = cosh_ring::words_for(capacity);
-    match (
-        words.atomic_u32s(0, n),
-        words.atomic_u32s(cosh_ring::bytes_for(capacity), n),
-    ) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => Err(Error::Protocol("the rings' memory is too small".into())),
-    }
+    words
+        .atomic_u32s(0, cosh_ring::pair_words(capacity))
+        .and_then(|w| cosh_ring::split_pair(w, capacity))
+        .ok_or_else(|| Error::Protocol("the rings' memory is too small".into()))
 }
 
 fn ring_error(e: cosh_ring::RingError) -> Error {
@@ -262,7 +258,7 @@ impl Domain {
             Error::Protocol(format!("rings came with {} descriptors, not 2", fds.len()))
         })?;
         let memfd = Memfd::from_fd(memory)?;
-        if memfd.len() < 2 * cosh_ring::bytes_for(capacity) as u64 {
+        if memfd.len() < 4 * cosh_ring::pair_words(capacity) as u64 {
             return Err(Error::Protocol("the rings' memory is too small".into()));
         }
         let mut map = memfd.map_write(Prefault::Now)?;
