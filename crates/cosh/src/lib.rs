@@ -174,6 +174,36 @@ struct Rings {
     bell: EventFd,
 }
 
+impl Rings {
+    /// Runs `f` on the request ring, attached at the position kept here, with the block
+    /// manager's doorbell; keeps the position `f` leaves.
+    fn request<T>(
+        &mut self,
+        f: impl FnOnce(&mut Producer<'_>, &EventFd) -> Result<T, cosh_ring::RingError>,
+    ) -> Result<T> {
+        let words = self.map.shared_words();
+        let (request, _) = ring_words(&words, self.capacity)?;
+        let mut p = Producer::attach_at(request, self.request_head).map_err(ring_error)?;
+        let r = f(&mut p, &self.bell).map_err(ring_error)?;
+        self.request_head = p.position();
+        Ok(r)
+    }
+
+    /// Runs `f` on the answer ring, attached at the position kept here, with the frame
+    /// reader; keeps the position `f` leaves.
+    fn answer<T>(
+        &mut self,
+        f: impl FnOnce(&mut Consumer<'_>, &mut FrameReader) -> Result<T, cosh_ring::RingError>,
+    ) -> Result<T> {
+        let words = self.map.shared_words();
+        let (_, answer) = ring_words(&words, self.capacity)?;
+        let mut c = Consumer::attach_at(answer, self.answer_tail).map_err(ring_error)?;
+        let r = f(&mut c, &mut self.reader).map_err(ring_error)?;
+        self.answer_tail = c.position();
+        Ok(r)
+    }
+}
+
 fn ring_words<'w>(
     words: &'w SharedWords<'_>,
     capacity: u32,
@@ -315,15 +345,7 @@ impl Domain {
                 .rings
                 .as_mut()
                 .ok_or(Error::Protocol("no rings".into()))?;
-            let head = rings.request_head;
-            let bell = &rings.bell;
-            let (words, capacity) = (rings.map.shared_words(), rings.capacity);
-            let (request, _) = ring_words(&words, capacity)?;
-            let mut p = Producer::attach_at(request, head).map_err(ring_error)?;
-            let pushed = push_frame(&mut p, bytes, &EventBell(bell)).map_err(ring_error)?;
-            let position = p.position();
-            rings.request_head = position;
-            if pushed {
+            if rings.request(|p, bell| push_frame(p, bytes, &EventBell(bell)))? {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
@@ -346,20 +368,16 @@ impl Domain {
                 .rings
                 .as_mut()
                 .ok_or(Error::Protocol("no rings".into()))?;
-            let tail = rings.answer_tail;
-            let (words, capacity) = (rings.map.shared_words(), rings.capacity);
-            let (_, answer) = ring_words(&words, capacity)?;
-            let mut c = Consumer::attach_at(answer, tail).map_err(ring_error)?;
-            let frame = rings.reader.read(&mut c).map_err(ring_error)?;
-            let arrived = frame.is_some()
-                || if polling {
-                    c.wait(&Futex, 1 << 16, Some(Duration::ZERO))
-                } else {
-                    c.wait(&Futex, spins, Some(Duration::from_millis(100)))
-                }
-                .map_err(ring_error)?;
-            let position = c.position();
-            rings.answer_tail = position;
+            let (frame, arrived) = rings.answer(|c, reader| {
+                let frame = reader.read(c)?;
+                let arrived = frame.is_some()
+                    || if polling {
+                        c.wait(&Futex, 1 << 16, Some(Duration::ZERO))?
+                    } else {
+                        c.wait(&Futex, spins, Some(Duration::from_millis(100)))?
+                    };
+                Ok((frame, arrived))
+            })?;
             if let Some(bytes) = frame {
                 return decode(&bytes).map_err(|e| Error::Protocol(e.to_string()));
             }
