@@ -740,12 +740,12 @@ impl BlockManager {
                 offset,
                 max,
             } => {
-                let all = self
-                    .ledger
-                    .pieces(domain, AggId(agg), access.into(), offset)?;
                 let take = (max as usize).clamp(1, MAX_PIECES);
-                let mut pieces = Vec::with_capacity(all.len().min(take));
-                for c in all.iter().take(take) {
+                let (page, more) =
+                    self.ledger
+                        .pieces_page(domain, AggId(agg), access.into(), offset, take)?;
+                let mut pieces = Vec::with_capacity(page.len());
+                for c in &page {
                     let slot = self.store.slot_of(c.buffer).ok_or_else(|| {
                         fail(
                             ErrorKind::Unavailable,
@@ -759,10 +759,7 @@ impl BlockManager {
                         len: c.len,
                     });
                 }
-                now(Response::Pieces {
-                    more: all.len() > pieces.len(),
-                    pieces,
-                })
+                now(Response::Pieces { more, pieces })
             }
             Request::Map { buffers } => {
                 if buffers.len() > MAX_MAP {

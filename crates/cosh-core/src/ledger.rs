@@ -759,17 +759,32 @@ impl Ledger {
         access: Access,
         offset: u64,
     ) -> Result<Vec<Chunk>> {
+        Ok(self.pieces_page(domain, agg, access, offset, usize::MAX)?.0)
+    }
+
+    /// At most `max` of the pieces from `offset`, and whether more follow (for answers in
+    /// pages: only the page is collected).
+    pub fn pieces_page(
+        &self,
+        domain: DomainId,
+        agg: AggId,
+        access: Access,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<Chunk>, bool)> {
         let a = self.agg(domain, agg)?;
         let op = match access {
             Access::Read => Operation::Read,
             Access::Write => Operation::Write,
         };
         require(agg, a.rights, access.needs(), op)?;
-        let pieces = a
+        let mut pieces = a
             .chunks
             .pieces_from(offset)
             .map_err(|e| out_of_range(agg, e))?;
-        Ok(pieces.collect())
+        let page: Vec<Chunk> = pieces.by_ref().take(max).collect();
+        let more = pieces.next().is_some();
+        Ok((page, more))
     }
 
     /// A new aggregate holding `len` bytes of `agg` from `offset`, related to it, with the
