@@ -184,10 +184,6 @@ fn incoming(s: &str) -> Result<Incoming<u64, DomainId>, PeerError> {
     })
 }
 
-fn loc(p: &str) -> String {
-    p.to_string()
-}
-
 impl Cosh for Peers<'_> {
     type Domain = DomainId;
     type Agg = u64;
@@ -279,7 +275,7 @@ impl Cosh for Peers<'_> {
             Access::Write => "write",
         };
         let s = self.ask(domain, &format!("iter {agg} {a} {offset}"))?;
-        Ok(s.split_whitespace().map(loc).collect())
+        Ok(s.split_whitespace().map(str::to_string).collect())
     }
 
     fn piece_len(piece: &String) -> u64 {
