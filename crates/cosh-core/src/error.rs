@@ -160,6 +160,15 @@ pub enum Error {
     /// commit).
     #[error("the transfer plan is stale: the ledger changed after it was made; plan again")]
     StalePlan,
+    /// A transfer announced on a direct ring that the ledger cannot honour by reference alone
+    /// (the sender's library broke the direct-ring rules).
+    #[error("direct transfer of {agg} refused: {reason}")]
+    DirectRefused {
+        /// The sender's aggregate.
+        agg: AggId,
+        /// Why.
+        reason: &'static str,
+    },
     /// A memory access outside the domain's mappings.
     #[error("memory fault: domain {domain} has no {needed} mapping of buffer {buffer}")]
     Fault {
@@ -301,6 +310,7 @@ impl Error {
             Error::UnknownTicket { .. } => ErrorKind::UnknownTicket,
             Error::TicketReused { .. } => ErrorKind::TicketReused,
             Error::StalePlan => ErrorKind::StalePlan,
+            Error::DirectRefused { .. } => ErrorKind::Protocol,
             Error::Fault { .. } => ErrorKind::Fault,
         }
     }

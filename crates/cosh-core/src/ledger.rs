@@ -316,6 +316,18 @@ pub struct Received {
     pub ticket: Option<Ticket>,
 }
 
+/// A whole-buffer aggregate that may travel on a direct ring (see [`Ledger::direct_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectInfo {
+    /// Its one buffer.
+    pub buffer: BufferId,
+    /// The buffer's length (the aggregate's).
+    pub len: u64,
+    /// Every domain that maps the buffer (the receiver of a weak transfer must trust those
+    /// left with permissions beyond their rights).
+    pub mappers: Vec<DomainId>,
+}
+
 /// Buffers released by a decref or a domain's exit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Release {
@@ -387,6 +399,8 @@ struct DomainState {
     tickets_delivered: BTreeMap<DomainId, u64>,
     /// Tickets issued to each destination.
     tickets_issued: BTreeMap<DomainId, u64>,
+    /// Aggregate ids leased for direct transfers: the next one to use and the end.
+    lease: (u64, u64),
 }
 
 /// The rights ledger (see the module documentation).
@@ -435,6 +449,7 @@ impl Ledger {
                 ticketed: BTreeMap::new(),
                 tickets_delivered: BTreeMap::new(),
                 tickets_issued: BTreeMap::new(),
+                lease: (0, 0),
             },
         );
         self.generation += 1;
@@ -479,6 +494,20 @@ impl Ledger {
         }
         self.generation += 1;
         Ok(release)
+    }
+
+    /// Whether `domain` declared that it trusts `peer`.
+    pub fn trusts(&self, domain: DomainId, peer: DomainId) -> bool {
+        self.domains
+            .get(&domain)
+            .is_some_and(|d| d.trusts.contains(&peer))
+    }
+
+    /// Transfers from `source` queued for `domain`'s next receives.
+    pub fn queued_from(&self, domain: DomainId, source: DomainId) -> usize {
+        self.domains.get(&domain).map_or(0, |d| {
+            d.queued.iter().filter(|t| t.source == source).count()
+        })
     }
 
     /// Records that `domain` trusts `peer`: weak transfers to `domain` that leave `peer` with
@@ -586,6 +615,18 @@ impl Ledger {
         pending: bool,
     ) -> Result<AggId> {
         let id = self.fresh_agg();
+        self.insert_agg_as(id, domain, chunks, rights, group, pending)
+    }
+
+    fn insert_agg_as(
+        &mut self,
+        id: AggId,
+        domain: DomainId,
+        chunks: ChunkList,
+        rights: Rights,
+        group: Option<u64>,
+        pending: bool,
+    ) -> Result<AggId> {
         let group = group.unwrap_or_else(|| {
             let g = self.next_group;
             self.next_group += 1;
@@ -935,6 +976,103 @@ impl Ledger {
             .is_none_or(|b| b.holds.is_empty() && b.mappings.keys().all(|d| *d == domain))
     }
 
+    /// Leases `count` fresh aggregate ids to `domain` for [`Ledger::transfer_direct`],
+    /// replacing any lease it still had; returns the first. Ids are never reused, so a
+    /// lease can name an aggregate of any domain.
+    pub fn lease_ids(&mut self, domain: DomainId, count: u64) -> Result<u64> {
+        self.domain(domain)?;
+        let first = self.next_agg;
+        self.next_agg = first.saturating_add(count);
+        self.domain_mut(domain)?.lease = (first, self.next_agg);
+        self.generation += 1;
+        Ok(first)
+    }
+
+    /// The next leased id `domain` must use, and how many it has left.
+    pub fn lease_left(&self, domain: DomainId) -> Option<(u64, u64)> {
+        self.domains
+            .get(&domain)
+            .map(|d| (d.lease.0, d.lease.1.saturating_sub(d.lease.0)))
+    }
+
+    /// What a client library needs to know to send `agg` on a direct ring: `Some` when the
+    /// aggregate is one whole buffer of at least the policy's reference size, held
+    /// read/write, neither frozen nor sealed, and no other aggregate of `domain` (received
+    /// or not) refers to that buffer with any rights. Such a buffer is held with rights by
+    /// this aggregate alone in the whole ledger (invariants), so only `domain`'s own calls
+    /// can change that; the library keeps the answer until it makes one.
+    pub fn direct_info(&self, domain: DomainId, agg: AggId) -> Option<DirectInfo> {
+        let a = self.agg(domain, agg).ok()?;
+        let [chunk] = a.chunks.chunks() else {
+            return None;
+        };
+        let state = self.buffers.get(&chunk.buffer)?;
+        let whole = chunk.offset == 0 && chunk.len == state.len;
+        let held = state.holds.get(&domain).copied().unwrap_or_default();
+        let alone = held[Rights::ReadWrite as usize] == 1
+            && held[Rights::Read as usize] == 0
+            && state
+                .holds
+                .iter()
+                .all(|(d, c)| *d == domain || top_rights(c) == Rights::None);
+        if !whole
+            || !alone
+            || a.rights != Rights::ReadWrite
+            || state.frozen
+            || state.sealed
+            || state.len < self.policy.min_reference_bytes.max(1)
+        {
+            return None;
+        }
+        Some(DirectInfo {
+            buffer: chunk.buffer,
+            len: state.len,
+            mappers: state.mappings.keys().copied().collect(),
+        })
+    }
+
+    /// A weak move or share that the sender's library already carried out on a direct ring:
+    /// the receiver holds `new` (the next id of the sender's lease) at once, without a
+    /// receive. Refused, changing nothing, unless the plan is what the ring carried: every
+    /// piece by reference, honoured as weak, no seal, and no permission change but the
+    /// receiver's.
+    pub fn transfer_direct(
+        &mut self,
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+        new: AggId,
+    ) -> Result<()> {
+        let refuse = |reason| Err(Error::DirectRefused { agg, reason });
+        if mode == Mode::Copy {
+            return refuse("a copy never travels on a direct ring");
+        }
+        let (next, end) = self.domain(sender)?.lease;
+        if new.0 != next || next >= end {
+            return refuse("the new aggregate id is not the next of the sender's lease");
+        }
+        let plan = self.plan_transfer(TransferRequest::new(
+            sender,
+            agg,
+            receiver,
+            mode,
+            TransferFlags::weak(),
+        ))?;
+        if plan.effective_strength != Strength::Weak {
+            return refuse("the receiver does not trust every domain that maps the buffer");
+        }
+        if plan.pieces.iter().any(|p| p.route != Route::Reference) || !plan.seals.is_empty() {
+            return refuse("the ledger would copy or seal");
+        }
+        if plan.mapping_changes.iter().any(|c| c.domain != receiver) {
+            return refuse("the ledger would change another domain's permission");
+        }
+        self.domain_mut(sender)?.lease.0 = next + 1;
+        self.commit_as(plan, Some(new))?;
+        Ok(())
+    }
+
     /// Plans a transfer (see the module documentation). Changes nothing.
     pub fn plan_transfer(&self, request: TransferRequest) -> Result<TransferPlan> {
         let TransferRequest {
@@ -1185,6 +1323,12 @@ impl Ledger {
 
     /// Applies a plan made against the current state.
     pub fn commit(&mut self, plan: TransferPlan) -> Result<Committed> {
+        self.commit_as(plan, None)
+    }
+
+    /// [`Ledger::commit`]; with `direct`, the receiver holds the aggregate under that id at
+    /// once instead of having it queued or ticketed.
+    fn commit_as(&mut self, plan: TransferPlan, direct: Option<AggId>) -> Result<Committed> {
         if plan.generation != self.generation {
             return Err(Error::StalePlan);
         }
@@ -1276,6 +1420,19 @@ impl Ledger {
             }
         }
 
+        if let Some(id) = direct {
+            let receiver_agg =
+                self.insert_agg_as(id, receiver, chunks, plan.receiver_gets, None, false)?;
+            self.generation += 1;
+            return Ok(Committed {
+                receiver_agg,
+                ticket: None,
+                new_buffers,
+                copies,
+                mapping_changes: plan.mapping_changes,
+                seals: plan.seals,
+            });
+        }
         let receiver_agg = self.insert_agg(receiver, chunks, plan.receiver_gets, None, true)?;
         let inbound = Inbound {
             agg: receiver_agg,
