@@ -406,6 +406,42 @@ pub enum Request {
         /// may choose fewer, but enough for the largest frame).
         capacity: u32,
     },
+    /// Opens a direct ring to `to` for weak transfers → [`Response::DirectOpened`], on the
+    /// socket (a descriptor goes with it). Refused unless `to` trusts this domain and both
+    /// use rings. From then on every transfer to `to` goes through the ring, in order.
+    OpenDirect {
+        /// The receiving domain.
+        to: u64,
+    },
+    /// The direct ring from `from` announced by [`Response::DirectInbound`] →
+    /// [`Response::DirectAttached`], on the socket (a descriptor goes with it).
+    AttachDirect {
+        /// The sending domain.
+        from: u64,
+    },
+    /// A record, not a request (no answer), and only through the request ring: this domain
+    /// moved or shared `agg` to `to` weakly on their direct ring, where the receiver knows
+    /// it as `new`, the next id of this domain's lease. Applied before any later request of
+    /// any domain; one the ledger cannot honour by reference cuts the sender off.
+    Direct {
+        /// The sender's aggregate.
+        agg: u64,
+        /// The receiving domain.
+        to: u64,
+        /// Move or share.
+        mode: WireMode,
+        /// The receiver's aggregate id.
+        new: u64,
+    },
+    /// A record, not a request (no answer), and only through the request ring: `to` said on
+    /// its direct ring from this domain that it is parked in a receive here; end that wait
+    /// with [`Response::Woken`].
+    Wake {
+        /// The parked receiver.
+        to: u64,
+    },
+    /// A fresh lease of aggregate ids for direct transfers → [`Response::Leased`].
+    Lease,
 }
 
 /// The most records a per-client ring may have.
@@ -495,6 +531,119 @@ pub enum Response {
         /// Records per ring.
         capacity: u32,
     },
+    /// The answer to `alloc` when the aggregate is one whole buffer of its own that may
+    /// travel on direct rings (otherwise [`Response::Agg`]).
+    Allocated {
+        /// Its id.
+        agg: u64,
+        /// Its one piece.
+        piece: WirePiece,
+    },
+    /// A direct ring is open: its memfd travels beside the frame (one ring, this domain
+    /// produces), with a lease of aggregate ids for the transfers it will carry.
+    DirectOpened {
+        /// Records in the ring.
+        capacity: u32,
+        /// The first leased id.
+        first: u64,
+        /// How many ids.
+        count: u64,
+    },
+    /// The direct ring asked for: its memfd travels beside the frame (this domain consumes).
+    DirectAttached {
+        /// Records in the ring.
+        capacity: u32,
+    },
+    /// A notice, not an answer: `from` opened a direct ring to this domain, and every
+    /// transfer it sends from now on comes that way; attach it with
+    /// [`Request::AttachDirect`].
+    DirectInbound {
+        /// The sending domain.
+        from: u64,
+    },
+    /// A notice, not an answer: `peer` disconnected, so the direct ring to it or from it is
+    /// closed; transfers to it go through the block manager again (and fail).
+    DirectClosed {
+        /// The domain that left.
+        peer: u64,
+    },
+    /// The answer to a waiting receive that a direct ring (or a new one) interrupted: look at
+    /// the direct rings, then ask again.
+    Woken,
+    /// A lease of aggregate ids for direct transfers.
+    Leased {
+        /// The first id.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
+}
+
+/// The most mappers a [`DirectRecord::Transfer`] lists.
+pub const MAX_MAPPERS: usize = 8;
+
+/// What a direct ring carries, one frame per transfer, in the order they were sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectRecord {
+    /// A weak move or share by reference: the receiver holds `agg` already.
+    Transfer {
+        /// The receiver's aggregate id.
+        agg: u64,
+        /// Move (read/write) or share (read-only).
+        mode: WireMode,
+        /// Its one piece: a whole buffer.
+        piece: WirePiece,
+        /// Every domain that may map the buffer, the receiver included.
+        mappers: Vec<u64>,
+    },
+    /// A transfer that went through the block manager: take it with `attach_recv`.
+    Ticket {
+        /// The ticket.
+        ticket: u64,
+    },
+}
+
+/// Why a direct-ring record did not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad direct-ring record: {0}")]
+pub struct RecordError(pub String);
+
+/// Encodes a direct-ring record.
+pub fn encode_record(r: &DirectRecord) -> Result<Vec<u8>, RecordError> {
+    check_record(r)?;
+    postcard::to_allocvec(r).map_err(|e| RecordError(e.to_string()))
+}
+
+/// Decodes a direct-ring record: canonical encoding only, bounds checked, never a panic.
+pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
+    let (r, rest): (DirectRecord, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|e| RecordError(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(RecordError(format!("{} trailing bytes", rest.len())));
+    }
+    check_record(&r)?;
+    if postcard::to_allocvec(&r).ok().as_deref() != Some(bytes) {
+        return Err(RecordError("not in canonical encoding".into()));
+    }
+    Ok(r)
+}
+
+fn check_record(r: &DirectRecord) -> Result<(), RecordError> {
+    match r {
+        DirectRecord::Transfer { mappers, mode, .. } => {
+            if mappers.len() > MAX_MAPPERS {
+                return Err(RecordError(format!(
+                    "{} mappers, more than {MAX_MAPPERS}",
+                    mappers.len()
+                )));
+            }
+            if *mode == WireMode::Copy {
+                return Err(RecordError("a copy on a direct ring".into()));
+            }
+            Ok(())
+        }
+        DirectRecord::Ticket { .. } => Ok(()),
+    }
 }
 
 /// Checks the bounds that keep every message within a frame; `Err` names what is wrong.

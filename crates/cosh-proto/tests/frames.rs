@@ -200,6 +200,7 @@ fn negotiation_picks_the_newest_common_version_or_refuses_clearly() {
 }
 
 mod operations {
+    use cosh_proto::ops::{DirectRecord, MAX_MAPPERS, decode_record, encode_record};
     use cosh_proto::ops::{
         DomainStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES, MAX_REVOKE, MAX_STATUS_DOMAINS,
         MAX_STATUS_NAME, MapRequest, MappedBuffer, Request, Response, Status, TransferCounts,
@@ -292,6 +293,16 @@ mod operations {
             name.prop_map(|name| Request::Lookup { name }),
             Just(Request::Status),
             Just(Request::Shutdown),
+            any::<u64>().prop_map(|to| Request::OpenDirect { to }),
+            any::<u64>().prop_map(|from| Request::AttachDirect { from }),
+            (any::<(u64, u64, u64)>(), mode()).prop_map(|((agg, to, new), mode)| Request::Direct {
+                agg,
+                to,
+                mode,
+                new
+            }),
+            any::<u64>().prop_map(|to| Request::Wake { to }),
+            Just(Request::Lease),
         ]
     }
 
@@ -357,11 +368,78 @@ mod operations {
                     ticket,
                 }),
             any::<u64>().prop_map(|domain| Response::Domain { domain }),
+            (any::<u64>(), any::<(u64, u64, u64, u64)>()).prop_map(
+                |(agg, (buffer, slot, offset, len))| Response::Allocated {
+                    agg,
+                    piece: WirePiece {
+                        buffer,
+                        slot,
+                        offset,
+                        len
+                    }
+                }
+            ),
+            any::<(u32, u64, u64)>().prop_map(|(capacity, first, count)| {
+                Response::DirectOpened {
+                    capacity,
+                    first,
+                    count,
+                }
+            }),
+            any::<u32>().prop_map(|capacity| Response::DirectAttached { capacity }),
+            any::<u64>().prop_map(|from| Response::DirectInbound { from }),
+            Just(Response::Woken),
+            any::<u64>().prop_map(|peer| Response::DirectClosed { peer }),
+            any::<(u64, u64)>().prop_map(|(first, count)| Response::Leased { first, count }),
+        ]
+    }
+
+    fn record() -> impl Strategy<Value = DirectRecord> {
+        prop_oneof![
+            (
+                any::<(u64, u64, u64, u64, u64)>(),
+                any::<bool>(),
+                prop::collection::vec(any::<u64>(), 0..=MAX_MAPPERS)
+            )
+                .prop_map(|((agg, buffer, slot, offset, len), moved, mappers)| {
+                    DirectRecord::Transfer {
+                        agg,
+                        mode: if moved {
+                            WireMode::Move
+                        } else {
+                            WireMode::Share
+                        },
+                        piece: WirePiece {
+                            buffer,
+                            slot,
+                            offset,
+                            len,
+                        },
+                        mappers,
+                    }
+                }),
+            any::<u64>().prop_map(|ticket| DirectRecord::Ticket { ticket }),
         ]
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn direct_records_round_trip_and_survive_corruption(
+            r in record(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let bytes = encode_record(&r).expect("encodes");
+            prop_assert_eq!(decode_record(&bytes).expect("decodes"), r);
+            let mut bad = bytes.clone();
+            let i = at.index(bad.len());
+            bad[i] = byte;
+            if let Ok(m) = decode_record(&bad) {
+                prop_assert_eq!(encode_record(&m).expect("re-encodes"), bad);
+            }
+        }
 
         #[test]
         fn requests_and_responses_round_trip(
@@ -515,4 +593,43 @@ mod operations {
         });
         assert_eq!(decode(&encode(&ok).expect("encodes")).expect("decodes"), ok);
     }
+}
+
+#[test]
+fn direct_records_refuse_copies_and_long_mapper_lists() {
+    use cosh_proto::ops::{DirectRecord, MAX_MAPPERS, WireMode, WirePiece, encode_record};
+    let piece = WirePiece {
+        buffer: 1,
+        slot: 2,
+        offset: 0,
+        len: 4096,
+    };
+    let copy = DirectRecord::Transfer {
+        agg: 1,
+        mode: WireMode::Copy,
+        piece,
+        mappers: vec![],
+    };
+    assert!(encode_record(&copy).is_err());
+    let crowded = DirectRecord::Transfer {
+        agg: 1,
+        mode: WireMode::Move,
+        piece,
+        mappers: vec![7; MAX_MAPPERS + 1],
+    };
+    assert!(encode_record(&crowded).is_err());
+    // Nor does the decoder take what the encoder refuses.
+    let ok = DirectRecord::Transfer {
+        agg: 1,
+        mode: WireMode::Move,
+        piece,
+        mappers: vec![7; MAX_MAPPERS],
+    };
+    let mut bytes = encode_record(&ok).expect("encodes");
+    // The mapper count is the byte after the piece; bump it and append one more mapper.
+    let at = bytes.len() - MAX_MAPPERS - 1;
+    assert_eq!(bytes[at] as usize, MAX_MAPPERS);
+    bytes[at] += 1;
+    bytes.push(7);
+    assert!(cosh_proto::ops::decode_record(&bytes).is_err());
 }
