@@ -103,6 +103,27 @@ struct Client {
     rings: Option<ClientRings>,
     /// Where the request being answered came from (answers go back the same way).
     via_ring: bool,
+    /// A request read from the ring while applying direct-transfer records ahead of another
+    /// client's request; handled at this client's next turn.
+    held: Option<Message>,
+    /// Direct rings to announce ([`Response::DirectInbound`]) or to close
+    /// ([`Response::DirectClosed`]) with the next answer: (peer, opened).
+    direct_notices: Vec<(DomainId, bool)>,
+}
+
+/// Records in a direct ring.
+const DIRECT_CAPACITY: u32 = 1024;
+/// Aggregate ids leased at a time for direct transfers.
+const LEASE: u64 = 4096;
+
+/// A direct ring from one domain to another: its memory, kept to hand to the receiver.
+struct DirectPair {
+    memfd: Memfd,
+    /// Whether the receiver was told (only once no transfer from the sender waits for it in
+    /// the queue, so that it never takes a ring record before an older queued transfer).
+    announced: bool,
+    /// The sender disconnected; the ring is kept for the receiver to read.
+    sender_gone: bool,
 }
 
 /// A client's rings: one memfd, the request ring then the answer ring. Positions are kept
@@ -197,6 +218,10 @@ pub struct BlockManager {
     doorbell: EventFd,
     /// When a request was last handled (for spinning before sleep).
     last_request: Instant,
+    /// Direct rings, by (sender, receiver).
+    direct: BTreeMap<(DomainId, DomainId), DirectPair>,
+    /// Clients that send on direct rings (their records are applied before any request).
+    loggers: BTreeSet<u64>,
 }
 
 impl BlockManager {
@@ -237,6 +262,8 @@ impl BlockManager {
             slabs: HashMap::new(),
             doorbell: EventFd::new().map_err(StartError::Runtime)?,
             last_request: Instant::now(),
+            direct: BTreeMap::new(),
+            loggers: BTreeSet::new(),
         })
     }
 
@@ -281,7 +308,8 @@ impl BlockManager {
             .filter(|(_, c)| c.rings.is_some())
             .map(|(t, _)| *t)
             .collect();
-        let mut work_waiting = self.spin_for_requests(&ringed);
+        let mut work_waiting =
+            self.spin_for_requests(&ringed) || self.clients.values().any(|c| c.held.is_some());
         for t in &ringed {
             match self.with_request_ring(*t, |c| c.prepare_sleep()) {
                 Some(Ok(true)) => work_waiting = true,
@@ -385,7 +413,13 @@ impl BlockManager {
 
     /// Handles the requests waiting in a client's ring (a few at most, for fairness).
     fn read_ring(&mut self, token: u64) {
+        if let Some(held) = self.clients.get_mut(&token).and_then(|c| c.held.take()) {
+            self.handle(token, held, true);
+        }
         for _ in 0..16 {
+            if self.clients.get(&token).is_some_and(|c| c.held.is_some()) {
+                return;
+            }
             let Some(rings) = self.clients.get_mut(&token).and_then(|c| c.rings.as_mut()) else {
                 return;
             };
@@ -453,6 +487,206 @@ impl BlockManager {
         }
     }
 
+    /// Applies the direct-transfer records waiting in every sending client's request ring,
+    /// up to its next real request (kept for its turn).
+    fn drain_records(&mut self, current: u64) {
+        let mut tokens: Vec<u64> = self.loggers.iter().copied().collect();
+        if !tokens.contains(&current) && self.loggers.contains(&current) {
+            tokens.push(current);
+        }
+        for t in tokens {
+            self.drain_client(t);
+        }
+    }
+
+    fn drain_client(&mut self, token: u64) {
+        loop {
+            let Some(client) = self.clients.get_mut(&token) else {
+                return;
+            };
+            if client.held.is_some() {
+                return;
+            }
+            let Some(rings) = client.rings.as_mut() else {
+                return;
+            };
+            let bytes = match rings.request(|c, reader| reader.read(c)) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return,
+                Err(e) => {
+                    let why = format!("request ring: {e}");
+                    return self.reject(token, &why);
+                }
+            };
+            match decode(&bytes) {
+                Ok(Message::Request(r @ (Request::Direct { .. } | Request::Wake { .. }))) => {
+                    self.apply_record(token, r);
+                }
+                Ok(m) => {
+                    if let Some(c) = self.clients.get_mut(&token) {
+                        c.held = Some(m);
+                    }
+                    return;
+                }
+                Err(e) => return self.reject(token, &e.to_string()),
+            }
+        }
+    }
+
+    /// A direct-ring record: a weak transfer already carried out (the ledger must agree, or
+    /// the sender broke the rules and is cut off), or a receiver to wake.
+    fn apply_record(&mut self, token: u64, record: Request) {
+        let Ok(sender) = self.domain_of(token) else {
+            return;
+        };
+        match record {
+            Request::Direct { agg, to, mode, new } => {
+                let to = DomainId::from_bits(to);
+                if !self.ledger.has_domain(to) {
+                    // The receiver died after the sender wrote the record: like a transfer
+                    // it received just before dying.
+                    return;
+                }
+                let mode: Mode = mode.into();
+                if !self.direct.contains_key(&(sender, to)) {
+                    return self.reject(token, "a direct transfer without a direct ring");
+                }
+                match self
+                    .ledger
+                    .transfer_direct(sender, AggId(agg), to, mode, AggId(new))
+                {
+                    Ok(()) => {
+                        match mode {
+                            Mode::Move => self.counts.moves += 1,
+                            _ => self.counts.shares += 1,
+                        }
+                        self.counts.weak += 1;
+                        self.counts.by_descriptor += 1;
+                    }
+                    Err(e) => {
+                        let why = format!("direct transfer: {e}");
+                        self.reject(token, &why);
+                    }
+                }
+            }
+            Request::Wake { to } => {
+                let to = DomainId::from_bits(to);
+                if !self.direct.contains_key(&(sender, to)) {
+                    return;
+                }
+                self.end_wait(to);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a parked receive with [`Response::Woken`] (and the notices it carries).
+    fn end_wait(&mut self, domain: DomainId) {
+        let Some(&token) = self.by_domain.get(&domain) else {
+            return;
+        };
+        // Only a receive from the queue: a ticketed one waits for its ticket alone.
+        if let Some(c) = self.clients.get_mut(&token)
+            && matches!(c.phase, Phase::Waiting(Wait::Queued(_), _))
+        {
+            c.phase = Phase::Idle;
+            self.answer(token, now(Response::Woken));
+        }
+    }
+
+    /// Opens a direct ring from the client's domain to `to` and sends it over the socket.
+    fn open_direct(
+        &mut self,
+        token: u64,
+        sender: DomainId,
+        to: DomainId,
+    ) -> Result<Answer, Failure> {
+        if to == sender {
+            return Err(CoreError::SelfTransfer { domain: sender }.into());
+        }
+        let Some(&receiver_token) = self.by_domain.get(&to) else {
+            return Err(CoreError::UnknownDomain { domain: to }.into());
+        };
+        if !self.ledger.trusts(to, sender) {
+            return Err(fail(
+                ErrorKind::InsufficientRights,
+                format!("domain {to} does not trust {sender}: weak transfers to it are strong"),
+            ));
+        }
+        let ringed = |t: u64| self.clients.get(&t).is_some_and(|c| c.rings.is_some());
+        if !ringed(token) || !ringed(receiver_token) {
+            return Err(fail(
+                ErrorKind::Unavailable,
+                "direct rings need both domains to use rings",
+            ));
+        }
+        if self.direct.contains_key(&(sender, to)) {
+            return Err(fail(
+                ErrorKind::Protocol,
+                format!("a direct ring to {to} is already open"),
+            ));
+        }
+        let words = cosh_ring::direct_words(DIRECT_CAPACITY);
+        let made = (|| -> Result<Memfd, cosh_sys::Error> {
+            let memfd = Memfd::create("cosh-direct", 4 * words as u64)?;
+            let mut map = memfd.map_write(Prefault::Now)?;
+            let shared = map.shared_words();
+            if let Some(w) = shared.atomic_u32s(0, words) {
+                let _ = cosh_ring::init(w, DIRECT_CAPACITY);
+            }
+            Ok(memfd)
+        })();
+        let memfd =
+            made.map_err(|e| fail(ErrorKind::Unavailable, format!("cannot make a ring: {e}")))?;
+        let first = self.ledger.lease_ids(sender, LEASE)?;
+        let m = Message::Response(Response::DirectOpened {
+            capacity: DIRECT_CAPACITY,
+            first,
+            count: LEASE,
+        });
+        self.send(token, &m, &[memfd.as_fd()]);
+        self.direct.insert(
+            (sender, to),
+            DirectPair {
+                memfd,
+                announced: false,
+                sender_gone: false,
+            },
+        );
+        self.loggers.insert(token);
+        self.announce_rings(to);
+        Ok(Answer::Later)
+    }
+
+    /// Tells `receiver` about the direct rings to it that it may use now: those from senders
+    /// with no transfer waiting for it in the queue.
+    fn announce_rings(&mut self, receiver: DomainId) {
+        let ready: Vec<DomainId> = self
+            .direct
+            .iter()
+            .filter(|((s, r), p)| {
+                *r == receiver && !p.announced && self.ledger.queued_from(receiver, *s) == 0
+            })
+            .map(|((s, _), _)| *s)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let Some(&token) = self.by_domain.get(&receiver) else {
+            return;
+        };
+        for s in ready {
+            if let Some(p) = self.direct.get_mut(&(s, receiver)) {
+                p.announced = true;
+            }
+            if let Some(c) = self.clients.get_mut(&token) {
+                c.direct_notices.push((s, true));
+            }
+        }
+        // A parked receiver hears at once (its receive ends with `Woken`).
+        self.end_wait(receiver);
+    }
+
     fn accept(&mut self) {
         let Ok(sock) = self.listener.accept() else {
             return;
@@ -476,6 +710,8 @@ impl BlockManager {
                 forget: Vec::new(),
                 rings: None,
                 via_ring: false,
+                held: None,
+                direct_notices: Vec::new(),
             },
         );
     }
@@ -551,9 +787,28 @@ impl BlockManager {
             }
             return self.open_rings(token, capacity);
         }
-        if via_ring && matches!(frame, Message::Request(Request::Map { .. })) {
+        if via_ring
+            && matches!(
+                frame,
+                Message::Request(
+                    Request::Map { .. } | Request::OpenDirect { .. } | Request::AttachDirect { .. }
+                )
+            )
+        {
             return self.reject(token, "requests that pass descriptors come over the socket");
         }
+        if let Message::Request(r @ (Request::Direct { .. } | Request::Wake { .. })) = frame {
+            if !via_ring {
+                return self.reject(token, "direct-ring records come through the request ring");
+            }
+            return self.apply_record(token, r);
+        }
+        // Every direct transfer announced so far happened before this request: the ledger
+        // must know of it first.
+        self.drain_records(token);
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
         match (&client.phase, frame) {
             (
                 Phase::Handshake,
@@ -650,6 +905,7 @@ impl BlockManager {
     /// disconnected.
     fn send(&mut self, token: u64, message: &Message, fds: &[BorrowedFd<'_>]) {
         self.flush_forget(token);
+        self.flush_direct_notices(token);
         let ok = encode(message)
             .ok()
             .is_some_and(|bytes| self.deliver(token, &bytes, fds));
@@ -716,6 +972,20 @@ impl BlockManager {
                     let release = self.ledger.decref(domain, allocation.agg)?;
                     self.released(&release);
                     return Err(fail(ErrorKind::Unavailable, e.to_string()));
+                }
+                // A whole buffer of its own may travel on direct rings: say where it is.
+                if let Some(info) = self.ledger.direct_info(domain, allocation.agg)
+                    && let Some(slot) = self.store.slot_of(info.buffer)
+                {
+                    return now(Response::Allocated {
+                        agg: allocation.agg.0,
+                        piece: WirePiece {
+                            buffer: info.buffer.0,
+                            slot,
+                            offset: 0,
+                            len: info.len,
+                        },
+                    });
                 }
                 now(Response::Agg {
                     agg: allocation.agg.0,
@@ -912,6 +1182,40 @@ impl BlockManager {
                 )),
             },
             Request::Status => now(Response::Status(Box::new(self.status()))),
+            Request::OpenDirect { to } => self.open_direct(token, domain, DomainId::from_bits(to)),
+            Request::AttachDirect { from } => {
+                let from = DomainId::from_bits(from);
+                let Some(pair) = self.direct.get(&(from, domain)).filter(|p| p.announced) else {
+                    return Err(fail(
+                        ErrorKind::UnknownDomain,
+                        format!("no direct ring from {from} waits for domain {domain}"),
+                    ));
+                };
+                let fd = pair
+                    .memfd
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
+                let m = Message::Response(Response::DirectAttached {
+                    capacity: DIRECT_CAPACITY,
+                });
+                if pair.sender_gone {
+                    self.direct.remove(&(from, domain));
+                }
+                self.send(token, &m, &[fd.as_fd()]);
+                Ok(Answer::Later)
+            }
+            Request::Lease => {
+                let first = self.ledger.lease_ids(domain, LEASE)?;
+                now(Response::Leased {
+                    first,
+                    count: LEASE,
+                })
+            }
+            Request::Direct { .. } | Request::Wake { .. } => Err(fail(
+                ErrorKind::Protocol,
+                "direct-ring records come through the request ring",
+            )),
             Request::Shutdown => {
                 let uid = self.clients.get(&token).map_or(u32::MAX, |c| c.creds.uid);
                 let own = rustix::process::getuid().as_raw();
@@ -961,7 +1265,21 @@ impl BlockManager {
         timeout_ms: Option<u64>,
     ) -> Result<Answer, Failure> {
         match self.try_receive(domain, &wait) {
-            Ok(r) => now(received(&r)),
+            Ok(r) => {
+                self.announce_rings(domain);
+                now(received(&r))
+            }
+            Err(e)
+                if may_still_come(&e)
+                    && matches!(wait, Wait::Queued(_))
+                    && self
+                        .clients
+                        .get(&token)
+                        .is_some_and(|c| !c.direct_notices.is_empty()) =>
+            {
+                // A direct ring to announce first: the receiver looks there, then asks again.
+                now(Response::Woken)
+            }
             Err(e)
                 if may_still_come(&e)
                     && wait.source().is_some_and(|s| !self.ledger.has_domain(s)) =>
@@ -1010,6 +1328,7 @@ impl BlockManager {
                 if let Some(c) = self.clients.get_mut(&token) {
                     c.phase = Phase::Idle;
                 }
+                self.announce_rings(domain);
                 self.answer(token, now(received(&r)));
             }
             Err(e) if may_still_come(&e) => {}
@@ -1365,6 +1684,31 @@ impl BlockManager {
         }
     }
 
+    /// Sends a client its direct-ring notices (few: one per peer).
+    fn flush_direct_notices(&mut self, token: u64) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        let notices = std::mem::take(&mut client.direct_notices);
+        for (peer, opened) in notices {
+            let r = if opened {
+                Response::DirectInbound {
+                    from: peer.to_bits(),
+                }
+            } else {
+                Response::DirectClosed {
+                    peer: peer.to_bits(),
+                }
+            };
+            let ok = encode(&Message::Response(r))
+                .ok()
+                .is_some_and(|bytes| self.deliver(token, &bytes, &[]));
+            if !ok {
+                return self.disconnect(token);
+            }
+        }
+    }
+
     /// Free records in the client's answer ring, if its answers go there now.
     fn answer_ring_room(&mut self, token: u64) -> Option<usize> {
         let client = self.clients.get_mut(&token)?;
@@ -1382,12 +1726,51 @@ impl BlockManager {
     }
 
     fn disconnect(&mut self, token: u64) {
+        // Transfers it made on direct rings happened: the ledger learns of them first.
+        if self.loggers.remove(&token)
+            && let Some(c) = self.clients.get_mut(&token)
+        {
+            c.held = None;
+            self.drain_client(token);
+        }
         let Some(client) = self.clients.remove(&token) else {
             return;
         };
         let Some(domain) = client.domain else {
             return;
         };
+        let pairs: Vec<(DomainId, DomainId)> = self
+            .direct
+            .keys()
+            .filter(|(s, r)| *s == domain || *r == domain)
+            .copied()
+            .collect();
+        for (s, r) in pairs {
+            let peer = if s == domain { r } else { s };
+            let Some(&t) = self.by_domain.get(&peer) else {
+                self.direct.remove(&(s, r));
+                continue;
+            };
+            if s == domain {
+                // The receiver may still read what the sender left: keep the ring until it
+                // attaches, announcing it now if it was not yet.
+                let Some(pair) = self.direct.get_mut(&(s, r)) else {
+                    continue;
+                };
+                pair.sender_gone = true;
+                if !std::mem::replace(&mut pair.announced, true)
+                    && let Some(c) = self.clients.get_mut(&t)
+                {
+                    c.direct_notices.push((domain, true));
+                }
+            } else {
+                self.direct.remove(&(s, r));
+            }
+            if let Some(c) = self.clients.get_mut(&t) {
+                c.direct_notices.push((domain, false));
+            }
+            self.end_wait(peer);
+        }
         self.by_domain.remove(&domain);
         self.slabs.remove(&domain);
         self.names.retain(|_, d| *d != domain);

@@ -71,6 +71,19 @@ pub fn bytes_for(capacity: u32) -> usize {
     words_for(capacity) * 4
 }
 
+/// Words of a direct ring between two domains: the ring, then one record of flags. The first
+/// flag word ([`direct_parked_word`]) is set by a consumer that sleeps somewhere the producer
+/// cannot wake with a futex (parked in its block manager), so that the producer asks the
+/// block manager to wake it.
+pub fn direct_words(capacity: u32) -> usize {
+    words_for(capacity) + RECORD_WORDS
+}
+
+/// The index of the parked flag in a direct ring's words.
+pub fn direct_parked_word(capacity: u32) -> usize {
+    words_for(capacity)
+}
+
 /// Words for a pair of rings of `capacity` records laid out one after the other (a client's
 /// request ring, then its answer ring).
 pub fn pair_words(capacity: u32) -> usize {

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod connect;
+mod direct;
 pub mod pattern;
 
 use std::collections::HashMap;
@@ -158,6 +159,8 @@ pub struct Domain {
     slots_of: HashMap<Agg, Vec<u64>>,
     /// The shared-memory rings to the block manager, once open.
     rings: Option<Rings>,
+    /// Direct rings to and from other domains, and what they need to know.
+    direct: direct::Direct,
     spins: u32,
     buf: Vec<u8>,
     socket: PathBuf,
@@ -257,6 +260,7 @@ impl Domain {
             maps: HashMap::new(),
             slots_of: HashMap::new(),
             rings: None,
+            direct: direct::Direct::default(),
             spins: options.spins,
             buf: vec![0; MAX_FRAME],
             socket,
@@ -457,7 +461,13 @@ impl Domain {
     /// Requests that pass no descriptors go through the rings when they are open.
     fn call_with_fds(&mut self, request: Request) -> Result<(Response, Vec<OwnedFd>)> {
         let via_ring = self.rings.is_some()
-            && !matches!(request, Request::Map { .. } | Request::OpenRings { .. });
+            && !matches!(
+                request,
+                Request::Map { .. }
+                    | Request::OpenRings { .. }
+                    | Request::OpenDirect { .. }
+                    | Request::AttachDirect { .. }
+            );
         let send = |d: &mut Domain, m: &Message| -> Result<()> {
             if via_ring {
                 let bytes = encode(m).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -478,6 +488,14 @@ impl Domain {
                     for s in slots {
                         self.maps.remove(&s);
                     }
+                }
+                (
+                    Message::Response(
+                        r @ (Response::DirectInbound { .. } | Response::DirectClosed { .. }),
+                    ),
+                    _,
+                ) => {
+                    self.direct_notice(&r);
                 }
                 (Message::Response(Response::Revoke { slots, more }), _) => {
                     for s in slots {
@@ -519,17 +537,29 @@ impl Domain {
 
     /// `alloc`: a fresh read/write aggregate of `len` zeroed bytes, private to this domain.
     pub fn alloc(&mut self, len: u64) -> Result<Agg> {
-        self.agg(Request::Alloc { len })
+        let r = self.call(Request::Alloc { len })?;
+        self.allocated(r)
     }
 
     /// `incref`: one more reference.
     pub fn incref(&mut self, agg: Agg) -> Result<()> {
-        self.done(Request::Incref { agg: agg.0 })
+        self.done(Request::Incref { agg: agg.0 })?;
+        if let Some(l) = self.direct.local.get_mut(&agg) {
+            l.refs += 1;
+        }
+        Ok(())
     }
 
     /// `decref`: one reference fewer; the last frees the aggregate.
     pub fn decref(&mut self, agg: Agg) -> Result<()> {
-        self.slots_of.remove(&agg);
+        let last = self.direct.local.get_mut(&agg).is_none_or(|l| {
+            l.refs = l.refs.saturating_sub(1);
+            l.refs == 0
+        });
+        if last {
+            self.slots_of.remove(&agg);
+            self.direct.local.remove(&agg);
+        }
         self.done(Request::Decref { agg: agg.0 })
     }
 
@@ -553,6 +583,9 @@ impl Domain {
 
     /// `concat`.
     pub fn concat(&mut self, first: Agg, second: Agg) -> Result<Agg> {
+        // Relatives now share the buffers: no longer sent directly.
+        self.direct.local.remove(&first);
+        self.direct.local.remove(&second);
         self.agg(Request::Concat {
             first: first.0,
             second: second.0,
@@ -561,6 +594,7 @@ impl Domain {
 
     /// `select`.
     pub fn select(&mut self, agg: Agg, offset: u64, len: u64) -> Result<Agg> {
+        self.direct.local.remove(&agg);
         self.agg(Request::Select {
             agg: agg.0,
             offset,
@@ -592,6 +626,7 @@ impl Domain {
 
     /// `downgrade`.
     pub fn downgrade(&mut self, agg: Agg, rights: Rights) -> Result<()> {
+        self.direct.local.remove(&agg);
         self.done(Request::Downgrade {
             agg: agg.0,
             rights: rights.into(),
@@ -641,6 +676,14 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
     ) -> Result<TransferReport> {
+        if self.rings.is_some()
+            && let Some(report) = self.transfer_direct(agg, dest, mode, flags)?
+        {
+            return Ok(report);
+        }
+        if mode != Mode::Copy {
+            self.direct.local.remove(&agg);
+        }
         Ok(self.send_transfer(agg, dest, mode, flags, false)?.1)
     }
 
@@ -653,6 +696,9 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
     ) -> Result<Ticket> {
+        if mode != Mode::Copy {
+            self.direct.local.remove(&agg);
+        }
         match self.send_transfer(agg, dest, mode, flags, true)? {
             (Some(t), _) => Ok(Ticket(t)),
             (None, _) => Err(Error::Protocol(
@@ -688,6 +734,9 @@ impl Domain {
         source: Option<DomainId>,
         timeout: Option<Duration>,
     ) -> Result<Incoming> {
+        if self.rings.is_some() {
+            return self.receive_any(source, timeout);
+        }
         let r = self.call(Request::Receive {
             source: source.map(DomainId::to_bits),
             timeout_ms: ms(timeout),
@@ -754,6 +803,12 @@ impl Domain {
     }
 
     fn locations(&mut self, agg: Agg, access: Access, offset: u64) -> Result<Vec<Location>> {
+        if let Some(known) = self.local_piece(agg, access, offset) {
+            self.slots_of
+                .insert(agg, known.iter().map(|l| l.slot).collect());
+            self.ensure_mapped(&known, access)?;
+            return Ok(known);
+        }
         let mut out = Vec::new();
         let mut at = offset;
         loop {

@@ -1,0 +1,707 @@
+//! Direct rings: weak transfers between domains that trust each other, with the block manager
+//! off the path.
+//!
+//! A sender opens one ring per receiver that trusts it ([`Request::OpenDirect`]); from then on
+//! every transfer to that receiver goes through the ring, in order. A weak move or share of
+//! an aggregate this library knows to be one whole buffer held by nobody else with rights
+//! ([`Local`]) is one record in the ring, after one record in the request ring that tells the
+//! block manager, which applies it before any later request of any domain: the ledger stays
+//! exact, and the receiver holds the aggregate the moment it reads the record. Anything else
+//! goes through the block manager as a ticketed transfer whose ticket follows in the ring.
+//!
+//! The receiver reads the ring directly. It sleeps on the ring's futex when it waits for that
+//! sender alone; when it waits for anyone it parks in the block manager with the ring's
+//! *parked* flag set, and a sender that finds the flag asks the block manager to wake it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, Ticket, TransferFlags};
+use cosh_proto::ops::{
+    DirectRecord, MAX_MAPPERS, Request, Response, TransferReport, WireMode, WirePiece,
+    decode_record, encode_record,
+};
+use cosh_proto::{MAX_FRAME, Message, encode};
+use cosh_ring::frames::{FrameReader, push_frame, records_for};
+use cosh_ring::{AtomicU32, Consumer, Doorbell, Futex, Producer};
+use cosh_sys::mapping::{Mapping, Prefault, ReadWrite, SharedWords};
+use cosh_sys::memfd::Memfd;
+
+use crate::{Agg, Domain, Error, EventBell, Incoming, Location, Result, unexpected};
+
+/// What the library knows of an aggregate that is one whole buffer: enough to send it on a
+/// direct ring (when held read/write) and to find its bytes without asking.
+#[derive(Clone, Debug)]
+pub(crate) struct Local {
+    pub(crate) at: Location,
+    pub(crate) rights: Rights,
+    pub(crate) refs: u32,
+    /// Every domain that may map the buffer.
+    pub(crate) mappers: Vec<DomainId>,
+}
+
+/// One direct ring, either side: its memory and the position this side keeps.
+pub(crate) struct Ring {
+    map: Mapping<ReadWrite>,
+    capacity: u32,
+    position: u32,
+    reader: FrameReader,
+    /// The peer is gone: read what it left, then drop the ring.
+    closing: bool,
+}
+
+/// Ids the block manager leased for direct transfers: the next and the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Lease {
+    next: u64,
+    end: u64,
+}
+
+/// The direct-ring state of a domain.
+#[derive(Default)]
+pub(crate) struct Direct {
+    pub(crate) local: HashMap<Agg, Local>,
+    outbound: HashMap<DomainId, Ring>,
+    /// Receivers that refused a ring (they do not trust this domain).
+    refused: std::collections::HashSet<DomainId>,
+    inbound: BTreeMap<DomainId, Ring>,
+    to_attach: Vec<DomainId>,
+    /// Announced rings whose sender is already gone (attach, read, drop).
+    closing: std::collections::HashSet<DomainId>,
+    lease: Lease,
+    /// Where the next look at the inbound rings starts (fairness).
+    turn: usize,
+}
+
+/// A doorbell that rings nobody: records the block manager applies at its next request.
+struct Quiet;
+
+impl Doorbell for Quiet {
+    fn wait(&self, _word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) {}
+    fn wake(&self, _word: &AtomicU32) {}
+}
+
+fn ring_words<'w>(words: &'w SharedWords<'_>, capacity: u32) -> Result<&'w [AtomicU32]> {
+    words
+        .atomic_u32s(0, cosh_ring::direct_words(capacity))
+        .ok_or_else(|| Error::Protocol("a direct ring's memory is too small".into()))
+}
+
+fn corrupt(peer: DomainId, e: impl std::fmt::Display) -> Error {
+    Error::Cosh {
+        kind: ErrorKind::Protocol,
+        message: format!("the direct ring with domain {peer} is corrupt ({e}); it was closed"),
+    }
+}
+
+impl Ring {
+    fn new(fd: OwnedFd, capacity: u32, producer: bool) -> Result<Ring> {
+        if !capacity.is_power_of_two() || capacity > cosh_ring::MAX_CAPACITY {
+            return Err(Error::Protocol(format!(
+                "a direct ring of {capacity} records"
+            )));
+        }
+        let memfd = Memfd::from_fd(fd)?;
+        if memfd.len() < 4 * cosh_ring::direct_words(capacity) as u64 {
+            return Err(Error::Protocol(
+                "a direct ring's memory is too small".into(),
+            ));
+        }
+        let mut map = memfd.map_write(Prefault::Now)?;
+        let position = {
+            let words = map.shared_words();
+            let w = ring_words(&words, capacity)?;
+            if producer {
+                Producer::attach(w)
+                    .map_err(|e| Error::Protocol(e.to_string()))?
+                    .position()
+            } else {
+                Consumer::attach(w)
+                    .map_err(|e| Error::Protocol(e.to_string()))?
+                    .position()
+            }
+        };
+        Ok(Ring {
+            map,
+            capacity,
+            position,
+            reader: FrameReader::new(MAX_FRAME),
+            closing: false,
+        })
+    }
+
+    /// Pushes a frame whole (`Ok(false)`: no room), waking a consumer asleep on the futex;
+    /// `Ok(true)` with `parked` set when the consumer parked in the block manager instead.
+    fn push(&mut self, frame: &[u8]) -> std::result::Result<(bool, bool), String> {
+        let capacity = self.capacity;
+        let words = self.map.shared_words();
+        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
+        let mut p = Producer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        if !push_frame(&mut p, frame, &Futex).map_err(|e| e.to_string())? {
+            return Ok((false, false));
+        }
+        self.position = p.position();
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let parked = w[cosh_ring::direct_parked_word(capacity)]
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+            != 0;
+        Ok((true, parked))
+    }
+
+    /// Free records.
+    fn room(&mut self) -> std::result::Result<usize, String> {
+        let capacity = self.capacity;
+        let words = self.map.shared_words();
+        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
+        let p = Producer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        Ok((capacity - p.pending().map_err(|e| e.to_string())?) as usize)
+    }
+
+    /// The next whole frame, if any.
+    fn pop(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        let capacity = self.capacity;
+        let words = self.map.shared_words();
+        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
+        let mut c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        let frame = self.reader.read(&mut c).map_err(|e| e.to_string())?;
+        self.position = c.position();
+        Ok(frame)
+    }
+
+    /// Waits for records: `spins` looks, then the futex, at most `timeout`.
+    fn wait(&mut self, spins: u32, timeout: Duration) -> std::result::Result<bool, String> {
+        let capacity = self.capacity;
+        let words = self.map.shared_words();
+        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
+        let c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        c.wait(&Futex, spins, Some(timeout))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sets or clears the parked flag; setting it reports whether records already wait.
+    fn park(&mut self, parked: bool) -> std::result::Result<bool, String> {
+        let capacity = self.capacity;
+        let words = self.map.shared_words();
+        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
+        let flag = &w[cosh_ring::direct_parked_word(capacity)];
+        flag.store(u32::from(parked), std::sync::atomic::Ordering::Relaxed);
+        if !parked {
+            return Ok(false);
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        Ok(c.available().map_err(|e| e.to_string())? > 0)
+    }
+}
+
+impl Domain {
+    /// Handles a direct-ring notice from the block manager.
+    pub(crate) fn direct_notice(&mut self, r: &Response) -> bool {
+        match r {
+            Response::DirectInbound { from } => {
+                self.direct.to_attach.push(DomainId::from_bits(*from));
+                true
+            }
+            Response::DirectClosed { peer } => {
+                let peer = DomainId::from_bits(*peer);
+                self.direct.outbound.remove(&peer);
+                // What the peer sent before it left is still to be read.
+                match self.direct.inbound.get_mut(&peer) {
+                    Some(ring) => ring.closing = true,
+                    None => {
+                        self.direct.closing.insert(peer);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Maps the direct rings announced to this domain.
+    fn attach_pending(&mut self) -> Result<()> {
+        while let Some(from) = self.direct.to_attach.pop() {
+            let (r, mut fds) = self.call_with_fds(Request::AttachDirect {
+                from: from.to_bits(),
+            })?;
+            let (Response::DirectAttached { capacity }, Some(fd)) = (&r, fds.pop()) else {
+                return Err(unexpected(&r));
+            };
+            let mut ring = Ring::new(fd, *capacity, false)?;
+            ring.closing = self.direct.closing.remove(&from);
+            self.direct.inbound.insert(from, ring);
+        }
+        Ok(())
+    }
+
+    /// Records an allocation's answer.
+    pub(crate) fn allocated(&mut self, r: Response) -> Result<Agg> {
+        match r {
+            Response::Agg { agg } => Ok(Agg(agg)),
+            Response::Allocated { agg, piece } => {
+                let me = self.id;
+                self.direct.local.insert(
+                    Agg(agg),
+                    Local {
+                        at: location(piece),
+                        rights: Rights::ReadWrite,
+                        refs: 1,
+                        mappers: vec![me],
+                    },
+                );
+                Ok(Agg(agg))
+            }
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// The ring to `dest`, opened on first use if `dest` trusts this domain.
+    fn outbound(&mut self, dest: DomainId) -> Result<bool> {
+        if self.direct.outbound.contains_key(&dest) {
+            return Ok(true);
+        }
+        if self.rings.is_none() || self.direct.refused.contains(&dest) {
+            return Ok(false);
+        }
+        let (r, mut fds) = match self.call_with_fds(Request::OpenDirect { to: dest.to_bits() }) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::InsufficientRights | ErrorKind::Unavailable
+                ) =>
+            {
+                self.direct.refused.insert(dest);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let (
+            Response::DirectOpened {
+                capacity,
+                first,
+                count,
+            },
+            Some(fd),
+        ) = (&r, fds.pop())
+        else {
+            return Err(unexpected(&r));
+        };
+        let ring = Ring::new(fd, *capacity, true)?;
+        self.direct.lease = Lease {
+            next: *first,
+            end: first.saturating_add(*count),
+        };
+        self.direct.outbound.insert(dest, ring);
+        Ok(true)
+    }
+
+    /// `transfer` with direct rings: `None` when no ring to `dest` exists (or can be opened).
+    pub(crate) fn transfer_direct(
+        &mut self,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Result<Option<TransferReport>> {
+        let weak = flags.strength == Strength::Weak && mode != Mode::Copy;
+        let me = self.id;
+        let eligible = weak
+            && self.direct.local.get(&agg).is_some_and(|l| {
+                l.rights == Rights::ReadWrite
+                    && l.mappers.iter().all(|d| *d == me || *d == dest)
+                    && l.mappers.len() < MAX_MAPPERS
+            });
+        let open = self.direct.outbound.contains_key(&dest) || (eligible && self.outbound(dest)?);
+        if !open {
+            return Ok(None);
+        }
+        if eligible {
+            if self.direct.lease.next >= self.direct.lease.end {
+                match self.call(Request::Lease)? {
+                    Response::Leased { first, count } => {
+                        self.direct.lease = Lease {
+                            next: first,
+                            end: first.saturating_add(count),
+                        };
+                    }
+                    r => return Err(unexpected(&r)),
+                }
+            }
+            if let Some(report) = self.send_direct(agg, dest, mode)? {
+                return Ok(Some(report));
+            }
+        }
+        // Through the block manager, in order with the ring: a ticket follows in the ring.
+        self.forget_local(agg, mode);
+        let (ticket, report) = self.send_transfer(agg, dest, mode, flags, true)?;
+        let ticket = ticket.ok_or_else(|| {
+            Error::Protocol("a ticketed transfer came back without a ticket".into())
+        })?;
+        let frame = encode_record(&DirectRecord::Ticket { ticket })
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.push_waiting(dest, &frame)?;
+        Ok(Some(report))
+    }
+
+    /// The aggregate is no longer one this library may send directly (or read without
+    /// asking) after a transfer by `mode`.
+    fn forget_local(&mut self, agg: Agg, mode: Mode) {
+        if mode != Mode::Copy {
+            self.direct.local.remove(&agg);
+        }
+    }
+
+    /// One weak transfer on the ring: `None` (nothing done) when the ring is full.
+    fn send_direct(
+        &mut self,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+    ) -> Result<Option<TransferReport>> {
+        let Some(local) = self.direct.local.get(&agg).cloned() else {
+            return Ok(None);
+        };
+        let new = self.direct.lease.next;
+        let mut mappers = local.mappers.clone();
+        if !mappers.contains(&dest) {
+            mappers.push(dest);
+        }
+        let record = DirectRecord::Transfer {
+            agg: new,
+            mode: match mode {
+                Mode::Move => WireMode::Move,
+                _ => WireMode::Share,
+            },
+            piece: WirePiece {
+                buffer: local.at.buffer,
+                slot: local.at.slot,
+                offset: local.at.offset,
+                len: local.at.len,
+            },
+            mappers: mappers.iter().map(|d| d.to_bits()).collect(),
+        };
+        let frame = encode_record(&record).map_err(|e| Error::Protocol(e.to_string()))?;
+        let ring = self
+            .direct
+            .outbound
+            .get_mut(&dest)
+            .ok_or_else(|| Error::Protocol("no ring".into()))?;
+        if ring.room().map_err(|e| corrupt(dest, e))? < records_for(frame.len()) {
+            return Ok(None);
+        }
+        // The block manager first (quietly: it applies the record before the next request
+        // anyone makes), then the receiver.
+        let log = encode(&Message::Request(Request::Direct {
+            agg: agg.0,
+            to: dest.to_bits(),
+            mode: mode.into(),
+            new,
+        }))
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.log_record(&log)?;
+        self.direct.lease.next += 1;
+        let ring = self
+            .direct
+            .outbound
+            .get_mut(&dest)
+            .ok_or_else(|| Error::Protocol("no ring".into()))?;
+        let (pushed, parked) = ring.push(&frame).map_err(|e| corrupt(dest, e))?;
+        if !pushed {
+            return Err(corrupt(dest, "the ring shrank under a record"));
+        }
+        if parked {
+            self.wake_parked(dest)?;
+        }
+        self.forget_local(agg, mode);
+        if mode == Mode::Share {
+            // Still held, read-only from now on: its bytes are found without asking.
+            self.direct.local.insert(
+                agg,
+                Local {
+                    rights: Rights::Read,
+                    mappers: mappers.clone(),
+                    ..local.clone()
+                },
+            );
+        }
+        Ok(Some(TransferReport {
+            referenced_bytes: local.at.len,
+            weak: true,
+            ..TransferReport::default()
+        }))
+    }
+
+    /// Puts a record for the block manager in the request ring without waking it, unless the
+    /// ring fills up.
+    fn log_record(&mut self, bytes: &[u8]) -> Result<()> {
+        let rings = self
+            .rings
+            .as_mut()
+            .ok_or(Error::Protocol("no rings".into()))?;
+        let capacity = rings.capacity;
+        let (pushed, busy) = rings.request(|p, bell| {
+            if !push_frame(p, bytes, &Quiet)? {
+                return Ok((false, true));
+            }
+            let busy = p.pending()? > capacity / 2;
+            if busy {
+                p.notify(&EventBell(bell));
+            }
+            Ok((true, busy))
+        })?;
+        if !pushed {
+            // Full: wait for room, waking the block manager.
+            self.send_ring(bytes)?;
+        }
+        let _ = busy;
+        Ok(())
+    }
+
+    /// A receiver parked in the block manager: ask it to end that wait.
+    fn wake_parked(&mut self, dest: DomainId) -> Result<()> {
+        let bytes = encode(&Message::Request(Request::Wake { to: dest.to_bits() }))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.send_ring(&bytes)
+    }
+
+    /// Pushes a frame, waiting (up to a few seconds) for the receiver to make room.
+    fn push_waiting(&mut self, dest: DomainId, frame: &[u8]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let Some(ring) = self.direct.outbound.get_mut(&dest) else {
+                // The receiver left meanwhile; the block manager keeps the transfer.
+                return Ok(());
+            };
+            let (pushed, parked) = ring.push(frame).map_err(|e| corrupt(dest, e))?;
+            if pushed {
+                if parked {
+                    self.wake_parked(dest)?;
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Cosh {
+                    kind: ErrorKind::Unavailable,
+                    message: format!(
+                        "domain {dest} is not keeping up: its direct ring stayed full for 5 s"
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// Takes the next transfer waiting on a direct ring (from `source`, or any).
+    fn poll_inbound(&mut self, source: Option<DomainId>) -> Result<Option<Incoming>> {
+        let peers: Vec<DomainId> = match source {
+            Some(s) => self
+                .direct
+                .inbound
+                .contains_key(&s)
+                .then_some(s)
+                .into_iter()
+                .collect(),
+            None => self.direct.inbound.keys().copied().collect(),
+        };
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        self.direct.turn = self.direct.turn.wrapping_add(1);
+        for i in 0..peers.len() {
+            let peer = peers[(self.direct.turn + i) % peers.len()];
+            let Some(ring) = self.direct.inbound.get_mut(&peer) else {
+                continue;
+            };
+            let frame = match ring.pop() {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    if ring.closing {
+                        self.direct.inbound.remove(&peer);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.direct.inbound.remove(&peer);
+                    return Err(corrupt(peer, e));
+                }
+            };
+            let record = match decode_record(&frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.direct.inbound.remove(&peer);
+                    return Err(corrupt(peer, e));
+                }
+            };
+            return match record {
+                DirectRecord::Transfer {
+                    agg,
+                    mode,
+                    piece,
+                    mappers,
+                } => {
+                    let mode: Mode = mode.into();
+                    self.direct.local.insert(
+                        Agg(agg),
+                        Local {
+                            at: location(piece),
+                            rights: if mode == Mode::Move {
+                                Rights::ReadWrite
+                            } else {
+                                Rights::Read
+                            },
+                            refs: 1,
+                            mappers: mappers.into_iter().map(DomainId::from_bits).collect(),
+                        },
+                    );
+                    Ok(Some(Incoming {
+                        agg: Agg(agg),
+                        source: peer,
+                        mode,
+                        strength: Strength::Weak,
+                        ticket: None,
+                    }))
+                }
+                DirectRecord::Ticket { ticket } => {
+                    let got =
+                        self.attach_recv(peer, Ticket(ticket), Some(Duration::from_secs(5)))?;
+                    Ok(Some(Incoming {
+                        ticket: None,
+                        ..got
+                    }))
+                }
+            };
+        }
+        Ok(None)
+    }
+
+    /// `receive` with direct rings in play.
+    pub(crate) fn receive_any(
+        &mut self,
+        source: Option<DomainId>,
+        timeout: Option<Duration>,
+    ) -> Result<Incoming> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let left = |deadline: Option<Instant>| {
+            deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        loop {
+            self.attach_pending()?;
+            if let Some(got) = self.poll_inbound(source)? {
+                return Ok(got);
+            }
+            if let Some(s) = source.filter(|s| self.direct.inbound.contains_key(s)) {
+                // Everything from `s` comes on its ring: wait there, looking at the block
+                // manager now and then (it says when `s` is gone).
+                let step = left(deadline).map_or(Duration::from_millis(100), |l| {
+                    l.min(Duration::from_millis(100))
+                });
+                let spins = self.spins;
+                let ring = self
+                    .direct
+                    .inbound
+                    .get_mut(&s)
+                    .ok_or_else(|| Error::Protocol("no ring".into()))?;
+                let arrived = ring.wait(spins, step).map_err(|e| corrupt(s, e))?;
+                if !arrived {
+                    let expired = left(deadline).is_some_and(|l| l.is_zero());
+                    match self.receive_queued(Some(s), Some(Duration::ZERO))? {
+                        Queued::Got(got) => return Ok(got),
+                        Queued::Nothing(e) if expired => return Err(e),
+                        Queued::Nothing(_) | Queued::Woken => {}
+                    }
+                }
+                continue;
+            }
+            // Wait in the block manager, with every ring of interest marked parked.
+            let mut ready = false;
+            let peers: Vec<DomainId> = self.direct.inbound.keys().copied().collect();
+            for p in &peers {
+                if let Some(ring) = self.direct.inbound.get_mut(p) {
+                    ready |= ring.park(true).map_err(|e| corrupt(*p, e))?;
+                }
+            }
+            let got = if ready {
+                Ok(Queued::Woken)
+            } else {
+                self.receive_queued(source, left(deadline))
+            };
+            for p in &peers {
+                if let Some(ring) = self.direct.inbound.get_mut(p) {
+                    let _ = ring.park(false);
+                }
+            }
+            match got? {
+                Queued::Got(got) => return Ok(got),
+                Queued::Woken => {}
+                Queued::Nothing(e) => {
+                    // One last look at the rings, then the block manager's answer.
+                    self.attach_pending()?;
+                    return match self.poll_inbound(source)? {
+                        Some(got) => Ok(got),
+                        None => Err(e),
+                    };
+                }
+            }
+        }
+    }
+
+    /// A receive in the block manager.
+    fn receive_queued(
+        &mut self,
+        source: Option<DomainId>,
+        timeout: Option<Duration>,
+    ) -> Result<Queued> {
+        match self.call(Request::Receive {
+            source: source.map(DomainId::to_bits),
+            // Rounded up: the deadline is never cut short.
+            timeout_ms: timeout
+                .map(|t| u64::try_from(t.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)),
+        }) {
+            Ok(Response::Woken) => Ok(Queued::Woken),
+            Ok(r) => Domain::incoming(r).map(Queued::Got),
+            Err(e) if e.kind() == ErrorKind::NothingPending => Ok(Queued::Nothing(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pieces of a known whole-buffer aggregate, without asking.
+    pub(crate) fn local_piece(
+        &self,
+        agg: Agg,
+        access: cosh_core::Access,
+        offset: u64,
+    ) -> Option<Vec<Location>> {
+        let l = self.direct.local.get(&agg)?;
+        if l.rights < access.needs() || offset > l.at.len {
+            return None;
+        }
+        if offset == l.at.len {
+            return Some(Vec::new());
+        }
+        Some(vec![Location {
+            offset: l.at.offset + offset,
+            len: l.at.len - offset,
+            ..l.at
+        }])
+    }
+}
+
+/// What a receive in the block manager gave.
+enum Queued {
+    Got(Incoming),
+    /// A direct ring interrupted the wait.
+    Woken,
+    /// Nothing in time: the error to report if the rings have nothing either.
+    Nothing(Error),
+}
+
+fn location(p: WirePiece) -> Location {
+    Location {
+        buffer: p.buffer,
+        slot: p.slot,
+        offset: p.offset,
+        len: p.len,
+    }
+}
