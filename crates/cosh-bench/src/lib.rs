@@ -206,6 +206,8 @@ fn receiver(socket: &Path) -> Result<(), String> {
     say(&mut out, &format!("ready {}", d.id().to_bits()))?;
     let mut stream: Option<Box<dyn Read>> = None;
     let mut shm: Option<cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>> = None;
+    // The sender, once trusted: receives wait for it alone (on its direct ring, if any).
+    let mut sender: Option<cosh::DomainId> = None;
     for line in stdin.lock().lines() {
         let line = line.map_err(|x| x.to_string())?;
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -217,12 +219,15 @@ fn receiver(socket: &Path) -> Result<(), String> {
             ["trust", peer] => {
                 let peer = peer.parse().map_err(|_| "bad peer")?;
                 d.trust(cosh::DomainId::from_bits(peer)).map_err(e)?;
+                sender = Some(cosh::DomainId::from_bits(peer));
                 say(&mut out, "ok")?;
             }
             ["cosh"] => {
                 // One sample: say we are about to wait, receive, time, map and touch, report.
                 say(&mut out, "armed")?;
-                let got = d.receive(None, Some(Duration::from_secs(60))).map_err(e)?;
+                let got = d
+                    .receive(sender, Some(Duration::from_secs(60)))
+                    .map_err(e)?;
                 let delivered = now_ns();
                 let pieces = d.read_pieces(got.agg, 0).map_err(e)?;
                 let mut head = [0u8; 8];

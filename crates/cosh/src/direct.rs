@@ -441,21 +441,20 @@ impl Domain {
             .as_mut()
             .ok_or(Error::Protocol("no rings".into()))?;
         let capacity = rings.capacity;
-        let (pushed, busy) = rings.request(|p, bell| {
+        let pushed = rings.request(|p, bell| {
             if !push_frame(p, bytes, &Quiet)? {
-                return Ok((false, true));
+                return Ok(false);
             }
-            let busy = p.pending()? > capacity / 2;
-            if busy {
+            // Half full: let the block manager catch up.
+            if p.pending()? > capacity / 2 {
                 p.notify(&EventBell(bell));
             }
-            Ok((true, busy))
+            Ok(true)
         })?;
         if !pushed {
             // Full: wait for room, waking the block manager.
             self.send_ring(bytes)?;
         }
-        let _ = busy;
         Ok(())
     }
 
