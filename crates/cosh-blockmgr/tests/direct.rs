@@ -159,3 +159,279 @@ fn a_dead_peer_closes_the_ring_and_its_transfers_stay() {
     let s = c.status().expect("status");
     assert_eq!(s.buffers, 0, "{s:?}");
 }
+
+mod attacks {
+    //! Peers that break the direct-ring rules hurt only themselves and the domains that
+    //! chose to trust them, and never the block manager.
+
+    use std::os::fd::OwnedFd;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use cosh::{DomainId, ErrorKind, Mode, TransferFlags};
+    use cosh_proto::ops::{Request, Response, WireMode};
+    use cosh_proto::{Message, decode, encode};
+    use cosh_ring::frames::push_frame;
+    use cosh_ring::{Futex, Producer};
+    use cosh_sys::mapping::{Mapping, Prefault, ReadWrite};
+    use cosh_sys::memfd::Memfd;
+    use cosh_sys::socket::SeqPacket;
+
+    use super::support::Daemon;
+
+    /// A client speaking the protocol by hand over its socket.
+    struct Raw {
+        sock: SeqPacket,
+        id: DomainId,
+        buf: Vec<u8>,
+    }
+
+    impl Raw {
+        fn connect(daemon: &Daemon) -> Raw {
+            let sock = SeqPacket::connect(&daemon.socket).expect("connect");
+            let mut raw = Raw {
+                sock,
+                id: DomainId::from_bits(0),
+                buf: vec![0; 70_000],
+            };
+            let hello = Message::Hello {
+                min_version: 1,
+                max_version: 1,
+                name: "raw".into(),
+            };
+            match raw.send(&hello) {
+                (Message::Welcome { domain, .. }, _) => raw.id = domain,
+                (m, _) => panic!("{m:?}"),
+            }
+            raw
+        }
+
+        fn send(&mut self, m: &Message) -> (Message, Vec<OwnedFd>) {
+            self.sock
+                .send(&encode(m).expect("encode"), &[])
+                .expect("send");
+            self.next()
+        }
+
+        fn next(&mut self) -> (Message, Vec<OwnedFd>) {
+            let got = self
+                .sock
+                .recv(&mut self.buf)
+                .expect("recv")
+                .expect("a frame");
+            (decode(&self.buf[..got.len]).expect("decodes"), got.fds)
+        }
+
+        fn request(&mut self, r: Request) -> (Message, Vec<OwnedFd>) {
+            self.send(&Message::Request(r))
+        }
+
+        /// Opens rings (so that direct rings are allowed) and returns their memory.
+        fn open_rings(&mut self) -> Memfd {
+            let (m, mut fds) = self.request(Request::OpenRings { capacity: 2048 });
+            assert!(
+                matches!(m, Message::Response(Response::RingsOpened { .. })),
+                "{m:?}"
+            );
+            fds.truncate(1);
+            Memfd::from_fd(fds.pop().expect("memfd")).expect("memfd")
+        }
+    }
+
+    fn map(fd: OwnedFd) -> Mapping<ReadWrite> {
+        Memfd::from_fd(fd)
+            .expect("memfd")
+            .map_write(Prefault::Now)
+            .expect("map")
+    }
+
+    #[test]
+    fn a_sender_that_scribbles_on_its_ring_hurts_only_the_domain_that_trusts_it() {
+        let daemon = Daemon::start("direct-attack-sender");
+        let mut bystander = daemon.connect("bystander");
+        let keep = bystander.alloc(4).expect("alloc");
+        bystander.write(keep, 0, b"safe").expect("write");
+        for attack in 0..3 {
+            let mut victim = daemon.connect("victim");
+            let mut raw = Raw::connect(&daemon);
+            let _rings = raw.open_rings();
+            victim.trust(raw.id).expect("trust");
+            let (m, mut fds) = raw.request(Request::OpenDirect {
+                to: victim.id().to_bits(),
+            });
+            let Message::Response(Response::DirectOpened { capacity, .. }) = m else {
+                panic!("{m:?}");
+            };
+            let mut ring = map(fds.pop().expect("the ring"));
+            {
+                let words = ring.shared_words();
+                let w = words
+                    .atomic_u32s(0, cosh_ring::direct_words(capacity))
+                    .expect("words");
+                match attack {
+                    // A head far past the tail.
+                    0 => w[16].store(u32::MAX / 2, Ordering::SeqCst),
+                    // A well-formed frame that is no record.
+                    1 => {
+                        let mut p = Producer::attach(w).expect("attach");
+                        assert!(push_frame(&mut p, &[0xff; 40], &Futex).expect("push"));
+                    }
+                    // A record for an aggregate the block manager never heard of.
+                    _ => {
+                        let record = cosh_proto::ops::encode_record(
+                            &cosh_proto::ops::DirectRecord::Transfer {
+                                agg: 1 << 40,
+                                mode: WireMode::Move,
+                                piece: cosh_proto::ops::WirePiece {
+                                    buffer: 1,
+                                    slot: 1,
+                                    offset: 0,
+                                    len: 4096,
+                                },
+                                mappers: vec![],
+                            },
+                        )
+                        .expect("encode");
+                        let mut p = Producer::attach(w).expect("attach");
+                        assert!(push_frame(&mut p, &record, &Futex).expect("push"));
+                    }
+                }
+            }
+            let got = victim.receive(Some(raw.id), Some(Duration::from_secs(5)));
+            match attack {
+                0 | 1 => {
+                    let err = got.expect_err("a corrupt ring");
+                    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+                }
+                _ => {
+                    // The victim believes the sender; the block manager does not.
+                    let fake = got.expect("the record reads").agg;
+                    let err = victim.read(fake, 0, 4).expect_err("no such memory");
+                    assert!(
+                        matches!(err.kind(), ErrorKind::Fault | ErrorKind::UnknownAggregate),
+                        "{err}"
+                    );
+                    let err = victim.decref(fake).expect_err("no such aggregate");
+                    assert_eq!(err.kind(), ErrorKind::UnknownAggregate, "{err}");
+                }
+            }
+            // The victim goes on working.
+            let y = victim.alloc(16).expect("the victim still works");
+            victim.decref(y).expect("decref");
+        }
+        assert_eq!(bystander.read(keep, 0, 4).expect("read"), b"safe");
+    }
+
+    #[test]
+    fn a_lying_ledger_record_cuts_its_sender_off() {
+        let daemon = Daemon::start("direct-attack-record");
+        let mut victim = daemon.connect("victim");
+        let mut raw = Raw::connect(&daemon);
+        let rings = raw.open_rings();
+        victim.trust(raw.id).expect("trust");
+        let (m, _fds) = raw.request(Request::OpenDirect {
+            to: victim.id().to_bits(),
+        });
+        let Message::Response(Response::DirectOpened { first, .. }) = m else {
+            panic!("{m:?}");
+        };
+        // Claim a direct move of an aggregate it does not hold, then a real request.
+        let mut map = rings.map_write(Prefault::Now).expect("map");
+        let words = map.shared_words();
+        let (request, _) = cosh_ring::split_pair(
+            words
+                .atomic_u32s(0, cosh_ring::pair_words(2048))
+                .expect("words"),
+            2048,
+        )
+        .expect("pair");
+        let mut p = Producer::attach(request).expect("attach");
+        for r in [
+            Request::Direct {
+                agg: 999_999,
+                to: victim.id().to_bits(),
+                mode: WireMode::Move,
+                new: first,
+            },
+            Request::Status,
+        ] {
+            let bytes = encode(&Message::Request(r)).expect("encode");
+            assert!(push_frame(&mut p, &bytes, &Futex).expect("push"));
+        }
+        // Whoever asks next makes the block manager apply the record: the liar is cut off.
+        let s = victim.status().expect("status");
+        assert_eq!(s.domain_count, 1, "{s:?}");
+        let (m, _) = raw.next();
+        assert!(
+            matches!(
+                m,
+                Message::Error {
+                    kind: ErrorKind::Protocol,
+                    ..
+                }
+            ),
+            "{m:?}"
+        );
+        // The victim is unharmed, and may still receive from others.
+        let x = victim.alloc(64 * 1024).expect("alloc");
+        victim.decref(x).expect("decref");
+    }
+
+    #[test]
+    fn a_receiver_that_scribbles_over_the_ring_only_fails_the_sender_cleanly() {
+        let daemon = Daemon::start("direct-attack-receiver");
+        let mut sender = daemon.connect("sender");
+        let mut raw = Raw::connect(&daemon);
+        let _rings = raw.open_rings();
+        // The raw receiver trusts the sender and parks in a receive.
+        let (m, _) = raw.request(Request::Trust {
+            peer: sender.id().to_bits(),
+        });
+        assert!(matches!(m, Message::Response(Response::Done)), "{m:?}");
+        raw.sock
+            .send(
+                &encode(&Message::Request(Request::Receive {
+                    source: None,
+                    timeout_ms: Some(5000),
+                }))
+                .expect("encode"),
+                &[],
+            )
+            .expect("send");
+        let x = sender.alloc(64 * 1024).expect("alloc");
+        sender
+            .transfer(x, raw.id, Mode::Move, TransferFlags::weak())
+            .expect("the first transfer opens the ring");
+        // The notice, then `Woken`.
+        let (m, _) = raw.next();
+        assert!(
+            matches!(m, Message::Response(Response::DirectInbound { .. })),
+            "{m:?}"
+        );
+        let (m, _) = raw.next();
+        assert!(matches!(m, Message::Response(Response::Woken)), "{m:?}");
+        let (m, mut fds) = raw.request(Request::AttachDirect {
+            from: sender.id().to_bits(),
+        });
+        assert!(
+            matches!(m, Message::Response(Response::DirectAttached { .. })),
+            "{m:?}"
+        );
+        let mut ring = map(fds.pop().expect("ring"));
+        let words = ring.shared_words();
+        // A tail ahead of the head.
+        words
+            .atomic_u32(32 * 4)
+            .expect("tail")
+            .store(u32::MAX / 3, Ordering::SeqCst);
+        let y = sender.alloc(64 * 1024).expect("alloc");
+        let err = sender
+            .transfer(y, raw.id, Mode::Move, TransferFlags::weak())
+            .expect_err("a corrupt ring");
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+        // The sender still works, and still holds what did not go.
+        sender.write(y, 0, b"mine").expect("still its own");
+        let z = sender.alloc(8).expect("alloc");
+        sender.decref(z).expect("decref");
+    }
+}

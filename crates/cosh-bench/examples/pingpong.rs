@@ -1,0 +1,57 @@
+//! Weak-move ping-pong between two domains (threads with their own connections) that trust
+//! each other: `cargo run --release -p cosh-bench --example pingpong -- SOCKET SIZE SPINS`.
+
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use cosh::{Domain, Mode, Options, TransferFlags};
+
+fn main() -> Result<(), cosh::Error> {
+    let mut args = std::env::args().skip(1);
+    let socket = args.next().unwrap_or_else(|| "/tmp/rpc/host.sock".into());
+    let size: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
+    let spins: u32 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(cosh::SPIN_FOREVER);
+    let rounds = 20_000;
+    let connect = |name: &str| -> Result<Domain, cosh::Error> {
+        let mut d = Domain::connect_with(&Options::new(name).socket(&socket).no_spawn())?;
+        d.set_spins(spins);
+        Ok(d)
+    };
+    let mut a = connect("ping")?;
+    let mut b = connect("pong")?;
+    a.trust(b.id())?;
+    b.trust(a.id())?;
+    let (a_id, b_id) = (a.id(), b.id());
+    let pong = std::thread::spawn(move || -> Result<(), cosh::Error> {
+        for _ in 0..rounds {
+            let got = b.receive(Some(a_id), Some(Duration::from_secs(10)))?;
+            b.transfer(got.agg, a_id, Mode::Move, TransferFlags::weak())?;
+            b.decref(got.agg)?;
+        }
+        Ok(())
+    });
+    let mut x = a.alloc(size)?;
+    let mut t = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let s = Instant::now();
+        a.transfer(x, b_id, Mode::Move, TransferFlags::weak())?;
+        let got = a.receive(Some(b_id), Some(Duration::from_secs(10)))?;
+        t.push(s.elapsed().as_nanos() as u64);
+        a.decref(x)?;
+        x = got.agg;
+    }
+    pong.join().expect("pong")?;
+    t.sort_unstable();
+    eprintln!(
+        "weak move round trip, {size} bytes: p10 {} ns, median {} ns, p90 {} ns, p99 {} ns",
+        t[rounds / 10],
+        t[rounds / 2],
+        t[rounds * 9 / 10],
+        t[rounds * 99 / 100]
+    );
+    Ok(())
+}
