@@ -27,24 +27,34 @@ fn main() -> Result<(), cosh::Error> {
     b.trust(a.id())?;
     let (a_id, b_id) = (a.id(), b.id());
     let pong = std::thread::spawn(move || -> Result<(), cosh::Error> {
+        let mut moved = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             let got = b.receive(Some(a_id), Some(Duration::from_secs(10)))?;
             b.transfer(got.agg, a_id, Mode::Move, TransferFlags::weak())?;
-            b.decref(got.agg)?;
+            moved.push(got.agg);
+        }
+        // The moved-away handles go after the timed loop.
+        for agg in moved {
+            b.decref(agg)?;
         }
         Ok(())
     });
     let mut x = a.alloc(size)?;
     let mut t = Vec::with_capacity(rounds);
+    let mut moved = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let s = Instant::now();
         a.transfer(x, b_id, Mode::Move, TransferFlags::weak())?;
         let got = a.receive(Some(b_id), Some(Duration::from_secs(10)))?;
         t.push(s.elapsed().as_nanos() as u64);
-        a.decref(x)?;
+        moved.push(x);
         x = got.agg;
     }
     pong.join().expect("pong")?;
+    for agg in moved {
+        a.decref(agg)?;
+    }
+    a.decref(x)?;
     t.sort_unstable();
     eprintln!(
         "weak move round trip, {size} bytes: p10 {} ns, median {} ns, p90 {} ns, p99 {} ns",

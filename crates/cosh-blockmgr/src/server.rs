@@ -106,9 +106,18 @@ struct Client {
     /// A request read from the ring while applying direct-transfer records ahead of another
     /// client's request; handled at this client's next turn.
     held: Option<Message>,
+    /// A direct-transfer record waiting for another sender's record (see `settle`).
+    stalled: Option<Request>,
     /// Direct rings to announce ([`Response::DirectInbound`]) or to close
     /// ([`Response::DirectClosed`]) with the next answer: (peer, opened).
     direct_notices: Vec<(DomainId, bool)>,
+}
+
+/// What applying a direct-ring record did.
+enum Applied {
+    Done,
+    /// It moves an aggregate the ledger does not know yet: try again after other records.
+    Stalled,
 }
 
 /// Records in a direct ring.
@@ -417,7 +426,11 @@ impl BlockManager {
             self.handle(token, held, true);
         }
         for _ in 0..16 {
-            if self.clients.get(&token).is_some_and(|c| c.held.is_some()) {
+            if self
+                .clients
+                .get(&token)
+                .is_some_and(|c| c.held.is_some() || c.stalled.is_some())
+            {
                 return;
             }
             let Some(rings) = self.clients.get_mut(&token).and_then(|c| c.rings.as_mut()) else {
@@ -488,56 +501,110 @@ impl BlockManager {
     }
 
     /// Applies the direct-transfer records waiting in every sending client's request ring,
-    /// up to its next real request (kept for its turn).
-    fn drain_records(&mut self, current: u64) {
-        let mut tokens: Vec<u64> = self.loggers.iter().copied().collect();
-        if !tokens.contains(&current) && self.loggers.contains(&current) {
-            tokens.push(current);
+    /// up to its next real request (kept for its turn). A record may move an aggregate that
+    /// another sender's record, not applied yet, gave its sender (the sender read it on a
+    /// direct ring, which the other sender wrote only after its record): such a record waits
+    /// while the others are applied. One that still cannot apply when nothing else can is a
+    /// lie, and cuts its sender off.
+    fn settle(&mut self) {
+        loop {
+            let tokens: Vec<u64> = self.loggers.iter().copied().collect();
+            let mut progress = false;
+            for t in tokens {
+                progress |= self.drain_client(t);
+            }
+            if !progress {
+                break;
+            }
         }
-        for t in tokens {
-            self.drain_client(t);
+        let stuck: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.stalled.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stuck {
+            self.cut(t, "a direct transfer of an aggregate it does not hold");
         }
     }
 
-    fn drain_client(&mut self, token: u64) {
+    /// Cuts off a client met while applying records (its own records are not applied again).
+    fn cut(&mut self, token: u64, why: &str) {
+        self.loggers.remove(&token);
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.stalled = None;
+            c.held = None;
+        }
+        self.reject(token, why);
+    }
+
+    /// Applies one client's waiting records; `true` if it applied any.
+    fn drain_client(&mut self, token: u64) -> bool {
+        let mut progress = false;
         loop {
             let Some(client) = self.clients.get_mut(&token) else {
-                return;
+                return progress;
             };
             if client.held.is_some() {
-                return;
+                return progress;
+            }
+            if let Some(r) = client.stalled.take() {
+                match self.apply_record(token, r.clone()) {
+                    Applied::Stalled => {
+                        if let Some(c) = self.clients.get_mut(&token) {
+                            c.stalled = Some(r);
+                        }
+                        return progress;
+                    }
+                    Applied::Done => {
+                        progress = true;
+                        continue;
+                    }
+                }
             }
             let Some(rings) = client.rings.as_mut() else {
-                return;
+                return progress;
             };
             let bytes = match rings.request(|c, reader| reader.read(c)) {
                 Ok(Some(bytes)) => bytes,
-                Ok(None) => return,
+                Ok(None) => return progress,
                 Err(e) => {
                     let why = format!("request ring: {e}");
-                    return self.reject(token, &why);
+                    self.cut(token, &why);
+                    return true;
                 }
             };
             match decode(&bytes) {
                 Ok(Message::Request(r @ (Request::Direct { .. } | Request::Wake { .. }))) => {
-                    self.apply_record(token, r);
+                    match self.apply_record(token, r.clone()) {
+                        Applied::Done => progress = true,
+                        Applied::Stalled => {
+                            if let Some(c) = self.clients.get_mut(&token) {
+                                c.stalled = Some(r);
+                            }
+                            return progress;
+                        }
+                    }
                 }
                 Ok(m) => {
                     if let Some(c) = self.clients.get_mut(&token) {
                         c.held = Some(m);
                     }
-                    return;
+                    return progress;
                 }
-                Err(e) => return self.reject(token, &e.to_string()),
+                Err(e) => {
+                    self.cut(token, &e.to_string());
+                    return true;
+                }
             }
         }
     }
 
     /// A direct-ring record: a weak transfer already carried out (the ledger must agree, or
     /// the sender broke the rules and is cut off), or a receiver to wake.
-    fn apply_record(&mut self, token: u64, record: Request) {
+    fn apply_record(&mut self, token: u64, record: Request) -> Applied {
         let Ok(sender) = self.domain_of(token) else {
-            return;
+            return Applied::Done;
         };
         match record {
             Request::Direct { agg, to, mode, new } => {
@@ -545,11 +612,12 @@ impl BlockManager {
                 if !self.ledger.has_domain(to) {
                     // The receiver died after the sender wrote the record: like a transfer
                     // it received just before dying.
-                    return;
+                    return Applied::Done;
                 }
                 let mode: Mode = mode.into();
                 if !self.direct.contains_key(&(sender, to)) {
-                    return self.reject(token, "a direct transfer without a direct ring");
+                    self.cut(token, "a direct transfer without a direct ring");
+                    return Applied::Done;
                 }
                 match self
                     .ledger
@@ -563,21 +631,22 @@ impl BlockManager {
                         self.counts.weak += 1;
                         self.counts.by_descriptor += 1;
                     }
+                    Err(e) if e.kind() == ErrorKind::UnknownAggregate => return Applied::Stalled,
                     Err(e) => {
                         let why = format!("direct transfer: {e}");
-                        self.reject(token, &why);
+                        self.cut(token, &why);
                     }
                 }
             }
             Request::Wake { to } => {
                 let to = DomainId::from_bits(to);
-                if !self.direct.contains_key(&(sender, to)) {
-                    return;
+                if self.direct.contains_key(&(sender, to)) {
+                    self.end_wait(to);
                 }
-                self.end_wait(to);
             }
             _ => {}
         }
+        Applied::Done
     }
 
     /// Ends a parked receive with [`Response::Woken`] (and the notices it carries).
@@ -711,6 +780,7 @@ impl BlockManager {
                 rings: None,
                 via_ring: false,
                 held: None,
+                stalled: None,
                 direct_notices: Vec::new(),
             },
         );
@@ -801,11 +871,17 @@ impl BlockManager {
             if !via_ring {
                 return self.reject(token, "direct-ring records come through the request ring");
             }
-            return self.apply_record(token, r);
+            if let Applied::Stalled = self.apply_record(token, r.clone()) {
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.stalled = Some(r);
+                }
+                self.settle();
+            }
+            return;
         }
         // Every direct transfer announced so far happened before this request: the ledger
         // must know of it first.
-        self.drain_records(token);
+        self.settle();
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
@@ -1727,11 +1803,12 @@ impl BlockManager {
 
     fn disconnect(&mut self, token: u64) {
         // Transfers it made on direct rings happened: the ledger learns of them first.
-        if self.loggers.remove(&token)
+        if self.loggers.contains(&token)
             && let Some(c) = self.clients.get_mut(&token)
         {
             c.held = None;
-            self.drain_client(token);
+            self.settle();
+            self.loggers.remove(&token);
         }
         let Some(client) = self.clients.remove(&token) else {
             return;

@@ -68,6 +68,59 @@ fn weak_moves_ping_pong_on_direct_rings_and_the_ledger_follows() {
     assert_eq!(b.status().expect("status").buffers, 0, "all freed");
 }
 
+/// Two domains bounce one buffer as fast as they can: each record to the block manager may
+/// move an aggregate that the other's record, not yet applied, created.
+#[test]
+fn a_busy_ping_pong_between_threads_keeps_the_ledger_exact() {
+    let daemon = Daemon::start("direct-busy");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    a.trust(b.id()).expect("trust");
+    b.trust(a.id()).expect("trust");
+    a.set_spins(cosh::SPIN_FOREVER);
+    b.set_spins(cosh::SPIN_FOREVER);
+    let (a_id, b_id) = (a.id(), b.id());
+    let rounds = 3000;
+    let pong = std::thread::spawn(move || {
+        let mut moved = Vec::new();
+        for _ in 0..rounds {
+            let got = b
+                .receive(Some(a_id), Some(Duration::from_secs(10)))
+                .expect("receive");
+            b.transfer(got.agg, a_id, Mode::Move, TransferFlags::weak())
+                .expect("move back");
+            moved.push(got.agg);
+        }
+        for agg in moved {
+            b.decref(agg).expect("decref");
+        }
+        b
+    });
+    let mut x = a.alloc(SIZE).expect("alloc");
+    stamp(&mut a, x, 7).expect("stamp");
+    let mut moved = Vec::new();
+    for _ in 0..rounds {
+        a.transfer(x, b_id, Mode::Move, TransferFlags::weak())
+            .expect("move");
+        moved.push(x);
+        x = a
+            .receive(Some(b_id), Some(Duration::from_secs(10)))
+            .expect("receive")
+            .agg;
+    }
+    let mut b = pong.join().expect("pong");
+    assert!(stamped(&mut a, x, 7), "the bytes survived 6,000 moves");
+    for agg in moved {
+        a.decref(agg).expect("decref");
+    }
+    let s = a.status().expect("status");
+    assert_eq!(s.domain_count, 2, "nobody was cut off: {s:?}");
+    assert_eq!(s.transfers.moves, 2 * rounds as u64);
+    let aggregates: u64 = s.domains.iter().map(|d| d.aggregates).sum();
+    assert_eq!(aggregates, 1, "{s:?}");
+    a.decref(x).expect("decref");
+    assert_eq!(b.status().expect("status").buffers, 0);
+}
+
 #[test]
 fn shares_and_anything_else_keep_their_order_on_the_ring() {
     let daemon = Daemon::start("direct-order");

@@ -343,19 +343,30 @@ impl Domain {
 
     /// Puts a frame in the request ring, waiting (briefly) for room.
     fn send_ring(&mut self, bytes: &[u8]) -> Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_micros(10);
         loop {
             let rings = self
                 .rings
                 .as_mut()
                 .ok_or(Error::Protocol("no rings".into()))?;
-            if rings.request(|p, bell| push_frame(p, bytes, &EventBell(bell)))? {
+            let pushed = rings.request(|p, bell| {
+                let pushed = push_frame(p, bytes, &EventBell(bell))?;
+                if !pushed {
+                    // Full: make sure the block manager is awake to empty it.
+                    p.notify(&EventBell(bell));
+                }
+                Ok(pushed)
+            })?;
+            if pushed {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
-                return Err(self.lost("its request ring stayed full"));
+                return Err(self.lost("its request ring stayed full for 30 s"));
             }
-            std::thread::yield_now();
+            // Sleep rather than spin: on a busy machine the block manager needs this core.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
         }
     }
 
