@@ -622,7 +622,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
         return Err(RecordError(format!("{} trailing bytes", rest.len())));
     }
     check_record(&r)?;
-    if postcard::to_allocvec(&r).ok().as_deref() != Some(bytes) {
+    // Re-encoded on the stack: records are small, and this runs once per transfer.
+    let mut again = [0u8; 256];
+    if postcard::to_slice(&r, &mut again).ok().map(|b| &*b) != Some(bytes) {
         return Err(RecordError("not in canonical encoding".into()));
     }
     Ok(r)

@@ -111,8 +111,16 @@ impl FrameReader {
             };
             let missing = self.missing.unwrap_or(0);
             let take = missing.min(words.len() * 4);
-            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            self.frame.extend_from_slice(&bytes[..take]);
+            let mut left = take;
+            for w in words {
+                if left == 0 {
+                    break;
+                }
+                let b = w.to_le_bytes();
+                let n = left.min(4);
+                self.frame.extend_from_slice(&b[..n]);
+                left -= n;
+            }
             self.missing = Some(missing - take);
         }
     }

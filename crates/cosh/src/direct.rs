@@ -58,11 +58,35 @@ pub(crate) struct Lease {
     end: u64,
 }
 
+/// Hashes aggregate ids (small, unique integers chosen by the block manager) with one
+/// multiplication instead of SipHash: this map is looked up on every transfer.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// The direct-ring state of a domain.
 #[derive(Default)]
 pub(crate) struct Direct {
-    pub(crate) local: HashMap<Agg, Local>,
-    outbound: HashMap<DomainId, Ring>,
+    pub(crate) local: IdMap<Agg, Local>,
+    outbound: IdMap<DomainId, Ring>,
     /// Receivers that refused a ring (they do not trust this domain).
     refused: std::collections::HashSet<DomainId>,
     inbound: BTreeMap<DomainId, Ring>,
@@ -143,9 +167,10 @@ impl Ring {
         }
         self.position = p.position();
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let parked = w[cosh_ring::direct_parked_word(capacity)]
-            .swap(0, std::sync::atomic::Ordering::Relaxed)
-            != 0;
+        // Looked at first, taken only when set: the flag's cache line stays shared.
+        let flag = &w[cosh_ring::direct_parked_word(capacity)];
+        let parked = flag.load(std::sync::atomic::Ordering::Relaxed) != 0
+            && flag.swap(0, std::sync::atomic::Ordering::Relaxed) != 0;
         Ok((true, parked))
     }
 
@@ -360,13 +385,14 @@ impl Domain {
         dest: DomainId,
         mode: Mode,
     ) -> Result<Option<TransferReport>> {
-        let Some(local) = self.direct.local.get(&agg).cloned() else {
+        let Some(local) = self.direct.local.get(&agg) else {
             return Ok(None);
         };
+        let (at, len) = (local.at, local.at.len);
         let new = self.direct.lease.next;
-        let mut mappers = local.mappers.clone();
-        if !mappers.contains(&dest) {
-            mappers.push(dest);
+        let mut mappers: Vec<u64> = local.mappers.iter().map(|d| d.to_bits()).collect();
+        if !local.mappers.contains(&dest) {
+            mappers.push(dest.to_bits());
         }
         let record = DirectRecord::Transfer {
             agg: new,
@@ -375,12 +401,12 @@ impl Domain {
                 _ => WireMode::Share,
             },
             piece: WirePiece {
-                buffer: local.at.buffer,
-                slot: local.at.slot,
-                offset: local.at.offset,
-                len: local.at.len,
+                buffer: at.buffer,
+                slot: at.slot,
+                offset: at.offset,
+                len: at.len,
             },
-            mappers: mappers.iter().map(|d| d.to_bits()).collect(),
+            mappers,
         };
         let frame = encode_record(&record).map_err(|e| Error::Protocol(e.to_string()))?;
         let ring = self
@@ -414,20 +440,19 @@ impl Domain {
         if parked {
             self.wake_parked(dest)?;
         }
-        self.forget_local(agg, mode);
         if mode == Mode::Share {
             // Still held, read-only from now on: its bytes are found without asking.
-            self.direct.local.insert(
-                agg,
-                Local {
-                    rights: Rights::Read,
-                    mappers: mappers.clone(),
-                    ..local.clone()
-                },
-            );
+            if let Some(l) = self.direct.local.get_mut(&agg) {
+                l.rights = Rights::Read;
+                if !l.mappers.contains(&dest) {
+                    l.mappers.push(dest);
+                }
+            }
+        } else {
+            self.forget_local(agg, mode);
         }
         Ok(Some(TransferReport {
-            referenced_bytes: local.at.len,
+            referenced_bytes: len,
             weak: true,
             ..TransferReport::default()
         }))
@@ -445,8 +470,10 @@ impl Domain {
             if !push_frame(p, bytes, &Quiet)? {
                 return Ok(false);
             }
-            // Half full: let the block manager catch up.
-            if p.pending()? > capacity / 2 {
+            // Half full: let the block manager catch up (a few doorbells, not one per
+            // record, while it has not run yet).
+            let pending = p.pending()?;
+            if pending >= capacity / 2 && pending % (capacity / 16).max(1) == 0 {
                 p.notify(&EventBell(bell));
             }
             Ok(true)
