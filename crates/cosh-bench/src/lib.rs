@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod doorbells;
+mod fast;
 mod report;
 
 pub use report::{print, print_ratios, write_csv, write_svg};
@@ -296,6 +297,25 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 let text: Vec<String> = samples.iter().map(u64::to_string).collect();
                 say(&mut out, &text.join(" "))?;
             }
+            ["bounce", n, spins] => {
+                let peer = sender.ok_or("bounce before trust")?;
+                let n: usize = n.parse().map_err(|_| "bad count")?;
+                let spins: u32 = spins.parse().map_err(|_| "bad spin count")?;
+                let samples = fast::bounce_back(&mut d, peer, n, spins)?;
+                let text: Vec<String> = samples.iter().map(u64::to_string).collect();
+                say(&mut out, &text.join(" "))?;
+            }
+            ["drain", n] => {
+                let peer = sender.ok_or("drain before trust")?;
+                let n: usize = n.parse().map_err(|_| "bad count")?;
+                let t = fast::drain(&mut d, peer, n)?;
+                say(&mut out, &t.to_string())?;
+            }
+            ["drainpipe", path, total] => {
+                let total: u64 = total.parse().map_err(|_| "bad length")?;
+                let t = fast::drain_pipe(path, total)?;
+                say(&mut out, &t.to_string())?;
+            }
             ["exit"] => break,
             _ => return Err(format!("receiver: unknown command {line:?}")),
         }
@@ -440,8 +460,10 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         .map(cosh::DomainId::from_bits)
         .ok_or_else(|| format!("the receiver said {ready:?}"))?;
     rx.ask(&format!("trust {}", sender.id().to_bits()))?;
+    // Both ways, so that a buffer can bounce on direct rings.
+    sender.trust(receiver_id).map_err(e)?;
 
-    let steps = args.sizes.len() * (1 + CASES.len() + 2) + 1;
+    let steps = args.sizes.len() * (1 + CASES.len() + 2 + 2 + 1) + 1;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -556,6 +578,28 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             let _ = std::fs::remove_file(&path);
             step(name, size);
         }
+
+        // The fast path as it is used: a buffer bounced on direct rings, and streams.
+        let bounces = (n * 10).max(200);
+        for (name, spins) in [
+            ("weak bounce, polls", cosh::SPIN_FOREVER),
+            ("weak bounce, blocks", 0),
+        ] {
+            let samples = fast::bounce(&mut sender, &mut rx, receiver_id, size, bounces, spins)?;
+            let samples: Vec<u64> = samples.into_iter().skip(warmup).collect();
+            rows.push(summarize(name, size, samples.clone(), samples));
+            step(name, size);
+        }
+        sender.set_spins(2000);
+        rows.extend(fast::stream(
+            &mut sender,
+            &mut rx,
+            receiver_id,
+            &dir,
+            size,
+            n.max(20),
+        )?);
+        step("streams", size);
     }
     rows.extend(doorbells::measure(&mut rx, args.samples.max(100) * 10)?);
     bar.finish_and_clear();

@@ -108,6 +108,9 @@ struct Client {
     held: Option<Message>,
     /// A direct-transfer record waiting for another sender's record (see `settle`).
     stalled: Option<Request>,
+    /// The sequence number of the transfer this client has in progress (see
+    /// [`Request::Transfer`]).
+    transfer_seq: Option<u64>,
     /// Direct rings to announce ([`Response::DirectInbound`]) or to close
     /// ([`Response::DirectClosed`]) with the next answer: (peer, opened).
     direct_notices: Vec<(DomainId, bool)>,
@@ -231,6 +234,9 @@ pub struct BlockManager {
     direct: BTreeMap<(DomainId, DomainId), DirectPair>,
     /// Clients that send on direct rings (their records are applied before any request).
     loggers: BTreeSet<u64>,
+    /// Sequence numbers of queued transfers between domains with a direct ring:
+    /// (receiver, its aggregate) → (sender, number).
+    seqs: HashMap<(DomainId, AggId), (DomainId, u64)>,
 }
 
 impl BlockManager {
@@ -273,6 +279,7 @@ impl BlockManager {
             last_request: Instant::now(),
             direct: BTreeMap::new(),
             loggers: BTreeSet::new(),
+            seqs: HashMap::new(),
         })
     }
 
@@ -734,7 +741,14 @@ impl BlockManager {
             .direct
             .iter()
             .filter(|((s, r), p)| {
-                *r == receiver && !p.announced && self.ledger.queued_from(receiver, *s) == 0
+                // Transfers queued before the ring opened carry no sequence number: the
+                // receiver takes them all before it looks at the ring.
+                let numbered = self
+                    .seqs
+                    .iter()
+                    .filter(|((to, _), (from, _))| to == r && from == s)
+                    .count();
+                *r == receiver && !p.announced && self.ledger.queued_from(receiver, *s) <= numbered
             })
             .map(|((s, _), _)| *s)
             .collect();
@@ -781,6 +795,7 @@ impl BlockManager {
                 via_ring: false,
                 held: None,
                 stalled: None,
+                transfer_seq: None,
                 direct_notices: Vec::new(),
             },
         );
@@ -1183,6 +1198,7 @@ impl BlockManager {
                 flags,
                 ticketed,
                 revoked,
+                seq,
             } => {
                 let flags = TransferFlags::from_bits(flags).map_err(|bits| {
                     fail(
@@ -1207,6 +1223,12 @@ impl BlockManager {
                     TransferRequest::new(domain, AggId(agg), dest, mode.into(), flags);
                 if ticketed {
                     request.delivery = Delivery::Ticketed;
+                }
+                // A sequence number orders a queued transfer among the records of a direct
+                // ring from this sender to this receiver; without a ring it means nothing.
+                let seq = seq.filter(|_| !ticketed && self.direct.contains_key(&(domain, dest)));
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.transfer_seq = seq;
                 }
                 self.transfer(token, request, revoked)
             }
@@ -1343,7 +1365,7 @@ impl BlockManager {
         match self.try_receive(domain, &wait) {
             Ok(r) => {
                 self.announce_rings(domain);
-                now(received(&r))
+                now(self.received(domain, &r))
             }
             Err(e)
                 if may_still_come(&e)
@@ -1380,6 +1402,19 @@ impl BlockManager {
         }
     }
 
+    /// The answer to a receive, with the transfer's sequence number if it has one.
+    fn received(&mut self, domain: DomainId, r: &Received) -> Response {
+        let seq = self.seqs.remove(&(domain, r.agg)).map(|(_, s)| s);
+        Response::Received {
+            agg: r.agg.0,
+            source: r.source.to_bits(),
+            mode: r.mode.into(),
+            strength: r.strength.into(),
+            ticket: r.ticket.map(|t| t.0),
+            seq,
+        }
+    }
+
     fn try_receive(&mut self, domain: DomainId, wait: &Wait) -> Result<Received, CoreError> {
         match wait {
             Wait::Queued(source) => self.ledger.receive(domain, *source),
@@ -1405,7 +1440,8 @@ impl BlockManager {
                     c.phase = Phase::Idle;
                 }
                 self.announce_rings(domain);
-                self.answer(token, now(received(&r)));
+                let response = self.received(domain, &r);
+                self.answer(token, now(response));
             }
             Err(e) if may_still_come(&e) => {}
             Err(e) => {
@@ -1438,7 +1474,8 @@ impl BlockManager {
             // The error a receive that does not wait would give now.
             let e = match self.try_receive(domain, &wait) {
                 Ok(r) => {
-                    self.answer(token, now(received(&r)));
+                    let response = self.received(domain, &r);
+                    self.answer(token, now(response));
                     continue;
                 }
                 Err(e) => e,
@@ -1613,6 +1650,7 @@ impl BlockManager {
                 }
             }
         }
+        let queued = request.delivery == Delivery::Queued;
         let committed = match self.ledger.commit(plan) {
             Ok(c) => c,
             Err(e) => {
@@ -1622,6 +1660,14 @@ impl BlockManager {
                 return Err(e.into());
             }
         };
+        let seq = self
+            .clients
+            .get_mut(&token)
+            .and_then(|c| c.transfer_seq.take());
+        if let Some(seq) = seq.filter(|_| queued) {
+            self.seqs
+                .insert((receiver, committed.receiver_agg), (request.sender, seq));
+        }
         let lengths: Vec<u64> = committed.new_buffers.iter().map(|nb| nb.len).collect();
         if lengths != runs {
             return Err(fail(
@@ -1816,6 +1862,7 @@ impl BlockManager {
         let Some(domain) = client.domain else {
             return;
         };
+        self.seqs.retain(|(to, _), _| *to != domain);
         let pairs: Vec<(DomainId, DomainId)> = self
             .direct
             .keys()
@@ -1950,16 +1997,6 @@ fn may_still_come(e: &CoreError) -> bool {
         e,
         CoreError::NothingPending { .. } | CoreError::UnknownTicket { .. }
     )
-}
-
-fn received(r: &Received) -> Response {
-    Response::Received {
-        agg: r.agg.0,
-        source: r.source.to_bits(),
-        mode: r.mode.into(),
-        strength: r.strength.into(),
-        ticket: r.ticket.map(|t| t.0),
-    }
 }
 
 /// Cuts `text` to at most `max` bytes at a character boundary.

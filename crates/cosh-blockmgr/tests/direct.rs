@@ -333,6 +333,7 @@ mod attacks {
                     _ => {
                         let record = cosh_proto::ops::encode_record(
                             &cosh_proto::ops::DirectRecord::Transfer {
+                                seq: 0,
                                 agg: 1 << 40,
                                 mode: WireMode::Move,
                                 piece: cosh_proto::ops::WirePiece {

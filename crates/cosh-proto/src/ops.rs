@@ -358,6 +358,10 @@ pub enum Request {
         /// strong share needs no [`Response::Revoke`] round trip. A sender that claims it
         /// falsely only makes the seal fail (the block manager then copies).
         revoked: bool,
+        /// Between domains with a direct ring: the transfer's place in the order of
+        /// everything this sender sent the receiver since the ring opened (ring records
+        /// included), handed to the receiver with the transfer.
+        seq: Option<u64>,
     },
     /// The answer to [`Response::Revoke`]: the mappings are gone.
     Revoked,
@@ -510,6 +514,8 @@ pub enum Response {
         strength: WireStrength,
         /// The ticket, for `attach_recv`.
         ticket: Option<u64>,
+        /// The sender's sequence number, for a sender with a direct ring to this domain.
+        seq: Option<u64>,
     },
     /// A domain found by name.
     Domain {
@@ -587,6 +593,10 @@ pub const MAX_MAPPERS: usize = 8;
 pub enum DirectRecord {
     /// A weak move or share by reference: the receiver holds `agg` already.
     Transfer {
+        /// Its place in the order of everything the sender sent this receiver since the
+        /// ring opened; transfers that went through the block manager carry theirs in
+        /// [`Response::Received`].
+        seq: u64,
         /// The receiver's aggregate id.
         agg: u64,
         /// Move (read/write) or share (read-only).
@@ -596,10 +606,11 @@ pub enum DirectRecord {
         /// Every domain that may map the buffer, the receiver included.
         mappers: Vec<u64>,
     },
-    /// A transfer that went through the block manager: take it with `attach_recv`.
-    Ticket {
-        /// The ticket.
-        ticket: u64,
+    /// The transfer numbered `seq` went through the block manager: take it with a receive
+    /// from this sender (its answer carries the number).
+    Queued {
+        /// Its number.
+        seq: u64,
     },
 }
 
@@ -632,6 +643,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
 
 fn check_record(r: &DirectRecord) -> Result<(), RecordError> {
     match r {
+        DirectRecord::Queued { .. } => Ok(()),
         DirectRecord::Transfer { mappers, mode, .. } => {
             if mappers.len() > MAX_MAPPERS {
                 return Err(RecordError(format!(
@@ -644,7 +656,6 @@ fn check_record(r: &DirectRecord) -> Result<(), RecordError> {
             }
             Ok(())
         }
-        DirectRecord::Ticket { .. } => Ok(()),
     }
 }
 

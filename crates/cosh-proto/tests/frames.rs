@@ -266,9 +266,9 @@ mod operations {
                 any::<u64>(),
                 mode(),
                 any::<u32>(),
-                any::<(bool, bool)>()
+                any::<(bool, bool, Option<u64>)>()
             )
-                .prop_map(|(agg, dest, mode, flags, (ticketed, revoked))| {
+                .prop_map(|(agg, dest, mode, flags, (ticketed, revoked, seq))| {
                     Request::Transfer {
                         agg,
                         dest,
@@ -276,6 +276,7 @@ mod operations {
                         flags,
                         ticketed,
                         revoked,
+                        seq,
                     }
                 }),
             Just(Request::Revoked),
@@ -354,18 +355,21 @@ mod operations {
                 any::<u64>(),
                 mode(),
                 any::<bool>(),
-                any::<Option<u64>>()
+                any::<(Option<u64>, Option<u64>)>()
             )
-                .prop_map(|(agg, source, mode, weak, ticket)| Response::Received {
-                    agg,
-                    source,
-                    mode,
-                    strength: if weak {
-                        WireStrength::Weak
-                    } else {
-                        WireStrength::Strong
-                    },
-                    ticket,
+                .prop_map(|(agg, source, mode, weak, (ticket, seq))| {
+                    Response::Received {
+                        agg,
+                        source,
+                        mode,
+                        strength: if weak {
+                            WireStrength::Weak
+                        } else {
+                            WireStrength::Strong
+                        },
+                        ticket,
+                        seq,
+                    }
                 }),
             any::<u64>().prop_map(|domain| Response::Domain { domain }),
             (any::<u64>(), any::<(u64, u64, u64, u64)>()).prop_map(
@@ -397,12 +401,13 @@ mod operations {
     fn record() -> impl Strategy<Value = DirectRecord> {
         prop_oneof![
             (
-                any::<(u64, u64, u64, u64, u64)>(),
+                any::<(u64, u64, u64, u64, u64, u64)>(),
                 any::<bool>(),
                 prop::collection::vec(any::<u64>(), 0..=MAX_MAPPERS)
             )
-                .prop_map(|((agg, buffer, slot, offset, len), moved, mappers)| {
+                .prop_map(|((seq, agg, buffer, slot, offset, len), moved, mappers)| {
                     DirectRecord::Transfer {
+                        seq,
                         agg,
                         mode: if moved {
                             WireMode::Move
@@ -418,7 +423,7 @@ mod operations {
                         mappers,
                     }
                 }),
-            any::<u64>().prop_map(|ticket| DirectRecord::Ticket { ticket }),
+            any::<u64>().prop_map(|seq| DirectRecord::Queued { seq }),
         ]
     }
 
@@ -605,6 +610,7 @@ fn direct_records_refuse_copies_and_long_mapper_lists() {
         len: 4096,
     };
     let copy = DirectRecord::Transfer {
+        seq: 0,
         agg: 1,
         mode: WireMode::Copy,
         piece,
@@ -612,6 +618,7 @@ fn direct_records_refuse_copies_and_long_mapper_lists() {
     };
     assert!(encode_record(&copy).is_err());
     let crowded = DirectRecord::Transfer {
+        seq: 0,
         agg: 1,
         mode: WireMode::Move,
         piece,
@@ -620,6 +627,7 @@ fn direct_records_refuse_copies_and_long_mapper_lists() {
     assert!(encode_record(&crowded).is_err());
     // Nor does the decoder take what the encoder refuses.
     let ok = DirectRecord::Transfer {
+        seq: 0,
         agg: 1,
         mode: WireMode::Move,
         piece,

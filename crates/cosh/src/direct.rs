@@ -7,7 +7,9 @@
 //! ([`Local`]) is one record in the ring, after one record in the request ring that tells the
 //! block manager, which applies it before any later request of any domain: the ledger stays
 //! exact, and the receiver holds the aggregate the moment it reads the record. Anything else
-//! goes through the block manager as a ticketed transfer whose ticket follows in the ring.
+//! goes through the block manager, numbered in the same sequence, and a marker follows in the
+//! ring; the receiver puts one sender's transfers back in order by number, whichever way
+//! each came.
 //!
 //! The receiver reads the ring directly. It sleeps on the ring's futex when it waits for that
 //! sender alone; when it waits for anyone it parks in the block manager with the ring's
@@ -17,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, Ticket, TransferFlags};
+use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, TransferFlags};
 use cosh_proto::ops::{
     DirectRecord, MAX_MAPPERS, Request, Response, TransferReport, WireMode, WirePiece,
     decode_record, encode_record,
@@ -49,6 +51,12 @@ pub(crate) struct Ring {
     reader: FrameReader,
     /// The peer is gone: read what it left, then drop the ring.
     closing: bool,
+    /// Sending: the next sequence number. Receiving: the next one to hand out.
+    seq: u64,
+    /// Receiving: transfers that came ahead of their turn, by number.
+    early: BTreeMap<u64, Incoming>,
+    /// Receiving: numbers the ring said went through the block manager, not yet fetched.
+    queued: std::collections::BTreeSet<u64>,
 }
 
 /// Ids the block manager leased for direct transfers: the next and the end.
@@ -152,6 +160,9 @@ impl Ring {
             position,
             reader: FrameReader::new(MAX_FRAME),
             closing: false,
+            seq: 0,
+            early: BTreeMap::new(),
+            queued: std::collections::BTreeSet::new(),
         })
     }
 
@@ -358,13 +369,15 @@ impl Domain {
                 return Ok(Some(report));
             }
         }
-        // Through the block manager, in order with the ring: a ticket follows in the ring.
+        // Through the block manager, numbered in the ring's sequence; a marker follows in
+        // the ring, so that a receiver waiting there wakes and keeps the order.
         self.forget_local(agg, mode);
-        let (ticket, report) = self.send_transfer(agg, dest, mode, flags, true)?;
-        let ticket = ticket.ok_or_else(|| {
-            Error::Protocol("a ticketed transfer came back without a ticket".into())
-        })?;
-        let frame = encode_record(&DirectRecord::Ticket { ticket })
+        let seq = self.direct.outbound.get(&dest).map_or(0, |r| r.seq);
+        let (_, report) = self.send_transfer(agg, dest, mode, flags, false, Some(seq))?;
+        if let Some(ring) = self.direct.outbound.get_mut(&dest) {
+            ring.seq += 1;
+        }
+        let frame = encode_record(&DirectRecord::Queued { seq })
             .map_err(|e| Error::Protocol(e.to_string()))?;
         self.push_waiting(dest, &frame)?;
         Ok(Some(report))
@@ -390,11 +403,13 @@ impl Domain {
         };
         let (at, len) = (local.at, local.at.len);
         let new = self.direct.lease.next;
+        let seq = self.direct.outbound.get(&dest).map_or(0, |r| r.seq);
         let mut mappers: Vec<u64> = local.mappers.iter().map(|d| d.to_bits()).collect();
         if !local.mappers.contains(&dest) {
             mappers.push(dest.to_bits());
         }
         let record = DirectRecord::Transfer {
+            seq,
             agg: new,
             mode: match mode {
                 Mode::Move => WireMode::Move,
@@ -437,6 +452,7 @@ impl Domain {
         if !pushed {
             return Err(corrupt(dest, "the ring shrank under a record"));
         }
+        ring.seq += 1;
         if parked {
             self.wake_parked(dest)?;
         }
@@ -519,7 +535,8 @@ impl Domain {
         }
     }
 
-    /// Takes the next transfer waiting on a direct ring (from `source`, or any).
+    /// Takes the next transfer, in its sender's order, from the senders with a direct ring
+    /// (`source`, or any).
     fn poll_inbound(&mut self, source: Option<DomainId>) -> Result<Option<Incoming>> {
         let peers: Vec<DomainId> = match source {
             Some(s) => self
@@ -537,16 +554,50 @@ impl Domain {
         self.direct.turn = self.direct.turn.wrapping_add(1);
         for i in 0..peers.len() {
             let peer = peers[(self.direct.turn + i) % peers.len()];
+            if let Some(got) = self.next_from(peer)? {
+                return Ok(Some(got));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next transfer from `peer` in its order, if it is here: from the early ones, the
+    /// block manager (when the ring said so) or the ring.
+    fn next_from(&mut self, peer: DomainId) -> Result<Option<Incoming>> {
+        loop {
             let Some(ring) = self.direct.inbound.get_mut(&peer) else {
-                continue;
+                return Ok(None);
             };
+            let next = ring.seq;
+            if let Some(got) = ring.early.remove(&next) {
+                ring.seq += 1;
+                return Ok(Some(got));
+            }
+            if ring.queued.remove(&next) {
+                // Committed before the marker was written: a receive that does not wait
+                // finds it (unless a receive from anyone took it already, early).
+                match self.receive_queued(Some(peer), Some(Duration::ZERO))? {
+                    Queued::Got(got, seq) => {
+                        if let Some(got) = self.file(got, seq) {
+                            return Ok(Some(got));
+                        }
+                    }
+                    Queued::Woken | Queued::Nothing(_) => {
+                        // Not there: the sender lied about it. Skip the number.
+                        if let Some(ring) = self.direct.inbound.get_mut(&peer) {
+                            ring.seq = ring.seq.max(next + 1);
+                        }
+                    }
+                }
+                continue;
+            }
             let frame = match ring.pop() {
                 Ok(Some(f)) => f,
                 Ok(None) => {
-                    if ring.closing {
+                    if ring.closing && ring.early.is_empty() && ring.queued.is_empty() {
                         self.direct.inbound.remove(&peer);
                     }
-                    continue;
+                    return Ok(None);
                 }
                 Err(e) => {
                     self.direct.inbound.remove(&peer);
@@ -560,8 +611,9 @@ impl Domain {
                     return Err(corrupt(peer, e));
                 }
             };
-            return match record {
+            match record {
                 DirectRecord::Transfer {
+                    seq,
                     agg,
                     mode,
                     piece,
@@ -581,25 +633,47 @@ impl Domain {
                             mappers: mappers.into_iter().map(DomainId::from_bits).collect(),
                         },
                     );
-                    Ok(Some(Incoming {
+                    let got = Incoming {
                         agg: Agg(agg),
                         source: peer,
                         mode,
                         strength: Strength::Weak,
                         ticket: None,
-                    }))
+                    };
+                    if let Some(ring) = self.direct.inbound.get_mut(&peer)
+                        && seq >= ring.seq
+                    {
+                        ring.early.insert(seq, got);
+                    }
                 }
-                DirectRecord::Ticket { ticket } => {
-                    let got =
-                        self.attach_recv(peer, Ticket(ticket), Some(Duration::from_secs(5)))?;
-                    Ok(Some(Incoming {
-                        ticket: None,
-                        ..got
-                    }))
+                DirectRecord::Queued { seq } => {
+                    if let Some(ring) = self.direct.inbound.get_mut(&peer)
+                        && seq >= ring.seq
+                        && !ring.early.contains_key(&seq)
+                    {
+                        ring.queued.insert(seq);
+                    }
                 }
-            };
+            }
         }
-        Ok(None)
+    }
+
+    /// Files a transfer that came through the block manager: numbered ones from a sender with
+    /// a ring wait for their turn.
+    fn file(&mut self, got: Incoming, seq: Option<u64>) -> Option<Incoming> {
+        let Some(seq) = seq else {
+            return Some(got);
+        };
+        let Some(ring) = self.direct.inbound.get_mut(&got.source) else {
+            return Some(got);
+        };
+        ring.queued.remove(&seq);
+        if seq >= ring.seq {
+            ring.early.insert(seq, got);
+            None
+        } else {
+            Some(got)
+        }
     }
 
     /// `receive` with direct rings in play.
@@ -633,7 +707,11 @@ impl Domain {
                 if !arrived {
                     let expired = left(deadline).is_some_and(|l| l.is_zero());
                     match self.receive_queued(Some(s), Some(Duration::ZERO))? {
-                        Queued::Got(got) => return Ok(got),
+                        Queued::Got(got, seq) => {
+                            if let Some(got) = self.file(got, seq) {
+                                return Ok(got);
+                            }
+                        }
                         Queued::Nothing(e) if expired => return Err(e),
                         Queued::Nothing(_) | Queued::Woken => {}
                     }
@@ -659,7 +737,13 @@ impl Domain {
                 }
             }
             match got? {
-                Queued::Got(got) => return Ok(got),
+                Queued::Got(got, seq) => {
+                    // Its ring may be new: attach it before filing.
+                    self.attach_pending()?;
+                    if let Some(got) = self.file(got, seq) {
+                        return Ok(got);
+                    }
+                }
                 Queued::Woken => {}
                 Queued::Nothing(e) => {
                     // One last look at the rings, then the block manager's answer.
@@ -686,7 +770,7 @@ impl Domain {
                 .map(|t| u64::try_from(t.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)),
         }) {
             Ok(Response::Woken) => Ok(Queued::Woken),
-            Ok(r) => Domain::incoming(r).map(Queued::Got),
+            Ok(r) => Domain::numbered(r).map(|(got, seq)| Queued::Got(got, seq)),
             Err(e) if e.kind() == ErrorKind::NothingPending => Ok(Queued::Nothing(e)),
             Err(e) => Err(e),
         }
@@ -716,7 +800,7 @@ impl Domain {
 
 /// What a receive in the block manager gave.
 enum Queued {
-    Got(Incoming),
+    Got(Incoming, Option<u64>),
     /// A direct ring interrupted the wait.
     Woken,
     /// Nothing in time: the error to report if the rings have nothing either.

@@ -651,6 +651,7 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
         ticketed: bool,
+        seq: Option<u64>,
     ) -> Result<(Option<u64>, TransferReport)> {
         // A strong share seals what goes by reference, and the kernel seals only memory
         // nobody maps writable: drop ours now rather than in a revoke round trip.
@@ -673,6 +674,7 @@ impl Domain {
             flags: flags.to_bits(),
             ticketed,
             revoked,
+            seq,
         })? {
             Response::Transferred { ticket, report } => Ok((ticket, report)),
             r => Err(unexpected(&r)),
@@ -695,7 +697,7 @@ impl Domain {
         if mode != Mode::Copy {
             self.direct.local.remove(&agg);
         }
-        Ok(self.send_transfer(agg, dest, mode, flags, false)?.1)
+        Ok(self.send_transfer(agg, dest, mode, flags, false, None)?.1)
     }
 
     /// `attach_transfer`: like [`Domain::transfer`], for a receiver that takes it with
@@ -710,7 +712,7 @@ impl Domain {
         if mode != Mode::Copy {
             self.direct.local.remove(&agg);
         }
-        match self.send_transfer(agg, dest, mode, flags, true)? {
+        match self.send_transfer(agg, dest, mode, flags, true, None)? {
             (Some(t), _) => Ok(Ticket(t)),
             (None, _) => Err(Error::Protocol(
                 "a ticketed transfer came back without a ticket".into(),
@@ -719,6 +721,11 @@ impl Domain {
     }
 
     fn incoming(r: Response) -> Result<Incoming> {
+        Ok(Domain::numbered(r)?.0)
+    }
+
+    /// A received transfer and its sequence number on a direct ring, if it has one.
+    fn numbered(r: Response) -> Result<(Incoming, Option<u64>)> {
         match r {
             Response::Received {
                 agg,
@@ -726,13 +733,17 @@ impl Domain {
                 mode,
                 strength,
                 ticket,
-            } => Ok(Incoming {
-                agg: Agg(agg),
-                source: DomainId::from_bits(source),
-                mode: mode.into(),
-                strength: strength.into(),
-                ticket: ticket.map(Ticket),
-            }),
+                seq,
+            } => Ok((
+                Incoming {
+                    agg: Agg(agg),
+                    source: DomainId::from_bits(source),
+                    mode: mode.into(),
+                    strength: strength.into(),
+                    ticket: ticket.map(Ticket),
+                },
+                seq,
+            )),
             r => Err(unexpected(&r)),
         }
     }
