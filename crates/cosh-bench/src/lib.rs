@@ -18,9 +18,11 @@
 
 mod doorbells;
 mod fast;
+#[cfg(feature = "iceoryx2")]
+mod ice;
 mod report;
 
-pub use report::{print, print_ratios, write_csv, write_svg};
+pub use report::{print, print_fast_ratios, print_ratios, write_csv, write_svg};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -174,6 +176,7 @@ pub fn main_with(
     let rows = run(&args, prefix)?;
     print(&rows);
     print_ratios(&rows);
+    print_fast_ratios(&rows);
     if let Some(path) = &args.csv {
         write_csv(path, &rows).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         eprintln!("CSV: {}", path.display());
@@ -315,6 +318,13 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 let total: u64 = total.parse().map_err(|_| "bad length")?;
                 let t = fast::drain_pipe(path, total)?;
                 say(&mut out, &t.to_string())?;
+            }
+            #[cfg(feature = "iceoryx2")]
+            ["iceoryx2", tag, n] => {
+                let n: usize = n.parse().map_err(|_| "bad count")?;
+                let samples = ice::echo(tag, n)?;
+                let text: Vec<String> = samples.iter().map(u64::to_string).collect();
+                say(&mut out, &text.join(" "))?;
             }
             ["exit"] => break,
             _ => return Err(format!("receiver: unknown command {line:?}")),
@@ -463,7 +473,9 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     // Both ways, so that a buffer can bounce on direct rings.
     sender.trust(receiver_id).map_err(e)?;
 
-    let steps = args.sizes.len() * (1 + CASES.len() + 2 + 2 + 1) + 1;
+    let steps = args.sizes.len()
+        * (1 + CASES.len() + 2 + 2 + 1 + usize::from(cfg!(feature = "iceoryx2")))
+        + 1;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -589,6 +601,11 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             let samples: Vec<u64> = samples.into_iter().skip(warmup).collect();
             rows.push(summarize(name, size, samples.clone(), samples));
             step(name, size);
+        }
+        #[cfg(feature = "iceoryx2")]
+        {
+            rows.extend(ice::measure(&mut rx, size, bounces)?);
+            step("iceoryx2", size);
         }
         sender.set_spins(2000);
         rows.extend(fast::stream(

@@ -90,6 +90,73 @@ pub fn print_ratios(rows: &[Row]) {
     }
 }
 
+/// Prints the fast path's ratios: against iceoryx2 and the raw futex ping-pong, flatness
+/// with size, and streamed bandwidth against memcpy and a pipe.
+pub fn print_fast_ratios(rows: &[Row]) {
+    let mut sizes: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.case == "weak bounce, polls")
+        .map(|r| r.size)
+        .collect();
+    sizes.sort_unstable();
+    let Some(&smallest) = sizes.first() else {
+        return;
+    };
+    // Flatness is measured from the smallest size that travels by reference (the policy
+    // copies below 8 KiB).
+    let base = sizes
+        .iter()
+        .copied()
+        .find(|s| *s >= 8 << 10)
+        .unwrap_or(smallest);
+    let futex = median(rows, "futex", 64);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "\nfast path (weak: a buffer bounced on direct rings, one way; streams: time per transfer):\n\
+         {:>8} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "size",
+        "ice rtt/weak",
+        "weak blk/futex",
+        "weak/weak@base",
+        "memcpy/strm cp",
+        "memcpy/strm mv",
+        "pipe/strm cp",
+        "pipe/strm mv"
+    );
+    for size in sizes {
+        let polls = median(rows, "weak bounce, polls", size);
+        let _ = writeln!(
+            err,
+            "{:>8} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            human(size),
+            ratio(median(rows, "iceoryx2 round trip", size), polls),
+            ratio(median(rows, "weak bounce, blocks", size), futex),
+            ratio(polls, median(rows, "weak bounce, polls", base)),
+            ratio(
+                median(rows, "memcpy", size),
+                median(rows, "stream copy", size)
+            ),
+            ratio(
+                median(rows, "memcpy", size),
+                median(rows, "stream move strong", size)
+            ),
+            ratio(
+                median(rows, "stream pipe", size),
+                median(rows, "stream copy", size)
+            ),
+            ratio(
+                median(rows, "stream pipe", size),
+                median(rows, "stream move strong", size)
+            ),
+        );
+    }
+}
+
 /// Writes the rows as CSV.
 pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {

@@ -285,9 +285,9 @@ impl Store {
         }
         if !matches!(slot.map, Some(DaemonMap::Write(_))) {
             slot.map = None;
-            slot.map = Some(DaemonMap::Write(
-                slot.memfd.map_write(Prefault::OnFirstTouch).ok()?,
-            ));
+            // The block manager writes a slot to fill it with a copy: map every page at
+            // once rather than fault them in one by one.
+            slot.map = Some(DaemonMap::Write(slot.memfd.map_write(Prefault::Now).ok()?));
         }
         match &mut slot.map {
             Some(DaemonMap::Write(m)) => Some(m),

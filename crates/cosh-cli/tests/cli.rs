@@ -115,6 +115,7 @@ fn bench_fig2a_writes_csv_and_a_plot() {
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("ratios of medians"), "{}", text(&o));
+    assert!(text(&o).contains("fast path"), "{}", text(&o));
     let table = std::fs::read_to_string(&csv).expect("csv");
     assert!(
         table.starts_with("case,size,delivered_ns,p10_ns,p90_ns,p99_ns"),
@@ -125,6 +126,10 @@ fn bench_fig2a_writes_csv_and_a_plot() {
         "share weak,65536,",
         "unix socket,4096,",
         "futex,64,",
+        "weak bounce, polls,65536,",
+        "weak bounce, blocks,65536,",
+        "stream copy,65536,",
+        "stream pipe,4096,",
     ] {
         assert!(table.contains(case), "no {case:?} in\n{table}");
     }

@@ -1,0 +1,46 @@
+//! Streams strong copies from one domain to another (a thread each):
+//! `cargo run --release -p cosh-bench --example stream -- SOCKET SIZE COUNT`.
+
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use cosh::{Domain, Mode, Options, TransferFlags};
+
+fn main() -> Result<(), cosh::Error> {
+    let mut args = std::env::args().skip(1);
+    let socket = args.next().unwrap_or_else(|| "/tmp/rpc/host.sock".into());
+    let size: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
+    let count: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let connect = |name: &str| Domain::connect_with(&Options::new(name).socket(&socket).no_spawn());
+    let mut a = connect("source")?;
+    let mut b = connect("sink")?;
+    let a_id = a.id();
+    let sink = std::thread::spawn(move || -> Result<Instant, cosh::Error> {
+        for _ in 0..count {
+            let got = b.receive(Some(a_id), Some(Duration::from_secs(10)))?;
+            b.decref(got.agg)?;
+        }
+        Ok(Instant::now())
+    });
+    let x = a.alloc(size)?;
+    a.write(x, 0, &vec![5u8; size as usize])?;
+    let b_id = sink.thread().id();
+    let _ = b_id;
+    let t0 = Instant::now();
+    let dest = {
+        // The sink's domain id: it is the next one after the source's.
+        cosh::DomainId::from_bits(a_id.to_bits() + 1)
+    };
+    for _ in 0..count {
+        a.transfer(x, dest, Mode::Copy, TransferFlags::strong())?;
+    }
+    let end = sink.join().expect("sink")?;
+    let each = (end - t0) / count as u32;
+    eprintln!(
+        "strong copy stream, {size} bytes: {:?} each, {:.2} GB/s",
+        each,
+        size as f64 / each.as_secs_f64() / 1e9
+    );
+    Ok(())
+}
