@@ -996,8 +996,7 @@ impl Ledger {
     }
 
     /// What a client library needs to know to send `agg` on a direct ring: `Some` when the
-    /// aggregate is one whole buffer of at least the policy's reference size, held
-    /// read/write, neither frozen nor sealed, and no other aggregate of `domain` (received
+    /// aggregate is one whole buffer, held read/write, neither frozen nor sealed, and no other aggregate of `domain` (received
     /// or not) refers to that buffer with any rights. Such a buffer is held with rights by
     /// this aggregate alone in the whole ledger (invariants), so only `domain`'s own calls
     /// can change that; the library keeps the answer until it makes one.
@@ -1020,7 +1019,7 @@ impl Ledger {
             || a.rights != Rights::ReadWrite
             || state.frozen
             || state.sealed
-            || state.len < self.policy.min_reference_bytes.max(1)
+            || state.len == 0
         {
             return None;
         }
@@ -1181,6 +1180,31 @@ impl Ledger {
                 if untrusted {
                     effective_strength = Strength::Strong;
                     break;
+                }
+            }
+        }
+        // Copying is cheaper than mapping a small buffer, but a weak transfer between domains
+        // that trust each other passes descriptors only (the receiver maps a buffer once and
+        // keeps the mapping): small buffers go by reference too, as long as that exposes
+        // nothing more (the share-of-buffer rule) and keeps the transfer weak.
+        if effective_strength == Strength::Weak {
+            for (b, route) in routes.iter_mut() {
+                if *route != Route::Copy(CopyReason::Small) {
+                    continue;
+                }
+                let Some(state) = self.buffers.get(b) else {
+                    continue;
+                };
+                let referenced = a.chunks.bytes_in(*b);
+                let exposes_more = u128::from(referenced) * 100
+                    < u128::from(self.policy.min_reference_percent) * u128::from(state.len);
+                let untrusted = state.mappings.iter().any(|(d, m)| {
+                    *d != receiver
+                        && *m > rights_after(*d, *b)
+                        && !receiver_state.trusts.contains(d)
+                });
+                if !exposes_more && !untrusted {
+                    *route = Route::Reference;
                 }
             }
         }

@@ -84,9 +84,13 @@ fn what_the_ledger_would_copy_is_refused_and_changes_nothing() {
     l.transfer_direct(a, x, b, Mode::Move, AggId(id))
         .expect("fine once the relative is gone");
     l.check_invariants().expect("invariants");
-    // Copies, small buffers and ids outside any lease never qualify.
+    // A small whole buffer qualifies: between domains that trust each other a weak
+    // transfer passes it by reference too. A small piece of a larger buffer does not.
     let small = l.alloc(a, 1024).expect("alloc").agg;
-    assert_eq!(l.direct_info(a, small), None);
+    assert!(l.direct_info(a, small).is_some());
+    let slab = l.alloc_with_capacity(a, 64, BIG).expect("alloc").agg;
+    assert_eq!(l.direct_info(a, slab), None);
+    // Copies and ids outside any lease never qualify.
     let z = l.alloc(a, BIG).expect("alloc").agg;
     assert!(
         l.transfer_direct(a, z, b, Mode::Copy, AggId(id + 1))
@@ -99,6 +103,35 @@ fn what_the_ledger_would_copy_is_refused_and_changes_nothing() {
         "another domain's aggregate"
     );
     l.check_invariants().expect("invariants");
+}
+
+#[test]
+fn small_buffers_go_by_reference_only_when_the_transfer_stays_weak() {
+    use cosh_core::TransferFlags;
+    use cosh_core::ledger::{CopyReason, Route, TransferRequest};
+    let (mut l, a, b) = setup();
+    let x = l.alloc(a, 1024).expect("alloc").agg;
+    let route = |l: &Ledger, flags| {
+        l.plan_transfer(TransferRequest::new(a, x, b, Mode::Share, flags))
+            .expect("plan")
+            .pieces()[0]
+            .route
+    };
+    // Untrusted: strong, and copied (cheaper than mapping a small buffer).
+    assert_eq!(
+        route(&l, TransferFlags::weak()),
+        Route::Copy(CopyReason::Small)
+    );
+    assert_eq!(
+        route(&l, TransferFlags::strong()),
+        Route::Copy(CopyReason::Small)
+    );
+    l.trust(b, a).expect("trust");
+    assert_eq!(route(&l, TransferFlags::weak()), Route::Reference);
+    assert_eq!(
+        route(&l, TransferFlags::strong()),
+        Route::Copy(CopyReason::Small)
+    );
 }
 
 #[test]

@@ -230,6 +230,7 @@ impl Naive {
         buffers.dedup();
         let related = self.closure(a);
         let mut by_ref = vec![false; self.buffers.len()];
+        let mut small = vec![false; self.buffers.len()];
         let mut any_culprit = false;
         for &b in &buffers {
             if mode == Mode::Copy {
@@ -263,11 +264,11 @@ impl Naive {
             }
             let buf = &self.buffers[b];
             let referenced = agg.cells.iter().filter(|c| c.0 == b).count() as u64;
-            let fits = buf.pool == self.domains[dest].pool
-                && referenced >= self.policy.min_reference_bytes
+            let share_ok = buf.pool == self.domains[dest].pool
                 && u128::from(referenced) * 100
                     >= u128::from(self.policy.min_reference_percent) * buf.data.len() as u128;
-            by_ref[b] = fits;
+            by_ref[b] = share_ok && referenced >= self.policy.min_reference_bytes;
+            small[b] = share_ok && referenced < self.policy.min_reference_bytes;
         }
         if any_culprit && flags.related == RelatedPolicy::Fail {
             return Err(Error(ErrorKind::RelatedAggregates));
@@ -287,17 +288,24 @@ impl Naive {
             best
         };
 
+        let untrusted = |me: &Naive, b: usize| {
+            me.buffers[b].maps.iter().any(|&(x, m)| {
+                x != dest && m > after(me, x, b) && !me.domains[dest].trusts.contains(&x)
+            })
+        };
         let mut strength = reported;
         if strength == Strength::Weak {
             for &b in &buffers {
-                if !by_ref[b] {
-                    continue;
+                if by_ref[b] && untrusted(self, b) {
+                    strength = Strength::Strong;
                 }
-                for &(x, m) in &self.buffers[b].maps {
-                    if x != dest && m > after(self, x, b) && !self.domains[dest].trusts.contains(&x)
-                    {
-                        strength = Strength::Strong;
-                    }
+            }
+        }
+        // A weak transfer that stays weak passes small buffers by reference too.
+        if strength == Strength::Weak {
+            for &b in &buffers {
+                if small[b] && !untrusted(self, b) {
+                    by_ref[b] = true;
                 }
             }
         }
