@@ -619,26 +619,117 @@ pub enum DirectRecord {
 #[error("bad direct-ring record: {0}")]
 pub struct RecordError(pub String);
 
-/// Encodes a direct-ring record.
+/// The most bytes a direct-ring record takes.
+pub const MAX_RECORD: usize = 51 + 8 * MAX_MAPPERS;
+
+const RECORD_TRANSFER: u8 = 1;
+const RECORD_QUEUED: u8 = 2;
+
+/// Encodes a direct-ring record. Records use a fixed little-endian layout rather than
+/// postcard (one is written and read per transfer): a tag byte, then for `Transfer` the
+/// sequence number, the aggregate, the mode (0 move, 1 share), the piece (buffer, slot,
+/// offset, length), the mapper count (one byte) and the mappers, every number eight bytes;
+/// for `Queued` the sequence number.
 pub fn encode_record(r: &DirectRecord) -> Result<Vec<u8>, RecordError> {
-    check_record(r)?;
-    postcard::to_allocvec(r).map_err(|e| RecordError(e.to_string()))
+    let mut out = [0u8; MAX_RECORD];
+    let n = encode_record_into(r, &mut out)?;
+    Ok(out[..n].to_vec())
 }
 
-/// Decodes a direct-ring record: canonical encoding only, bounds checked, never a panic.
+/// [`encode_record`] into a buffer of [`MAX_RECORD`] bytes; returns the length.
+pub fn encode_record_into(
+    r: &DirectRecord,
+    out: &mut [u8; MAX_RECORD],
+) -> Result<usize, RecordError> {
+    check_record(r)?;
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    match r {
+        DirectRecord::Transfer {
+            seq,
+            agg,
+            mode,
+            piece,
+            mappers,
+        } => {
+            put(&[RECORD_TRANSFER]);
+            put(&seq.to_le_bytes());
+            put(&agg.to_le_bytes());
+            put(&[u8::from(*mode == WireMode::Share)]);
+            for v in [piece.buffer, piece.slot, piece.offset, piece.len] {
+                put(&v.to_le_bytes());
+            }
+            // At most MAX_MAPPERS (checked above).
+            put(&[mappers.len() as u8]);
+            for m in mappers {
+                put(&m.to_le_bytes());
+            }
+        }
+        DirectRecord::Queued { seq } => {
+            put(&[RECORD_QUEUED]);
+            put(&seq.to_le_bytes());
+        }
+    }
+    Ok(at)
+}
+
+/// Decodes a direct-ring record: exact length, known tag and mode, bounded mapper count,
+/// never a panic. Every record has exactly one encoding.
 pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
-    let (r, rest): (DirectRecord, &[u8]) =
-        postcard::take_from_bytes(bytes).map_err(|e| RecordError(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(RecordError(format!("{} trailing bytes", rest.len())));
+    let bad = |why: &str| RecordError(why.to_string());
+    let u64_at = |at: usize| -> Result<u64, RecordError> {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| bad("truncated"))
+    };
+    match bytes.first() {
+        Some(&RECORD_QUEUED) => {
+            if bytes.len() != 9 {
+                return Err(bad("a queued marker is 9 bytes"));
+            }
+            Ok(DirectRecord::Queued { seq: u64_at(1)? })
+        }
+        Some(&RECORD_TRANSFER) => {
+            let mode = match bytes.get(17) {
+                Some(0) => WireMode::Move,
+                Some(1) => WireMode::Share,
+                Some(m) => return Err(RecordError(format!("mode {m}"))),
+                None => return Err(bad("truncated")),
+            };
+            let n = usize::from(*bytes.get(50).ok_or_else(|| bad("truncated"))?);
+            if n > MAX_MAPPERS {
+                return Err(RecordError(format!("{n} mappers, more than {MAX_MAPPERS}")));
+            }
+            if bytes.len() != 51 + 8 * n {
+                return Err(RecordError(format!(
+                    "{} bytes for a transfer with {n} mappers",
+                    bytes.len()
+                )));
+            }
+            let mappers = (0..n)
+                .map(|i| u64_at(51 + 8 * i))
+                .collect::<Result<Vec<u64>, _>>()?;
+            Ok(DirectRecord::Transfer {
+                seq: u64_at(1)?,
+                agg: u64_at(9)?,
+                mode,
+                piece: WirePiece {
+                    buffer: u64_at(18)?,
+                    slot: u64_at(26)?,
+                    offset: u64_at(34)?,
+                    len: u64_at(42)?,
+                },
+                mappers,
+            })
+        }
+        Some(t) => Err(RecordError(format!("record tag {t}"))),
+        None => Err(bad("empty")),
     }
-    check_record(&r)?;
-    // Re-encoded on the stack: records are small, and this runs once per transfer.
-    let mut again = [0u8; 256];
-    if postcard::to_slice(&r, &mut again).ok().map(|b| &*b) != Some(bytes) {
-        return Err(RecordError("not in canonical encoding".into()));
-    }
-    Ok(r)
 }
 
 fn check_record(r: &DirectRecord) -> Result<(), RecordError> {

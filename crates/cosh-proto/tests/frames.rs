@@ -635,9 +635,15 @@ fn direct_records_refuse_copies_and_long_mapper_lists() {
     };
     let mut bytes = encode_record(&ok).expect("encodes");
     // The mapper count is the byte after the piece; bump it and append one more mapper.
-    let at = bytes.len() - MAX_MAPPERS - 1;
+    let at = bytes.len() - 8 * MAX_MAPPERS - 1;
     assert_eq!(bytes[at] as usize, MAX_MAPPERS);
     bytes[at] += 1;
-    bytes.push(7);
+    bytes.extend_from_slice(&7u64.to_le_bytes());
     assert!(cosh_proto::ops::decode_record(&bytes).is_err());
+    // Nor a record cut short, or with a byte too many.
+    let good = encode_record(&ok).expect("encodes");
+    assert!(cosh_proto::ops::decode_record(&good[..good.len() - 1]).is_err());
+    let mut long = good.clone();
+    long.push(0);
+    assert!(cosh_proto::ops::decode_record(&long).is_err());
 }

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, TransferFlags};
 use cosh_proto::ops::{
-    DirectRecord, MAX_MAPPERS, Request, Response, TransferReport, WireMode, WirePiece,
-    decode_record, encode_record,
+    DirectRecord, MAX_MAPPERS, MAX_RECORD, Request, Response, TransferReport, WireMode, WirePiece,
+    decode_record, encode_record, encode_record_into,
 };
 use cosh_proto::{MAX_FRAME, Message, encode};
 use cosh_ring::frames::{FrameReader, push_frame, records_for};
@@ -423,7 +423,10 @@ impl Domain {
             },
             mappers,
         };
-        let frame = encode_record(&record).map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut buf = [0u8; MAX_RECORD];
+        let n =
+            encode_record_into(&record, &mut buf).map_err(|e| Error::Protocol(e.to_string()))?;
+        let frame = &buf[..n];
         let ring = self
             .direct
             .outbound
@@ -448,7 +451,7 @@ impl Domain {
             .outbound
             .get_mut(&dest)
             .ok_or_else(|| Error::Protocol("no ring".into()))?;
-        let (pushed, parked) = ring.push(&frame).map_err(|e| corrupt(dest, e))?;
+        let (pushed, parked) = ring.push(frame).map_err(|e| corrupt(dest, e))?;
         if !pushed {
             return Err(corrupt(dest, "the ring shrank under a record"));
         }
@@ -640,10 +643,15 @@ impl Domain {
                         strength: Strength::Weak,
                         ticket: None,
                     };
-                    if let Some(ring) = self.direct.inbound.get_mut(&peer)
-                        && seq >= ring.seq
-                    {
-                        ring.early.insert(seq, got);
+                    if let Some(ring) = self.direct.inbound.get_mut(&peer) {
+                        // Its turn (the usual case): out at once.
+                        if seq == ring.seq {
+                            ring.seq += 1;
+                            return Ok(Some(got));
+                        }
+                        if seq > ring.seq {
+                            ring.early.insert(seq, got);
+                        }
                     }
                 }
                 DirectRecord::Queued { seq } => {
