@@ -19,6 +19,8 @@ use cosh::{Agg, Domain, DomainId, Mode, TransferFlags};
 use crate::{Receiver, Row, now_ns, summarize};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));
+/// Timed passes of each stream.
+const PASSES: usize = 5;
 
 fn e(x: cosh::Error) -> String {
     x.to_string()
@@ -111,8 +113,8 @@ pub(crate) fn drain_pipe(path: &str, total: u64) -> Result<u64, String> {
 
 /// Streams `n` strong transfers of `size` bytes by `mode` (a copy reuses one buffer; a move
 /// allocates each, as a producer must) and the same bytes through a pipe; one row each, whose
-/// latency is the time per transfer. Each stream runs twice and the second is timed: the
-/// first fills the receiver's free list, as in a stream that has run for a while.
+/// latency is the time per transfer: the median of five passes, after one that fills the
+/// receiver's free list, as in a stream that has run for a while.
 pub(crate) fn stream(
     d: &mut Domain,
     rx: &mut Receiver,
@@ -127,13 +129,19 @@ pub(crate) fn stream(
         ("stream copy", Mode::Copy),
         ("stream move strong", Mode::Move),
     ] {
-        let mut each = 0;
-        for _ in 0..2 {
-            each = stream_once(d, rx, receiver, size, n, mode, &fill)?;
+        // One untimed pass, then the median of five.
+        stream_once(d, rx, receiver, size, n, mode, &fill)?;
+        let mut each = Vec::with_capacity(PASSES);
+        for _ in 0..PASSES {
+            each.push(stream_once(d, rx, receiver, size, n, mode, &fill)?);
         }
-        rows.push(summarize(name, size, vec![each], vec![each]));
+        rows.push(summarize(name, size, each.clone(), each));
     }
-    rows.push(stream_pipe(rx, dir, size, n, &fill)?);
+    let mut each = Vec::with_capacity(PASSES);
+    for _ in 0..PASSES {
+        each.push(stream_pipe(rx, dir, size, n, &fill)?);
+    }
+    rows.push(summarize("stream pipe", size, each.clone(), each));
     Ok(rows)
 }
 
@@ -181,7 +189,7 @@ fn stream_pipe(
     size: u64,
     n: usize,
     fill: &[u8],
-) -> Result<Row, String> {
+) -> Result<u64, String> {
     let path = dir.join(format!("stream-{size}"));
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -207,6 +215,5 @@ fn stream_pipe(
         .parse()
         .map_err(|_| format!("the receiver said {line:?}"))?;
     let _ = std::fs::remove_file(&path);
-    let each = t1.saturating_sub(t0) / n as u64;
-    Ok(summarize("stream pipe", size, vec![each], vec![each]))
+    Ok(t1.saturating_sub(t0) / n as u64)
 }
