@@ -427,7 +427,29 @@ impl Store {
         if let Some(domain) = only
             && !slot.sealed
             && alive(domain)
+            && class <= self.free_budget
         {
+            // Over budget: the domain's free slots of other sizes go first (largest first),
+            // so that a stream that changes sizes keeps its current size warm.
+            while self.free_bytes.get(&domain).copied().unwrap_or(0) + class > self.free_budget {
+                let victim = self.free.get_mut(&domain).and_then(|classes| {
+                    classes
+                        .iter_mut()
+                        .rev()
+                        .find(|(c, ids)| **c != class && !ids.is_empty())
+                        .and_then(|(_, ids)| ids.pop())
+                });
+                let Some(victim) = victim else {
+                    break;
+                };
+                if let Some(gone) = self.destroy(victim) {
+                    if let Some(b) = self.free_bytes.get_mut(&domain) {
+                        *b = b.saturating_sub(gone.len());
+                    }
+                    let tell = gone.exposed.iter().copied().filter(|d| alive(*d)).collect();
+                    self.evicted.push((victim, tell));
+                }
+            }
             let used = self.free_bytes.entry(domain).or_default();
             if *used + class <= self.free_budget {
                 *used += class;
