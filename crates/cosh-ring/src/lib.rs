@@ -308,6 +308,15 @@ impl<'a> Producer<'a> {
         Ok(true)
     }
 
+    /// After a push, for a consumer that may wait where no doorbell of this ring reaches it
+    /// (see [`Consumer::park`]): `true` if it said so, clearing the flag; then the producer
+    /// must wake it its own way. Either this sees the flag or the consumer sees the record.
+    pub fn take_parked(&self, flag: &AtomicU32) -> bool {
+        fence(Ordering::SeqCst);
+        // Looked at first, taken only when set: the flag's cache line stays shared.
+        flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0
+    }
+
     /// Wakes the consumer if it sleeps (or is about to).
     pub fn notify(&self, bell: &impl Doorbell) {
         fence(Ordering::SeqCst);
@@ -503,6 +512,20 @@ impl<'a> Consumer<'a> {
         self.words[W_CONSUMERS_ASLEEP].fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         Ok(self.available()? > 0)
+    }
+
+    /// For a consumer about to wait somewhere else (in another process's hands): sets `flag`
+    /// and looks once more. `Ok(true)` means records already wait: do not wait. Either way,
+    /// [`Consumer::unpark`] afterwards.
+    pub fn park(&self, flag: &AtomicU32) -> Result<bool, RingError> {
+        flag.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(self.available()? > 0)
+    }
+
+    /// Clears a flag set by [`Consumer::park`].
+    pub fn unpark(&self, flag: &AtomicU32) {
+        flag.store(0, Ordering::Relaxed);
     }
 
     /// Ends a sleep announced by [`Consumer::prepare_sleep`].

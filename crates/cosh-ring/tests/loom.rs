@@ -112,3 +112,29 @@ fn a_consumer_sleeping_on_an_eventfd_always_gets_every_record() {
         assert_eq!(consumer.join().expect("join"), vec![0, 1]);
     });
 }
+
+/// A consumer that waits elsewhere (parked in a block manager) and a producer that pushes:
+/// either the consumer sees the record before it waits, or the producer sees the parked flag
+/// and wakes it. Never neither (a lost wake-up).
+#[test]
+fn a_parked_consumer_is_never_forgotten() {
+    model(|| {
+        let words = ring(2);
+        let flag = Arc::new(AtomicU32::new(0));
+        let (w, f) = (Arc::clone(&words), Arc::clone(&flag));
+        let consumer = loom::thread::spawn(move || {
+            let c = Consumer::attach(&w).expect("consumer");
+            let ready = c.park(&f).expect("park");
+            // `false`: it would now wait for a wake-up from elsewhere.
+            ready
+        });
+        let mut p = Producer::attach(&words).expect("producer");
+        assert!(p.try_push(&record(7)).expect("push"));
+        let woken = p.take_parked(&flag);
+        let saw_record = consumer.join().expect("join");
+        assert!(
+            saw_record || woken,
+            "the consumer waits for a record nobody will wake it for"
+        );
+    });
+}

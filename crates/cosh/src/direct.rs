@@ -177,11 +177,7 @@ impl Ring {
             return Ok((false, false));
         }
         self.position = p.position();
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        // Looked at first, taken only when set: the flag's cache line stays shared.
-        let flag = &w[cosh_ring::direct_parked_word(capacity)];
-        let parked = flag.load(std::sync::atomic::Ordering::Relaxed) != 0
-            && flag.swap(0, std::sync::atomic::Ordering::Relaxed) != 0;
+        let parked = p.take_parked(&w[cosh_ring::direct_parked_word(capacity)]);
         Ok((true, parked))
     }
 
@@ -221,13 +217,12 @@ impl Ring {
         let words = self.map.shared_words();
         let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
         let flag = &w[cosh_ring::direct_parked_word(capacity)];
-        flag.store(u32::from(parked), std::sync::atomic::Ordering::Relaxed);
+        let c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
         if !parked {
+            c.unpark(flag);
             return Ok(false);
         }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        let c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
-        Ok(c.available().map_err(|e| e.to_string())? > 0)
+        c.park(flag).map_err(|e| e.to_string())
     }
 }
 
