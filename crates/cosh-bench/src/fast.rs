@@ -191,14 +191,7 @@ fn stream_pipe(
     fill: &[u8],
 ) -> Result<u64, String> {
     let path = dir.join(format!("stream-{size}"));
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .map_err(|x| x.to_string())?;
+    crate::make_fifo(&path)?;
     rx.tell(&format!("drainpipe {} {}", path.display(), size * n as u64))?;
     let mut w = std::fs::OpenOptions::new()
         .write(true)

@@ -423,6 +423,18 @@ fn parse_sample(answer: &str) -> Result<(u64, u64), String> {
 
 /// Prepares an aggregate of `size` bytes filled with data, as a producer would, and returns
 /// its first write piece so that the timestamp can be written without a round trip.
+/// Makes a FIFO (owner only) at `path`.
+pub(crate) fn make_fifo(path: &Path) -> Result<(), String> {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .map_err(|x| format!("cannot make a FIFO at {}: {x}", path.display()))
+}
+
 fn prepare(d: &mut Domain, size: u64, fill: u8) -> Result<(Agg, cosh::WritePiece), cosh::Error> {
     let agg = d.alloc(size)?;
     let pieces = d.write_pieces(agg, 0)?;
@@ -552,14 +564,7 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 rx.line()?;
                 Box::new(s)
             } else {
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &path,
-                    rustix::fs::FileType::Fifo,
-                    rustix::fs::Mode::from_raw_mode(0o600),
-                    0,
-                )
-                .map_err(|x| x.to_string())?;
+                make_fifo(&path)?;
                 rx.tell(&format!("stream pipe {}", path.display()))?;
                 let w = std::fs::OpenOptions::new()
                     .write(true)

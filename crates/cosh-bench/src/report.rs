@@ -51,6 +51,14 @@ fn median(rows: &[Row], case: &str, size: u64) -> Option<f64> {
         .map(|r| r.delivered.as_secs_f64())
 }
 
+/// `a / b` as a ratio, or `-` when either is missing.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    }
+}
+
 /// Prints, for each size, the ratios the paper's Figure 2a is about.
 pub fn print_ratios(rows: &[Row]) {
     let mut sizes: Vec<u64> = rows
@@ -60,10 +68,6 @@ pub fn print_ratios(rows: &[Row]) {
         .collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".into(),
-    };
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
@@ -110,10 +114,6 @@ pub fn print_fast_ratios(rows: &[Row]) {
         .find(|s| *s >= 4 << 10)
         .unwrap_or(smallest);
     let futex = median(rows, "futex", 64);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".into(),
-    };
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
