@@ -108,6 +108,10 @@ struct Client {
     held: Option<Message>,
     /// A direct-transfer record waiting for another sender's record (see `settle`).
     stalled: Option<Request>,
+    /// Being disconnected: its remaining records are applied, its errors ignored.
+    dying: bool,
+    /// Its request ring can no longer be read (a dying client's broke).
+    broken: bool,
     /// The sequence number of the transfer this client has in progress (see
     /// [`Request::Transfer`]).
     transfer_seq: Option<u64>,
@@ -491,6 +495,9 @@ impl BlockManager {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
+        // Its rings may carry records (direct transfers, releases) that must be applied
+        // before anyone's request.
+        self.loggers.insert(token);
         client.rings = Some(ClientRings {
             map,
             capacity,
@@ -536,7 +543,15 @@ impl BlockManager {
     }
 
     /// Cuts off a client met while applying records (its own records are not applied again).
+    /// A client already being disconnected is only left alone.
     fn cut(&mut self, token: u64, why: &str) {
+        if let Some(c) = self.clients.get_mut(&token)
+            && c.dying
+        {
+            c.stalled = None;
+            c.broken = true;
+            return;
+        }
         self.loggers.remove(&token);
         if let Some(c) = self.clients.get_mut(&token) {
             c.stalled = None;
@@ -552,7 +567,7 @@ impl BlockManager {
             let Some(client) = self.clients.get_mut(&token) else {
                 return progress;
             };
-            if client.held.is_some() {
+            if client.held.is_some() || client.broken {
                 return progress;
             }
             if let Some(r) = client.stalled.take() {
@@ -582,17 +597,17 @@ impl BlockManager {
                 }
             };
             match decode(&bytes) {
-                Ok(Message::Request(r @ (Request::Direct { .. } | Request::Wake { .. }))) => {
-                    match self.apply_record(token, r.clone()) {
-                        Applied::Done => progress = true,
-                        Applied::Stalled => {
-                            if let Some(c) = self.clients.get_mut(&token) {
-                                c.stalled = Some(r);
-                            }
-                            return progress;
+                Ok(Message::Request(
+                    r @ (Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. }),
+                )) => match self.apply_record(token, r.clone()) {
+                    Applied::Done => progress = true,
+                    Applied::Stalled => {
+                        if let Some(c) = self.clients.get_mut(&token) {
+                            c.stalled = Some(r);
                         }
+                        return progress;
                     }
-                }
+                },
                 Ok(m) => {
                     if let Some(c) = self.clients.get_mut(&token) {
                         c.held = Some(m);
@@ -651,6 +666,14 @@ impl BlockManager {
                     self.end_wait(to);
                 }
             }
+            Request::Release { agg } => match self.ledger.decref(sender, AggId(agg)) {
+                Ok(release) => self.released(&release),
+                Err(e) if e.kind() == ErrorKind::UnknownAggregate => return Applied::Stalled,
+                Err(e) => {
+                    let why = format!("release: {e}");
+                    self.cut(token, &why);
+                }
+            },
             _ => {}
         }
         Applied::Done
@@ -795,6 +818,8 @@ impl BlockManager {
                 via_ring: false,
                 held: None,
                 stalled: None,
+                dying: false,
+                broken: false,
                 transfer_seq: None,
                 direct_notices: Vec::new(),
             },
@@ -882,7 +907,10 @@ impl BlockManager {
         {
             return self.reject(token, "requests that pass descriptors come over the socket");
         }
-        if let Message::Request(r @ (Request::Direct { .. } | Request::Wake { .. })) = frame {
+        if let Message::Request(
+            r @ (Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. }),
+        ) = frame
+        {
             if !via_ring {
                 return self.reject(token, "direct-ring records come through the request ring");
             }
@@ -1310,7 +1338,7 @@ impl BlockManager {
                     count: LEASE,
                 })
             }
-            Request::Direct { .. } | Request::Wake { .. } => Err(fail(
+            Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. } => Err(fail(
                 ErrorKind::Protocol,
                 "direct-ring records come through the request ring",
             )),
@@ -1405,6 +1433,21 @@ impl BlockManager {
     /// The answer to a receive, with the transfer's sequence number if it has one.
     fn received(&mut self, domain: DomainId, r: &Received) -> Response {
         let seq = self.seqs.remove(&(domain, r.agg)).map(|(_, s)| s);
+        // A whole buffer: say where, and whether it may travel on direct rings.
+        let whole = self
+            .ledger
+            .whole_buffer(domain, r.agg)
+            .and_then(|(buffer, len)| Some((buffer, len, self.store.slot_of(buffer)?)));
+        let piece = whole.map(|(buffer, len, slot)| WirePiece {
+            buffer: buffer.0,
+            slot,
+            offset: 0,
+            len,
+        });
+        let mappers = piece
+            .and_then(|_| self.ledger.direct_info(domain, r.agg))
+            .filter(|info| info.mappers.len() <= ops::MAX_MAPPERS)
+            .map(|info| info.mappers.iter().map(|d| d.to_bits()).collect());
         Response::Received {
             agg: r.agg.0,
             source: r.source.to_bits(),
@@ -1412,6 +1455,8 @@ impl BlockManager {
             strength: r.strength.into(),
             ticket: r.ticket.map(|t| t.0),
             seq,
+            piece,
+            mappers,
         }
     }
 
@@ -1853,6 +1898,7 @@ impl BlockManager {
             && let Some(c) = self.clients.get_mut(&token)
         {
             c.held = None;
+            c.dying = true;
             self.settle();
             self.loggers.remove(&token);
         }

@@ -489,3 +489,28 @@ mod attacks {
         sender.decref(z).expect("decref");
     }
 }
+
+/// Frees of aggregates the block manager confirmed travel as records without an answer, and
+/// whoever asks next sees them done; a receiver reads a whole buffer it was told about.
+#[test]
+fn quiet_frees_are_seen_by_the_next_request_of_anyone() {
+    let daemon = Daemon::start("direct-release");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let x = a.alloc(SIZE).expect("alloc");
+    stamp(&mut a, x, 3).expect("stamp");
+    a.transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+        .expect("copy");
+    let got = b
+        .receive(Some(a.id()), Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert!(stamped(&mut b, got.agg, 3), "the copy's bytes");
+    b.decref(got.agg).expect("a free without an answer");
+    let s = a.status().expect("status");
+    assert_eq!(s.buffers, 1, "only the sender's buffer is left: {s:?}");
+    a.decref(x).expect("free");
+    let s = b.status().expect("status");
+    assert_eq!(s.buffers, 0, "{s:?}");
+    // A second free of the same handle is refused as before (it is not known any more).
+    let err = b.decref(got.agg).expect_err("already freed");
+    assert_eq!(err.kind(), ErrorKind::UnknownAggregate, "{err}");
+}

@@ -995,6 +995,16 @@ impl Ledger {
             .map(|d| (d.lease.0, d.lease.1.saturating_sub(d.lease.0)))
     }
 
+    /// The one buffer `agg` covers whole, and its length, if it is one whole buffer.
+    pub fn whole_buffer(&self, domain: DomainId, agg: AggId) -> Option<(BufferId, u64)> {
+        let a = self.agg(domain, agg).ok()?;
+        let [chunk] = a.chunks.chunks() else {
+            return None;
+        };
+        let len = self.buffers.get(&chunk.buffer)?.len;
+        (chunk.offset == 0 && chunk.len == len).then_some((chunk.buffer, len))
+    }
+
     /// What a client library needs to know to send `agg` on a direct ring: `Some` when the
     /// aggregate is one whole buffer, held read/write, neither frozen nor sealed, and no other aggregate of `domain` (received
     /// or not) refers to that buffer with any rights. Such a buffer is held with rights by

@@ -446,6 +446,13 @@ pub enum Request {
     },
     /// A fresh lease of aggregate ids for direct transfers → [`Response::Leased`].
     Lease,
+    /// A record, not a request (no answer), and only through the request ring: `decref` of an
+    /// aggregate this domain knows it holds. Applied before any later request of any domain;
+    /// one the ledger refuses cuts the client off.
+    Release {
+        /// The aggregate.
+        agg: u64,
+    },
 }
 
 /// The most records a per-client ring may have.
@@ -516,6 +523,11 @@ pub enum Response {
         ticket: Option<u64>,
         /// The sender's sequence number, for a sender with a direct ring to this domain.
         seq: Option<u64>,
+        /// Where it is, when it is one whole buffer: its reads need not ask.
+        piece: Option<WirePiece>,
+        /// With `piece`: every domain that maps the buffer, when this domain alone holds it
+        /// read/write (so that it may travel on direct rings), at most [`MAX_MAPPERS`].
+        mappers: Option<Vec<u64>>,
     },
     /// A domain found by name.
     Domain {
@@ -793,6 +805,9 @@ pub(crate) fn check_response(r: &Response) -> Result<(), String> {
         Response::Revoke { slots, .. } | Response::Forget { slots } => {
             over("slots", slots.len(), MAX_REVOKE)
         }
+        Response::Received {
+            mappers: Some(m), ..
+        } => over("mappers", m.len(), MAX_MAPPERS),
         Response::Status(s) => {
             over("domains", s.domains.len(), MAX_STATUS_DOMAINS)?;
             for d in &s.domains {

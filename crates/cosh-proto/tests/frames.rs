@@ -304,6 +304,7 @@ mod operations {
             }),
             any::<u64>().prop_map(|to| Request::Wake { to }),
             Just(Request::Lease),
+            any::<u64>().prop_map(|agg| Request::Release { agg }),
         ]
     }
 
@@ -355,22 +356,32 @@ mod operations {
                 any::<u64>(),
                 mode(),
                 any::<bool>(),
-                any::<(Option<u64>, Option<u64>)>()
+                any::<(Option<u64>, Option<u64>, Option<(u64, u64, u64, u64)>)>(),
+                prop::option::of(prop::collection::vec(any::<u64>(), 0..=MAX_MAPPERS))
             )
-                .prop_map(|(agg, source, mode, weak, (ticket, seq))| {
-                    Response::Received {
-                        agg,
-                        source,
-                        mode,
-                        strength: if weak {
-                            WireStrength::Weak
-                        } else {
-                            WireStrength::Strong
-                        },
-                        ticket,
-                        seq,
+                .prop_map(
+                    |(agg, source, mode, weak, (ticket, seq, piece), mappers)| {
+                        Response::Received {
+                            agg,
+                            source,
+                            mode,
+                            strength: if weak {
+                                WireStrength::Weak
+                            } else {
+                                WireStrength::Strong
+                            },
+                            ticket,
+                            seq,
+                            piece: piece.map(|(buffer, slot, offset, len)| WirePiece {
+                                buffer,
+                                slot,
+                                offset,
+                                len,
+                            }),
+                            mappers,
+                        }
                     }
-                }),
+                ),
             any::<u64>().prop_map(|domain| Response::Domain { domain }),
             (any::<u64>(), any::<(u64, u64, u64, u64)>()).prop_map(
                 |(agg, (buffer, slot, offset, len))| Response::Allocated {

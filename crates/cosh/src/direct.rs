@@ -41,6 +41,12 @@ pub(crate) struct Local {
     pub(crate) refs: u32,
     /// Every domain that may map the buffer.
     pub(crate) mappers: Vec<DomainId>,
+    /// Whether this domain alone holds the buffer with rights, so that it may travel on a
+    /// direct ring (with `mappers` known).
+    pub(crate) sendable: bool,
+    /// Whether the block manager said it exists (an allocation or a receive it answered), not
+    /// only a peer's ring record: only such an aggregate is freed by a record without answer.
+    pub(crate) confirmed: bool,
 }
 
 /// One direct ring, either side: its memory and the position this side keeps.
@@ -279,6 +285,8 @@ impl Domain {
                         rights: Rights::ReadWrite,
                         refs: 1,
                         mappers: vec![me],
+                        sendable: true,
+                        confirmed: true,
                     },
                 );
                 Ok(Agg(agg))
@@ -340,7 +348,8 @@ impl Domain {
         let me = self.id;
         let eligible = weak
             && self.direct.local.get(&agg).is_some_and(|l| {
-                l.rights == Rights::ReadWrite
+                l.sendable
+                    && l.rights == Rights::ReadWrite
                     && l.mappers.iter().all(|d| *d == me || *d == dest)
                     && l.mappers.len() < MAX_MAPPERS
             });
@@ -470,6 +479,43 @@ impl Domain {
             weak: true,
             ..TransferReport::default()
         }))
+    }
+
+    /// Remembers a whole-buffer aggregate received through the block manager.
+    pub(crate) fn remember(
+        &mut self,
+        agg: Agg,
+        piece: WirePiece,
+        mode: Mode,
+        mappers: Option<Vec<u64>>,
+    ) {
+        let sendable = mappers.is_some();
+        self.direct.local.insert(
+            agg,
+            Local {
+                at: location(piece),
+                rights: if mode == Mode::Share {
+                    Rights::Read
+                } else {
+                    Rights::ReadWrite
+                },
+                refs: 1,
+                mappers: mappers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(DomainId::from_bits)
+                    .collect(),
+                sendable,
+                confirmed: true,
+            },
+        );
+    }
+
+    /// `decref` as a record the block manager applies before anyone's next request.
+    pub(crate) fn release_quietly(&mut self, agg: Agg) -> Result<()> {
+        let bytes = encode(&Message::Request(Request::Release { agg: agg.0 }))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.log_record(&bytes)
     }
 
     /// Puts a record for the block manager in the request ring without waking it, unless the
@@ -629,6 +675,8 @@ impl Domain {
                             },
                             refs: 1,
                             mappers: mappers.into_iter().map(DomainId::from_bits).collect(),
+                            sendable: mode == Mode::Move,
+                            confirmed: false,
                         },
                     );
                     let got = Incoming {
@@ -773,7 +821,7 @@ impl Domain {
                 .map(|t| u64::try_from(t.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)),
         }) {
             Ok(Response::Woken) => Ok(Queued::Woken),
-            Ok(r) => Domain::numbered(r).map(|(got, seq)| Queued::Got(got, seq)),
+            Ok(r) => self.numbered(r).map(|(got, seq)| Queued::Got(got, seq)),
             Err(e) if e.kind() == ErrorKind::NothingPending => Ok(Queued::Nothing(e)),
             Err(e) => Err(e),
         }

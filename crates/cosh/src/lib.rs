@@ -563,6 +563,7 @@ impl Domain {
 
     /// `decref`: one reference fewer; the last frees the aggregate.
     pub fn decref(&mut self, agg: Agg) -> Result<()> {
+        let known = self.direct.local.get(&agg).is_some_and(|l| l.confirmed);
         let last = self.direct.local.get_mut(&agg).is_none_or(|l| {
             l.refs = l.refs.saturating_sub(1);
             l.refs == 0
@@ -570,6 +571,11 @@ impl Domain {
         if last {
             self.slots_of.remove(&agg);
             self.direct.local.remove(&agg);
+        }
+        if known && self.rings.is_some() {
+            // Known to exist: no answer needed. The block manager applies it before anyone's
+            // next request.
+            return self.release_quietly(agg);
         }
         self.done(Request::Decref { agg: agg.0 })
     }
@@ -720,12 +726,13 @@ impl Domain {
         }
     }
 
-    fn incoming(r: Response) -> Result<Incoming> {
-        Ok(Domain::numbered(r)?.0)
+    fn incoming(&mut self, r: Response) -> Result<Incoming> {
+        Ok(self.numbered(r)?.0)
     }
 
-    /// A received transfer and its sequence number on a direct ring, if it has one.
-    fn numbered(r: Response) -> Result<(Incoming, Option<u64>)> {
+    /// A received transfer and its sequence number on a direct ring, if it has one; a whole
+    /// buffer is remembered, so that reading it needs no request.
+    fn numbered(&mut self, r: Response) -> Result<(Incoming, Option<u64>)> {
         match r {
             Response::Received {
                 agg,
@@ -734,13 +741,20 @@ impl Domain {
                 strength,
                 ticket,
                 seq,
+                piece,
+                mappers,
             } => Ok((
-                Incoming {
-                    agg: Agg(agg),
-                    source: DomainId::from_bits(source),
-                    mode: mode.into(),
-                    strength: strength.into(),
-                    ticket: ticket.map(Ticket),
+                {
+                    if let Some(piece) = piece {
+                        self.remember(Agg(agg), piece, mode.into(), mappers);
+                    }
+                    Incoming {
+                        agg: Agg(agg),
+                        source: DomainId::from_bits(source),
+                        mode: mode.into(),
+                        strength: strength.into(),
+                        ticket: ticket.map(Ticket),
+                    }
                 },
                 seq,
             )),
@@ -763,7 +777,7 @@ impl Domain {
             source: source.map(DomainId::to_bits),
             timeout_ms: ms(timeout),
         })?;
-        Domain::incoming(r)
+        self.incoming(r)
     }
 
     /// A receive that does not wait: `None` when nothing is pending.
@@ -787,7 +801,7 @@ impl Domain {
             ticket: ticket.0,
             timeout_ms: ms(timeout),
         })?;
-        Domain::incoming(r)
+        self.incoming(r)
     }
 
     /// Declares that this domain trusts `peer`: weak transfers that leave `peer` with
