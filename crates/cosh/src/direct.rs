@@ -96,6 +96,29 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+impl Direct {
+    /// What a transfer by `mode` leaves the sender (whether or not it went through): a move
+    /// no rights, a share read-only; neither may go on a direct ring again.
+    pub(crate) fn after_transfer(&mut self, agg: Agg, mode: Mode) {
+        match mode {
+            Mode::Copy => {}
+            Mode::Share => self.unsend(agg, Some(Rights::Read)),
+            Mode::Move => self.unsend(agg, Some(Rights::None)),
+        }
+    }
+
+    /// The aggregate may no longer go on a direct ring (relatives share its buffer, or its
+    /// rights dropped); its rights drop to `rights` if given.
+    pub(crate) fn unsend(&mut self, agg: Agg, rights: Option<Rights>) {
+        if let Some(l) = self.local.get_mut(&agg) {
+            l.sendable = false;
+            if let Some(r) = rights {
+                l.rights = l.rights.min(r);
+            }
+        }
+    }
+}
+
 /// The direct-ring state of a domain.
 #[derive(Default)]
 pub(crate) struct Direct {
@@ -387,12 +410,8 @@ impl Domain {
         Ok(Some(report))
     }
 
-    /// The aggregate is no longer one this library may send directly (or read without
-    /// asking) after a transfer by `mode`.
     fn forget_local(&mut self, agg: Agg, mode: Mode) {
-        if mode != Mode::Copy {
-            self.direct.local.remove(&agg);
-        }
+        self.direct.after_transfer(agg, mode);
     }
 
     /// One weak transfer on the ring: `None` (nothing done) when the ring is full.
@@ -463,17 +482,15 @@ impl Domain {
         if parked {
             self.wake_parked(dest)?;
         }
-        if mode == Mode::Share {
-            // Still held, read-only from now on: its bytes are found without asking.
-            if let Some(l) = self.direct.local.get_mut(&agg) {
-                l.rights = Rights::Read;
-                if !l.mappers.contains(&dest) {
-                    l.mappers.push(dest);
-                }
-            }
-        } else {
-            self.forget_local(agg, mode);
+        if mode == Mode::Share
+            && let Some(l) = self.direct.local.get_mut(&agg)
+            && !l.mappers.contains(&dest)
+        {
+            l.mappers.push(dest);
         }
+        // Still held (read-only, or with no rights after a move): its bytes are found
+        // without asking, and its free needs no answer.
+        self.forget_local(agg, mode);
         Ok(Some(TransferReport {
             referenced_bytes: len,
             weak: true,

@@ -601,8 +601,8 @@ impl Domain {
     /// `concat`.
     pub fn concat(&mut self, first: Agg, second: Agg) -> Result<Agg> {
         // Relatives now share the buffers: no longer sent directly.
-        self.direct.local.remove(&first);
-        self.direct.local.remove(&second);
+        self.direct.unsend(first, None);
+        self.direct.unsend(second, None);
         self.agg(Request::Concat {
             first: first.0,
             second: second.0,
@@ -611,7 +611,7 @@ impl Domain {
 
     /// `select`.
     pub fn select(&mut self, agg: Agg, offset: u64, len: u64) -> Result<Agg> {
-        self.direct.local.remove(&agg);
+        self.direct.unsend(agg, None);
         self.agg(Request::Select {
             agg: agg.0,
             offset,
@@ -643,11 +643,12 @@ impl Domain {
 
     /// `downgrade`.
     pub fn downgrade(&mut self, agg: Agg, rights: Rights) -> Result<()> {
-        self.direct.local.remove(&agg);
         self.done(Request::Downgrade {
             agg: agg.0,
             rights: rights.into(),
-        })
+        })?;
+        self.direct.unsend(agg, Some(rights));
+        Ok(())
     }
 
     fn send_transfer(
@@ -700,9 +701,7 @@ impl Domain {
         {
             return Ok(report);
         }
-        if mode != Mode::Copy {
-            self.direct.local.remove(&agg);
-        }
+        self.direct.after_transfer(agg, mode);
         Ok(self.send_transfer(agg, dest, mode, flags, false, None)?.1)
     }
 
@@ -715,9 +714,7 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
     ) -> Result<Ticket> {
-        if mode != Mode::Copy {
-            self.direct.local.remove(&agg);
-        }
+        self.direct.after_transfer(agg, mode);
         match self.send_transfer(agg, dest, mode, flags, true, None)? {
             (Some(t), _) => Ok(Ticket(t)),
             (None, _) => Err(Error::Protocol(
