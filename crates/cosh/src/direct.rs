@@ -398,7 +398,7 @@ impl Domain {
         }
         // Through the block manager, numbered in the ring's sequence; a marker follows in
         // the ring, so that a receiver waiting there wakes and keeps the order.
-        self.forget_local(agg, mode);
+        self.direct.after_transfer(agg, mode);
         let seq = self.direct.outbound.get(&dest).map_or(0, |r| r.seq);
         let (_, report) = self.send_transfer(agg, dest, mode, flags, false, Some(seq))?;
         if let Some(ring) = self.direct.outbound.get_mut(&dest) {
@@ -408,10 +408,6 @@ impl Domain {
             .map_err(|e| Error::Protocol(e.to_string()))?;
         self.push_waiting(dest, &frame)?;
         Ok(Some(report))
-    }
-
-    fn forget_local(&mut self, agg: Agg, mode: Mode) {
-        self.direct.after_transfer(agg, mode);
     }
 
     /// One weak transfer on the ring: `None` (nothing done) when the ring is full.
@@ -490,7 +486,7 @@ impl Domain {
         }
         // Still held (read-only, or with no rights after a move): its bytes are found
         // without asking, and its free needs no answer.
-        self.forget_local(agg, mode);
+        self.direct.after_transfer(agg, mode);
         Ok(Some(TransferReport {
             referenced_bytes: len,
             weak: true,

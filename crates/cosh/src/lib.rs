@@ -25,6 +25,11 @@
 //! carries only descriptors): a request and its answer take a few microseconds instead of
 //! tens. A receive waits by spinning briefly and then sleeping on a futex;
 //! [`Domain::set_spins`] and [`Domain::receive_with`] choose busy-polling or blocking instead.
+//!
+//! Between domains that trust each other ([`Domain::trust`]), weak moves and shares of whole
+//! buffers go on a direct ring from sender to receiver, with the block manager off the path
+//! (about 2 us one way at any size, busy-polling); the block manager still learns of each one
+//! before it answers anybody, so rights stay exact. Nothing changes in the API.
 
 #![forbid(unsafe_code)]
 
