@@ -197,13 +197,7 @@ impl Store {
         };
         let class = slot.len();
         if slot.exposed.iter().all(|d| *d == domain) && !slot.sealed {
-            *self.free_bytes.entry(domain).or_default() += class;
-            self.free
-                .entry(domain)
-                .or_default()
-                .entry(class)
-                .or_default()
-                .push(id);
+            self.keep_free(domain, class, id);
         } else {
             self.destroy(id);
         }
@@ -408,6 +402,17 @@ impl Store {
         Ok(slot.memfd.reopen_read_only()?.into())
     }
 
+    /// Puts a slot of `class` bytes on `domain`'s free list.
+    fn keep_free(&mut self, domain: DomainId, class: u64, id: SlotId) {
+        *self.free_bytes.entry(domain).or_default() += class;
+        self.free
+            .entry(domain)
+            .or_default()
+            .entry(class)
+            .or_default()
+            .push(id);
+    }
+
     /// The ledger freed `buffer`: recycle its slot to the one domain that can see it, or
     /// destroy it. Returns the live domains to tell to forget the slot (when destroyed).
     pub(crate) fn release(
@@ -450,15 +455,8 @@ impl Store {
                     self.evicted.push((victim, tell));
                 }
             }
-            let used = self.free_bytes.entry(domain).or_default();
-            if *used + class <= self.free_budget {
-                *used += class;
-                self.free
-                    .entry(domain)
-                    .or_default()
-                    .entry(class)
-                    .or_default()
-                    .push(id);
+            if self.free_bytes.get(&domain).copied().unwrap_or(0) + class <= self.free_budget {
+                self.keep_free(domain, class, id);
                 return None;
             }
         }
