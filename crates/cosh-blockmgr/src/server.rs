@@ -106,7 +106,7 @@ struct Client {
     /// A request read from the ring while applying direct-transfer records ahead of another
     /// client's request; handled at this client's next turn.
     held: Option<Message>,
-    /// A direct-transfer record waiting for another sender's record (see `settle`).
+    /// A record waiting for another client's record (see `settle`).
     stalled: Option<Request>,
     /// Being disconnected: its remaining records are applied, its errors ignored.
     dying: bool,
@@ -236,7 +236,8 @@ pub struct BlockManager {
     last_request: Instant,
     /// Direct rings, by (sender, receiver).
     direct: BTreeMap<(DomainId, DomainId), DirectPair>,
-    /// Clients that send on direct rings (their records are applied before any request).
+    /// Clients whose request rings may carry records without answer (every client with
+    /// rings): their records are applied before any request.
     loggers: BTreeSet<u64>,
     /// Sequence numbers of queued transfers between domains with a direct ring:
     /// (receiver, its aggregate) → (sender, number).
@@ -514,8 +515,8 @@ impl BlockManager {
         }
     }
 
-    /// Applies the direct-transfer records waiting in every sending client's request ring,
-    /// up to its next real request (kept for its turn). A record may move an aggregate that
+    /// Applies the records without answer waiting in every client's request ring, up to its
+    /// next real request (kept for its turn). A record may move an aggregate that
     /// another sender's record, not applied yet, gave its sender (the sender read it on a
     /// direct ring, which the other sender wrote only after its record): such a record waits
     /// while the others are applied. One that still cannot apply when nothing else can is a
@@ -538,7 +539,10 @@ impl BlockManager {
             .map(|(t, _)| *t)
             .collect();
         for t in stuck {
-            self.cut(t, "a direct transfer of an aggregate it does not hold");
+            self.cut(
+                t,
+                "a direct transfer or release of an aggregate it does not hold",
+            );
         }
     }
 
