@@ -434,33 +434,24 @@ impl BlockManager {
 
     /// Handles the requests waiting in a client's ring (a few at most, for fairness).
     fn read_ring(&mut self, token: u64) {
-        if let Some(held) = self.clients.get_mut(&token).and_then(|c| c.held.take()) {
-            self.handle(token, held, true);
-        }
         for _ in 0..16 {
+            // Records without answer first, up to the next request (held for here).
+            if self.drain_client(token) {
+                self.last_request = Instant::now();
+            }
             if self
                 .clients
                 .get(&token)
-                .is_some_and(|c| c.held.is_some() || c.stalled.is_some())
+                .is_some_and(|c| c.stalled.is_some())
             {
-                return;
+                // It waits for another client's record.
+                self.settle();
             }
-            let Some(rings) = self.clients.get_mut(&token).and_then(|c| c.rings.as_mut()) else {
+            let Some(held) = self.clients.get_mut(&token).and_then(|c| c.held.take()) else {
                 return;
-            };
-            let bytes = match rings.request(|c, reader| reader.read(c)) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return,
-                Err(e) => {
-                    let why = format!("request ring: {e}");
-                    return self.reject(token, &why);
-                }
             };
             self.last_request = Instant::now();
-            match decode(&bytes) {
-                Ok(m) => self.handle(token, m, true),
-                Err(e) => return self.reject(token, &e.to_string()),
-            }
+            self.handle(token, held, true);
         }
     }
 
@@ -575,18 +566,11 @@ impl BlockManager {
                 return progress;
             }
             if let Some(r) = client.stalled.take() {
-                match self.apply_record(token, r.clone()) {
-                    Applied::Stalled => {
-                        if let Some(c) = self.clients.get_mut(&token) {
-                            c.stalled = Some(r);
-                        }
-                        return progress;
-                    }
-                    Applied::Done => {
-                        progress = true;
-                        continue;
-                    }
+                if !self.apply_or_stall(token, r) {
+                    return progress;
                 }
+                progress = true;
+                continue;
             }
             let Some(rings) = client.rings.as_mut() else {
                 return progress;
@@ -603,15 +587,12 @@ impl BlockManager {
             match decode(&bytes) {
                 Ok(Message::Request(
                     r @ (Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. }),
-                )) => match self.apply_record(token, r.clone()) {
-                    Applied::Done => progress = true,
-                    Applied::Stalled => {
-                        if let Some(c) = self.clients.get_mut(&token) {
-                            c.stalled = Some(r);
-                        }
+                )) => {
+                    if !self.apply_or_stall(token, r) {
                         return progress;
                     }
-                },
+                    progress = true;
+                }
                 Ok(m) => {
                     if let Some(c) = self.clients.get_mut(&token) {
                         c.held = Some(m);
@@ -626,8 +607,21 @@ impl BlockManager {
         }
     }
 
-    /// A direct-ring record: a weak transfer already carried out (the ledger must agree, or
-    /// the sender broke the rules and is cut off), or a receiver to wake.
+    /// Applies a record, or keeps it as the client's stalled one: `false` then.
+    fn apply_or_stall(&mut self, token: u64, record: Request) -> bool {
+        match self.apply_record(token, record.clone()) {
+            Applied::Done => true,
+            Applied::Stalled => {
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.stalled = Some(record);
+                }
+                false
+            }
+        }
+    }
+
+    /// A record without answer: a weak transfer already carried out (the ledger must agree, or
+    /// the sender broke the rules and is cut off), a free, or a receiver to wake.
     fn apply_record(&mut self, token: u64, record: Request) -> Applied {
         let Ok(sender) = self.domain_of(token) else {
             return Applied::Done;
@@ -756,7 +750,6 @@ impl BlockManager {
                 sender_gone: false,
             },
         );
-        self.loggers.insert(token);
         self.announce_rings(to);
         Ok(Answer::Later)
     }
@@ -911,20 +904,15 @@ impl BlockManager {
         {
             return self.reject(token, "requests that pass descriptors come over the socket");
         }
+        // Records are read (and applied) by `drain_client`, never handed here from a ring.
         if let Message::Request(
-            r @ (Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. }),
+            Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. },
         ) = frame
         {
-            if !via_ring {
-                return self.reject(token, "direct-ring records come through the request ring");
-            }
-            if let Applied::Stalled = self.apply_record(token, r.clone()) {
-                if let Some(c) = self.clients.get_mut(&token) {
-                    c.stalled = Some(r);
-                }
-                self.settle();
-            }
-            return;
+            return self.reject(
+                token,
+                "records without answer come through the request ring",
+            );
         }
         // Every direct transfer announced so far happened before this request: the ledger
         // must know of it first.
