@@ -26,7 +26,7 @@ use cosh_proto::ops::{
 };
 use cosh_proto::{MAX_FRAME, Message, encode};
 use cosh_ring::frames::{FrameReader, push_frame, records_for};
-use cosh_ring::{AtomicU32, Consumer, Doorbell, Futex, Producer};
+use cosh_ring::{AtomicU32, Consumer, Doorbell, Futex, Producer, RingError};
 use cosh_sys::mapping::{Mapping, Prefault, ReadWrite, SharedWords};
 use cosh_sys::memfd::Memfd;
 
@@ -72,6 +72,15 @@ pub(crate) struct Lease {
     end: u64,
 }
 
+impl Lease {
+    fn new(first: u64, count: u64) -> Lease {
+        Lease {
+            next: first,
+            end: first.saturating_add(count),
+        }
+    }
+}
+
 /// Hashes aggregate ids (small, unique integers chosen by the block manager) with one
 /// multiplication instead of SipHash: this map is looked up on every transfer.
 #[derive(Clone, Copy, Default)]
@@ -96,7 +105,48 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// The direct-ring state of a domain.
+#[derive(Default)]
+pub(crate) struct Direct {
+    pub(crate) local: IdMap<Agg, Local>,
+    outbound: IdMap<DomainId, Ring>,
+    /// Receivers that refused a ring (they do not trust this domain).
+    refused: std::collections::HashSet<DomainId>,
+    inbound: BTreeMap<DomainId, Ring>,
+    to_attach: Vec<DomainId>,
+    /// Announced rings whose sender is already gone (attach, read, drop).
+    closing: std::collections::HashSet<DomainId>,
+    lease: Lease,
+    /// Where the next look at the inbound rings starts (fairness).
+    turn: usize,
+}
+
 impl Direct {
+    /// Remembers a whole-buffer aggregate with one reference. With `mappers` (every domain
+    /// that maps its buffer) and read/write rights, this domain alone holds the buffer and it
+    /// may travel on direct rings. `confirmed`: the block manager said it exists.
+    pub(crate) fn know(
+        &mut self,
+        agg: Agg,
+        piece: WirePiece,
+        rights: Rights,
+        mappers: Option<Vec<DomainId>>,
+        confirmed: bool,
+    ) {
+        let sendable = mappers.is_some() && rights == Rights::ReadWrite;
+        self.local.insert(
+            agg,
+            Local {
+                at: location(piece),
+                rights,
+                refs: 1,
+                mappers: mappers.unwrap_or_default(),
+                sendable,
+                confirmed,
+            },
+        );
+    }
+
     /// What a transfer by `mode` leaves the sender (whether or not it went through): a move
     /// no rights, a share read-only; neither may go on a direct ring again.
     pub(crate) fn after_transfer(&mut self, agg: Agg, mode: Mode) {
@@ -117,22 +167,6 @@ impl Direct {
             }
         }
     }
-}
-
-/// The direct-ring state of a domain.
-#[derive(Default)]
-pub(crate) struct Direct {
-    pub(crate) local: IdMap<Agg, Local>,
-    outbound: IdMap<DomainId, Ring>,
-    /// Receivers that refused a ring (they do not trust this domain).
-    refused: std::collections::HashSet<DomainId>,
-    inbound: BTreeMap<DomainId, Ring>,
-    to_attach: Vec<DomainId>,
-    /// Announced rings whose sender is already gone (attach, read, drop).
-    closing: std::collections::HashSet<DomainId>,
-    lease: Lease,
-    /// Where the next look at the inbound rings starts (fairness).
-    turn: usize,
 }
 
 /// A doorbell that rings nobody: records the block manager applies at its next request.
@@ -195,73 +229,91 @@ impl Ring {
         })
     }
 
-    /// Pushes a frame whole (`Ok(false)`: no room), waking a consumer asleep on the futex;
-    /// `Ok(true)` with `parked` set when the consumer parked in the block manager instead.
-    fn push(&mut self, frame: &[u8]) -> std::result::Result<(bool, bool), String> {
+    /// Runs `f` as the producer, at the position kept here, with the parked flag; keeps the
+    /// position `f` leaves.
+    fn producing<T>(
+        &mut self,
+        f: impl FnOnce(&mut Producer<'_>, &AtomicU32) -> std::result::Result<T, RingError>,
+    ) -> std::result::Result<T, String> {
         let capacity = self.capacity;
         let words = self.map.shared_words();
         let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
         let mut p = Producer::attach_at(w, self.position).map_err(|e| e.to_string())?;
-        if !push_frame(&mut p, frame, &Futex).map_err(|e| e.to_string())? {
-            return Ok((false, false));
-        }
+        let r =
+            f(&mut p, &w[cosh_ring::direct_parked_word(capacity)]).map_err(|e| e.to_string())?;
         self.position = p.position();
-        let parked = p.take_parked(&w[cosh_ring::direct_parked_word(capacity)]);
-        Ok((true, parked))
+        Ok(r)
     }
 
-    /// Free records.
-    fn room(&mut self) -> std::result::Result<usize, String> {
-        let capacity = self.capacity;
-        let words = self.map.shared_words();
-        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
-        let p = Producer::attach_at(w, self.position).map_err(|e| e.to_string())?;
-        Ok((capacity - p.pending().map_err(|e| e.to_string())?) as usize)
-    }
-
-    /// The next whole frame, if any.
-    fn pop(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+    /// Runs `f` as the consumer, likewise, with the frame reader.
+    fn consuming<T>(
+        &mut self,
+        f: impl FnOnce(
+            &mut Consumer<'_>,
+            &mut FrameReader,
+            &AtomicU32,
+        ) -> std::result::Result<T, RingError>,
+    ) -> std::result::Result<T, String> {
         let capacity = self.capacity;
         let words = self.map.shared_words();
         let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
         let mut c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
-        let frame = self.reader.read(&mut c).map_err(|e| e.to_string())?;
+        let r = f(
+            &mut c,
+            &mut self.reader,
+            &w[cosh_ring::direct_parked_word(capacity)],
+        )
+        .map_err(|e| e.to_string())?;
         self.position = c.position();
-        Ok(frame)
+        Ok(r)
+    }
+
+    /// Pushes a frame whole (`Ok(false)`: no room), waking a consumer asleep on the futex;
+    /// `Ok(true)` with `parked` set when the consumer parked in the block manager instead.
+    fn push(&mut self, frame: &[u8]) -> std::result::Result<(bool, bool), String> {
+        self.producing(|p, parked| {
+            Ok(if push_frame(p, frame, &Futex)? {
+                (true, p.take_parked(parked))
+            } else {
+                (false, false)
+            })
+        })
+    }
+
+    /// Free records.
+    fn room(&mut self) -> std::result::Result<usize, String> {
+        self.producing(|p, _| Ok((p.capacity() - p.pending()?) as usize))
+    }
+
+    /// The next whole frame, if any.
+    fn pop(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        self.consuming(|c, reader, _| reader.read(c))
     }
 
     /// Waits for records: `spins` looks, then the futex, at most `timeout`.
     fn wait(&mut self, spins: u32, timeout: Duration) -> std::result::Result<bool, String> {
-        let capacity = self.capacity;
-        let words = self.map.shared_words();
-        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
-        let c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
-        c.wait(&Futex, spins, Some(timeout))
-            .map_err(|e| e.to_string())
+        self.consuming(|c, _, _| c.wait(&Futex, spins, Some(timeout)))
     }
 
     /// Sets or clears the parked flag; setting it reports whether records already wait.
     fn park(&mut self, parked: bool) -> std::result::Result<bool, String> {
-        let capacity = self.capacity;
-        let words = self.map.shared_words();
-        let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
-        let flag = &w[cosh_ring::direct_parked_word(capacity)];
-        let c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
-        if !parked {
-            c.unpark(flag);
-            return Ok(false);
-        }
-        c.park(flag).map_err(|e| e.to_string())
+        self.consuming(|c, _, flag| {
+            if parked {
+                c.park(flag)
+            } else {
+                c.unpark(flag);
+                Ok(false)
+            }
+        })
     }
 }
 
 impl Domain {
     /// Handles a direct-ring notice from the block manager.
-    pub(crate) fn direct_notice(&mut self, r: &Response) -> bool {
+    pub(crate) fn direct_notice(&mut self, r: &Response) {
         match r {
             Response::DirectInbound { from } => {
                 self.direct.to_attach.push(DomainId::from_bits(*from));
-                true
             }
             Response::DirectClosed { peer } => {
                 let peer = DomainId::from_bits(*peer);
@@ -273,9 +325,8 @@ impl Domain {
                         self.direct.closing.insert(peer);
                     }
                 }
-                true
             }
-            _ => false,
+            _ => {}
         }
     }
 
@@ -301,17 +352,8 @@ impl Domain {
             Response::Agg { agg } => Ok(Agg(agg)),
             Response::Allocated { agg, piece } => {
                 let me = self.id;
-                self.direct.local.insert(
-                    Agg(agg),
-                    Local {
-                        at: location(piece),
-                        rights: Rights::ReadWrite,
-                        refs: 1,
-                        mappers: vec![me],
-                        sendable: true,
-                        confirmed: true,
-                    },
-                );
+                self.direct
+                    .know(Agg(agg), piece, Rights::ReadWrite, Some(vec![me]), true);
                 Ok(Agg(agg))
             }
             r => Err(unexpected(&r)),
@@ -351,10 +393,7 @@ impl Domain {
             return Err(unexpected(&r));
         };
         let ring = Ring::new(fd, *capacity, true)?;
-        self.direct.lease = Lease {
-            next: *first,
-            end: first.saturating_add(*count),
-        };
+        self.direct.lease = Lease::new(*first, *count);
         self.direct.outbound.insert(dest, ring);
         Ok(true)
     }
@@ -384,10 +423,7 @@ impl Domain {
             if self.direct.lease.next >= self.direct.lease.end {
                 match self.call(Request::Lease)? {
                     Response::Leased { first, count } => {
-                        self.direct.lease = Lease {
-                            next: first,
-                            end: first.saturating_add(count),
-                        };
+                        self.direct.lease = Lease::new(first, count);
                     }
                     r => return Err(unexpected(&r)),
                 }
@@ -492,36 +528,6 @@ impl Domain {
             weak: true,
             ..TransferReport::default()
         }))
-    }
-
-    /// Remembers a whole-buffer aggregate received through the block manager.
-    pub(crate) fn remember(
-        &mut self,
-        agg: Agg,
-        piece: WirePiece,
-        mode: Mode,
-        mappers: Option<Vec<u64>>,
-    ) {
-        let sendable = mappers.is_some();
-        self.direct.local.insert(
-            agg,
-            Local {
-                at: location(piece),
-                rights: if mode == Mode::Share {
-                    Rights::Read
-                } else {
-                    Rights::ReadWrite
-                },
-                refs: 1,
-                mappers: mappers
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(DomainId::from_bits)
-                    .collect(),
-                sendable,
-                confirmed: true,
-            },
-        );
     }
 
     /// `decref` as a record the block manager applies before anyone's next request.
@@ -677,21 +683,13 @@ impl Domain {
                     mappers,
                 } => {
                     let mode: Mode = mode.into();
-                    self.direct.local.insert(
-                        Agg(agg),
-                        Local {
-                            at: location(piece),
-                            rights: if mode == Mode::Move {
-                                Rights::ReadWrite
-                            } else {
-                                Rights::Read
-                            },
-                            refs: 1,
-                            mappers: mappers.into_iter().map(DomainId::from_bits).collect(),
-                            sendable: mode == Mode::Move,
-                            confirmed: false,
-                        },
-                    );
+                    let Some(ring) = self.direct.inbound.get_mut(&peer) else {
+                        return Ok(None);
+                    };
+                    if seq < ring.seq {
+                        // A number already handed out: the sender broke the rules.
+                        continue;
+                    }
                     let got = Incoming {
                         agg: Agg(agg),
                         source: peer,
@@ -699,15 +697,23 @@ impl Domain {
                         strength: Strength::Weak,
                         ticket: None,
                     };
-                    if let Some(ring) = self.direct.inbound.get_mut(&peer) {
-                        // Its turn (the usual case): out at once.
-                        if seq == ring.seq {
-                            ring.seq += 1;
-                            return Ok(Some(got));
-                        }
-                        if seq > ring.seq {
-                            ring.early.insert(seq, got);
-                        }
+                    // Its turn (the usual case): out at once.
+                    let now = seq == ring.seq;
+                    if now {
+                        ring.seq += 1;
+                    } else {
+                        ring.early.insert(seq, got);
+                    }
+                    let rights = match mode {
+                        Mode::Move => Rights::ReadWrite,
+                        _ => Rights::Read,
+                    };
+                    let mappers = mappers.into_iter().map(DomainId::from_bits).collect();
+                    // Known from the peer's word only, not the block manager's.
+                    self.direct
+                        .know(Agg(agg), piece, rights, Some(mappers), false);
+                    if now {
+                        return Ok(Some(got));
                     }
                 }
                 DirectRecord::Queued { seq } => {

@@ -778,7 +778,13 @@ impl Domain {
             } => Ok((
                 {
                     if let Some(piece) = piece {
-                        self.remember(Agg(agg), piece, mode.into(), mappers);
+                        let rights = match mode.into() {
+                            Mode::Share => Rights::Read,
+                            Mode::Move | Mode::Copy => Rights::ReadWrite,
+                        };
+                        let mappers =
+                            mappers.map(|m| m.into_iter().map(DomainId::from_bits).collect());
+                        self.direct.know(Agg(agg), piece, rights, mappers, true);
                     }
                     Incoming {
                         agg: Agg(agg),
