@@ -765,39 +765,36 @@ impl Domain {
     /// A received transfer and its sequence number on a direct ring, if it has one; a whole
     /// buffer is remembered, so that reading it needs no request.
     fn numbered(&mut self, r: Response) -> Result<(Incoming, Option<u64>)> {
-        match r {
-            Response::Received {
-                agg,
-                source,
-                mode,
-                strength,
-                ticket,
-                seq,
-                piece,
-                mappers,
-            } => Ok((
-                {
-                    if let Some(piece) = piece {
-                        let rights = match mode.into() {
-                            Mode::Share => Rights::Read,
-                            Mode::Move | Mode::Copy => Rights::ReadWrite,
-                        };
-                        let mappers =
-                            mappers.map(|m| m.into_iter().map(DomainId::from_bits).collect());
-                        self.direct.know(Agg(agg), piece, rights, mappers, true);
-                    }
-                    Incoming {
-                        agg: Agg(agg),
-                        source: DomainId::from_bits(source),
-                        mode: mode.into(),
-                        strength: strength.into(),
-                        ticket: ticket.map(Ticket),
-                    }
-                },
-                seq,
-            )),
-            r => Err(unexpected(&r)),
+        let Response::Received {
+            agg,
+            source,
+            mode,
+            strength,
+            ticket,
+            seq,
+            piece,
+            mappers,
+        } = r
+        else {
+            return Err(unexpected(&r));
+        };
+        let mode: Mode = mode.into();
+        if let Some(piece) = piece {
+            let rights = match mode {
+                Mode::Share => Rights::Read,
+                Mode::Move | Mode::Copy => Rights::ReadWrite,
+            };
+            let mappers = mappers.map(|m| m.into_iter().map(DomainId::from_bits).collect());
+            self.direct.know(Agg(agg), piece, rights, mappers, true);
         }
+        let got = Incoming {
+            agg: Agg(agg),
+            source: DomainId::from_bits(source),
+            mode,
+            strength: strength.into(),
+            ticket: ticket.map(Ticket),
+        };
+        Ok((got, seq))
     }
 
     /// `receive`: the oldest transfer to this domain (from `source`, or anyone), waiting up to
