@@ -1006,17 +1006,14 @@ impl Ledger {
     }
 
     /// What a client library needs to know to send `agg` on a direct ring: `Some` when the
-    /// aggregate is one whole buffer, held read/write, neither frozen nor sealed, and no other aggregate of `domain` (received
-    /// or not) refers to that buffer with any rights. Such a buffer is held with rights by
-    /// this aggregate alone in the whole ledger (invariants), so only `domain`'s own calls
-    /// can change that; the library keeps the answer until it makes one.
+    /// aggregate is one whole buffer, held read/write, neither frozen nor sealed, and no other
+    /// aggregate of `domain` (received or not) refers to that buffer with any rights. Such a
+    /// buffer is held with rights by this aggregate alone in the whole ledger (invariants), so
+    /// only `domain`'s own calls can change that; the library keeps the answer until it makes
+    /// one.
     pub fn direct_info(&self, domain: DomainId, agg: AggId) -> Option<DirectInfo> {
-        let a = self.agg(domain, agg).ok()?;
-        let [chunk] = a.chunks.chunks() else {
-            return None;
-        };
-        let state = self.buffers.get(&chunk.buffer)?;
-        let whole = chunk.offset == 0 && chunk.len == state.len;
+        let (buffer, len) = self.whole_buffer(domain, agg)?;
+        let state = self.buffers.get(&buffer)?;
         let held = state.holds.get(&domain).copied().unwrap_or_default();
         let alone = held[Rights::ReadWrite as usize] == 1
             && held[Rights::Read as usize] == 0
@@ -1024,18 +1021,13 @@ impl Ledger {
                 .holds
                 .iter()
                 .all(|(d, c)| *d == domain || top_rights(c) == Rights::None);
-        if !whole
-            || !alone
-            || a.rights != Rights::ReadWrite
-            || state.frozen
-            || state.sealed
-            || state.len == 0
-        {
-            return None;
-        }
-        Some(DirectInfo {
-            buffer: chunk.buffer,
-            len: state.len,
+        let usable = self.agg(domain, agg).ok()?.rights == Rights::ReadWrite
+            && !state.frozen
+            && !state.sealed
+            && len > 0;
+        (alone && usable).then(|| DirectInfo {
+            buffer,
+            len,
             mappers: state.mappings.keys().copied().collect(),
         })
     }
