@@ -1165,25 +1165,22 @@ impl Ledger {
         // A weak transfer stays weak only if the receiver trusts everyone it leaves with
         // permissions beyond their rights on a buffer it receives by reference. (Buffers that
         // travel by copy expose nothing to the receiver.)
+        // Whether passing `b` by reference leaves someone the receiver does not trust with
+        // permissions beyond their rights.
+        let untrusted = |b: BufferId| {
+            self.buffers.get(&b).is_some_and(|state| {
+                state.mappings.iter().any(|(d, m)| {
+                    *d != receiver && *m > rights_after(*d, b) && !receiver_state.trusts.contains(d)
+                })
+            })
+        };
         let mut effective_strength = reported_strength;
-        if effective_strength == Strength::Weak {
-            for (b, route) in &routes {
-                if *route != Route::Reference {
-                    continue;
-                }
-                let Some(state) = self.buffers.get(b) else {
-                    continue;
-                };
-                let untrusted = state.mappings.iter().any(|(d, m)| {
-                    *d != receiver
-                        && *m > rights_after(*d, *b)
-                        && !receiver_state.trusts.contains(d)
-                });
-                if untrusted {
-                    effective_strength = Strength::Strong;
-                    break;
-                }
-            }
+        if effective_strength == Strength::Weak
+            && routes
+                .iter()
+                .any(|(b, route)| *route == Route::Reference && untrusted(*b))
+        {
+            effective_strength = Strength::Strong;
         }
         // Copying is cheaper than mapping a small buffer, but a weak transfer between domains
         // that trust each other passes descriptors only (the receiver maps a buffer once and
@@ -1197,15 +1194,7 @@ impl Ledger {
                 let Some(state) = self.buffers.get(b) else {
                     continue;
                 };
-                let referenced = a.chunks.bytes_in(*b);
-                let exposes_more = u128::from(referenced) * 100
-                    < u128::from(self.policy.min_reference_percent) * u128::from(state.len);
-                let untrusted = state.mappings.iter().any(|(d, m)| {
-                    *d != receiver
-                        && *m > rights_after(*d, *b)
-                        && !receiver_state.trusts.contains(d)
-                });
-                if !exposes_more && !untrusted {
+                if !self.exposes_more(a.chunks.bytes_in(*b), state.len) && !untrusted(*b) {
                     *route = Route::Reference;
                 }
             }
@@ -1314,6 +1303,13 @@ impl Ledger {
             .any(|r| counts[r as usize] > 0)
     }
 
+    /// Whether referencing `referenced` bytes of a buffer of `len` would expose more of it than
+    /// the policy allows (the share-of-buffer rule).
+    fn exposes_more(&self, referenced: u64, len: u64) -> bool {
+        u128::from(referenced) * 100
+            < u128::from(self.policy.min_reference_percent) * u128::from(len)
+    }
+
     /// The route of a buffer no other aggregate of the sender holds with more than the
     /// transfer leaves. A move that refers to some of its bytes twice is copied (the receiver
     /// must get independent bytes, as a copy would give it); otherwise the mechanism policy
@@ -1338,9 +1334,7 @@ impl Ledger {
             Route::Copy(CopyReason::Forced)
         } else if referenced < self.policy.min_reference_bytes {
             Route::Copy(CopyReason::Small)
-        } else if u128::from(referenced) * 100
-            < u128::from(self.policy.min_reference_percent) * u128::from(state.len)
-        {
+        } else if self.exposes_more(referenced, state.len) {
             Route::Copy(CopyReason::Exposure)
         } else {
             Route::Reference
