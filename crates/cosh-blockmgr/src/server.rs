@@ -164,7 +164,7 @@ impl ClientRings {
             needed: cosh_ring::pair_words(self.capacity),
             got: 0,
         })?;
-        let mut c = Consumer::attach_at(request, self.request_tail)?;
+        let mut c = Consumer::resume(request, self.capacity, self.request_tail)?;
         let r = f(&mut c, &mut self.reader)?;
         self.request_tail = c.position();
         Ok(r)
@@ -181,7 +181,7 @@ impl ClientRings {
             needed: cosh_ring::pair_words(self.capacity),
             got: 0,
         })?;
-        let mut p = Producer::attach_at(answer, self.answer_head)?;
+        let mut p = Producer::resume(answer, self.capacity, self.answer_head)?;
         let r = f(&mut p)?;
         self.answer_head = p.position();
         Ok(r)
@@ -514,26 +514,40 @@ impl BlockManager {
     /// lie, and cuts its sender off.
     fn settle(&mut self) {
         loop {
-            let tokens: Vec<u64> = self.loggers.iter().copied().collect();
-            let mut progress = false;
-            for t in tokens {
-                progress |= self.drain_client(t);
+            loop {
+                let tokens: Vec<u64> = self.loggers.iter().copied().collect();
+                let mut progress = false;
+                for t in tokens {
+                    progress |= self.drain_client(t);
+                }
+                if !progress {
+                    break;
+                }
             }
-            if !progress {
-                break;
+            let stuck: Vec<u64> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.stalled.is_some())
+                .map(|(t, _)| *t)
+                .collect();
+            if stuck.is_empty() {
+                return;
             }
-        }
-        let stuck: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.stalled.is_some())
-            .map(|(t, _)| *t)
-            .collect();
-        for t in stuck {
-            self.cut(
-                t,
-                "a direct transfer or release of an aggregate it does not hold",
-            );
+            for t in stuck {
+                let release = self.clients.get_mut(&t).and_then(|c| {
+                    if let Some(Request::Release { agg }) = c.stalled {
+                        c.stalled = None;
+                        Some(agg)
+                    } else {
+                        None
+                    }
+                });
+                // A free of what a lying peer announced on a direct ring (the client only
+                // believed it) frees nothing, and the client's other records go on.
+                if release.is_none() {
+                    self.cut(t, "a direct transfer of an aggregate it does not hold");
+                }
+            }
         }
     }
 
@@ -575,8 +589,8 @@ impl BlockManager {
             let Some(rings) = client.rings.as_mut() else {
                 return progress;
             };
-            let bytes = match rings.request(|c, reader| reader.read(c)) {
-                Ok(Some(bytes)) => bytes,
+            let decoded = match rings.request(|c, reader| Ok(reader.read(c)?.map(decode))) {
+                Ok(Some(decoded)) => decoded,
                 Ok(None) => return progress,
                 Err(e) => {
                     let why = format!("request ring: {e}");
@@ -584,7 +598,7 @@ impl BlockManager {
                     return true;
                 }
             };
-            match decode(&bytes) {
+            match decoded {
                 Ok(Message::Request(
                     r @ (Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. }),
                 )) => {

@@ -108,7 +108,7 @@ fn a_client_that_scribbles_over_its_rings_is_cut_off_and_nobody_else_notices() {
         vec![(16usize, u32::MAX / 2)],
         // a frame head announcing a huge frame, then published
         vec![(80, u32::MAX), (16, 1)],
-        // the header itself
+        // the header itself (read once, at attach: ignored since), then an empty frame
         vec![(0, 0xdead_beef), (16, 1)],
     ] {
         let (s, memfd, bell) = raw_ringed_client(&daemon);

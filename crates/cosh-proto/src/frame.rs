@@ -6,7 +6,7 @@ use cosh_core::{DomainId, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{error_code, error_kind};
-use crate::ops::{Request, Response, check_request, check_response};
+use crate::ops::{Request, Response, WireMode, check_request, check_response};
 
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"CO";
@@ -67,6 +67,86 @@ mod kind {
     pub(super) const ERROR: u16 = 4;
     pub(super) const REQUEST: u16 = 5;
     pub(super) const RESPONSE: u16 = 6;
+    pub(super) const RECORD: u16 = 7;
+}
+
+/// Records — the requests without answer that a client writes on every direct transfer and
+/// free (`Direct`, `Wake`, `Release`) — travel as kind 7 in a fixed little-endian layout
+/// rather than postcard: a tag byte, then each field (ids eight bytes, a mode one byte:
+/// 0 move, 1 share, 2 copy). One byte sequence per record, read without allocating.
+mod record {
+    pub(super) const DIRECT: u8 = 1;
+    pub(super) const WAKE: u8 = 2;
+    pub(super) const RELEASE: u8 = 3;
+}
+
+fn mode_byte(m: WireMode) -> u8 {
+    match m {
+        WireMode::Move => 0,
+        WireMode::Share => 1,
+        WireMode::Copy => 2,
+    }
+}
+
+/// Appends a record's fixed layout; `false` (nothing appended) for any other request.
+fn record_body(r: &Request, out: &mut Vec<u8>) -> bool {
+    match r {
+        Request::Direct { agg, to, mode, new } => {
+            out.push(record::DIRECT);
+            out.extend_from_slice(&agg.to_le_bytes());
+            out.extend_from_slice(&to.to_le_bytes());
+            out.push(mode_byte(*mode));
+            out.extend_from_slice(&new.to_le_bytes());
+        }
+        Request::Wake { to } => {
+            out.push(record::WAKE);
+            out.extend_from_slice(&to.to_le_bytes());
+        }
+        Request::Release { agg } => {
+            out.push(record::RELEASE);
+            out.extend_from_slice(&agg.to_le_bytes());
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Reads a record's fixed layout: exact length, known tag and mode.
+fn decode_record_body(bytes: &[u8]) -> Result<Request, DecodeError> {
+    let bad = |reason: String| DecodeError::Malformed {
+        message: "record",
+        reason,
+    };
+    let u64_at = |at: usize| -> u64 {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let (tag, len) = match bytes.first() {
+        Some(&record::DIRECT) => (record::DIRECT, 26),
+        Some(&t @ (record::WAKE | record::RELEASE)) => (t, 9),
+        Some(t) => return Err(bad(format!("record tag {t}"))),
+        None => return Err(bad("empty".into())),
+    };
+    if bytes.len() != len {
+        return Err(bad(format!("{} bytes for a record of {len}", bytes.len())));
+    }
+    Ok(match tag {
+        record::DIRECT => Request::Direct {
+            agg: u64_at(1),
+            to: u64_at(9),
+            mode: match bytes[17] {
+                0 => WireMode::Move,
+                1 => WireMode::Share,
+                2 => WireMode::Copy,
+                m => return Err(bad(format!("mode {m}"))),
+            },
+            new: u64_at(18),
+        },
+        record::WAKE => Request::Wake { to: u64_at(1) },
+        _ => Request::Release { agg: u64_at(1) },
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -176,78 +256,98 @@ fn check_text(text: &str) -> Result<(), EncodeError> {
     }
 }
 
-fn body<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    postcard::to_allocvec(value).map_err(|e| EncodeError::Payload(e.to_string()))
+/// Appends `value`'s postcard encoding to `out`.
+fn body<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let bytes = std::mem::take(out);
+    *out = postcard::to_extend(value, bytes).map_err(|e| EncodeError::Payload(e.to_string()))?;
+    Ok(())
 }
 
 /// Encodes one message as one frame.
 pub fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
-    let (kind, payload) = match message {
+    let mut frame = Vec::new();
+    encode_into(message, &mut frame)?;
+    Ok(frame)
+}
+
+/// [`encode`] into `out` (cleared first), so that a caller that sends many messages reuses
+/// one buffer.
+pub fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    out.clear();
+    out.resize(HEADER_LEN, 0);
+    let kind = match message {
         Message::Hello {
             min_version,
             max_version,
             name,
         } => {
             check_text(name)?;
-            (
-                kind::HELLO,
-                body(&HelloBody {
+            body(
+                &HelloBody {
                     min_version: *min_version,
                     max_version: *max_version,
                     name: name.clone(),
-                })?,
-            )
+                },
+                out,
+            )?;
+            kind::HELLO
         }
-        Message::Welcome { version, domain } => (
-            kind::WELCOME,
-            body(&WelcomeBody {
-                version: *version,
-                domain: domain.to_bits(),
-            })?,
-        ),
+        Message::Welcome { version, domain } => {
+            body(
+                &WelcomeBody {
+                    version: *version,
+                    domain: domain.to_bits(),
+                },
+                out,
+            )?;
+            kind::WELCOME
+        }
         Message::Refused { reason } => {
             check_text(reason)?;
-            (
-                kind::REFUSED,
-                body(&RefusedBody {
+            body(
+                &RefusedBody {
                     reason: reason.clone(),
-                })?,
-            )
+                },
+                out,
+            )?;
+            kind::REFUSED
         }
         Message::Error { kind: k, message } => {
             check_text(message)?;
-            (
-                kind::ERROR,
-                body(&ErrorBody {
+            body(
+                &ErrorBody {
                     code: error_code(*k),
                     message: message.clone(),
-                })?,
-            )
+                },
+                out,
+            )?;
+            kind::ERROR
         }
         Message::Request(r) => {
-            check_request(r).map_err(EncodeError::Payload)?;
-            (kind::REQUEST, body(r)?)
+            if record_body(r, out) {
+                kind::RECORD
+            } else {
+                check_request(r).map_err(EncodeError::Payload)?;
+                body(r, out)?;
+                kind::REQUEST
+            }
         }
         Message::Response(r) => {
             check_response(r).map_err(EncodeError::Payload)?;
-            (kind::RESPONSE, body(r)?)
+            body(r, out)?;
+            kind::RESPONSE
         }
     };
-    let len = HEADER_LEN + payload.len();
+    let len = out.len();
     if len > MAX_FRAME {
         return Err(EncodeError::TooLarge { len });
     }
-    let mut frame = Vec::with_capacity(len);
-    frame.extend_from_slice(&MAGIC);
-    frame.extend_from_slice(&FRAME_VERSION.to_le_bytes());
-    frame.extend_from_slice(&kind.to_le_bytes());
-    frame.extend_from_slice(
-        &u32::try_from(payload.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes(),
-    );
-    frame.extend_from_slice(&payload);
-    Ok(frame)
+    let payload = u32::try_from(len - HEADER_LEN).unwrap_or(u32::MAX);
+    out[..2].copy_from_slice(&MAGIC);
+    out[2..4].copy_from_slice(&FRAME_VERSION.to_le_bytes());
+    out[4..6].copy_from_slice(&kind.to_le_bytes());
+    out[6..10].copy_from_slice(&payload.to_le_bytes());
+    Ok(())
 }
 
 /// Decodes a payload completely: trailing bytes are an error.
@@ -282,8 +382,20 @@ fn text(message: &'static str, field: &str, value: String) -> Result<String, Dec
 /// Decodes one frame. Only the canonical encoding of a message is accepted (postcard would
 /// also take overlong integers), so every message has exactly one byte sequence on the wire.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+    thread_local! {
+        // The re-encoding compared below, kept between calls.
+        static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let message = decode_loosely(bytes)?;
-    if encode(&message).ok().as_deref() != Some(bytes) {
+    if bytes.get(4..6) == Some(&kind::RECORD.to_le_bytes()[..]) {
+        // A fixed layout read exactly: canonical by construction.
+        return Ok(message);
+    }
+    let canonical = CANONICAL.with(|c| {
+        let mut c = c.borrow_mut();
+        encode_into(&message, &mut c).is_ok() && c.as_slice() == bytes
+    });
+    if !canonical {
         return Err(DecodeError::Malformed {
             message: message.name(),
             reason: "not in canonical encoding".into(),
@@ -382,6 +494,7 @@ fn decode_loosely(bytes: &[u8]) -> Result<Message, DecodeError> {
             })?;
             Ok(Message::Request(r))
         }
+        kind::RECORD => Ok(Message::Request(decode_record_body(rest)?)),
         kind::RESPONSE => {
             let r: Response = payload("response", rest)?;
             check_response(&r).map_err(|reason| DecodeError::Malformed {

@@ -31,5 +31,5 @@ pub mod ops;
 pub use codes::{error_code, error_kind};
 pub use frame::{
     DecodeError, EncodeError, FRAME_VERSION, HEADER_LEN, MAGIC, MAX_FRAME, MAX_TEXT, Message,
-    PROTOCOL_VERSIONS, Refusal, decode, encode, negotiate,
+    PROTOCOL_VERSIONS, Refusal, decode, encode, encode_into, negotiate,
 };

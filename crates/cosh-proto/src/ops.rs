@@ -600,8 +600,70 @@ pub enum Response {
 /// The most mappers a [`DirectRecord::Transfer`] lists.
 pub const MAX_MAPPERS: usize = 8;
 
+/// Up to [`MAX_MAPPERS`] domain ids, kept inline (a record is read and written per
+/// transfer, without allocating).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mappers {
+    len: u8,
+    ids: [u64; MAX_MAPPERS],
+}
+
+impl Mappers {
+    /// None.
+    pub fn new() -> Mappers {
+        Mappers::default()
+    }
+
+    /// These ids, or `None` when there are more than [`MAX_MAPPERS`].
+    pub fn from_slice(ids: &[u64]) -> Option<Mappers> {
+        let mut m = Mappers::new();
+        for id in ids {
+            if !m.push(*id) {
+                return None;
+            }
+        }
+        Some(m)
+    }
+
+    /// Adds `id` (even if present); `false` when full.
+    pub fn push(&mut self, id: u64) -> bool {
+        let Some(slot) = self.ids.get_mut(usize::from(self.len)) else {
+            return false;
+        };
+        *slot = id;
+        self.len += 1;
+        true
+    }
+
+    /// The ids.
+    pub fn as_slice(&self) -> &[u64] {
+        &self.ids[..usize::from(self.len)]
+    }
+
+    /// Whether `id` is among them.
+    pub fn contains(&self, id: u64) -> bool {
+        self.as_slice().contains(&id)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Mappers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
 /// What a direct ring carries, one frame per transfer, in the order they were sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DirectRecord {
     /// A weak move or share by reference: the receiver holds `agg` already.
     Transfer {
@@ -616,7 +678,7 @@ pub enum DirectRecord {
         /// Its one piece: a whole buffer.
         piece: WirePiece,
         /// Every domain that may map the buffer, the receiver included.
-        mappers: Vec<u64>,
+        mappers: Mappers,
     },
     /// The transfer numbered `seq` went through the block manager: take it with a receive
     /// from this sender (its answer carries the number).
@@ -676,7 +738,7 @@ pub fn encode_record_into(
             }
             // At most MAX_MAPPERS (checked above).
             put(&[mappers.len() as u8]);
-            for m in mappers {
+            for m in mappers.as_slice() {
                 put(&m.to_le_bytes());
             }
         }
@@ -723,9 +785,11 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
                     bytes.len()
                 )));
             }
-            let mappers = (0..n)
-                .map(|i| u64_at(51 + 8 * i))
-                .collect::<Result<Vec<u64>, _>>()?;
+            let mut mappers = Mappers::new();
+            for i in 0..n {
+                // At most MAX_MAPPERS (checked above).
+                mappers.push(u64_at(51 + 8 * i)?);
+            }
             Ok(DirectRecord::Transfer {
                 seq: u64_at(1)?,
                 agg: u64_at(9)?,
@@ -747,13 +811,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
 fn check_record(r: &DirectRecord) -> Result<(), RecordError> {
     match r {
         DirectRecord::Queued { .. } => Ok(()),
-        DirectRecord::Transfer { mappers, mode, .. } => {
-            if mappers.len() > MAX_MAPPERS {
-                return Err(RecordError(format!(
-                    "{} mappers, more than {MAX_MAPPERS}",
-                    mappers.len()
-                )));
-            }
+        DirectRecord::Transfer { mode, .. } => {
             if *mode == WireMode::Copy {
                 return Err(RecordError("a copy on a direct ring".into()));
             }

@@ -152,6 +152,44 @@ fn only_the_canonical_encoding_is_accepted() {
 }
 
 #[test]
+fn records_have_a_fixed_layout_read_exactly() {
+    use cosh_proto::ops::{Request, WireMode};
+    let direct = encode(&Message::Request(Request::Direct {
+        agg: 5,
+        to: 6,
+        mode: WireMode::Share,
+        new: 7,
+    }))
+    .expect("encode");
+    // Header, tag, agg, to, mode, new: one ring record.
+    assert_eq!(direct.len(), HEADER_LEN + 26);
+    assert_eq!(&direct[4..6], &7u16.to_le_bytes());
+    let release = encode(&Message::Request(Request::Release { agg: 9 })).expect("encode");
+    assert_eq!(release.len(), HEADER_LEN + 9);
+    assert_eq!(
+        decode(&release).expect("decode"),
+        Message::Request(Request::Release { agg: 9 })
+    );
+    // An unknown mode, an unknown tag, a byte short or too many: refused, by name.
+    let with = |at: usize, byte: u8| {
+        let mut f = direct.clone();
+        f[at] = byte;
+        f
+    };
+    for bad in [with(HEADER_LEN + 17, 3), with(HEADER_LEN, 9)] {
+        let e = decode(&bad).expect_err("malformed");
+        assert!(e.to_string().contains("record"), "{e}");
+    }
+    let mut short = direct[..direct.len() - 1].to_vec();
+    short[6..10].copy_from_slice(&25u32.to_le_bytes());
+    assert!(decode(&short).is_err());
+    let mut long = direct.clone();
+    long.push(0);
+    long[6..10].copy_from_slice(&27u32.to_le_bytes());
+    assert!(decode(&long).is_err());
+}
+
+#[test]
 fn oversized_text_is_refused_both_ways() {
     let long = "x".repeat(MAX_TEXT + 1);
     assert_eq!(
@@ -431,7 +469,8 @@ mod operations {
                             offset,
                             len,
                         },
-                        mappers,
+                        mappers: cosh_proto::ops::Mappers::from_slice(&mappers)
+                            .expect("at most MAX_MAPPERS"),
                     }
                 }),
             any::<u64>().prop_map(|seq| DirectRecord::Queued { seq }),
@@ -613,7 +652,7 @@ mod operations {
 
 #[test]
 fn direct_records_refuse_copies_and_long_mapper_lists() {
-    use cosh_proto::ops::{DirectRecord, MAX_MAPPERS, WireMode, WirePiece, encode_record};
+    use cosh_proto::ops::{DirectRecord, MAX_MAPPERS, Mappers, WireMode, WirePiece, encode_record};
     let piece = WirePiece {
         buffer: 1,
         slot: 2,
@@ -625,24 +664,21 @@ fn direct_records_refuse_copies_and_long_mapper_lists() {
         agg: 1,
         mode: WireMode::Copy,
         piece,
-        mappers: vec![],
+        mappers: Mappers::new(),
     };
     assert!(encode_record(&copy).is_err());
-    let crowded = DirectRecord::Transfer {
-        seq: 0,
-        agg: 1,
-        mode: WireMode::Move,
-        piece,
-        mappers: vec![7; MAX_MAPPERS + 1],
-    };
-    assert!(encode_record(&crowded).is_err());
+    // A record cannot even hold more mappers than the limit.
+    assert!(Mappers::from_slice(&[7; MAX_MAPPERS + 1]).is_none());
+    let mut full = Mappers::from_slice(&[7; MAX_MAPPERS]).expect("fits");
+    assert!(!full.push(8));
+    assert_eq!(full.as_slice(), &[7; MAX_MAPPERS]);
     // Nor does the decoder take what the encoder refuses.
     let ok = DirectRecord::Transfer {
         seq: 0,
         agg: 1,
         mode: WireMode::Move,
         piece,
-        mappers: vec![7; MAX_MAPPERS],
+        mappers: full,
     };
     let mut bytes = encode_record(&ok).expect("encodes");
     // The mapper count is the byte after the piece; bump it and append one more mapper.

@@ -19,10 +19,11 @@ pub fn records_for(len: usize) -> usize {
 }
 
 fn fill(record: &mut [u32], bytes: &[u8]) {
-    for (word, chunk) in record.iter_mut().zip(bytes.chunks(4)) {
-        let mut b = [0u8; 4];
-        b[..chunk.len()].copy_from_slice(chunk);
-        *word = u32::from_le_bytes(b);
+    let mut padded = [0u8; RECORD_WORDS * 4];
+    let n = bytes.len().min(padded.len());
+    padded[..n].copy_from_slice(&bytes[..n]);
+    for (word, b) in record.iter_mut().zip(padded.chunks_exact(4)) {
+        *word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
 }
 
@@ -33,6 +34,16 @@ pub fn push_frame(
     frame: &[u8],
     bell: &impl Doorbell,
 ) -> Result<bool, RingError> {
+    let pushed = push_frame_quietly(producer, frame)?;
+    if pushed {
+        producer.notify(bell);
+    }
+    Ok(pushed)
+}
+
+/// [`push_frame`] without the notification: for records the consumer picks up at its own
+/// pace (call [`Producer::notify`] later to hurry it).
+pub fn push_frame_quietly(producer: &mut Producer<'_>, frame: &[u8]) -> Result<bool, RingError> {
     let needed = records_for(frame.len());
     let len = u32::try_from(frame.len())
         .map_err(|_| RingError::Corrupt(format!("a frame of {} bytes", frame.len())))?;
@@ -60,7 +71,6 @@ pub fn push_frame(
         // backwards.
         return Err(RingError::Corrupt("the ring shrank under a frame".into()));
     }
-    producer.notify(bell);
     Ok(true)
 }
 
@@ -83,13 +93,14 @@ impl FrameReader {
         }
     }
 
-    /// Takes records until a frame is complete (returned) or the ring is empty (`None`; the
-    /// part read so far is kept for the next call).
-    pub fn read(&mut self, consumer: &mut Consumer<'_>) -> Result<Option<Vec<u8>>, RingError> {
+    /// Takes records until a frame is complete (returned, borrowed until the next call) or
+    /// the ring is empty (`None`; the part read so far is kept for the next call). The
+    /// reader's buffer is reused: reading a frame allocates nothing once it has grown.
+    pub fn read(&mut self, consumer: &mut Consumer<'_>) -> Result<Option<&[u8]>, RingError> {
         loop {
             if self.missing == Some(0) {
                 self.missing = None;
-                return Ok(Some(std::mem::take(&mut self.frame)));
+                return Ok(Some(&self.frame));
             }
             let Some(record) = consumer.try_pop()? else {
                 return Ok(None);
@@ -103,7 +114,8 @@ impl FrameReader {
                             self.max
                         )));
                     }
-                    self.frame = Vec::with_capacity(len);
+                    self.frame.clear();
+                    self.frame.reserve(len);
                     self.missing = Some(len);
                     &record[1..]
                 }
@@ -111,16 +123,11 @@ impl FrameReader {
             };
             let missing = self.missing.unwrap_or(0);
             let take = missing.min(words.len() * 4);
-            let mut left = take;
-            for w in words {
-                if left == 0 {
-                    break;
-                }
-                let b = w.to_le_bytes();
-                let n = left.min(4);
-                self.frame.extend_from_slice(&b[..n]);
-                left -= n;
+            let mut bytes = [0u8; RECORD_WORDS * 4];
+            for (b, w) in bytes.chunks_exact_mut(4).zip(words) {
+                b.copy_from_slice(&w.to_le_bytes());
             }
+            self.frame.extend_from_slice(&bytes[..take]);
             self.missing = Some(missing - take);
         }
     }

@@ -223,6 +223,22 @@ fn attach(words: &[AtomicU32]) -> Result<u32, RingError> {
     Ok(capacity)
 }
 
+/// Checks a capacity kept from an earlier attach against the words (the header is not read
+/// again: this side trusts only what it kept).
+fn reattach(words: &[AtomicU32], capacity: u32) -> Result<(), RingError> {
+    if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+        return Err(RingError::BadHeader(format!("capacity {capacity}")));
+    }
+    let needed = words_for(capacity);
+    if words.len() < needed {
+        return Err(RingError::TooSmall {
+            needed,
+            got: words.len(),
+        });
+    }
+    Ok(())
+}
+
 fn record_at(words: &[AtomicU32], capacity: u32, position: u32) -> &[AtomicU32] {
     let slot = (position & (capacity - 1)) as usize;
     let start = W_RECORDS + slot * RECORD_WORDS;
@@ -267,8 +283,21 @@ impl<'a> Producer<'a> {
         Ok(p)
     }
 
+    /// Attaches again with the capacity and position this side kept from an earlier attach
+    /// (the header is not read again): the cheap way back to a ring used many times.
+    pub fn resume(words: &'a [AtomicU32], capacity: u32, head: u32) -> Result<Self, RingError> {
+        reattach(words, capacity)?;
+        let p = Producer {
+            words,
+            capacity,
+            head,
+        };
+        p.pending()?;
+        Ok(p)
+    }
+
     /// This side's position (records ever pushed), to attach again later with
-    /// [`Producer::attach_at`].
+    /// [`Producer::attach_at`] or [`Producer::resume`].
     pub fn position(&self) -> u32 {
         self.head
     }
@@ -308,12 +337,15 @@ impl<'a> Producer<'a> {
         Ok(true)
     }
 
-    /// After a push, for a consumer that may wait where no doorbell of this ring reaches it
-    /// (see [`Consumer::park`]): `true` if it said so, clearing the flag; then the producer
-    /// must wake it its own way. Either this sees the flag or the consumer sees the record.
-    pub fn take_parked(&self, flag: &AtomicU32) -> bool {
+    /// After a push: [`Producer::notify`], and for a consumer that may wait where no doorbell
+    /// of this ring reaches it (see [`Consumer::park`]), `true` if it said so, clearing the
+    /// flag; then the producer must wake it its own way. Either this sees the flag or the
+    /// consumer sees the record. One fence serves both.
+    pub fn notify_or_take_parked(&self, bell: &impl Doorbell, flag: &AtomicU32) -> bool {
         fence(Ordering::SeqCst);
-        // Looked at first, taken only when set: the flag's cache line stays shared.
+        if self.words[W_CONSUMERS_ASLEEP].load(Ordering::Relaxed) != 0 {
+            bell.wake(&self.words[W_HEAD]);
+        }
         flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0
     }
 
@@ -440,8 +472,21 @@ impl<'a> Consumer<'a> {
         Ok(c)
     }
 
+    /// Attaches again with the capacity and position this side kept, like
+    /// [`Producer::resume`].
+    pub fn resume(words: &'a [AtomicU32], capacity: u32, tail: u32) -> Result<Self, RingError> {
+        reattach(words, capacity)?;
+        let c = Consumer {
+            words,
+            capacity,
+            tail,
+        };
+        c.available()?;
+        Ok(c)
+    }
+
     /// This side's position (records ever taken), to attach again later with
-    /// [`Consumer::attach_at`].
+    /// [`Consumer::attach_at`] or [`Consumer::resume`].
     pub fn position(&self) -> u32 {
         self.tail
     }

@@ -32,12 +32,12 @@ proptest! {
             while !push_frame(&mut p, f, &Futex).expect("push") {
                 // Full: drain what is there.
                 while let Some(frame) = reader.read(&mut c).expect("read") {
-                    got.push(frame);
+                    got.push(frame.to_vec());
                 }
             }
         }
         while let Some(frame) = reader.read(&mut c).expect("read") {
-            got.push(frame);
+            got.push(frame.to_vec());
         }
         prop_assert_eq!(got, frames);
     }
@@ -95,7 +95,7 @@ fn frames_cross_threads_whole() {
         let mut got = Vec::new();
         while got.len() < 300 {
             match r.read(&mut c).expect("read") {
-                Some(f) => got.push(f),
+                Some(f) => got.push(f.to_vec()),
                 None => std::thread::yield_now(),
             }
         }

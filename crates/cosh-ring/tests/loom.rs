@@ -130,7 +130,7 @@ fn a_parked_consumer_is_never_forgotten() {
         });
         let mut p = Producer::attach(&words).expect("producer");
         assert!(p.try_push(&record(7)).expect("push"));
-        let woken = p.take_parked(&flag);
+        let woken = p.notify_or_take_parked(&LoomBell::default(), &flag);
         let saw_record = consumer.join().expect("join");
         assert!(
             saw_record || woken,

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, TransferFlags};
 use cosh_proto::ops::{
-    DirectRecord, MAX_MAPPERS, MAX_RECORD, Request, Response, TransferReport, WireMode, WirePiece,
-    decode_record, encode_record, encode_record_into,
+    DirectRecord, MAX_MAPPERS, MAX_RECORD, Mappers, RecordError, Request, Response, TransferReport,
+    WireMode, WirePiece, decode_record, encode_record, encode_record_into,
 };
-use cosh_proto::{MAX_FRAME, Message, encode};
-use cosh_ring::frames::{FrameReader, push_frame, records_for};
-use cosh_ring::{AtomicU32, Consumer, Doorbell, Futex, Producer, RingError};
+use cosh_proto::{MAX_FRAME, Message, encode, encode_into};
+use cosh_ring::frames::{FrameReader, push_frame_quietly, records_for};
+use cosh_ring::{AtomicU32, Consumer, Futex, Producer, RingError};
 use cosh_sys::mapping::{Mapping, Prefault, ReadWrite, SharedWords};
 use cosh_sys::memfd::Memfd;
 
@@ -39,14 +39,11 @@ pub(crate) struct Local {
     pub(crate) at: Location,
     pub(crate) rights: Rights,
     pub(crate) refs: u32,
-    /// Every domain that may map the buffer.
-    pub(crate) mappers: Vec<DomainId>,
+    /// Every domain that may map the buffer (as id bits).
+    pub(crate) mappers: Mappers,
     /// Whether this domain alone holds the buffer with rights, so that it may travel on a
     /// direct ring (with `mappers` known).
     pub(crate) sendable: bool,
-    /// Whether the block manager said it exists (an allocation or a receive it answered), not
-    /// only a peer's ring record: only such an aggregate is freed by a record without answer.
-    pub(crate) confirmed: bool,
 }
 
 /// One direct ring, either side: its memory and the position this side keeps.
@@ -103,7 +100,7 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// The direct-ring state of a domain.
 #[derive(Default)]
@@ -119,19 +116,20 @@ pub(crate) struct Direct {
     lease: Lease,
     /// Where the next look at the inbound rings starts (fairness).
     turn: usize,
+    /// Records for the block manager are encoded here.
+    scratch: Vec<u8>,
 }
 
 impl Direct {
     /// Remembers a whole-buffer aggregate with one reference. With `mappers` (every domain
     /// that maps its buffer) and read/write rights, this domain alone holds the buffer and it
-    /// may travel on direct rings. `confirmed`: the block manager said it exists.
+    /// may travel on direct rings.
     pub(crate) fn know(
         &mut self,
         agg: Agg,
         piece: WirePiece,
         rights: Rights,
-        mappers: Option<Vec<DomainId>>,
-        confirmed: bool,
+        mappers: Option<Mappers>,
     ) {
         let sendable = mappers.is_some() && rights == Rights::ReadWrite;
         self.local.insert(
@@ -142,7 +140,6 @@ impl Direct {
                 refs: 1,
                 mappers: mappers.unwrap_or_default(),
                 sendable,
-                confirmed,
             },
         );
     }
@@ -167,14 +164,6 @@ impl Direct {
             }
         }
     }
-}
-
-/// A doorbell that rings nobody: records the block manager applies at its next request.
-struct Quiet;
-
-impl Doorbell for Quiet {
-    fn wait(&self, _word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) {}
-    fn wake(&self, _word: &AtomicU32) {}
 }
 
 fn ring_words<'w>(words: &'w SharedWords<'_>, capacity: u32) -> Result<&'w [AtomicU32]> {
@@ -238,7 +227,7 @@ impl Ring {
         let capacity = self.capacity;
         let words = self.map.shared_words();
         let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
-        let mut p = Producer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        let mut p = Producer::resume(w, capacity, self.position).map_err(|e| e.to_string())?;
         let r =
             f(&mut p, &w[cosh_ring::direct_parked_word(capacity)]).map_err(|e| e.to_string())?;
         self.position = p.position();
@@ -257,7 +246,7 @@ impl Ring {
         let capacity = self.capacity;
         let words = self.map.shared_words();
         let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
-        let mut c = Consumer::attach_at(w, self.position).map_err(|e| e.to_string())?;
+        let mut c = Consumer::resume(w, capacity, self.position).map_err(|e| e.to_string())?;
         let r = f(
             &mut c,
             &mut self.reader,
@@ -272,8 +261,8 @@ impl Ring {
     /// `Ok(true)` with `parked` set when the consumer parked in the block manager instead.
     fn push(&mut self, frame: &[u8]) -> std::result::Result<(bool, bool), String> {
         self.producing(|p, parked| {
-            Ok(if push_frame(p, frame, &Futex)? {
-                (true, p.take_parked(parked))
+            Ok(if push_frame_quietly(p, frame)? {
+                (true, p.notify_or_take_parked(&Futex, parked))
             } else {
                 (false, false)
             })
@@ -285,9 +274,11 @@ impl Ring {
         self.producing(|p, _| Ok((p.capacity() - p.pending()?) as usize))
     }
 
-    /// The next whole frame, if any.
-    fn pop(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
-        self.consuming(|c, reader, _| reader.read(c))
+    /// The next whole record, if any.
+    fn pop(
+        &mut self,
+    ) -> std::result::Result<Option<std::result::Result<DirectRecord, RecordError>>, String> {
+        self.consuming(|c, reader, _| Ok(reader.read(c)?.map(decode_record)))
     }
 
     /// Waits for records: `spins` looks, then the futex, at most `timeout`.
@@ -351,9 +342,10 @@ impl Domain {
         match r {
             Response::Agg { agg } => Ok(Agg(agg)),
             Response::Allocated { agg, piece } => {
-                let me = self.id;
+                let mut me = Mappers::new();
+                me.push(self.id.to_bits());
                 self.direct
-                    .know(Agg(agg), piece, Rights::ReadWrite, Some(vec![me]), true);
+                    .know(Agg(agg), piece, Rights::ReadWrite, Some(me));
                 Ok(Agg(agg))
             }
             r => Err(unexpected(&r)),
@@ -412,7 +404,10 @@ impl Domain {
             && self.direct.local.get(&agg).is_some_and(|l| {
                 l.sendable
                     && l.rights == Rights::ReadWrite
-                    && l.mappers.iter().all(|d| *d == me || *d == dest)
+                    && l.mappers
+                        .as_slice()
+                        .iter()
+                        .all(|d| *d == me.to_bits() || *d == dest.to_bits())
                     && l.mappers.len() < MAX_MAPPERS
             });
         let open = self.direct.outbound.contains_key(&dest) || (eligible && self.outbound(dest)?);
@@ -459,9 +454,10 @@ impl Domain {
         let (at, len) = (local.at, local.at.len);
         let new = self.direct.lease.next;
         let seq = self.direct.outbound.get(&dest).map_or(0, |r| r.seq);
-        let mut mappers: Vec<u64> = local.mappers.iter().map(|d| d.to_bits()).collect();
-        if !local.mappers.contains(&dest) {
-            mappers.push(dest.to_bits());
+        let mut mappers = local.mappers;
+        // Room for one more (checked by the caller).
+        if !mappers.contains(dest.to_bits()) && !mappers.push(dest.to_bits()) {
+            return Ok(None);
         }
         let record = DirectRecord::Transfer {
             seq,
@@ -492,14 +488,20 @@ impl Domain {
         }
         // The block manager first (quietly: it applies the record before the next request
         // anyone makes), then the receiver.
-        let log = encode(&Message::Request(Request::Direct {
-            agg: agg.0,
-            to: dest.to_bits(),
-            mode: mode.into(),
-            new,
-        }))
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-        self.log_record(&log)?;
+        let mut log = std::mem::take(&mut self.direct.scratch);
+        let logged = encode_into(
+            &Message::Request(Request::Direct {
+                agg: agg.0,
+                to: dest.to_bits(),
+                mode: mode.into(),
+                new,
+            }),
+            &mut log,
+        )
+        .map_err(|e| Error::Protocol(e.to_string()))
+        .and_then(|()| self.log_record(&log));
+        self.direct.scratch = log;
+        logged?;
         self.direct.lease.next += 1;
         let ring = self
             .direct
@@ -516,9 +518,8 @@ impl Domain {
         }
         if mode == Mode::Share
             && let Some(l) = self.direct.local.get_mut(&agg)
-            && !l.mappers.contains(&dest)
         {
-            l.mappers.push(dest);
+            l.mappers = mappers;
         }
         // Still held (read-only, or with no rights after a move): its bytes are found
         // without asking, and its free needs no answer.
@@ -532,9 +533,12 @@ impl Domain {
 
     /// `decref` as a record the block manager applies before anyone's next request.
     pub(crate) fn release_quietly(&mut self, agg: Agg) -> Result<()> {
-        let bytes = encode(&Message::Request(Request::Release { agg: agg.0 }))
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        self.log_record(&bytes)
+        let mut log = std::mem::take(&mut self.direct.scratch);
+        let logged = encode_into(&Message::Request(Request::Release { agg: agg.0 }), &mut log)
+            .map_err(|e| Error::Protocol(e.to_string()))
+            .and_then(|()| self.log_record(&log));
+        self.direct.scratch = log;
+        logged
     }
 
     /// Puts a record for the block manager in the request ring without waking it, unless the
@@ -543,10 +547,10 @@ impl Domain {
         let rings = self
             .rings
             .as_mut()
-            .ok_or(Error::Protocol("no rings".into()))?;
+            .ok_or_else(|| Error::Protocol("no rings".into()))?;
         let capacity = rings.capacity;
         let pushed = rings.request(|p, bell| {
-            if !push_frame(p, bytes, &Quiet)? {
+            if !push_frame_quietly(p, bytes)? {
                 return Ok(false);
             }
             // Half full: let the block manager catch up (a few doorbells, not one per
@@ -601,16 +605,15 @@ impl Domain {
     /// Takes the next transfer, in its sender's order, from the senders with a direct ring
     /// (`source`, or any).
     fn poll_inbound(&mut self, source: Option<DomainId>) -> Result<Option<Incoming>> {
-        let peers: Vec<DomainId> = match source {
-            Some(s) => self
-                .direct
-                .inbound
-                .contains_key(&s)
-                .then_some(s)
-                .into_iter()
-                .collect(),
-            None => self.direct.inbound.keys().copied().collect(),
-        };
+        if let Some(s) = source {
+            // The common case: one sender, nothing to choose between.
+            return if self.direct.inbound.contains_key(&s) {
+                self.next_from(s)
+            } else {
+                Ok(None)
+            };
+        }
+        let peers: Vec<DomainId> = self.direct.inbound.keys().copied().collect();
         if peers.is_empty() {
             return Ok(None);
         }
@@ -654,21 +657,18 @@ impl Domain {
                 }
                 continue;
             }
-            let frame = match ring.pop() {
-                Ok(Some(f)) => f,
+            let record = match ring.pop() {
+                Ok(Some(Ok(r))) => r,
                 Ok(None) => {
                     if ring.closing && ring.early.is_empty() && ring.queued.is_empty() {
                         self.direct.inbound.remove(&peer);
                     }
                     return Ok(None);
                 }
-                Err(e) => {
+                Ok(Some(Err(e))) => {
                     self.direct.inbound.remove(&peer);
                     return Err(corrupt(peer, e));
                 }
-            };
-            let record = match decode_record(&frame) {
-                Ok(r) => r,
                 Err(e) => {
                     self.direct.inbound.remove(&peer);
                     return Err(corrupt(peer, e));
@@ -708,10 +708,8 @@ impl Domain {
                         Mode::Move => Rights::ReadWrite,
                         _ => Rights::Read,
                     };
-                    let mappers = mappers.into_iter().map(DomainId::from_bits).collect();
                     // Known from the peer's word only, not the block manager's.
-                    self.direct
-                        .know(Agg(agg), piece, rights, Some(mappers), false);
+                    self.direct.know(Agg(agg), piece, rights, Some(mappers));
                     if now {
                         return Ok(Some(got));
                     }
@@ -752,6 +750,11 @@ impl Domain {
         source: Option<DomainId>,
         timeout: Option<Duration>,
     ) -> Result<Incoming> {
+        // What already waits on a ring goes out without looking at the clock.
+        self.attach_pending()?;
+        if let Some(got) = self.poll_inbound(source)? {
+            return Ok(got);
+        }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let left = |deadline: Option<Instant>| {
             deadline.map(|d| d.saturating_duration_since(Instant::now()))

@@ -37,7 +37,6 @@ mod connect;
 mod direct;
 pub mod pattern;
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,10 +162,10 @@ const RETIRE_ASIDE: usize = 1 << 20;
 pub struct Domain {
     sock: SeqPacket,
     id: DomainId,
-    maps: HashMap<u64, Cached>,
+    maps: direct::IdMap<u64, Cached>,
     /// Every slot of an aggregate, as a full iteration found them (the chunk structure of an
     /// aggregate never changes), so that a strong share can drop writable mappings up front.
-    slots_of: HashMap<Agg, Vec<u64>>,
+    slots_of: direct::IdMap<Agg, Vec<u64>>,
     /// The shared-memory rings to the block manager, once open.
     rings: Option<Rings>,
     /// Direct rings to and from other domains, and what they need to know.
@@ -198,7 +197,8 @@ impl Rings {
     ) -> Result<T> {
         let words = self.map.shared_words();
         let (request, _) = ring_words(&words, self.capacity)?;
-        let mut p = Producer::attach_at(request, self.request_head).map_err(ring_error)?;
+        let mut p =
+            Producer::resume(request, self.capacity, self.request_head).map_err(ring_error)?;
         let r = f(&mut p, &self.bell).map_err(ring_error)?;
         self.request_head = p.position();
         Ok(r)
@@ -212,7 +212,8 @@ impl Rings {
     ) -> Result<T> {
         let words = self.map.shared_words();
         let (_, answer) = ring_words(&words, self.capacity)?;
-        let mut c = Consumer::attach_at(answer, self.answer_tail).map_err(ring_error)?;
+        let mut c =
+            Consumer::resume(answer, self.capacity, self.answer_tail).map_err(ring_error)?;
         let r = f(&mut c, &mut self.reader).map_err(ring_error)?;
         self.answer_tail = c.position();
         Ok(r)
@@ -269,8 +270,8 @@ impl Domain {
         let mut domain = Domain {
             sock,
             id: DomainId::from_bits(0),
-            maps: HashMap::new(),
-            slots_of: HashMap::new(),
+            maps: direct::IdMap::default(),
+            slots_of: direct::IdMap::default(),
             rings: None,
             direct: direct::Direct::default(),
             reaper: None,
@@ -362,7 +363,7 @@ impl Domain {
             let rings = self
                 .rings
                 .as_mut()
-                .ok_or(Error::Protocol("no rings".into()))?;
+                .ok_or_else(|| Error::Protocol("no rings".into()))?;
             let pushed = rings.request(|p, bell| {
                 let pushed = push_frame(p, bytes, &EventBell(bell))?;
                 if !pushed {
@@ -395,19 +396,20 @@ impl Domain {
             let rings = self
                 .rings
                 .as_mut()
-                .ok_or(Error::Protocol("no rings".into()))?;
-            let (frame, arrived) = rings.answer(|c, reader| {
-                let frame = reader.read(c)?;
-                let arrived = frame.is_some()
-                    || if polling {
-                        c.wait(&Futex, 1 << 16, Some(Duration::ZERO))?
-                    } else {
-                        c.wait(&Futex, spins, Some(Duration::from_millis(100)))?
-                    };
-                Ok((frame, arrived))
+                .ok_or_else(|| Error::Protocol("no rings".into()))?;
+            let (message, arrived) = rings.answer(|c, reader| {
+                if let Some(frame) = reader.read(c)? {
+                    return Ok((Some(decode(frame)), true));
+                }
+                let arrived = if polling {
+                    c.wait(&Futex, 1 << 16, Some(Duration::ZERO))?
+                } else {
+                    c.wait(&Futex, spins, Some(Duration::from_millis(100)))?
+                };
+                Ok((None, arrived))
             })?;
-            if let Some(bytes) = frame {
-                return decode(&bytes).map_err(|e| Error::Protocol(e.to_string()));
+            if let Some(message) = message {
+                return message.map_err(|e| Error::Protocol(e.to_string()));
             }
             if !arrived && (!polling || last_check.elapsed() >= Duration::from_millis(100)) {
                 self.check_alive()?;
@@ -598,7 +600,9 @@ impl Domain {
 
     /// `decref`: one reference fewer; the last frees the aggregate.
     pub fn decref(&mut self, agg: Agg) -> Result<()> {
-        let known = self.direct.local.get(&agg).is_some_and(|l| l.confirmed);
+        // A whole buffer this library knows of (even only from a peer's ring record) is freed
+        // without an answer: a free of what does not exist is dropped by the block manager.
+        let known = self.direct.local.contains_key(&agg);
         let last = self.direct.local.get_mut(&agg).is_none_or(|l| {
             l.refs = l.refs.saturating_sub(1);
             l.refs == 0
@@ -784,8 +788,9 @@ impl Domain {
                 Mode::Share => Rights::Read,
                 Mode::Move | Mode::Copy => Rights::ReadWrite,
             };
-            let mappers = mappers.map(|m| m.into_iter().map(DomainId::from_bits).collect());
-            self.direct.know(Agg(agg), piece, rights, mappers, true);
+            // More mappers than a ring record holds: never sent directly.
+            let mappers = mappers.and_then(|m| cosh_proto::ops::Mappers::from_slice(&m));
+            self.direct.know(Agg(agg), piece, rights, mappers);
         }
         let got = Incoming {
             agg: Agg(agg),
@@ -1032,9 +1037,11 @@ impl Domain {
 
     /// Writable bytes at a location, through a read/write mapping if this domain has one.
     pub fn location_bytes_mut(&mut self, at: &Location) -> Result<&mut [u8]> {
-        let fault = self.fault(at, Rights::ReadWrite);
+        if !matches!(self.maps.get(&at.slot), Some(Cached::Write(_))) {
+            return Err(self.fault(at, Rights::ReadWrite));
+        }
         let Some(Cached::Write(map)) = self.maps.get_mut(&at.slot) else {
-            return Err(fault);
+            return Err(Error::Protocol("a mapping vanished".into()));
         };
         Domain::range(at)
             .and_then(|r| map.as_mut_slice().get_mut(r))
