@@ -18,8 +18,11 @@ fn main() -> Result<(), cosh::Error> {
     }
     t.sort_unstable();
     eprintln!(
-        "info round trip: p10 {} ns, median {} ns, p90 {} ns",
-        t[200], t[1000], t[1800]
+        "info round trip: p10 {} ns, median {} ns, p90 {} ns (waiting {} looks before sleeping)",
+        t[200],
+        t[1000],
+        t[1800],
+        cosh::default_spins()
     );
     Ok(())
 }

@@ -15,27 +15,30 @@ fn main() -> Result<(), cosh::Error> {
     let connect = |name: &str| Domain::connect_with(&Options::new(name).socket(&socket).no_spawn());
     let mut a = connect("source")?;
     let mut b = connect("sink")?;
-    let a_id = a.id();
+    let (a_id, dest) = (a.id(), b.id());
     let sink = std::thread::spawn(move || -> Result<Instant, cosh::Error> {
         for _ in 0..count {
             let got = b.receive(Some(a_id), Some(Duration::from_secs(10)))?;
             b.decref(got.agg)?;
         }
-        Ok(Instant::now())
+        let end = Instant::now();
+        if std::env::var_os("STATUS").is_some() {
+            let s = b.status()?;
+            eprintln!(
+                "pool bytes {} free buffers {}",
+                s.pool_bytes, s.free_buffers
+            );
+        }
+        Ok(end)
     });
     let x = a.alloc(size)?;
     a.write(x, 0, &vec![5u8; size as usize])?;
-    let b_id = sink.thread().id();
-    let _ = b_id;
     let t0 = Instant::now();
-    let dest = {
-        // The sink's domain id: it is the next one after the source's.
-        cosh::DomainId::from_bits(a_id.to_bits() + 1)
-    };
     for _ in 0..count {
         a.transfer(x, dest, Mode::Copy, TransferFlags::strong())?;
     }
     let end = sink.join().expect("sink")?;
+
     let each = (end - t0) / count as u32;
     eprintln!(
         "strong copy stream, {size} bytes: {:?} each, {:.2} GB/s",

@@ -521,7 +521,11 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         step("memcpy", size);
 
         for (name, mode, weak, polls) in CASES {
-            let spins = if polls { cosh::SPIN_FOREVER } else { 2000 };
+            let spins = if polls {
+                cosh::SPIN_FOREVER
+            } else {
+                cosh::default_spins()
+            };
             let answer = rx.ask(&format!("spins {spins}"))?;
             if answer != "ok" {
                 return Err(format!("the receiver said {answer:?}"));
@@ -612,7 +616,7 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             rows.extend(ice::measure(&mut rx, size, bounces)?);
             step("iceoryx2", size);
         }
-        sender.set_spins(2000);
+        sender.set_spins(cosh::default_spins());
         // Enough transfers to time, few enough that what is in flight at once fits the
         // receiver's free list (256 MiB), so that the timed pass reuses warm memory.
         let streamed = usize::try_from((192u64 << 20) / size.max(1))

@@ -25,7 +25,7 @@ pub struct Options {
     pub rings: bool,
     /// How many times to look at the answer ring before sleeping on its futex: 0 blocks at
     /// once, [`SPIN_FOREVER`](crate::SPIN_FOREVER) busy-polls. `COSH_SPINS` sets the default
-    /// (2,000, a few microseconds).
+    /// ([`default_spins`](crate::default_spins): about 50 µs of looking).
     pub spins: u32,
 }
 
@@ -41,7 +41,7 @@ impl Options {
             spins: std::env::var("COSH_SPINS")
                 .ok()
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(2000),
+                .unwrap_or_else(crate::default_spins),
         }
     }
 

@@ -95,6 +95,41 @@ impl Error {
 /// it waits, no wake-up to pay when the transfer comes).
 pub const SPIN_FOREVER: u32 = u32::MAX;
 
+/// How long a wait for an answer spins by default before it sleeps: long enough for a
+/// request the block manager answers at once (a few microseconds), even when it must first
+/// wake up (tens of microseconds on a busy or virtual machine). Transfers that copy large
+/// buffers do not spin at all: their answer takes longer, and the core is better left to
+/// whoever has work.
+pub const DEFAULT_SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// The number of looks at an answer ring that take about [`DEFAULT_SPIN_TIME`] on this
+/// machine, measured once per process (one look costs from about ten nanoseconds to over a
+/// hundred, depending on the processor's pause instruction): the default of
+/// [`Domain::set_spins`] unless `COSH_SPINS` says otherwise.
+pub fn default_spins() -> u32 {
+    static SPINS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SPINS.get_or_init(|| {
+        // The fastest of a few short rounds: a round the scheduler interrupted says nothing.
+        const LOOKS: u32 = 200;
+        let each = (0..8)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..LOOKS {
+                    std::hint::spin_loop();
+                }
+                start.elapsed().as_nanos() / u128::from(LOOKS)
+            })
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let spins = DEFAULT_SPIN_TIME.as_nanos() / each;
+        u32::try_from(spins).unwrap_or(u32::MAX).clamp(50, 50_000)
+    })
+}
+
+/// Transfers that copy at least this many bytes wait for their answer without spinning.
+const LONG_COPY: u64 = 256 * 1024;
+
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -713,7 +748,20 @@ impl Domain {
             }
             revoked = true;
         }
-        match self.call(Request::Transfer {
+        // A transfer that copies a large buffer keeps the block manager busy for a while:
+        // wait for it asleep, leaving the core to whoever has work (the receiver, say), unless
+        // this domain asked to busy-poll.
+        let copies =
+            mode == Mode::Copy || (mode == Mode::Move && flags.strength == Strength::Strong);
+        let long = copies
+            && self.spins != SPIN_FOREVER
+            && self
+                .direct
+                .local
+                .get(&agg)
+                .is_some_and(|l| l.at.len >= LONG_COPY);
+        let session = long.then(|| std::mem::replace(&mut self.spins, 0));
+        let answer = self.call(Request::Transfer {
             agg: agg.0,
             dest: dest.to_bits(),
             mode: mode.into(),
@@ -721,7 +769,11 @@ impl Domain {
             ticketed,
             revoked,
             seq,
-        })? {
+        });
+        if let Some(spins) = session {
+            self.spins = spins;
+        }
+        match answer? {
             Response::Transferred { ticket, report } => Ok((ticket, report)),
             r => Err(unexpected(&r)),
         }
