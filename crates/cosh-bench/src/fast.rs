@@ -112,7 +112,7 @@ pub(crate) fn drain_pipe(path: &str, total: u64) -> Result<u64, String> {
 }
 
 /// Streams `n` strong transfers of `size` bytes by `mode` (a copy reuses one buffer; a move
-/// allocates each, as a producer must) and the same bytes through a pipe; one row each, whose
+/// allocates each, unzeroed, as a producer that fills its buffers does) and the same bytes through a pipe; one row each, whose
 /// latency is the time per transfer: the median of five passes, after one that fills the
 /// receiver's free list, as in a stream that has run for a while.
 pub(crate) fn stream(
@@ -166,7 +166,7 @@ fn stream_once(
         if mode == Mode::Move {
             d.decref(current).map_err(e)?;
             if i + 1 < n {
-                current = d.alloc(size).map_err(e)?;
+                current = d.alloc_unzeroed(size).map_err(e)?;
                 d.write(current, 0, &fill[..fill.len().min(8)]).map_err(e)?;
             }
         }

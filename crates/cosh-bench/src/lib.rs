@@ -606,6 +606,9 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             ("weak bounce, polls", cosh::SPIN_FOREVER),
             ("weak bounce, blocks", 0),
         ] {
+            // The cases before leave buffers to free and mappings to drop (milliseconds at
+            // 64 MiB, on the same two cores): let that finish first.
+            std::thread::sleep(std::time::Duration::from_millis(200));
             let samples = fast::bounce(&mut sender, &mut rx, receiver_id, size, bounces, spins)?;
             let samples: Vec<u64> = samples.into_iter().skip(warmup).collect();
             rows.push(summarize(name, size, samples.clone(), samples));

@@ -1062,11 +1062,56 @@ impl BlockManager {
             .ok_or_else(|| fail(ErrorKind::Protocol, "no domain"))
     }
 
+    /// An allocation: a slab piece when small, else a whole buffer of its own (recycled from
+    /// this domain's free list when one fits, zeroed only if `zero`: an unzeroed one holds
+    /// only bytes this domain could already see).
+    fn alloc(&mut self, domain: DomainId, len: u64, zero: bool) -> Result<Answer, Failure> {
+        if len > 0 && len <= self.config.slab_object_max && len <= self.config.slab_len {
+            let agg = self.slab_alloc(domain, len)?;
+            return now(Response::Agg { agg: agg.0 });
+        }
+        if len > self.config.max_buffer {
+            return Err(CoreError::TooLarge {
+                len,
+                max: self.config.max_buffer,
+            }
+            .into());
+        }
+        let allocation = self.ledger.alloc(domain, len)?;
+        if let Some(b) = allocation.buffer
+            && let Err(e) = self.store.provide(b.id, b.len, domain, zero)
+        {
+            let release = self.ledger.decref(domain, allocation.agg)?;
+            self.released(&release);
+            return Err(fail(ErrorKind::Unavailable, e.to_string()));
+        }
+        // A whole buffer of its own may travel on direct rings: say where it is.
+        if let Some(info) = self.ledger.direct_info(domain, allocation.agg)
+            && let Some(slot) = self.store.slot_of(info.buffer)
+        {
+            return now(Response::Allocated {
+                agg: allocation.agg.0,
+                piece: WirePiece {
+                    buffer: info.buffer.0,
+                    slot,
+                    offset: 0,
+                    len: info.len,
+                },
+            });
+        }
+        now(Response::Agg {
+            agg: allocation.agg.0,
+        })
+    }
+
     fn dispatch(&mut self, token: u64, request: Request) -> Result<Answer, Failure> {
         let domain = self.domain_of(token)?;
         if matches!(
             request,
-            Request::Alloc { .. } | Request::Select { .. } | Request::Concat { .. }
+            Request::Alloc { .. }
+                | Request::AllocUnzeroed { .. }
+                | Request::Select { .. }
+                | Request::Concat { .. }
         ) && self.ledger.aggregate_count(domain) >= self.config.max_aggregates
         {
             return Err(fail(
@@ -1078,44 +1123,8 @@ impl BlockManager {
             ));
         }
         match request {
-            Request::Alloc { len } => {
-                if len > 0 && len <= self.config.slab_object_max && len <= self.config.slab_len {
-                    let agg = self.slab_alloc(domain, len)?;
-                    return now(Response::Agg { agg: agg.0 });
-                }
-                if len > self.config.max_buffer {
-                    return Err(CoreError::TooLarge {
-                        len,
-                        max: self.config.max_buffer,
-                    }
-                    .into());
-                }
-                let allocation = self.ledger.alloc(domain, len)?;
-                if let Some(b) = allocation.buffer
-                    && let Err(e) = self.store.provide(b.id, b.len, domain, true)
-                {
-                    let release = self.ledger.decref(domain, allocation.agg)?;
-                    self.released(&release);
-                    return Err(fail(ErrorKind::Unavailable, e.to_string()));
-                }
-                // A whole buffer of its own may travel on direct rings: say where it is.
-                if let Some(info) = self.ledger.direct_info(domain, allocation.agg)
-                    && let Some(slot) = self.store.slot_of(info.buffer)
-                {
-                    return now(Response::Allocated {
-                        agg: allocation.agg.0,
-                        piece: WirePiece {
-                            buffer: info.buffer.0,
-                            slot,
-                            offset: 0,
-                            len: info.len,
-                        },
-                    });
-                }
-                now(Response::Agg {
-                    agg: allocation.agg.0,
-                })
-            }
+            Request::Alloc { len } => self.alloc(domain, len, true),
+            Request::AllocUnzeroed { len } => self.alloc(domain, len, false),
             Request::Incref { agg } => {
                 self.ledger.incref(domain, AggId(agg))?;
                 now(Response::Done)

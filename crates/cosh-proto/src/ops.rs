@@ -453,6 +453,13 @@ pub enum Request {
         /// The aggregate.
         agg: u64,
     },
+    /// [`Request::Alloc`] without zeroing a recycled buffer: its bytes are unspecified, but
+    /// only ever bytes this domain could already see (its free list holds buffers no other
+    /// domain can map). For producers that overwrite what they allocate.
+    AllocUnzeroed {
+        /// Bytes.
+        len: u64,
+    },
 }
 
 /// The most records a per-client ring may have.

@@ -343,6 +343,7 @@ mod operations {
             any::<u64>().prop_map(|to| Request::Wake { to }),
             Just(Request::Lease),
             any::<u64>().prop_map(|agg| Request::Release { agg }),
+            any::<u64>().prop_map(|len| Request::AllocUnzeroed { len }),
         ]
     }
 
