@@ -125,6 +125,12 @@ pub(crate) fn stream(
 ) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let fill = vec![3u8; size as usize];
+    // Both sides wait as a program that sets nothing does (the bounces changed them).
+    d.set_spins(cosh::default_spins());
+    let answer = rx.ask(&format!("spins {}", cosh::default_spins()))?;
+    if answer != "ok" {
+        return Err(format!("the receiver said {answer:?}"));
+    }
     for (name, mode) in [
         ("stream copy", Mode::Copy),
         ("stream move strong", Mode::Move),

@@ -619,7 +619,6 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             rows.extend(ice::measure(&mut rx, size, bounces)?);
             step("iceoryx2", size);
         }
-        sender.set_spins(cosh::default_spins());
         // Enough transfers to time, few enough that what is in flight at once fits the
         // receiver's free list (256 MiB), so that the timed pass reuses warm memory.
         let streamed = usize::try_from((192u64 << 20) / size.max(1))
