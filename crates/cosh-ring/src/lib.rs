@@ -210,21 +210,12 @@ fn attach(words: &[AtomicU32]) -> Result<u32, RingError> {
         return Err(RingError::BadHeader(format!("records of {record} words")));
     }
     let capacity = words[W_CAPACITY].load(Ordering::Relaxed);
-    if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
-        return Err(RingError::BadHeader(format!("capacity {capacity}")));
-    }
-    let needed = words_for(capacity);
-    if words.len() < needed {
-        return Err(RingError::TooSmall {
-            needed,
-            got: words.len(),
-        });
-    }
+    reattach(words, capacity)?;
     Ok(capacity)
 }
 
-/// Checks a capacity kept from an earlier attach against the words (the header is not read
-/// again: this side trusts only what it kept).
+/// Checks a capacity (read from the header, or kept from an earlier attach: then the header
+/// is not read again, and this side trusts only what it kept) against the words.
 fn reattach(words: &[AtomicU32], capacity: u32) -> Result<(), RingError> {
     if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
         return Err(RingError::BadHeader(format!("capacity {capacity}")));
