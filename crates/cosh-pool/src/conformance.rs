@@ -76,19 +76,8 @@ pub fn pattern(len: usize, round: u64) -> Vec<u8> {
 /// `to`, through neither domain's cache.
 pub fn engine_copy(from: &dyn Pool, to: &dyn Pool, buffer: &Buffer) -> crate::Result<Buffer> {
     let copy = to.create(buffer.len())?;
-    let mut source = from.engine(buffer)?;
-    let mut target = to.engine(&copy)?;
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut at = 0u64;
-    while at < buffer.len() {
-        let n = chunk
-            .len()
-            .min(usize::try_from(buffer.len() - at).unwrap_or(usize::MAX));
-        source.read(at, &mut chunk[..n])?;
-        target.write(at, &chunk[..n])?;
-        at += n as u64;
-    }
-    target.flush()?;
+    to.engine(&copy)?
+        .copy_from(&from.engine(buffer)?, buffer.len())?;
     Ok(copy)
 }
 

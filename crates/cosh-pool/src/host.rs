@@ -33,10 +33,6 @@ impl Pool for HostPool {
             memory: buffer.map()?,
         }))
     }
-
-    fn engine(&self, buffer: &Buffer) -> Result<Box<dyn Window>> {
-        self.window(buffer)
-    }
 }
 
 /// A domain's view of a host buffer: the memory itself.

@@ -25,11 +25,57 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod engine;
 pub mod host;
 pub mod nc;
 mod shared;
 
 pub use shared::Buffer;
+
+/// The copy engine's view of a buffer: its memory, not any domain's cache.
+#[derive(Clone, Debug)]
+pub struct EngineView {
+    buffer: Buffer,
+}
+
+impl EngineView {
+    /// Copies the first `len` bytes of `source` here, in one pass.
+    pub fn copy_from(&self, source: &EngineView, len: u64) -> Result<()> {
+        shared::engine_copy(&source.buffer, &self.buffer, len)
+    }
+}
+
+impl Window for EngineView {
+    fn len(&self) -> u64 {
+        self.buffer.len()
+    }
+
+    fn read(&mut self, offset: u64, out: &mut [u8]) -> Result<()> {
+        self.buffer.with_engine_map(|m| m.read(offset, out))
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.buffer.with_engine_map(|m| m.write(offset, data))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn invalidate(&mut self) -> Result<()> {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        Ok(())
+    }
+
+    fn dirty_lines(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+
+    fn stale_lines(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+}
 
 /// The granule of the non-coherent pool's emulated caches, in bytes.
 pub const LINE: u64 = 64;
@@ -79,6 +125,12 @@ pub enum Error {
     /// The kernel refused (memory, descriptors, mappings).
     #[error(transparent)]
     Sys(#[from] cosh_sys::Error),
+    /// A copy of a buffer onto itself.
+    #[error("the copy engine copies between two different buffers")]
+    SameBuffer,
+    /// The copy engine's worker is gone (it could not start, or it stopped).
+    #[error("the copy engine is not running")]
+    EngineGone,
     /// A buffer of a size the address space cannot hold.
     #[error("a buffer of {len} bytes does not fit this address space")]
     TooLarge {
@@ -102,8 +154,13 @@ pub trait Pool {
     /// non-coherent pool its own cache).
     fn window(&self, buffer: &Buffer) -> Result<Box<dyn Window>>;
 
-    /// How the copy engine sees `buffer`: the memory itself, as a DMA engine would.
-    fn engine(&self, buffer: &Buffer) -> Result<Box<dyn Window>>;
+    /// How the copy engine sees `buffer`: the memory itself, as a DMA engine would (one
+    /// mapping per buffer, kept while the buffer lives).
+    fn engine(&self, buffer: &Buffer) -> Result<EngineView> {
+        Ok(EngineView {
+            buffer: buffer.clone(),
+        })
+    }
 }
 
 /// One domain's view of one buffer.

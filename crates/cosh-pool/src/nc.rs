@@ -80,11 +80,6 @@ impl Pool for NcPool {
     fn window(&self, buffer: &Buffer) -> Result<Box<dyn Window>> {
         Ok(Box::new(self.make(buffer)?))
     }
-
-    fn engine(&self, buffer: &Buffer) -> Result<Box<dyn Window>> {
-        // The copy engine reads and writes memory, not any domain's cache.
-        crate::host::HostPool::new().window(buffer)
-    }
 }
 
 /// A domain's view of a non-coherent buffer: its own cache of the lines it touched.

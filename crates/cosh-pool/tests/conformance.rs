@@ -128,9 +128,6 @@ impl<P: Pool> Pool for Skipping<P> {
             invalidate: self.invalidate,
         }))
     }
-    fn engine(&self, buffer: &cosh_pool::Buffer) -> cosh_pool::Result<Box<dyn cosh_pool::Window>> {
-        self.inner.engine(buffer)
-    }
 }
 
 fn failures(pool: &dyn Pool) -> Vec<&'static str> {

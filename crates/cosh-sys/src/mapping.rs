@@ -15,7 +15,7 @@ use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
@@ -209,6 +209,26 @@ impl SharedWords<'_> {
         // slice of this process; `[AtomicU32]` has the layout of `count` adjacent u32 words.
         Some(unsafe {
             std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU32>(), count)
+        })
+    }
+}
+
+impl SharedWords<'_> {
+    /// `count` consecutive 8-byte words from `offset`, as atomics (for bulk copies); `None`
+    /// when `offset` is not 8-byte aligned or the words do not fit. Other processes must
+    /// access them atomically too.
+    pub fn atomic_u64s(&self, offset: usize, count: usize) -> Option<&[AtomicU64]> {
+        let end = count.checked_mul(8)?.checked_add(offset)?;
+        if end > self.len || !offset.is_multiple_of(8) {
+            return None;
+        }
+        // SAFETY: every word lies inside the mapping (checked above), which stays mapped for
+        // as long as the `&mut Mapping` this view borrows; mappings start on a page boundary,
+        // so an offset that is a multiple of 8 is 8-byte aligned, as AtomicU64 requires;
+        // AtomicU64 has the size of u64 and every bit pattern is valid; the view holds the
+        // mapping's only borrow, so no plain slice of this process overlaps the words.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU64>(), count)
         })
     }
 }
