@@ -41,6 +41,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// The pool served.
     pub pool: PoolId,
+    /// Its kind of memory: coherent (`Host`), or emulated without coherence (`Nc`: the block
+    /// manager is the same; clients keep caches and flush and refresh them around transfers).
+    pub kind: cosh_pool::PoolKind,
     /// Mechanism choices (strong moves must copy: a host pool cannot revoke mappings).
     pub policy: Policy,
     /// The most bytes of recycled buffers kept per domain.
@@ -82,6 +85,7 @@ impl Config {
         Config {
             socket: dir.join(SOCKET_NAME),
             pool: HOST_POOL,
+            kind: cosh_pool::PoolKind::Host,
             policy: Policy::linux_host(),
             free_budget: 256 * 1024 * 1024,
             pool_limit: default_pool_limit(),

@@ -1346,6 +1346,13 @@ impl BlockManager {
                 self.send(token, &m, &[fd.as_fd()]);
                 Ok(Answer::Later)
             }
+            Request::PoolInfo => now(Response::PoolInfo {
+                pool: self.config.pool.0,
+                kind: match self.config.kind {
+                    cosh_pool::PoolKind::Host => ops::WirePoolKind::Host,
+                    cosh_pool::PoolKind::Nc => ops::WirePoolKind::Nc,
+                },
+            }),
             Request::Lease => {
                 let first = self.ledger.lease_ids(domain, LEASE)?;
                 now(Response::Leased {

@@ -9,3 +9,15 @@ fn the_corpus_passes_against_the_block_manager() {
     let daemon = Daemon::start("corpus");
     assert_corpus_passes(|| Connections::new(&daemon));
 }
+
+/// Invariant 5: the same corpus, unchanged, against a pool whose memory is not coherent
+/// (every domain caches what it maps; the library writes back and refreshes around
+/// transfers).
+#[test]
+fn the_corpus_passes_against_a_non_coherent_pool() {
+    let daemon = Daemon::start_with("corpus-nc", &["--kind", "nc"]);
+    let probe = daemon.connect("probe");
+    assert!(!probe.coherent(), "the block manager serves an nc pool");
+    drop(probe);
+    assert_corpus_passes(|| Connections::new(&daemon));
+}

@@ -11,6 +11,13 @@ fn the_corpus_passes_with_every_domain_a_child_process() {
     assert_corpus_passes(|| Peers::new(&daemon));
 }
 
+/// The same with every domain's memory cached by its own process, on a non-coherent pool.
+#[test]
+fn the_corpus_passes_with_every_domain_a_child_process_on_a_non_coherent_pool() {
+    let daemon = Daemon::start_with("processes-nc", &["--kind", "nc"]);
+    assert_corpus_passes(|| Peers::new(&daemon));
+}
+
 #[test]
 fn a_transfer_to_a_dead_process_fails_at_the_sender_and_its_memory_is_reclaimed() {
     let daemon = Daemon::start("dead");

@@ -127,7 +127,7 @@ pub(crate) fn run(socket: &Path, args: &DemoArgs) -> Outcome {
             None
         }
         Err(_) => {
-            let pid = start_detached(socket, 256, None)?;
+            let pid = start_detached(socket, 256, None, crate::Kind::Host)?;
             println!(
                 "started a block manager (pid {pid}) at {}",
                 socket.display()
@@ -292,7 +292,7 @@ fn demo(socket: &Path, args: &DemoArgs) -> Outcome {
          latencies.)\n"
     );
     let s = producer.status().map_err(e)?;
-    print_status(socket, &s);
+    print_status(socket, &s, producer.coherent());
     Ok(())
 }
 

@@ -51,6 +51,11 @@ enum Cmd {
         /// The most memory the pool may hold, in MiB (default: half the machine's memory).
         #[arg(long, value_name = "MIB")]
         pool_mib: Option<u64>,
+        /// The kind of memory: coherent shared memory (host), or shared memory emulated
+        /// without coherence (nc: every client caches what it maps, and the library writes
+        /// back and refreshes around each transfer, so programs run unchanged).
+        #[arg(long, value_enum, default_value_t = Kind::Host)]
+        kind: Kind,
     },
     /// Stop the block manager (its clients lose their connections).
     Down,
@@ -85,6 +90,24 @@ enum Cmd {
     },
 }
 
+/// The kinds of memory `cosh up` can serve.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Cache-coherent shared memory.
+    Host,
+    /// Shared memory without coherence (emulated).
+    Nc,
+}
+
+impl Kind {
+    fn pool_kind(self) -> cosh_pool::PoolKind {
+        match self {
+            Kind::Host => cosh_pool::PoolKind::Host,
+            Kind::Nc => cosh_pool::PoolKind::Nc,
+        }
+    }
+}
+
 /// The benchmarks `cosh bench` runs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Figure {
@@ -105,7 +128,8 @@ fn main() -> ExitCode {
             quiet,
             free_budget_mib,
             pool_mib,
-        } => up(&socket, detach, quiet, free_budget_mib, pool_mib),
+            kind,
+        } => up(&socket, detach, quiet, free_budget_mib, pool_mib, kind),
         Cmd::Down => down(&socket),
         Cmd::Status { json } => status(&socket, json),
         Cmd::Demo(args) => demo::run(&socket, &args),
@@ -140,6 +164,7 @@ fn up(
     quiet: bool,
     free_budget_mib: u64,
     pool_mib: Option<u64>,
+    kind: Kind,
 ) -> Outcome {
     if detach {
         if connect(socket, "cosh-up").is_ok() {
@@ -148,7 +173,7 @@ fn up(
             }
             return Ok(());
         }
-        let pid = start_detached(socket, free_budget_mib, pool_mib)?;
+        let pid = start_detached(socket, free_budget_mib, pool_mib, kind)?;
         if !quiet {
             println!(
                 "block manager started (pid {pid}), serving {}; stop it with `cosh down`",
@@ -159,6 +184,7 @@ fn up(
     }
     let mut config = Config::host();
     config.socket = socket.to_path_buf();
+    config.kind = kind.pool_kind();
     config.free_budget = free_budget_mib.saturating_mul(1024 * 1024);
     if let Some(mib) = pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
@@ -166,7 +192,12 @@ fn up(
     let manager = BlockManager::bind(config).map_err(|e| e.to_string())?;
     if !quiet {
         eprintln!(
-            "serving the host pool at {} (Ctrl-C to stop)",
+            "serving the host pool ({} memory) at {} (Ctrl-C to stop)",
+            if kind == Kind::Nc {
+                "non-coherent, emulated"
+            } else {
+                "coherent"
+            },
             manager.socket().display()
         );
     }
@@ -179,6 +210,7 @@ pub(crate) fn start_detached(
     socket: &Path,
     free_budget_mib: u64,
     pool_mib: Option<u64>,
+    kind: Kind,
 ) -> Result<u32, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let mut command = Command::new(exe);
@@ -188,6 +220,11 @@ pub(crate) fn start_detached(
         .args(["up", "--quiet", "--free-budget-mib"])
         .arg(free_budget_mib.to_string())
         .args(pool_mib.map(|m| format!("--pool-mib={m}")))
+        .arg(if kind == Kind::Nc {
+            "--kind=nc"
+        } else {
+            "--kind=host"
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -267,15 +304,20 @@ fn status(socket: &Path, json: bool) -> Outcome {
         );
         return Ok(());
     }
-    print_status(socket, &s);
+    print_status(socket, &s, d.coherent());
     Ok(())
 }
 
-pub(crate) fn print_status(socket: &Path, s: &Status) {
+pub(crate) fn print_status(socket: &Path, s: &Status, coherent: bool) {
     println!(
-        "block manager pid {} serving pool {} at {} (up {} s)",
+        "block manager pid {} serving pool {} ({} memory) at {} (up {} s)",
         s.pid,
         s.pool,
+        if coherent {
+            "coherent"
+        } else {
+            "non-coherent, emulated"
+        },
         socket.display(),
         s.uptime_s
     );

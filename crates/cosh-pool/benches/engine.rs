@@ -8,10 +8,10 @@
 
 use std::hint::black_box;
 
+use cosh_pool::Pool;
 use cosh_pool::engine::CopyEngine;
 use cosh_pool::host::HostPool;
 use cosh_pool::nc::NcPool;
-use cosh_pool::Pool;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [u64; 3] = [64 << 10, 1 << 20, 16 << 20];

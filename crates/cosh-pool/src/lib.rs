@@ -125,6 +125,9 @@ pub enum Error {
     /// The kernel refused (memory, descriptors, mappings).
     #[error(transparent)]
     Sys(#[from] cosh_sys::Error),
+    /// A write-back through a read-only mapping.
+    #[error("a read-only mapping cannot be written back")]
+    ReadOnly,
     /// A copy of a buffer onto itself.
     #[error("the copy engine copies between two different buffers")]
     SameBuffer,

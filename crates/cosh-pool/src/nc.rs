@@ -48,22 +48,14 @@ impl NcPool {
     }
 
     fn make(&self, buffer: &Buffer) -> Result<NcWindow> {
-        let memory = buffer.map()?;
-        let lines = usize::try_from(buffer.len().div_ceil(LINE))
-            .map_err(|_| crate::Error::TooLarge { len: buffer.len() })?;
         let n = self.windows.fetch_add(1, Ordering::Relaxed);
-        let rng = self.eviction.map(|e| {
-            (
-                XorShift::new(e.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                e.one_in.max(1),
-            )
+        let eviction = self.eviction.map(|e| Eviction {
+            seed: e.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ..e
         });
         Ok(NcWindow {
-            memory,
-            private: vec![0; lines * L],
-            twin: vec![0; lines * L],
-            valid: vec![false; lines],
-            rng,
+            len: buffer.len(),
+            cache: LineCache::new(buffer.map()?, eviction),
         })
     }
 }
@@ -82,16 +74,52 @@ impl Pool for NcPool {
     }
 }
 
-/// A domain's view of a non-coherent buffer: its own cache of the lines it touched.
-pub struct NcWindow {
-    memory: Memory,
+/// Memory seen in whole lines: what a [`LineCache`] caches.
+pub trait Lines {
+    /// Lines of memory (the last may reach past the buffer's end).
+    fn lines(&self) -> usize;
+    /// Loads line `line`.
+    fn load(&mut self, line: usize, out: &mut [u8; L]) -> Result<()>;
+    /// Stores line `line`, whole.
+    fn store(&mut self, line: usize, data: &[u8; L]) -> Result<()>;
+}
+
+impl Lines for Memory {
+    fn lines(&self) -> usize {
+        usize::try_from(self.len().div_ceil(LINE)).unwrap_or(usize::MAX)
+    }
+    fn load(&mut self, line: usize, out: &mut [u8; L]) -> Result<()> {
+        self.load_line(line as u64, out)
+    }
+    fn store(&mut self, line: usize, data: &[u8; L]) -> Result<()> {
+        self.store_line(line as u64, data)
+    }
+}
+
+/// A software write-back cache over memory, in 64-byte lines: a private copy and a twin (the
+/// line as loaded) of each line touched. The emulated non-coherent pool's windows are one;
+/// the client library keeps one per mapping of a non-coherent pool's buffer.
+pub struct LineCache<B: Lines> {
+    backing: B,
     private: Vec<u8>,
     twin: Vec<u8>,
     valid: Vec<bool>,
     rng: Option<(XorShift, u32)>,
 }
 
-impl NcWindow {
+impl<B: Lines> LineCache<B> {
+    /// An empty cache over `backing`; with `eviction`, lines also leave it at random.
+    pub fn new(backing: B, eviction: Option<Eviction>) -> LineCache<B> {
+        let lines = backing.lines();
+        LineCache {
+            backing,
+            private: vec![0; lines * L],
+            twin: vec![0; lines * L],
+            valid: vec![false; lines],
+            rng: eviction.map(|e| (XorShift::new(e.seed), e.one_in.max(1))),
+        }
+    }
+
     fn range(line: usize) -> std::ops::Range<usize> {
         line * L..line * L + L
     }
@@ -107,8 +135,17 @@ impl NcWindow {
         }
         let mut bytes = [0u8; L];
         bytes.copy_from_slice(&self.private[Self::range(line)]);
-        self.memory.store_line(line as u64, &bytes)?;
+        self.backing.store(line, &bytes)?;
         self.twin[Self::range(line)].copy_from_slice(&bytes);
+        Ok(())
+    }
+
+    fn load(&mut self, line: usize) -> Result<()> {
+        let mut bytes = [0u8; L];
+        self.backing.load(line, &mut bytes)?;
+        self.private[Self::range(line)].copy_from_slice(&bytes);
+        self.twin[Self::range(line)].copy_from_slice(&bytes);
+        self.valid[line] = true;
         Ok(())
     }
 
@@ -116,6 +153,7 @@ impl NcWindow {
     fn touch(&mut self, line: usize) -> Result<()> {
         if let Some((rng, one_in)) = &mut self.rng
             && rng.next().is_multiple_of(u64::from(*one_in))
+            && !self.valid.is_empty()
         {
             let victim = (rng.next() % self.valid.len() as u64) as usize;
             if self.valid[victim] {
@@ -124,24 +162,57 @@ impl NcWindow {
             }
         }
         if !self.valid[line] {
-            let mut bytes = [0u8; L];
-            self.memory.load_line(line as u64, &mut bytes)?;
-            self.private[Self::range(line)].copy_from_slice(&bytes);
-            self.twin[Self::range(line)].copy_from_slice(&bytes);
-            self.valid[line] = true;
+            self.load(line)?;
         }
         Ok(())
     }
 
-    /// Runs `f(line, within_line, at_in_data, n)` over the lines `len` bytes at `offset` touch,
-    /// each loaded first.
+    /// Loads every line not cached (for callers that want the whole copy as a slice).
+    pub fn load_all(&mut self) -> Result<()> {
+        for line in 0..self.valid.len() {
+            if !self.valid[line] {
+                self.load(line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The private copy, as loaded so far (see [`LineCache::load_all`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.private
+    }
+
+    /// The private copy, for writing; what differs from the twin is written back by the next
+    /// flush.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.private
+    }
+
+    /// Copies `out.len()` bytes at `offset` (within `len`, the buffer's length) out of the
+    /// cache, loading lines as needed.
+    pub fn read(&mut self, len: u64, offset: u64, out: &mut [u8]) -> Result<()> {
+        self.each_line(len, offset, out.len(), |c, from, at, n| {
+            out[at..at + n].copy_from_slice(&c.private[from..from + n]);
+        })
+    }
+
+    /// Copies `data` into the cache at `offset`, loading lines as needed.
+    pub fn write(&mut self, len: u64, offset: u64, data: &[u8]) -> Result<()> {
+        self.each_line(len, offset, data.len(), |c, to, at, n| {
+            c.private[to..to + n].copy_from_slice(&data[at..at + n]);
+        })
+    }
+
+    /// Runs `f(cache, byte_in_private, at_in_data, n)` over the lines touched, each loaded
+    /// first.
     fn each_line(
         &mut self,
+        size: u64,
         offset: u64,
         len: usize,
-        mut f: impl FnMut(&mut NcWindow, usize, usize, usize, usize),
+        mut f: impl FnMut(&mut Self, usize, usize, usize),
     ) -> Result<()> {
-        check_range(offset, len, self.memory.len())?;
+        check_range(offset, len, size)?;
         let mut done = 0usize;
         while done < len {
             let at = offset + done as u64;
@@ -149,33 +220,14 @@ impl NcWindow {
             let within = (at % LINE) as usize;
             let n = (L - within).min(len - done);
             self.touch(line)?;
-            f(self, line, within, done, n);
+            f(self, line * L + within, done, n);
             done += n;
         }
         Ok(())
     }
-}
 
-impl Window for NcWindow {
-    fn len(&self) -> u64 {
-        self.memory.len()
-    }
-
-    fn read(&mut self, offset: u64, out: &mut [u8]) -> Result<()> {
-        self.each_line(offset, out.len(), |w, line, within, at, n| {
-            let from = line * L + within;
-            out[at..at + n].copy_from_slice(&w.private[from..from + n]);
-        })
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        self.each_line(offset, data.len(), |w, line, within, at, n| {
-            let to = line * L + within;
-            w.private[to..to + n].copy_from_slice(&data[at..at + n]);
-        })
-    }
-
-    fn flush(&mut self) -> Result<()> {
+    /// Writes every dirty line back.
+    pub fn flush(&mut self) -> Result<()> {
         for line in 0..self.valid.len() {
             self.write_back(line)?;
         }
@@ -183,33 +235,83 @@ impl Window for NcWindow {
         Ok(())
     }
 
-    fn invalidate(&mut self) -> Result<()> {
+    /// Drops every line, dirty ones too (their writes are lost).
+    pub fn invalidate(&mut self) {
         fence(Ordering::Acquire);
         self.valid.fill(false);
+    }
+
+    /// Reloads every clean line from memory, keeping dirty ones: what a domain that still
+    /// holds unflushed writes of its own does after a receive.
+    pub fn refresh_clean(&mut self) -> Result<()> {
+        fence(Ordering::Acquire);
+        for line in 0..self.valid.len() {
+            if self.valid[line] && !self.dirty(line) {
+                self.load(line)?;
+            }
+        }
         Ok(())
     }
 
-    fn dirty_lines(&mut self) -> Vec<u64> {
+    /// Lines written and not flushed.
+    pub fn dirty_lines(&self) -> Vec<u64> {
         (0..self.valid.len())
             .filter(|l| self.dirty(*l))
             .map(|l| l as u64)
             .collect()
     }
 
-    fn stale_lines(&mut self) -> Vec<u64> {
+    /// Lines cached clean whose memory changed since they were loaded.
+    pub fn stale_lines(&mut self) -> Vec<u64> {
         let mut stale = Vec::new();
         for line in 0..self.valid.len() {
             if !self.valid[line] || self.dirty(line) {
                 continue;
             }
             let mut now = [0u8; L];
-            if self.memory.load_line(line as u64, &mut now).is_ok()
-                && now[..] != self.twin[Self::range(line)]
+            if self.backing.load(line, &mut now).is_ok() && now[..] != self.twin[Self::range(line)]
             {
                 stale.push(line as u64);
             }
         }
         stale
+    }
+}
+
+/// A domain's view of a non-coherent buffer: its own cache of the lines it touched.
+pub struct NcWindow {
+    len: u64,
+    cache: LineCache<Memory>,
+}
+
+impl Window for NcWindow {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&mut self, offset: u64, out: &mut [u8]) -> Result<()> {
+        self.cache.read(self.len, offset, out)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.cache.write(self.len, offset, data)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.cache.flush()
+    }
+
+    fn invalidate(&mut self) -> Result<()> {
+        self.cache.invalidate();
+        Ok(())
+    }
+
+    fn dirty_lines(&mut self) -> Vec<u64> {
+        self.cache.dirty_lines()
+    }
+
+    fn stale_lines(&mut self) -> Vec<u64> {
+        self.cache.stale_lines()
     }
 }
 

@@ -460,6 +460,19 @@ pub enum Request {
         /// Bytes.
         len: u64,
     },
+    /// The pool this block manager serves and its kind → [`Response::PoolInfo`]: a client
+    /// of a non-coherent pool keeps its own cache of the memory it maps, flushes it before
+    /// every transfer out and refreshes it after every receive.
+    PoolInfo,
+}
+
+/// The kind of memory a pool has (DESIGN §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WirePoolKind {
+    /// Cache-coherent shared memory.
+    Host,
+    /// Shared memory without coherence (emulated).
+    Nc,
 }
 
 /// The most records a per-client ring may have.
@@ -601,6 +614,13 @@ pub enum Response {
         first: u64,
         /// How many.
         count: u64,
+    },
+    /// The pool served.
+    PoolInfo {
+        /// Its id.
+        pool: u32,
+        /// Its kind of memory.
+        kind: WirePoolKind,
     },
 }
 

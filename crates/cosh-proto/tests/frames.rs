@@ -344,6 +344,7 @@ mod operations {
             Just(Request::Lease),
             any::<u64>().prop_map(|agg| Request::Release { agg }),
             any::<u64>().prop_map(|len| Request::AllocUnzeroed { len }),
+            Just(Request::PoolInfo),
         ]
     }
 
@@ -445,6 +446,14 @@ mod operations {
             Just(Response::Woken),
             any::<u64>().prop_map(|peer| Response::DirectClosed { peer }),
             any::<(u64, u64)>().prop_map(|(first, count)| Response::Leased { first, count }),
+            (any::<u32>(), any::<bool>()).prop_map(|(pool, nc)| Response::PoolInfo {
+                pool,
+                kind: if nc {
+                    cosh_proto::ops::WirePoolKind::Nc
+                } else {
+                    cosh_proto::ops::WirePoolKind::Host
+                },
+            }),
         ]
     }
 

@@ -128,6 +128,30 @@ impl<P: Protection> Mapping<P> {
     }
 }
 
+impl<P: Protection> Mapping<P> {
+    /// Loads `out.len()` 8-byte words from `offset` with atomic (relaxed) loads: the way to
+    /// read memory another process may be writing. `false` (nothing read) when `offset` is not
+    /// 8-byte aligned or the words do not fit.
+    pub fn load_u64s(&self, offset: usize, out: &mut [u64]) -> bool {
+        let Some(end) = out.len().checked_mul(8).and_then(|n| n.checked_add(offset)) else {
+            return false;
+        };
+        if end > self.len || !offset.is_multiple_of(8) {
+            return false;
+        }
+        for (i, v) in out.iter_mut().enumerate() {
+            // SAFETY: the word lies inside the mapping (checked above), which is mapped at
+            // least readable while `self` lives; mappings start on a page boundary, so the
+            // word is 8-byte aligned as AtomicU64 requires; every bit pattern is a valid u64;
+            // only a load is made through the reference, which is allowed on read-only memory,
+            // and the reference does not outlive this statement.
+            let word = unsafe { &*self.ptr.as_ptr().add(offset + 8 * i).cast::<AtomicU64>() };
+            *v = word.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        true
+    }
+}
+
 impl Mapping<ReadWrite> {
     /// A view of the mapping as words shared with other processes (ring indices, futex
     /// doorbells). It borrows the mapping mutably, so while it lives this process has no

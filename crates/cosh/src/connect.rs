@@ -27,6 +27,20 @@ pub struct Options {
     /// once, [`SPIN_FOREVER`](crate::SPIN_FOREVER) busy-polls. `COSH_SPINS` sets the default
     /// ([`default_spins`](crate::default_spins): about 50 µs of looking).
     pub spins: u32,
+    /// For tests of the non-coherent pool's emulation only: leave out the library's
+    /// write-back or refresh, to show that a program would then see stale bytes.
+    #[doc(hidden)]
+    pub nc_skip: NcSkip,
+}
+
+/// Steps of the non-coherent protocol a test may leave out (see [`Options::nc_skip`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NcSkip {
+    /// No write-back before transfers and frees.
+    pub flush: bool,
+    /// No refresh after receives and allocations.
+    pub refresh: bool,
 }
 
 impl Options {
@@ -42,6 +56,7 @@ impl Options {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(crate::default_spins),
+            nc_skip: NcSkip::default(),
         }
     }
 

@@ -35,6 +35,7 @@
 
 mod connect;
 mod direct;
+mod nc;
 pub mod pattern;
 
 use std::os::fd::OwnedFd;
@@ -45,6 +46,7 @@ pub use cosh_core::{
     Access, DomainId, ErrorKind, Mode, PoolId, RelatedPolicy, Rights, Strength, Ticket,
     TransferFlags,
 };
+use cosh_pool::nc::LineCache;
 use cosh_proto::ops::{MAX_MAP, MAX_PIECES, MapRequest, Request, Response, WireAccess, WirePiece};
 pub use cosh_proto::ops::{Status, TransferReport};
 use cosh_proto::{MAX_FRAME, Message, decode, encode};
@@ -55,7 +57,7 @@ use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite, SharedWords};
 use cosh_sys::memfd::Memfd;
 use cosh_sys::socket::SeqPacket;
 
-pub use connect::{Options, default_socket};
+pub use connect::{NcSkip, Options, default_socket};
 
 /// An error of the client library.
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +179,9 @@ pub struct WritePiece(pub Location);
 enum Cached {
     Read(Mapping<ReadOnly>),
     Write(Mapping<ReadWrite>),
+    /// A non-coherent pool's memory, through this domain's cache of it.
+    NcRead(Box<LineCache<nc::Mapped<ReadOnly>>>),
+    NcWrite(Box<LineCache<nc::Mapped<ReadWrite>>>),
 }
 
 impl Cached {
@@ -184,8 +189,43 @@ impl Cached {
         match self {
             Cached::Read(m) => m.as_slice(),
             Cached::Write(m) => m.as_slice(),
+            Cached::NcRead(c) => c.bytes(),
+            Cached::NcWrite(c) => c.bytes(),
         }
     }
+
+    fn writable(&self) -> bool {
+        matches!(self, Cached::Write(_) | Cached::NcWrite(_))
+    }
+
+    fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        match self {
+            Cached::Write(m) => Some(m.as_mut_slice()),
+            Cached::NcWrite(c) => Some(c.bytes_mut()),
+            Cached::Read(_) | Cached::NcRead(_) => None,
+        }
+    }
+
+    /// Writes this domain's changes back to memory (a non-coherent pool's only).
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Cached::NcWrite(c) => c.flush().map_err(nc_error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reloads what this domain did not change from memory (a non-coherent pool's only).
+    fn refresh(&mut self) -> Result<()> {
+        match self {
+            Cached::NcWrite(c) => c.refresh_clean().map_err(nc_error),
+            Cached::NcRead(c) => c.refresh_clean().map_err(nc_error),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn nc_error(e: cosh_pool::Error) -> Error {
+    Error::Protocol(format!("non-coherent memory: {e}"))
 }
 
 /// Mappings at least this large are unmapped on a helper thread when their slot is gone:
@@ -210,6 +250,11 @@ pub struct Domain {
     spins: u32,
     buf: Vec<u8>,
     socket: PathBuf,
+    /// The pool's memory is not coherent: mappings are cached (see `nc.rs`).
+    nc: bool,
+    /// Tests of the emulation only: skip the write-back before transfers, or the refresh
+    /// after receives.
+    nc_skip: connect::NcSkip,
 }
 
 /// The rings to the block manager: requests at offset 0, answers after them, in one memfd the
@@ -313,6 +358,8 @@ impl Domain {
             spins: options.spins,
             buf: vec![0; MAX_FRAME],
             socket,
+            nc: false,
+            nc_skip: options.nc_skip,
         };
         domain.send(&hello)?;
         match domain.recv()?.0 {
@@ -320,6 +367,12 @@ impl Domain {
                 domain.id = id;
                 if options.rings {
                     domain.open_rings()?;
+                }
+                match domain.call(Request::PoolInfo)? {
+                    Response::PoolInfo { kind, .. } => {
+                        domain.nc = kind == cosh_proto::ops::WirePoolKind::Nc;
+                    }
+                    r => return Err(unexpected(&r)),
                 }
                 Ok(domain)
             }
@@ -562,7 +615,10 @@ impl Domain {
                 }
                 (Message::Response(Response::Revoke { slots, more }), _) => {
                     for s in slots {
-                        self.maps.remove(&s);
+                        if let Some(m) = self.maps.remove(&s) {
+                            // What this domain wrote reaches memory before it lets go.
+                            self.nc_let_go(m)?;
+                        }
                     }
                     if !more {
                         send(self, &Message::Request(Request::Revoked))?;
@@ -604,6 +660,43 @@ impl Domain {
         Ok(self.call_with_fds(request)?.0)
     }
 
+    /// In a non-coherent pool, writes every change this domain made back to memory: before
+    /// anything leaves it (a transfer, a free).
+    fn nc_flush(&mut self) -> Result<()> {
+        if self.nc && !self.nc_skip.flush {
+            for m in self.maps.values_mut() {
+                m.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a mapping this domain lets go of, its changes written back first (unless a test
+    /// of the emulation says not to: then they are lost, as on hardware).
+    fn nc_let_go(&mut self, mut m: Cached) -> Result<()> {
+        if !self.nc_skip.flush {
+            m.flush()?;
+        }
+        Ok(())
+    }
+
+    /// In a non-coherent pool, reloads from memory what this domain did not change: after
+    /// anything arrives (a receive, or an allocation, which may reuse memory).
+    fn nc_refresh(&mut self) -> Result<()> {
+        if self.nc && !self.nc_skip.refresh {
+            for m in self.maps.values_mut() {
+                m.refresh()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the pool's memory is coherent (`false` for an `nc` pool, whose memory this
+    /// library caches and keeps in step around every transfer).
+    pub fn coherent(&self) -> bool {
+        !self.nc
+    }
+
     fn done(&mut self, request: Request) -> Result<()> {
         match self.call(request)? {
             Response::Done => Ok(()),
@@ -621,7 +714,9 @@ impl Domain {
     /// `alloc`: a fresh read/write aggregate of `len` zeroed bytes, private to this domain.
     pub fn alloc(&mut self, len: u64) -> Result<Agg> {
         let r = self.call(Request::Alloc { len })?;
-        self.allocated(r)
+        let agg = self.allocated(r)?;
+        self.nc_refresh()?;
+        Ok(agg)
     }
 
     /// Like [`Domain::alloc`], without zeroing: a recycled buffer keeps what this domain
@@ -630,7 +725,9 @@ impl Domain {
     /// saves writing every byte twice.
     pub fn alloc_unzeroed(&mut self, len: u64) -> Result<Agg> {
         let r = self.call(Request::AllocUnzeroed { len })?;
-        self.allocated(r)
+        let agg = self.allocated(r)?;
+        self.nc_refresh()?;
+        Ok(agg)
     }
 
     /// `incref`: one more reference.
@@ -644,6 +741,7 @@ impl Domain {
 
     /// `decref`: one reference fewer; the last frees the aggregate.
     pub fn decref(&mut self, agg: Agg) -> Result<()> {
+        self.nc_flush()?;
         // A whole buffer this library knows of (even only from a peer's ring record) is freed
         // without an answer: a free of what does not exist is dropped by the block manager.
         let known = self.direct.local.contains_key(&agg);
@@ -748,11 +846,13 @@ impl Domain {
         let mut revoked = false;
         if mode == Mode::Share
             && flags.strength == Strength::Strong
-            && let Some(slots) = self.slots_of.get(&agg)
+            && let Some(slots) = self.slots_of.get(&agg).cloned()
         {
             for s in slots {
-                if matches!(self.maps.get(s), Some(Cached::Write(_))) {
-                    self.maps.remove(s);
+                if self.maps.get(&s).is_some_and(Cached::writable)
+                    && let Some(m) = self.maps.remove(&s)
+                {
+                    self.nc_let_go(m)?;
                 }
             }
             revoked = true;
@@ -796,6 +896,7 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
     ) -> Result<TransferReport> {
+        self.nc_flush()?;
         if self.rings.is_some()
             && let Some(report) = self.transfer_direct(agg, dest, mode, flags)?
         {
@@ -814,6 +915,7 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
     ) -> Result<Ticket> {
+        self.nc_flush()?;
         self.direct.after_transfer(agg, mode);
         match self.send_transfer(agg, dest, mode, flags, true, None)? {
             (Some(t), _) => Ok(Ticket(t)),
@@ -871,14 +973,17 @@ impl Domain {
         source: Option<DomainId>,
         timeout: Option<Duration>,
     ) -> Result<Incoming> {
-        if self.rings.is_some() {
-            return self.receive_any(source, timeout);
-        }
-        let r = self.call(Request::Receive {
-            source: source.map(DomainId::to_bits),
-            timeout_ms: ms(timeout),
-        })?;
-        self.incoming(r)
+        let got = if self.rings.is_some() {
+            self.receive_any(source, timeout)?
+        } else {
+            let r = self.call(Request::Receive {
+                source: source.map(DomainId::to_bits),
+                timeout_ms: ms(timeout),
+            })?;
+            self.incoming(r)?
+        };
+        self.nc_refresh()?;
+        Ok(got)
     }
 
     /// A receive that does not wait: `None` when nothing is pending.
@@ -902,7 +1007,9 @@ impl Domain {
             ticket: ticket.0,
             timeout_ms: ms(timeout),
         })?;
-        self.incoming(r)
+        let got = self.incoming(r)?;
+        self.nc_refresh()?;
+        Ok(got)
     }
 
     /// Declares that this domain trusts `peer`: weak transfers that leave `peer` with
@@ -993,8 +1100,7 @@ impl Domain {
         let mut seen = std::collections::HashSet::new();
         for p in pieces {
             let ok = match self.maps.get(&p.slot) {
-                Some(Cached::Write(_)) => true,
-                Some(Cached::Read(_)) => access == Access::Read,
+                Some(m) => m.writable() || access == Access::Read,
                 None => false,
             };
             if !ok && seen.insert(p.slot) {
@@ -1028,9 +1134,23 @@ impl Domain {
                         granted.len
                     )));
                 }
-                let cached = match granted.access {
-                    WireAccess::Write => Cached::Write(memfd.map_write(Prefault::OnFirstTouch)?),
-                    WireAccess::Read => Cached::Read(memfd.map_read(Prefault::Now)?),
+                let cached = match (granted.access, self.nc) {
+                    (WireAccess::Write, false) => {
+                        Cached::Write(memfd.map_write(Prefault::OnFirstTouch)?)
+                    }
+                    (WireAccess::Read, false) => Cached::Read(memfd.map_read(Prefault::Now)?),
+                    (WireAccess::Write, true) => {
+                        let map = nc::Mapped(memfd.map_write(Prefault::Now)?);
+                        let mut cache = Box::new(LineCache::new(map, None));
+                        cache.load_all().map_err(nc_error)?;
+                        Cached::NcWrite(cache)
+                    }
+                    (WireAccess::Read, true) => {
+                        let map = nc::Mapped(memfd.map_read(Prefault::Now)?);
+                        let mut cache = Box::new(LineCache::new(map, None));
+                        cache.load_all().map_err(nc_error)?;
+                        Cached::NcRead(cache)
+                    }
                 };
                 // The descriptor closes here: the mapping is all the domain keeps.
                 self.maps.insert(granted.slot, cached);
@@ -1098,14 +1218,14 @@ impl Domain {
 
     /// Writable bytes at a location, through a read/write mapping if this domain has one.
     pub fn location_bytes_mut(&mut self, at: &Location) -> Result<&mut [u8]> {
-        if !matches!(self.maps.get(&at.slot), Some(Cached::Write(_))) {
+        if !self.maps.get(&at.slot).is_some_and(Cached::writable) {
             return Err(self.fault(at, Rights::ReadWrite));
         }
-        let Some(Cached::Write(map)) = self.maps.get_mut(&at.slot) else {
+        let Some(bytes) = self.maps.get_mut(&at.slot).and_then(Cached::bytes_mut) else {
             return Err(Error::Protocol("a mapping vanished".into()));
         };
         Domain::range(at)
-            .and_then(|r| map.as_mut_slice().get_mut(r))
+            .and_then(|r| bytes.get_mut(r))
             .ok_or_else(|| Error::Protocol(format!("piece {at:?} is outside its slot")))
     }
 

@@ -40,6 +40,12 @@ struct Args {
     /// sleeping (0: sleep at once; spinning costs a core but saves wake-ups).
     #[arg(long, default_value_t = 0, value_name = "US")]
     spin_us: u64,
+    /// The kind of memory to serve: `host` (coherent shared memory) or `nc` (shared memory
+    /// emulated without coherence: every client keeps its own cache of what it maps, and the
+    /// client library writes it back before each transfer out and refreshes it after each
+    /// receive, so programs run unchanged).
+    #[arg(long, default_value = "host", value_parser = ["host", "nc"])]
+    kind: String,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -55,6 +61,11 @@ fn main() -> ExitCode {
     config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
     config.max_pending = args.max_pending;
     config.spin = std::time::Duration::from_micros(args.spin_us);
+    config.kind = if args.kind == "nc" {
+        cosh_pool::PoolKind::Nc
+    } else {
+        cosh_pool::PoolKind::Host
+    };
     config.max_aggregates = args.max_aggregates;
     if let Some(mib) = args.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);

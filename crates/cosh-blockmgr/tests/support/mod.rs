@@ -155,10 +155,20 @@ impl Cosh for Connections<'_> {
                 message: format!("{domain} is not connected"),
             });
         }
-        // The block manager notices the closed socket on its next turn; make sure it has by
-        // asking any other domain something.
+        // The block manager notices the closed socket on one of its next turns (a request
+        // that comes by ring may be handled first): wait until its status no longer lists
+        // the domain.
         if let Some(other) = self.domains.values_mut().next() {
-            other.status()?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while other
+                .status()?
+                .domains
+                .iter()
+                .any(|d| d.domain == domain.to_bits())
+            {
+                assert!(Instant::now() < deadline, "{domain} never went away");
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         Ok(())
     }
