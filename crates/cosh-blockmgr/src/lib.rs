@@ -44,6 +44,9 @@ pub struct Config {
     /// Its kind of memory: coherent (`Host`), or emulated without coherence (`Nc`: the block
     /// manager is the same; clients keep caches and flush and refresh them around transfers).
     pub kind: cosh_pool::PoolKind,
+    /// For an `Nc` pool: clients' caches evict a random line (written back, reloaded) with
+    /// one chance in this many per request, as hardware does (0: never).
+    pub nc_eviction: u32,
     /// Mechanism choices (strong moves must copy: a host pool cannot revoke mappings).
     pub policy: Policy,
     /// The most bytes of recycled buffers kept per domain.
@@ -86,6 +89,7 @@ impl Config {
             socket: dir.join(SOCKET_NAME),
             pool: HOST_POOL,
             kind: cosh_pool::PoolKind::Host,
+            nc_eviction: 0,
             policy: Policy::linux_host(),
             free_budget: 256 * 1024 * 1024,
             pool_limit: default_pool_limit(),

@@ -1352,6 +1352,7 @@ impl BlockManager {
                     cosh_pool::PoolKind::Host => ops::WirePoolKind::Host,
                     cosh_pool::PoolKind::Nc => ops::WirePoolKind::Nc,
                 },
+                eviction: self.config.nc_eviction,
             }),
             Request::Lease => {
                 let first = self.ledger.lease_ids(domain, LEASE)?;

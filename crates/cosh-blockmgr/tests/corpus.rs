@@ -21,3 +21,11 @@ fn the_corpus_passes_against_a_non_coherent_pool() {
     drop(probe);
     assert_corpus_passes(|| Connections::new(&daemon));
 }
+
+/// And with the clients' caches evicting lines at random (one request in three), as hardware
+/// caches do: a correct program still cannot tell.
+#[test]
+fn the_corpus_passes_against_a_non_coherent_pool_with_random_eviction() {
+    let daemon = Daemon::start_with("corpus-nc-evict", &["--kind", "nc", "--nc-eviction", "3"]);
+    assert_corpus_passes(|| Connections::new(&daemon));
+}

@@ -155,3 +155,41 @@ fn without_the_refresh_a_receiver_reads_its_old_copy() {
         "B's stale copy: the buffer changed in memory, B never reloaded it"
     );
 }
+
+#[test]
+fn random_eviction_writes_some_lines_back_on_its_own() {
+    // Every request evicts one random line of every cache: without the library's write-back,
+    // some of A's lines reach memory anyway, and only some — as on hardware.
+    let daemon = Daemon::start_with("nc-evict", &["--kind", "nc", "--nc-eviction", "1"]);
+    let mut a = connect(
+        &daemon,
+        "a",
+        NcSkip {
+            flush: true,
+            refresh: false,
+        },
+    );
+    let mut b = daemon.connect("b");
+    let x = a.alloc(4096).expect("alloc");
+    let data = bytes(4096, 9);
+    fill(&mut a, x, &data);
+    for _ in 0..40 {
+        a.info(x).expect("a request: a chance to evict");
+    }
+    a.transfer(x, b.id(), Mode::Copy, TransferFlags::strong())
+        .expect("copy");
+    let got = b.receive(Some(a.id()), WAIT).expect("receive");
+    let seen = b.read(got.agg, 0, 4096).expect("read");
+    let lines = |want: &dyn Fn(&[u8], &[u8]) -> bool| {
+        seen.chunks(64)
+            .zip(data.chunks(64))
+            .filter(|(s, d)| want(s, d))
+            .count()
+    };
+    let arrived = lines(&|s, d| s == d);
+    let missing = lines(&|s, _| s.iter().all(|v| *v == 0));
+    assert!(
+        arrived > 0 && missing > 0 && arrived + missing == 64,
+        "{arrived} lines evicted to memory, {missing} still only in A's cache"
+    );
+}

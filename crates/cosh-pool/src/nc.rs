@@ -167,6 +167,24 @@ impl<B: Lines> LineCache<B> {
         Ok(())
     }
 
+    /// With random eviction on, one roll: on a hit, a random cached line is written back (if
+    /// dirty) and reloaded from memory. For callers that keep every line loaded (slices of
+    /// the private copy), this is eviction as they can have it: between their accesses.
+    pub fn maybe_evict(&mut self) -> Result<()> {
+        let Some((rng, one_in)) = &mut self.rng else {
+            return Ok(());
+        };
+        if self.valid.is_empty() || !rng.next().is_multiple_of(u64::from(*one_in)) {
+            return Ok(());
+        }
+        let victim = (rng.next() % self.valid.len() as u64) as usize;
+        if self.valid[victim] {
+            self.write_back(victim)?;
+            self.load(victim)?;
+        }
+        Ok(())
+    }
+
     /// Loads every line not cached (for callers that want the whole copy as a slice).
     pub fn load_all(&mut self) -> Result<()> {
         for line in 0..self.valid.len() {

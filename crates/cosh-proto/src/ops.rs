@@ -621,6 +621,9 @@ pub enum Response {
         pool: u32,
         /// Its kind of memory.
         kind: WirePoolKind,
+        /// For an `Nc` pool: clients' caches write a line back and reload it at random, one
+        /// chance in this many per request, as hardware caches evict (0: never).
+        eviction: u32,
     },
 }
 

@@ -446,13 +446,16 @@ mod operations {
             Just(Response::Woken),
             any::<u64>().prop_map(|peer| Response::DirectClosed { peer }),
             any::<(u64, u64)>().prop_map(|(first, count)| Response::Leased { first, count }),
-            (any::<u32>(), any::<bool>()).prop_map(|(pool, nc)| Response::PoolInfo {
-                pool,
-                kind: if nc {
-                    cosh_proto::ops::WirePoolKind::Nc
-                } else {
-                    cosh_proto::ops::WirePoolKind::Host
-                },
+            (any::<u32>(), any::<bool>(), any::<u32>()).prop_map(|(pool, nc, eviction)| {
+                Response::PoolInfo {
+                    pool,
+                    eviction,
+                    kind: if nc {
+                        cosh_proto::ops::WirePoolKind::Nc
+                    } else {
+                        cosh_proto::ops::WirePoolKind::Host
+                    },
+                }
             }),
         ]
     }

@@ -214,6 +214,15 @@ impl Cached {
         }
     }
 
+    /// A random eviction, if the cache has them on (a non-coherent pool's only).
+    fn maybe_evict(&mut self) -> Result<()> {
+        match self {
+            Cached::NcWrite(c) => c.maybe_evict().map_err(nc_error),
+            Cached::NcRead(c) => c.maybe_evict().map_err(nc_error),
+            _ => Ok(()),
+        }
+    }
+
     /// Reloads what this domain did not change from memory (a non-coherent pool's only).
     fn refresh(&mut self) -> Result<()> {
         match self {
@@ -252,6 +261,8 @@ pub struct Domain {
     socket: PathBuf,
     /// The pool's memory is not coherent: mappings are cached (see `nc.rs`).
     nc: bool,
+    /// With `nc`: one random eviction per this many requests and cache (0: none).
+    nc_eviction: u32,
     /// Tests of the emulation only: skip the write-back before transfers, or the refresh
     /// after receives.
     nc_skip: connect::NcSkip,
@@ -359,6 +370,7 @@ impl Domain {
             buf: vec![0; MAX_FRAME],
             socket,
             nc: false,
+            nc_eviction: 0,
             nc_skip: options.nc_skip,
         };
         domain.send(&hello)?;
@@ -369,8 +381,9 @@ impl Domain {
                     domain.open_rings()?;
                 }
                 match domain.call(Request::PoolInfo)? {
-                    Response::PoolInfo { kind, .. } => {
+                    Response::PoolInfo { kind, eviction, .. } => {
                         domain.nc = kind == cosh_proto::ops::WirePoolKind::Nc;
+                        domain.nc_eviction = eviction;
                     }
                     r => return Err(unexpected(&r)),
                 }
@@ -574,6 +587,7 @@ impl Domain {
     /// Sends a request and reads its answer, handling forget and revoke notices on the way.
     /// Requests that pass no descriptors go through the rings when they are open.
     fn call_with_fds(&mut self, request: Request) -> Result<(Response, Vec<OwnedFd>)> {
+        self.nc_jitter()?;
         let via_ring = self.rings.is_some()
             && !matches!(
                 request,
@@ -666,6 +680,26 @@ impl Domain {
         if self.nc && !self.nc_skip.flush {
             for m in self.maps.values_mut() {
                 m.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The random eviction of a cache of `slot`, if the pool asks for it: seeded by domain
+    /// and slot, so that a run repeats.
+    fn eviction_for(&self, slot: u64) -> Option<cosh_pool::nc::Eviction> {
+        (self.nc_eviction > 0).then(|| cosh_pool::nc::Eviction {
+            seed: self.id.to_bits().rotate_left(17) ^ slot,
+            one_in: self.nc_eviction,
+        })
+    }
+
+    /// With random eviction on, gives every cache its chance to evict a line: at each request,
+    /// a moment the program cannot predict.
+    fn nc_jitter(&mut self) -> Result<()> {
+        if self.nc_eviction > 0 {
+            for m in self.maps.values_mut() {
+                m.maybe_evict()?;
             }
         }
         Ok(())
@@ -1141,13 +1175,15 @@ impl Domain {
                     (WireAccess::Read, false) => Cached::Read(memfd.map_read(Prefault::Now)?),
                     (WireAccess::Write, true) => {
                         let map = nc::Mapped(memfd.map_write(Prefault::Now)?);
-                        let mut cache = Box::new(LineCache::new(map, None));
+                        let evict = self.eviction_for(granted.slot);
+                        let mut cache = Box::new(LineCache::new(map, evict));
                         cache.load_all().map_err(nc_error)?;
                         Cached::NcWrite(cache)
                     }
                     (WireAccess::Read, true) => {
                         let map = nc::Mapped(memfd.map_read(Prefault::Now)?);
-                        let mut cache = Box::new(LineCache::new(map, None));
+                        let evict = self.eviction_for(granted.slot);
+                        let mut cache = Box::new(LineCache::new(map, evict));
                         cache.load_all().map_err(nc_error)?;
                         Cached::NcRead(cache)
                     }

@@ -46,6 +46,11 @@ struct Args {
     /// receive, so programs run unchanged).
     #[arg(long, default_value = "host", value_parser = ["host", "nc"])]
     kind: String,
+    /// With `--kind nc`: clients' caches also write back and reload a random line, one chance
+    /// in N per request, as hardware caches evict lines when they like (0: never). A correct
+    /// program cannot tell.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    nc_eviction: u32,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -61,6 +66,7 @@ fn main() -> ExitCode {
     config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
     config.max_pending = args.max_pending;
     config.spin = std::time::Duration::from_micros(args.spin_us);
+    config.nc_eviction = args.nc_eviction;
     config.kind = if args.kind == "nc" {
         cosh_pool::PoolKind::Nc
     } else {
