@@ -132,12 +132,49 @@ fn transfer_cycle(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the block manager does per round trip of a buffer bounced on direct rings between
+/// two domains that trust each other: apply a weak move each way and free each moved-away
+/// handle (four records), while each domain holds `n` other aggregates.
+fn direct_cycle(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ledger_direct_round_trip");
+    for n in SIZES {
+        let mut l = Ledger::new(Policy::linux_host());
+        let a = l.add_domain(PoolId(0));
+        let b = l.add_domain(PoolId(0));
+        l.trust(a, b).expect("trust");
+        l.trust(b, a).expect("trust");
+        for _ in 0..n {
+            l.alloc(a, CHUNK).expect("alloc");
+            l.alloc(b, CHUNK).expect("alloc");
+        }
+        let mut x = l.alloc(a, 16 * CHUNK).expect("alloc").agg;
+        let lease = 1 << 20;
+        let (mut next_a, mut next_b) = (
+            l.lease_ids(a, lease).expect("lease"),
+            l.lease_ids(b, lease).expect("lease"),
+        );
+        g.bench_function(BenchmarkId::from_parameter(n), |bench| {
+            bench.iter(|| {
+                let y = AggId(next_a);
+                next_a += 1;
+                l.transfer_direct(a, x, b, Mode::Move, y).expect("a to b");
+                l.decref(a, x).expect("a drops its handle");
+                x = AggId(next_b);
+                next_b += 1;
+                l.transfer_direct(b, y, a, Mode::Move, x).expect("b to a");
+                l.decref(b, y).expect("b drops its handle");
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(30);
-    targets = chunk_lists, through_the_ledger, transfer_cycle
+    targets = chunk_lists, through_the_ledger, transfer_cycle, direct_cycle
 }
 criterion_main!(benches);

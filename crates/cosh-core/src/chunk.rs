@@ -246,6 +246,16 @@ impl ChunkList {
     /// Whether this list refers to some byte of `buffer` more than once (as `concat(x, x)`
     /// does).
     pub fn repeats_bytes_of(&self, buffer: BufferId) -> bool {
+        if self
+            .chunks
+            .iter()
+            .filter(|c| c.buffer == buffer)
+            .nth(1)
+            .is_none()
+        {
+            // One chunk of it at most (the usual case): nothing to compare.
+            return false;
+        }
         let mut ranges: Vec<(u64, u64)> = self
             .chunks
             .iter()

@@ -1362,12 +1362,15 @@ impl Ledger {
         } = plan.request;
         let receiver_pool = self.domain(receiver)?.pool;
 
-        // The sender's aggregate drops to what it keeps.
-        let a = self.agg(sender, agg)?;
-        let (held, buffers) = (a.rights, a.buffers.clone());
+        // The sender's aggregate drops to what it keeps (its buffer set taken out and put
+        // back, rather than copied, while the holdings change).
+        let a = self.agg_mut(sender, agg)?;
+        let (held, buffers) = (a.rights, std::mem::take(&mut a.buffers));
         self.remove_holds(sender, &buffers, held);
         self.add_holds(sender, &buffers, plan.sender_keeps);
-        self.agg_mut(sender, agg)?.rights = plan.sender_keeps;
+        let a = self.agg_mut(sender, agg)?;
+        a.buffers = buffers;
+        a.rights = plan.sender_keeps;
 
         // Build the receiver's chunks: references as they are, each run of copied pieces into
         // one new buffer.
