@@ -403,6 +403,17 @@ struct DomainState {
     lease: (u64, u64),
 }
 
+/// What [`Ledger::direct_fast`] found: the chunk, the rights before and after, and the
+/// receiver's new permission if it changes.
+#[derive(Clone, Copy, Debug)]
+struct FastDirect {
+    chunk: Chunk,
+    held: Rights,
+    keeps: Rights,
+    gets: Rights,
+    mapping: Option<Rights>,
+}
+
 /// The rights ledger (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct Ledger {
@@ -1053,6 +1064,44 @@ impl Ledger {
         if new.0 != next || next >= end {
             return refuse("the new aggregate id is not the next of the sender's lease");
         }
+        if let Some(fast) = self.direct_fast(sender, agg, receiver, mode) {
+            self.domain_mut(sender)?.lease.0 = next + 1;
+            return self.commit_direct_fast(sender, agg, receiver, mode, new, fast);
+        }
+        self.transfer_direct_planned(sender, agg, receiver, mode, new)
+    }
+
+    /// Whether [`Ledger::transfer_direct`] would take its fast path (for tests).
+    #[doc(hidden)]
+    pub fn direct_would_be_fast(
+        &self,
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+    ) -> bool {
+        self.direct_fast(sender, agg, receiver, mode).is_some()
+    }
+
+    /// [`Ledger::transfer_direct`] through the general plan, always (the reference the fast
+    /// path is tested against).
+    #[doc(hidden)]
+    pub fn transfer_direct_planned(
+        &mut self,
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+        new: AggId,
+    ) -> Result<()> {
+        let refuse = |reason| Err(Error::DirectRefused { agg, reason });
+        if mode == Mode::Copy {
+            return refuse("a copy never travels on a direct ring");
+        }
+        let (next, end) = self.domain(sender)?.lease;
+        if new.0 != next || next >= end {
+            return refuse("the new aggregate id is not the next of the sender's lease");
+        }
         let plan = self.plan_transfer(TransferRequest::new(
             sender,
             agg,
@@ -1071,6 +1120,102 @@ impl Ledger {
         }
         self.domain_mut(sender)?.lease.0 = next + 1;
         self.commit_as(plan, Some(new))?;
+        Ok(())
+    }
+
+    /// The common case of a direct transfer, recognised without a plan: one chunk covering a
+    /// whole buffer of the receiver's pool, rights enough, no other aggregate of the sender
+    /// holding more of it than the transfer leaves, and nobody the receiver does not trust
+    /// left with permissions beyond their rights. The plan would route it by reference, keep
+    /// it weak, seal nothing and change only the receiver's permission; `None` sends anything
+    /// else through the plan.
+    fn direct_fast(
+        &self,
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+    ) -> Option<FastDirect> {
+        if sender == receiver || mode == Mode::Copy {
+            return None;
+        }
+        let receiver_state = self.domains.get(&receiver)?;
+        // Not one still pending (delivered, not received): the plan would not find it.
+        let a = self.agg(sender, agg).ok()?;
+        let [chunk] = a.chunks.chunks() else {
+            return None;
+        };
+        let state = self.buffers.get(&chunk.buffer)?;
+        if chunk.offset != 0 || chunk.len != state.len || state.pool != receiver_state.pool {
+            return None;
+        }
+        if a.rights < mode.sender_needs() {
+            return None;
+        }
+        let (held, keeps, gets) = (a.rights, mode.sender_keeps(a.rights), mode.receiver_gets());
+        if self.others_hold_more(sender, chunk.buffer, held, keeps) {
+            return None;
+        }
+        // A domain's top rights on the buffer after the transfer.
+        let after = |d: DomainId| {
+            let mut counts = state.holds.get(&d).copied().unwrap_or_default();
+            if d == sender {
+                counts[held as usize] = counts[held as usize].saturating_sub(1);
+                counts[keeps as usize] += 1;
+            }
+            if d == receiver {
+                counts[gets as usize] += 1;
+            }
+            top_rights(&counts)
+        };
+        let untrusted = state
+            .mappings
+            .iter()
+            .any(|(d, m)| *d != receiver && *m > after(*d) && !receiver_state.trusts.contains(d));
+        if untrusted {
+            return None;
+        }
+        let current = state
+            .mappings
+            .get(&receiver)
+            .copied()
+            .unwrap_or(Rights::None);
+        Some(FastDirect {
+            chunk: *chunk,
+            held,
+            keeps,
+            gets,
+            mapping: (current.max(gets) != current).then_some(current.max(gets)),
+        })
+    }
+
+    /// Carries out what [`Ledger::direct_fast`] recognised, exactly as the plan's commit would.
+    fn commit_direct_fast(
+        &mut self,
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+        new: AggId,
+        fast: FastDirect,
+    ) -> Result<()> {
+        let buffer = fast.chunk.buffer;
+        let one: BTreeSet<BufferId> = [buffer].into_iter().collect();
+        self.remove_holds(sender, &one, fast.held);
+        self.add_holds(sender, &one, fast.keeps);
+        self.agg_mut(sender, agg)?.rights = fast.keeps;
+        if let Some(state) = self.buffers.get_mut(&buffer) {
+            if let Some(to) = fast.mapping {
+                state.mappings.insert(receiver, to);
+            }
+            if mode == Mode::Share {
+                state.frozen = true;
+            }
+        }
+        let mut chunks = ChunkList::new();
+        chunks.push(fast.chunk);
+        self.insert_agg_as(new, receiver, chunks, fast.gets, None, false)?;
+        self.generation += 1;
         Ok(())
     }
 
