@@ -1056,6 +1056,17 @@ impl Ledger {
         mode: Mode,
         new: AggId,
     ) -> Result<()> {
+        let next = self.direct_lease(sender, agg, mode, new)?;
+        if let Some(fast) = self.direct_fast(sender, agg, receiver, mode) {
+            self.domain_mut(sender)?.lease.0 = next + 1;
+            return self.commit_direct_fast(sender, agg, receiver, mode, new, fast);
+        }
+        self.transfer_direct_planned(sender, agg, receiver, mode, new)
+    }
+
+    /// What every direct transfer must be before anything else is looked at: a move or a
+    /// share, under the next id of the sender's lease (returned).
+    fn direct_lease(&self, sender: DomainId, agg: AggId, mode: Mode, new: AggId) -> Result<u64> {
         let refuse = |reason| Err(Error::DirectRefused { agg, reason });
         if mode == Mode::Copy {
             return refuse("a copy never travels on a direct ring");
@@ -1064,11 +1075,7 @@ impl Ledger {
         if new.0 != next || next >= end {
             return refuse("the new aggregate id is not the next of the sender's lease");
         }
-        if let Some(fast) = self.direct_fast(sender, agg, receiver, mode) {
-            self.domain_mut(sender)?.lease.0 = next + 1;
-            return self.commit_direct_fast(sender, agg, receiver, mode, new, fast);
-        }
-        self.transfer_direct_planned(sender, agg, receiver, mode, new)
+        Ok(next)
     }
 
     /// Whether [`Ledger::transfer_direct`] would take its fast path (for tests).
@@ -1095,13 +1102,7 @@ impl Ledger {
         new: AggId,
     ) -> Result<()> {
         let refuse = |reason| Err(Error::DirectRefused { agg, reason });
-        if mode == Mode::Copy {
-            return refuse("a copy never travels on a direct ring");
-        }
-        let (next, end) = self.domain(sender)?.lease;
-        if new.0 != next || next >= end {
-            return refuse("the new aggregate id is not the next of the sender's lease");
-        }
+        let next = self.direct_lease(sender, agg, mode, new)?;
         let plan = self.plan_transfer(TransferRequest::new(
             sender,
             agg,
