@@ -127,7 +127,7 @@ pub(crate) fn run(socket: &Path, args: &DemoArgs) -> Outcome {
             None
         }
         Err(_) => {
-            let pid = start_detached(socket, 256, None, crate::Kind::Host)?;
+            let pid = start_detached(socket, crate::Serve::host())?;
             println!(
                 "started a block manager (pid {pid}) at {}",
                 socket.display()

@@ -7,6 +7,7 @@
 )]
 
 mod demo;
+mod topology;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -56,14 +57,35 @@ enum Cmd {
         /// back and refreshes around each transfer, so programs run unchanged).
         #[arg(long, value_enum, default_value_t = Kind::Host)]
         kind: Kind,
+        /// The pool's id (domain ids name it: pools that run side by side need different ids).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        pool: u32,
+        /// With --kind nc: clients' caches also evict a random line, one request in N (0:
+        /// never), as hardware does.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        nc_eviction: u32,
+        /// Start every pool of a topology instead, each in the background with its socket
+        /// NAME.sock in the runtime directory: `default` (a host pool, id 0, and an nc pool,
+        /// id 1) or a TOML file of `[[pool]]` tables, each with `name`, `id`, `kind` (`host`
+        /// or `nc`) and, for nc, `eviction`.
+        #[arg(long, value_name = "default|FILE", conflicts_with_all = ["kind", "pool", "nc_eviction"])]
+        topology: Option<String>,
     },
     /// Stop the block manager (its clients lose their connections).
-    Down,
+    Down {
+        /// Stop every block manager that answers in the runtime directory.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show pools, domains, buffers, bytes in use, and transfers by mode and mechanism.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show every block manager that answers in the runtime directory (every pool of a
+        /// topology).
+        #[arg(long)]
+        all: bool,
     },
     /// Run real processes that pass aggregates in every mode and strength, verify every byte,
     /// and compare with a Unix socket and a pipe (starts a block manager if none runs).
@@ -100,6 +122,13 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Host => "coherent",
+            Kind::Nc => "non-coherent, emulated",
+        }
+    }
+
     fn pool_kind(self) -> cosh_pool::PoolKind {
         match self {
             Kind::Host => cosh_pool::PoolKind::Host,
@@ -124,14 +153,47 @@ fn main() -> ExitCode {
     let socket = socket_of(&cli);
     let result = match cli.command {
         Cmd::Up {
+            quiet,
+            free_budget_mib,
+            pool_mib,
+            topology: Some(what),
+            ..
+        } => topology::load(&what).and_then(|t| {
+            topology::up(
+                &cosh_sys::runtime::runtime_dir(),
+                &t,
+                free_budget_mib,
+                pool_mib,
+                quiet,
+            )
+        }),
+        Cmd::Up {
             detach,
             quiet,
             free_budget_mib,
             pool_mib,
             kind,
-        } => up(&socket, detach, quiet, free_budget_mib, pool_mib, kind),
-        Cmd::Down => down(&socket),
-        Cmd::Status { json } => status(&socket, json),
+            pool,
+            nc_eviction,
+            topology: None,
+        } => up(
+            &socket,
+            detach,
+            quiet,
+            Serve {
+                free_budget_mib,
+                pool_mib,
+                kind,
+                pool,
+                nc_eviction,
+            },
+        ),
+        Cmd::Down { all: true } => topology::down_all(&cosh_sys::runtime::runtime_dir()),
+        Cmd::Down { all: false } => down(&socket),
+        Cmd::Status { json, all: true } => {
+            topology::status_all(&cosh_sys::runtime::runtime_dir(), json)
+        }
+        Cmd::Status { json, all: false } => status(&socket, json),
         Cmd::Demo(args) => demo::run(&socket, &args),
         Cmd::DemoConsumer { name, producer } => demo::consumer(&socket, &name, &producer),
         Cmd::Bench {
@@ -158,14 +220,30 @@ fn connect(socket: &Path, name: &str) -> Result<Domain, cosh::Error> {
     Domain::connect_with(&Options::new(name).socket(socket).no_spawn())
 }
 
-fn up(
-    socket: &Path,
-    detach: bool,
-    quiet: bool,
-    free_budget_mib: u64,
-    pool_mib: Option<u64>,
-    kind: Kind,
-) -> Outcome {
+/// What one block manager serves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Serve {
+    pub(crate) free_budget_mib: u64,
+    pub(crate) pool_mib: Option<u64>,
+    pub(crate) kind: Kind,
+    pub(crate) pool: u32,
+    pub(crate) nc_eviction: u32,
+}
+
+impl Serve {
+    /// The embedded defaults: the host pool, coherent.
+    pub(crate) fn host() -> Serve {
+        Serve {
+            free_budget_mib: 256,
+            pool_mib: None,
+            kind: Kind::Host,
+            pool: 0,
+            nc_eviction: 0,
+        }
+    }
+}
+
+fn up(socket: &Path, detach: bool, quiet: bool, serve: Serve) -> Outcome {
     if detach {
         if connect(socket, "cosh-up").is_ok() {
             if !quiet {
@@ -173,7 +251,7 @@ fn up(
             }
             return Ok(());
         }
-        let pid = start_detached(socket, free_budget_mib, pool_mib, kind)?;
+        let pid = start_detached(socket, serve)?;
         if !quiet {
             println!(
                 "block manager started (pid {pid}), serving {}; stop it with `cosh down`",
@@ -184,20 +262,19 @@ fn up(
     }
     let mut config = Config::host();
     config.socket = socket.to_path_buf();
-    config.kind = kind.pool_kind();
-    config.free_budget = free_budget_mib.saturating_mul(1024 * 1024);
-    if let Some(mib) = pool_mib {
+    config.kind = serve.kind.pool_kind();
+    config.pool = cosh_core::PoolId(serve.pool);
+    config.nc_eviction = serve.nc_eviction;
+    config.free_budget = serve.free_budget_mib.saturating_mul(1024 * 1024);
+    if let Some(mib) = serve.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
     }
     let manager = BlockManager::bind(config).map_err(|e| e.to_string())?;
     if !quiet {
         eprintln!(
-            "serving the host pool ({} memory) at {} (Ctrl-C to stop)",
-            if kind == Kind::Nc {
-                "non-coherent, emulated"
-            } else {
-                "coherent"
-            },
+            "serving pool {} ({} memory) at {} (Ctrl-C to stop)",
+            serve.pool,
+            serve.kind.describe(),
             manager.socket().display()
         );
     }
@@ -206,25 +283,22 @@ fn up(
 
 /// Starts `cosh up` in the background, in a process group of its own, and waits until it
 /// answers. Returns its pid.
-pub(crate) fn start_detached(
-    socket: &Path,
-    free_budget_mib: u64,
-    pool_mib: Option<u64>,
-    kind: Kind,
-) -> Result<u32, String> {
+pub(crate) fn start_detached(socket: &Path, serve: Serve) -> Result<u32, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let mut command = Command::new(exe);
     command
         .arg("--socket")
         .arg(socket)
         .args(["up", "--quiet", "--free-budget-mib"])
-        .arg(free_budget_mib.to_string())
-        .args(pool_mib.map(|m| format!("--pool-mib={m}")))
-        .arg(if kind == Kind::Nc {
+        .arg(serve.free_budget_mib.to_string())
+        .args(serve.pool_mib.map(|m| format!("--pool-mib={m}")))
+        .arg(if serve.kind == Kind::Nc {
             "--kind=nc"
         } else {
             "--kind=host"
         })
+        .arg(format!("--pool={}", serve.pool))
+        .arg(format!("--nc-eviction={}", serve.nc_eviction))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

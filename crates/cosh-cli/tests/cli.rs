@@ -146,3 +146,51 @@ fn bench_fig2a_writes_csv_and_a_plot() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_topology_comes_up_shows_every_pool_and_goes_down() {
+    let dir = runtime("topology");
+    let o = cosh(&dir, &["up", "--topology", "default"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = cosh(&dir, &["up", "--topology", "default"]);
+    assert!(text(&o).contains("already runs"), "{}", text(&o));
+    let o = cosh(&dir, &["status", "--all"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("pool 0 (coherent memory)"), "{t}");
+    assert!(t.contains("pool 1 (non-coherent, emulated memory)"), "{t}");
+    let o = cosh(&dir, &["status", "--all", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let pools: Vec<(u64, bool)> = json
+        .as_array()
+        .expect("one entry per pool")
+        .iter()
+        .map(|p| {
+            (
+                p["status"]["pool"].as_u64().expect("pool"),
+                p["coherent"].as_bool().expect("coherent"),
+            )
+        })
+        .collect();
+    assert_eq!(pools, vec![(0, true), (1, false)]);
+    let o = cosh(&dir, &["down", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dir.join("host.sock").exists() && !dir.join("nc.sock").exists());
+    let o = cosh(&dir, &["status", "--all"]);
+    assert!(!o.status.success());
+    // A topology that names two pools alike is refused before anything starts.
+    let bad = dir.join("bad.toml");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        &bad,
+        "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\n[[pool]]\nname = \"a\"\nid = 1\nkind = \"nc\"\n",
+    )
+    .expect("write");
+    let o = cosh(&dir, &["up", "--topology", bad.to_str().expect("utf-8")]);
+    assert!(
+        !o.status.success() && text(&o).contains("two pools are named"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

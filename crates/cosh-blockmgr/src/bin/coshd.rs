@@ -51,6 +51,10 @@ struct Args {
     /// program cannot tell.
     #[arg(long, default_value_t = 0, value_name = "N")]
     nc_eviction: u32,
+    /// The pool's id: domain ids name it (`p1.d3` is domain 3 of pool 1), so pools that run
+    /// side by side need different ids.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pool: u32,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
     config.max_pending = args.max_pending;
     config.spin = std::time::Duration::from_micros(args.spin_us);
     config.nc_eviction = args.nc_eviction;
+    config.pool = cosh_core::PoolId(args.pool);
     config.kind = if args.kind == "nc" {
         cosh_pool::PoolKind::Nc
     } else {

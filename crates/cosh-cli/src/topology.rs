@@ -1,0 +1,260 @@
+//! Topologies: several pools, one block manager each, described in a small TOML file and
+//! brought up, shown and stopped together.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Kind, Outcome, Serve, connect, down, print_status, start_detached};
+
+/// The topology `cosh up --topology default` brings up.
+pub(crate) const DEFAULT: &str = r#"# Pools to run, one block manager each; a pool's socket is NAME.sock in the runtime
+# directory. Domain ids name their pool (p1.d3: domain 3 of pool 1).
+
+[[pool]]
+name = "host"       # coherent shared memory: the pool programs use by default
+id = 0
+kind = "host"
+
+[[pool]]
+name = "nc"         # shared memory emulated without coherence
+id = 1
+kind = "nc"
+eviction = 0        # one random cache eviction per this many requests (0: none)
+"#;
+
+/// A topology file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Topology {
+    #[serde(default)]
+    pool: Vec<PoolSpec>,
+}
+
+/// One pool of a topology.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolSpec {
+    name: String,
+    id: u32,
+    kind: SpecKind,
+    #[serde(default)]
+    eviction: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SpecKind {
+    Host,
+    Nc,
+}
+
+/// Reads a topology: `default`, or a file; every rule checked, every error naming its pool.
+pub(crate) fn load(what: &str) -> Result<Topology, String> {
+    let text = if what == "default" {
+        DEFAULT.to_string()
+    } else {
+        std::fs::read_to_string(what).map_err(|e| format!("cannot read topology {what}: {e}"))?
+    };
+    let topology: Topology = toml::from_str(&text).map_err(|e| format!("topology {what}: {e}"))?;
+    check(&topology).map_err(|e| format!("topology {what}: {e}"))?;
+    Ok(topology)
+}
+
+fn check(t: &Topology) -> Result<(), String> {
+    if t.pool.is_empty() {
+        return Err("no [[pool]]: name at least one".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for p in &t.pool {
+        let ok = !p.name.is_empty()
+            && p.name.len() <= 32
+            && p.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!(
+                "pool name {:?}: use 1 to 32 lowercase letters, digits and dashes (it names the socket)",
+                p.name
+            ));
+        }
+        if !names.insert(p.name.as_str()) {
+            return Err(format!("two pools are named {:?}", p.name));
+        }
+        if !ids.insert(p.id) {
+            return Err(format!(
+                "two pools have id {} (domain ids name their pool: ids must differ)",
+                p.id
+            ));
+        }
+        if p.eviction > 0 && p.kind != SpecKind::Nc {
+            return Err(format!(
+                "pool {:?}: eviction applies to kind \"nc\" only",
+                p.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The socket of pool `name` in `dir`.
+fn socket(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.sock"))
+}
+
+/// Starts every pool of `t` that does not answer yet, each in the background.
+pub(crate) fn up(
+    dir: &Path,
+    t: &Topology,
+    free_budget_mib: u64,
+    pool_mib: Option<u64>,
+    quiet: bool,
+) -> Outcome {
+    for p in &t.pool {
+        let at = socket(dir, &p.name);
+        if connect(&at, "cosh-up").is_ok() {
+            if !quiet {
+                println!(
+                    "pool {} ({}) already runs at {}",
+                    p.id,
+                    p.name,
+                    at.display()
+                );
+            }
+            continue;
+        }
+        let kind = match p.kind {
+            SpecKind::Host => Kind::Host,
+            SpecKind::Nc => Kind::Nc,
+        };
+        let pid = start_detached(
+            &at,
+            Serve {
+                free_budget_mib,
+                pool_mib,
+                kind,
+                pool: p.id,
+                nc_eviction: p.eviction,
+            },
+        )?;
+        if !quiet {
+            println!(
+                "pool {} ({}, {}) started (pid {pid}) at {}",
+                p.id,
+                p.name,
+                kind.describe(),
+                at.display()
+            );
+        }
+    }
+    if !quiet {
+        println!("see them with `cosh status --all`, stop them with `cosh down --all`");
+    }
+    Ok(())
+}
+
+/// The sockets in `dir` a block manager answers at, by name.
+fn running(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .filter(|p| connect(p, "cosh-status").is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// `cosh status --all`: every pool running in `dir`.
+pub(crate) fn status_all(dir: &Path, json: bool) -> Outcome {
+    let sockets = running(dir);
+    if sockets.is_empty() {
+        return Err(format!(
+            "no block manager answers in {}; start one with `cosh up` (or a topology with `cosh up --topology default`)",
+            dir.display()
+        ));
+    }
+    let mut all = Vec::new();
+    for (i, at) in sockets.iter().enumerate() {
+        let mut d = connect(at, "cosh-status").map_err(|e| e.to_string())?;
+        let mut s = d.status().map_err(|e| e.to_string())?;
+        let me = d.id().to_bits();
+        s.domains.retain(|x| x.domain != me);
+        s.domain_count = s.domain_count.saturating_sub(1);
+        if json {
+            all.push(serde_json::json!({
+                "socket": at,
+                "coherent": d.coherent(),
+                "status": s,
+            }));
+        } else {
+            if i > 0 {
+                println!();
+            }
+            print_status(at, &s, d.coherent());
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
+        );
+    }
+    Ok(())
+}
+
+/// `cosh down --all`: stops every pool running in `dir`.
+pub(crate) fn down_all(dir: &Path) -> Outcome {
+    let sockets = running(dir);
+    if sockets.is_empty() {
+        return Err(format!("no block manager answers in {}", dir.display()));
+    }
+    for at in sockets {
+        down(&at)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_topology_parses_and_bad_ones_say_what_is_wrong() {
+        let t = load("default").expect("the default parses");
+        assert_eq!(t.pool.len(), 2);
+        for (text, words) in [
+            ("", "no [[pool]]"),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"gpu\"\n",
+                "unknown variant",
+            ),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\n[[pool]]\nname = \"b\"\nid = 0\nkind = \"nc\"\n",
+                "two pools have id 0",
+            ),
+            (
+                "[[pool]]\nname = \"A b\"\nid = 0\nkind = \"host\"\n",
+                "lowercase",
+            ),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\neviction = 3\n",
+                "nc\" only",
+            ),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\nsize = 3\n",
+                "unknown field",
+            ),
+        ] {
+            let parsed = toml::from_str::<Topology>(text)
+                .map_err(|e| e.to_string())
+                .and_then(|t| check(&t).map(|()| t));
+            let err = parsed.expect_err(text);
+            assert!(err.contains(words), "{text:?}: {err}");
+        }
+    }
+}
