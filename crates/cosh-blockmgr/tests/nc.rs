@@ -10,6 +10,16 @@ use cosh::{Agg, Domain, Mode, NcSkip, TransferFlags};
 use support::Daemon;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(5));
+/// The library without its write-back.
+const NO_FLUSH: NcSkip = NcSkip {
+    flush: true,
+    refresh: false,
+};
+/// The library without its refresh.
+const NO_REFRESH: NcSkip = NcSkip {
+    flush: false,
+    refresh: true,
+};
 
 fn bytes(n: usize, round: u8) -> Vec<u8> {
     (0..n)
@@ -76,14 +86,7 @@ fn every_mode_and_strength_delivers_the_bytes() {
 #[test]
 fn without_the_write_back_a_receiver_gets_what_memory_held() {
     let daemon = Daemon::start_with("nc-no-flush", &["--kind", "nc"]);
-    let mut a = connect(
-        &daemon,
-        "a",
-        NcSkip {
-            flush: true,
-            refresh: false,
-        },
-    );
+    let mut a = connect(&daemon, "a", NO_FLUSH);
     let mut b = daemon.connect("b");
     let data = bytes(8192, 1);
     for mode in [Mode::Copy, Mode::Share] {
@@ -122,14 +125,7 @@ fn without_the_write_back_a_receiver_gets_what_memory_held() {
 fn without_the_refresh_a_receiver_reads_its_old_copy() {
     let daemon = Daemon::start_with("nc-no-refresh", &["--kind", "nc"]);
     let mut a = daemon.connect("a");
-    let mut b = connect(
-        &daemon,
-        "b",
-        NcSkip {
-            flush: false,
-            refresh: true,
-        },
-    );
+    let mut b = connect(&daemon, "b", NO_REFRESH);
     a.trust(b.id()).expect("trust");
     b.trust(a.id()).expect("trust");
     let first = bytes(4096, 1);
@@ -161,14 +157,7 @@ fn random_eviction_writes_some_lines_back_on_its_own() {
     // Every request evicts one random line of every cache: without the library's write-back,
     // some of A's lines reach memory anyway, and only some — as on hardware.
     let daemon = Daemon::start_with("nc-evict", &["--kind", "nc", "--nc-eviction", "1"]);
-    let mut a = connect(
-        &daemon,
-        "a",
-        NcSkip {
-            flush: true,
-            refresh: false,
-        },
-    );
+    let mut a = connect(&daemon, "a", NO_FLUSH);
     let mut b = daemon.connect("b");
     let x = a.alloc(4096).expect("alloc");
     let data = bytes(4096, 9);
