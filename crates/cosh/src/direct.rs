@@ -488,20 +488,12 @@ impl Domain {
         }
         // The block manager first (quietly: it applies the record before the next request
         // anyone makes), then the receiver.
-        let mut log = std::mem::take(&mut self.direct.scratch);
-        let logged = encode_into(
-            &Message::Request(Request::Direct {
-                agg: agg.0,
-                to: dest.to_bits(),
-                mode: mode.into(),
-                new,
-            }),
-            &mut log,
-        )
-        .map_err(|e| Error::Protocol(e.to_string()))
-        .and_then(|()| self.log_record(&log));
-        self.direct.scratch = log;
-        logged?;
+        self.log_request(Request::Direct {
+            agg: agg.0,
+            to: dest.to_bits(),
+            mode: mode.into(),
+            new,
+        })?;
         self.direct.lease.next += 1;
         let ring = self
             .direct
@@ -533,8 +525,14 @@ impl Domain {
 
     /// `decref` as a record the block manager applies before anyone's next request.
     pub(crate) fn release_quietly(&mut self, agg: Agg) -> Result<()> {
+        self.log_request(Request::Release { agg: agg.0 })
+    }
+
+    /// A record for the block manager (a request without answer), encoded in the reused
+    /// scratch buffer and put in the request ring quietly.
+    fn log_request(&mut self, request: Request) -> Result<()> {
         let mut log = std::mem::take(&mut self.direct.scratch);
-        let logged = encode_into(&Message::Request(Request::Release { agg: agg.0 }), &mut log)
+        let logged = encode_into(&Message::Request(request), &mut log)
             .map_err(|e| Error::Protocol(e.to_string()))
             .and_then(|()| self.log_record(&log));
         self.direct.scratch = log;
