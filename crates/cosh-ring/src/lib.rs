@@ -264,14 +264,7 @@ impl<'a> Producer<'a> {
 
     /// Attaches at a position this side kept itself (not trusting the shared `head`).
     pub fn attach_at(words: &'a [AtomicU32], head: u32) -> Result<Self, RingError> {
-        let capacity = attach(words)?;
-        let p = Producer {
-            words,
-            capacity,
-            head,
-        };
-        p.pending()?;
-        Ok(p)
+        Producer::resume(words, attach(words)?, head)
     }
 
     /// Attaches again with the capacity and position this side kept from an earlier attach
@@ -453,14 +446,7 @@ impl<'a> Consumer<'a> {
 
     /// Attaches at a position this side kept itself (not trusting the shared `tail`).
     pub fn attach_at(words: &'a [AtomicU32], tail: u32) -> Result<Self, RingError> {
-        let capacity = attach(words)?;
-        let c = Consumer {
-            words,
-            capacity,
-            tail,
-        };
-        c.available()?;
-        Ok(c)
+        Consumer::resume(words, attach(words)?, tail)
     }
 
     /// Attaches again with the capacity and position this side kept, like
