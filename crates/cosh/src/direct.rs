@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, TransferFlags};
 use cosh_proto::ops::{
-    DirectRecord, MAX_MAPPERS, MAX_RECORD, Mappers, RecordError, Request, Response, TransferReport,
-    WireMode, WirePiece, decode_record, encode_record, encode_record_into,
+    DirectRecord, MAX_MAPPERS, MAX_RECORD, Mappers, Request, Response, TransferReport, WireMode,
+    WirePiece, decode_record, encode_record, encode_record_into,
 };
 use cosh_proto::{MAX_FRAME, Message, encode, encode_into};
 use cosh_ring::frames::{FrameReader, push_frame_quietly, records_for};
@@ -274,11 +274,11 @@ impl Ring {
         self.producing(|p, _| Ok((p.capacity() - p.pending()?) as usize))
     }
 
-    /// The next whole record, if any.
-    fn pop(
-        &mut self,
-    ) -> std::result::Result<Option<std::result::Result<DirectRecord, RecordError>>, String> {
-        self.consuming(|c, reader, _| Ok(reader.read(c)?.map(decode_record)))
+    /// The next whole record, if any; a frame that is no record is an error like a broken ring.
+    fn pop(&mut self) -> std::result::Result<Option<DirectRecord>, String> {
+        self.consuming(|c, reader, _| Ok(reader.read(c)?.map(decode_record)))?
+            .transpose()
+            .map_err(|e| e.to_string())
     }
 
     /// Waits for records: `spins` looks, then the futex, at most `timeout`.
@@ -656,16 +656,12 @@ impl Domain {
                 continue;
             }
             let record = match ring.pop() {
-                Ok(Some(Ok(r))) => r,
+                Ok(Some(r)) => r,
                 Ok(None) => {
                     if ring.closing && ring.early.is_empty() && ring.queued.is_empty() {
                         self.direct.inbound.remove(&peer);
                     }
                     return Ok(None);
-                }
-                Ok(Some(Err(e))) => {
-                    self.direct.inbound.remove(&peer);
-                    return Err(corrupt(peer, e));
                 }
                 Err(e) => {
                     self.direct.inbound.remove(&peer);
