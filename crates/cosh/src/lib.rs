@@ -214,6 +214,15 @@ impl Cached {
         }
     }
 
+    /// Drops a mapping this domain lets go of, its changes written back first (unless a test
+    /// of the emulation says not to: then they are lost, as on hardware).
+    fn let_go(mut self, skip: connect::NcSkip) -> Result<()> {
+        if !skip.flush {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// A random eviction, if the cache has them on (a non-coherent pool's only).
     fn maybe_evict(&mut self) -> Result<()> {
         match self {
@@ -631,7 +640,7 @@ impl Domain {
                     for s in slots {
                         if let Some(m) = self.maps.remove(&s) {
                             // What this domain wrote reaches memory before it lets go.
-                            self.nc_let_go(m)?;
+                            m.let_go(self.nc_skip)?;
                         }
                     }
                     if !more {
@@ -701,15 +710,6 @@ impl Domain {
             for m in self.maps.values_mut() {
                 m.maybe_evict()?;
             }
-        }
-        Ok(())
-    }
-
-    /// Drops a mapping this domain lets go of, its changes written back first (unless a test
-    /// of the emulation says not to: then they are lost, as on hardware).
-    fn nc_let_go(&mut self, mut m: Cached) -> Result<()> {
-        if !self.nc_skip.flush {
-            m.flush()?;
         }
         Ok(())
     }
@@ -880,13 +880,13 @@ impl Domain {
         let mut revoked = false;
         if mode == Mode::Share
             && flags.strength == Strength::Strong
-            && let Some(slots) = self.slots_of.get(&agg).cloned()
+            && let Some(slots) = self.slots_of.get(&agg)
         {
             for s in slots {
-                if self.maps.get(&s).is_some_and(Cached::writable)
-                    && let Some(m) = self.maps.remove(&s)
+                if self.maps.get(s).is_some_and(Cached::writable)
+                    && let Some(m) = self.maps.remove(s)
                 {
-                    self.nc_let_go(m)?;
+                    m.let_go(self.nc_skip)?;
                 }
             }
             revoked = true;
