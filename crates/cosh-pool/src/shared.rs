@@ -100,8 +100,8 @@ pub(crate) fn engine_copy(source: &Buffer, target: &Buffer, len: u64) -> Result<
         .map_err(|_| Error::TooLarge { len })?;
     with_both(source, target, |from, to| {
         let size = to.len;
-        let (mut fw, mut tw) = (from.map.shared_words(), to.map.shared_words());
-        let (Some(src), Some(dst)) = (fw_words(&mut fw, words), fw_words(&mut tw, words)) else {
+        let (fw, tw) = (from.map.shared_words(), to.map.shared_words());
+        let (Some(src), Some(dst)) = (fw.atomic_u64s(0, words), tw.atomic_u64s(0, words)) else {
             return Err(Error::OutOfRange {
                 offset: 0,
                 len,
@@ -137,13 +137,6 @@ fn with_both<T>(
     } else {
         target.with_engine_map(|t| source.with_engine_map(|s| f(s, t)))
     }
-}
-
-fn fw_words<'w>(
-    words: &'w mut cosh_sys::mapping::SharedWords<'_>,
-    count: usize,
-) -> Option<&'w [AtomicU64]> {
-    words.atomic_u64s(0, count)
 }
 
 /// One mapping of a buffer's memory, read and written only through atomic words: another
