@@ -332,6 +332,11 @@ pub(crate) fn start_detached(socket: &Path, serve: Serve) -> Result<u32, String>
 fn down(socket: &Path) -> Outcome {
     let d = connect(socket, "cosh-down")
         .map_err(|_| format!("no block manager answers at {}", socket.display()))?;
+    stop(d, socket)
+}
+
+/// Asks the block manager `d` is connected to to stop, and waits until its socket is gone.
+pub(crate) fn stop(d: Domain, socket: &Path) -> Outcome {
     d.shutdown().map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while socket.exists() {
@@ -366,11 +371,7 @@ fn status(socket: &Path, json: bool) -> Outcome {
             socket.display()
         )
     })?;
-    let mut s: Status = d.status().map_err(|e| e.to_string())?;
-    // Leave ourselves out: we are only looking.
-    let me = d.id().to_bits();
-    s.domains.retain(|x| x.domain != me);
-    s.domain_count = s.domain_count.saturating_sub(1);
+    let s = status_of(&mut d)?;
     if json {
         println!(
             "{}",
@@ -380,6 +381,15 @@ fn status(socket: &Path, json: bool) -> Outcome {
     }
     print_status(socket, &s, d.coherent());
     Ok(())
+}
+
+/// The block manager's status, this looking domain left out.
+pub(crate) fn status_of(d: &mut Domain) -> Result<Status, String> {
+    let mut s = d.status().map_err(|e| e.to_string())?;
+    let me = d.id().to_bits();
+    s.domains.retain(|x| x.domain != me);
+    s.domain_count = s.domain_count.saturating_sub(1);
+    Ok(s)
 }
 
 pub(crate) fn print_status(socket: &Path, s: &Status, coherent: bool) {

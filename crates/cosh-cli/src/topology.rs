@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{Kind, Outcome, Serve, connect, down, print_status, start_detached};
+use cosh::Domain;
+
+use crate::{Kind, Outcome, Serve, connect, print_status, start_detached, status_of, stop};
 
 /// The topology `cosh up --topology default` brings up.
 pub(crate) const DEFAULT: &str = r#"# Pools to run, one block manager each; a pool's socket is NAME.sock in the runtime
@@ -154,37 +156,35 @@ pub(crate) fn up(
     Ok(())
 }
 
-/// The sockets in `dir` a block manager answers at, by name.
-fn running(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The sockets in `dir` a block manager answers at, by name, each with a connection to it.
+fn running(dir: &Path) -> Vec<(PathBuf, Domain)> {
+    let mut sockets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "sock"))
-                .filter(|p| connect(p, "cosh-status").is_ok())
                 .collect()
         })
         .unwrap_or_default();
-    found.sort();
-    found
+    sockets.sort();
+    sockets
+        .into_iter()
+        .filter_map(|p| connect(&p, "cosh-status").ok().map(|d| (p, d)))
+        .collect()
 }
 
 /// `cosh status --all`: every pool running in `dir`.
 pub(crate) fn status_all(dir: &Path, json: bool) -> Outcome {
-    let sockets = running(dir);
-    if sockets.is_empty() {
+    let pools = running(dir);
+    if pools.is_empty() {
         return Err(format!(
             "no block manager answers in {}; start one with `cosh up` (or a topology with `cosh up --topology default`)",
             dir.display()
         ));
     }
     let mut all = Vec::new();
-    for (i, at) in sockets.iter().enumerate() {
-        let mut d = connect(at, "cosh-status").map_err(|e| e.to_string())?;
-        let mut s = d.status().map_err(|e| e.to_string())?;
-        let me = d.id().to_bits();
-        s.domains.retain(|x| x.domain != me);
-        s.domain_count = s.domain_count.saturating_sub(1);
+    for (i, (at, mut d)) in pools.into_iter().enumerate() {
+        let s = status_of(&mut d)?;
         if json {
             all.push(serde_json::json!({
                 "socket": at,
@@ -195,7 +195,7 @@ pub(crate) fn status_all(dir: &Path, json: bool) -> Outcome {
             if i > 0 {
                 println!();
             }
-            print_status(at, &s, d.coherent());
+            print_status(&at, &s, d.coherent());
         }
     }
     if json {
@@ -209,12 +209,12 @@ pub(crate) fn status_all(dir: &Path, json: bool) -> Outcome {
 
 /// `cosh down --all`: stops every pool running in `dir`.
 pub(crate) fn down_all(dir: &Path) -> Outcome {
-    let sockets = running(dir);
-    if sockets.is_empty() {
+    let pools = running(dir);
+    if pools.is_empty() {
         return Err(format!("no block manager answers in {}", dir.display()));
     }
-    for at in sockets {
-        down(&at)?;
+    for (at, d) in pools {
+        stop(d, &at)?;
     }
     Ok(())
 }
