@@ -129,30 +129,21 @@ pub fn print_fast_ratios(rows: &[Row]) {
         "pipe/strm mv"
     );
     for size in sizes {
-        let polls = median(rows, "weak bounce, polls", size);
+        let at = |case: &str| median(rows, case, size);
+        let polls = at("weak bounce, polls");
+        let (memcpy, pipe) = (at("memcpy"), at("stream pipe"));
+        let (copy, moved) = (at("stream copy"), at("stream move strong"));
         let _ = writeln!(
             err,
             "{:>8} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
             human(size),
-            ratio(median(rows, "iceoryx2 round trip", size), polls),
-            ratio(median(rows, "weak bounce, blocks", size), futex),
+            ratio(at("iceoryx2 round trip"), polls),
+            ratio(at("weak bounce, blocks"), futex),
             ratio(polls, median(rows, "weak bounce, polls", base)),
-            ratio(
-                median(rows, "memcpy", size),
-                median(rows, "stream copy", size)
-            ),
-            ratio(
-                median(rows, "memcpy", size),
-                median(rows, "stream move strong", size)
-            ),
-            ratio(
-                median(rows, "stream pipe", size),
-                median(rows, "stream copy", size)
-            ),
-            ratio(
-                median(rows, "stream pipe", size),
-                median(rows, "stream move strong", size)
-            ),
+            ratio(memcpy, copy),
+            ratio(memcpy, moved),
+            ratio(pipe, copy),
+            ratio(pipe, moved),
         );
     }
 }
