@@ -316,6 +316,28 @@ pub struct Received {
     pub ticket: Option<Ticket>,
 }
 
+/// The sending half of a cross-pool transfer, made by [`Ledger::export`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The holder's aggregate keeping the bytes alive until the destination copied them.
+    pub hold: AggId,
+    /// The bytes to copy, in order.
+    pub chunks: ChunkList,
+    /// The strength the receiver is told (copy: strong).
+    pub strength: Strength,
+    /// The ticket, for a ticketed transfer.
+    pub ticket: Option<Ticket>,
+}
+
+/// The receiving half of a cross-pool transfer, made by [`Ledger::import`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Import {
+    /// The receiver's aggregate (pending until received).
+    pub agg: AggId,
+    /// Its buffer, to fill before the receiver is told (none for zero bytes).
+    pub buffer: Option<NewBuffer>,
+}
+
 /// A whole-buffer aggregate that may travel on a direct ring (see [`Ledger::direct_info`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectInfo {
@@ -1260,19 +1282,8 @@ impl Ledger {
                 self.unheld_route(&request, *b, receiver_state.pool, &a.chunks)
             } else {
                 // Someone else holds more: find out who, to tell relatives from neighbours.
-                let mut related = false;
-                let mut neighbours = false;
-                for (id, other) in &sender_state.aggs {
-                    if *id == agg || other.rights <= keeps || !other.buffers.contains(b) {
-                        continue;
-                    }
-                    if other.group == a.group && !other.pending {
-                        related = true;
-                        culprits.insert(*id);
-                    } else {
-                        neighbours = true;
-                    }
-                }
+                let (related, neighbours) =
+                    Self::holders_of(sender_state, agg, a, *b, keeps, &mut culprits);
                 if related {
                     Route::Copy(CopyReason::Related)
                 } else if neighbours {
@@ -1447,6 +1458,32 @@ impl Ledger {
             .into_iter()
             .filter(|r| *r > keeps)
             .any(|r| counts[r as usize] > 0)
+    }
+
+    /// Who else among `sender`'s aggregates holds `buffer` with more than `keeps`: whether a
+    /// relative of `agg` does (its ids go into `culprits`) and whether a neighbour does.
+    fn holders_of(
+        sender: &DomainState,
+        agg: AggId,
+        a: &AggState,
+        buffer: BufferId,
+        keeps: Rights,
+        culprits: &mut BTreeSet<AggId>,
+    ) -> (bool, bool) {
+        let mut related = false;
+        let mut neighbours = false;
+        for (id, other) in &sender.aggs {
+            if *id == agg || other.rights <= keeps || !other.buffers.contains(&buffer) {
+                continue;
+            }
+            if other.group == a.group && !other.pending {
+                related = true;
+                culprits.insert(*id);
+            } else {
+                neighbours = true;
+            }
+        }
+        (related, neighbours)
     }
 
     /// Whether referencing `referenced` bytes of a buffer of `len` would expose more of it than
@@ -1700,6 +1737,154 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// The sending half of a transfer to `request.receiver`, a domain of another pool (paper
+    /// §4.3): the same checks as [`Ledger::plan_transfer`] (so that a transfer fails alike
+    /// whatever pool its receiver is in), then the sender's aggregate drops to what it keeps
+    /// and `holder` (the block manager's own domain) gets an aggregate of the same chunks with
+    /// no rights, which keeps the buffers alive until the destination has copied them
+    /// (dropped with [`Ledger::decref`]). Every byte travels by copy, so no mapping changes.
+    pub fn export(&mut self, request: &TransferRequest, holder: DomainId) -> Result<Export> {
+        let TransferRequest {
+            sender,
+            agg,
+            receiver,
+            mode,
+            flags,
+            delivery,
+            ..
+        } = *request;
+        let sender_state = self.domain(sender)?;
+        self.domain(holder)?;
+        if receiver.pool == sender_state.pool {
+            return Err(Error::UnknownDomain { domain: receiver });
+        }
+        let a = self.agg(sender, agg)?;
+        require(
+            agg,
+            a.rights,
+            mode.sender_needs(),
+            Operation::Transfer(mode),
+        )?;
+        let keeps = mode.sender_keeps(a.rights);
+        if mode != Mode::Copy && flags.related == RelatedPolicy::Fail {
+            let mut culprits = BTreeSet::new();
+            for b in &a.buffers {
+                if self.others_hold_more(sender, *b, a.rights, keeps) {
+                    Self::holders_of(sender_state, agg, a, *b, keeps, &mut culprits);
+                }
+            }
+            if !culprits.is_empty() {
+                return Err(Error::RelatedAggregates {
+                    agg,
+                    related: culprits.into_iter().collect(),
+                });
+            }
+        }
+        let strength = match mode {
+            Mode::Copy => Strength::Strong,
+            Mode::Move | Mode::Share => flags.strength,
+        };
+        let chunks = a.chunks.clone();
+        let a = self.agg_mut(sender, agg)?;
+        let (held, buffers) = (a.rights, std::mem::take(&mut a.buffers));
+        self.remove_holds(sender, &buffers, held);
+        self.add_holds(sender, &buffers, keeps);
+        let a = self.agg_mut(sender, agg)?;
+        a.buffers = buffers;
+        a.rights = keeps;
+        let hold = self.insert_agg(holder, chunks.clone(), Rights::None, None, false)?;
+        let ticket = match delivery {
+            Delivery::Queued => None,
+            Delivery::Ticketed => {
+                let issued = self
+                    .domain_mut(sender)?
+                    .tickets_issued
+                    .entry(receiver)
+                    .or_default();
+                *issued += 1;
+                Some(Ticket(*issued))
+            }
+        };
+        self.generation += 1;
+        Ok(Export {
+            hold,
+            chunks,
+            strength,
+            ticket,
+        })
+    }
+
+    /// The receiving half of a transfer from `source`, a domain of another pool: a fresh
+    /// buffer of `len` bytes in the receiver's pool (to be filled by the executor before
+    /// anyone looks) in an aggregate queued for `receiver` (or ticketed with `ticket`), with
+    /// the rights `mode` gives; a strong share's buffer is sealed, as a local one's copy is.
+    pub fn import(
+        &mut self,
+        receiver: DomainId,
+        source: DomainId,
+        mode: Mode,
+        strength: Strength,
+        len: u64,
+        ticket: Option<Ticket>,
+    ) -> Result<Import> {
+        let pool = self.domain(receiver)?.pool;
+        if source.pool == pool {
+            return Err(Error::UnknownDomain { domain: source });
+        }
+        if let Some(t) = ticket {
+            let delivered = self
+                .domain(receiver)?
+                .tickets_delivered
+                .get(&source)
+                .copied()
+                .unwrap_or(0);
+            if t.0 <= delivered {
+                return Err(Error::TicketReused {
+                    ticket: t,
+                    sender: source,
+                });
+            }
+        }
+        let gets = mode.receiver_gets();
+        let shared = mode == Mode::Share;
+        let seal = shared && strength == Strength::Strong;
+        let mut chunks = ChunkList::new();
+        let buffer = (len > 0).then(|| {
+            let id = self.fresh_buffer(pool, len, shared, seal);
+            if let Some(b) = self.buffers.get_mut(&id) {
+                b.mappings.insert(receiver, gets);
+            }
+            chunks.push(Chunk {
+                buffer: id,
+                offset: 0,
+                len,
+            });
+            NewBuffer {
+                id,
+                pool,
+                len,
+                seal,
+            }
+        });
+        let agg = self.insert_agg(receiver, chunks, gets, None, true)?;
+        let inbound = Inbound {
+            agg,
+            source,
+            mode,
+            strength,
+        };
+        let r = self.domain_mut(receiver)?;
+        match ticket {
+            None => r.queued.push_back(inbound),
+            Some(t) => {
+                r.ticketed.insert((source, t), inbound);
+                r.tickets_delivered.insert(source, t.0);
+            }
+        }
+        self.generation += 1;
+        Ok(Import { agg, buffer })
     }
 
     /// Checks the ledger's internal consistency and the rights invariants, returning a
