@@ -57,6 +57,8 @@ pub enum Message {
     Request(Request),
     /// Block manager → client: the answer to a request.
     Response(Response),
+    /// Block manager ↔ block manager, on a link.
+    Link(crate::link::LinkMessage),
 }
 
 /// Message kinds on the wire.
@@ -68,6 +70,7 @@ mod kind {
     pub(super) const REQUEST: u16 = 5;
     pub(super) const RESPONSE: u16 = 6;
     pub(super) const RECORD: u16 = 7;
+    pub(super) const LINK: u16 = 8;
 }
 
 /// Records — the requests without answer that a client writes on every direct transfer and
@@ -337,6 +340,11 @@ pub fn encode_into(message: &Message, out: &mut Vec<u8>) -> Result<(), EncodeErr
             body(r, out)?;
             kind::RESPONSE
         }
+        Message::Link(l) => {
+            l.check().map_err(EncodeError::Payload)?;
+            body(l, out)?;
+            kind::LINK
+        }
     };
     let len = out.len();
     if len > MAX_FRAME {
@@ -414,6 +422,7 @@ impl Message {
             Message::Error { .. } => "error",
             Message::Request(_) => "request",
             Message::Response(_) => "response",
+            Message::Link(_) => "link",
         }
     }
 }
@@ -502,6 +511,14 @@ fn decode_loosely(bytes: &[u8]) -> Result<Message, DecodeError> {
                 reason,
             })?;
             Ok(Message::Response(r))
+        }
+        kind::LINK => {
+            let l: crate::link::LinkMessage = payload("link", rest)?;
+            l.check().map_err(|reason| DecodeError::Malformed {
+                message: "link",
+                reason,
+            })?;
+            Ok(Message::Link(l))
         }
         other => Err(DecodeError::UnknownKind { kind: other }),
     }

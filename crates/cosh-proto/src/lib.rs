@@ -26,6 +26,7 @@
 
 mod codes;
 mod frame;
+pub mod link;
 pub mod ops;
 
 pub use codes::{error_code, error_kind};
