@@ -68,6 +68,9 @@ pub struct Config {
     /// sleeping (zero: sleep at once). Spinning saves clients the doorbell wake-up of their
     /// next request, at the price of a busy core.
     pub spin: std::time::Duration,
+    /// The sockets of other pools' block managers, for transfers to their domains (a link
+    /// to each is opened on first use).
+    pub links: std::collections::BTreeMap<PoolId, PathBuf>,
     /// Allocations of at most this many bytes are packed into slabs (0: never).
     pub slab_object_max: u64,
     /// The size of a slab buffer.
@@ -98,6 +101,7 @@ impl Config {
             max_pending: 1 << 16,
             max_names: 64,
             spin: std::time::Duration::ZERO,
+            links: std::collections::BTreeMap::new(),
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }

@@ -35,6 +35,8 @@ use cosh_sys::memfd::Memfd;
 use cosh_sys::socket::{PeerCredentials, SeqPacket, SeqPacketListener};
 use rustix::event::{PollFd, PollFlags};
 
+mod links;
+
 use crate::sealer::{Job, Sealer};
 use crate::store::{SlotId, Store};
 use crate::{Config, StartError};
@@ -89,6 +91,8 @@ enum Phase {
     Revoking(PendingTransfer),
     Sealing(PendingTransfer),
     Waiting(Wait, Option<Instant>),
+    /// A transfer to another pool waits for the destination's confirmation.
+    Exporting,
 }
 
 struct Client {
@@ -242,6 +246,14 @@ pub struct BlockManager {
     /// Sequence numbers of queued transfers between domains with a direct ring:
     /// (receiver, its aggregate) → (sender, number).
     seqs: HashMap<(DomainId, AggId), (DomainId, u64)>,
+    /// The ledger domain that holds transfers in flight to other pools (made on first use).
+    holder: Option<DomainId>,
+    /// Links this block manager opened, by destination pool.
+    out_links: BTreeMap<cosh_core::PoolId, links::OutLink>,
+    /// Links other block managers opened to this one, by connection token.
+    in_links: BTreeMap<u64, links::InLink>,
+    /// The next transfer number on outgoing links.
+    next_delivery: u64,
 }
 
 impl BlockManager {
@@ -285,6 +297,10 @@ impl BlockManager {
             direct: BTreeMap::new(),
             loggers: BTreeSet::new(),
             seqs: HashMap::new(),
+            holder: None,
+            out_links: BTreeMap::new(),
+            in_links: BTreeMap::new(),
+            next_delivery: 1,
         })
     }
 
@@ -314,6 +330,8 @@ impl BlockManager {
     /// One poll and everything it reports.
     fn turn(&mut self) -> Result<(), StartError> {
         let tokens: Vec<u64> = self.clients.keys().copied().collect();
+        let in_tokens: Vec<u64> = self.in_links.keys().copied().collect();
+        let out_pools: Vec<cosh_core::PoolId> = self.out_links.keys().copied().collect();
         let timeout = self.next_deadline().map(|d| {
             let left = d.saturating_duration_since(Instant::now());
             rustix::event::Timespec {
@@ -354,6 +372,23 @@ impl BlockManager {
                     fds.push(PollFd::new(&c.sock, PollFlags::IN));
                 }
             }
+            let wants = |empty: bool| {
+                if empty {
+                    PollFlags::IN
+                } else {
+                    PollFlags::IN | PollFlags::OUT
+                }
+            };
+            for t in &in_tokens {
+                if let Some(l) = self.in_links.get(t) {
+                    fds.push(PollFd::new(&l.sock, wants(l.outbox.is_empty())));
+                }
+            }
+            for p in &out_pools {
+                if let Some(l) = self.out_links.get(p) {
+                    fds.push(PollFd::new(&l.sock, wants(l.outbox.is_empty())));
+                }
+            }
             match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(StartError::Io(e.into())),
@@ -364,13 +399,27 @@ impl BlockManager {
                 .filter(|(f, _)| !f.revents().is_empty())
                 .map(|(_, t)| *t)
                 .collect();
+            let links = &fds[4 + tokens.len()..];
+            let in_ready: Vec<u64> = links
+                .iter()
+                .zip(&in_tokens)
+                .filter(|(f, _)| !f.revents().is_empty())
+                .map(|(_, t)| *t)
+                .collect();
+            let out_ready: Vec<cosh_core::PoolId> = links[in_tokens.len().min(links.len())..]
+                .iter()
+                .zip(&out_pools)
+                .filter(|(f, _)| !f.revents().is_empty())
+                .map(|(_, p)| *p)
+                .collect();
             (
                 !fds[0].revents().is_empty(),
                 !fds[1].revents().is_empty(),
                 !fds[2].revents().is_empty(),
-                ready,
+                (ready, in_ready, out_ready),
             )
         };
+        let (ready, in_ready, out_ready) = ready;
         for t in &ringed {
             let _ = self.with_request_ring(*t, |c| {
                 c.awake();
@@ -398,7 +447,14 @@ impl BlockManager {
         for token in ringed {
             self.read_ring(token);
         }
+        for token in in_ready {
+            self.in_link_readable(token);
+        }
+        for pool in out_ready {
+            self.out_link_readable(pool);
+        }
         self.expire_waits();
+        self.flush_link_forgets();
         Ok(())
     }
 
@@ -715,6 +771,12 @@ impl BlockManager {
         if to == sender {
             return Err(CoreError::SelfTransfer { domain: sender }.into());
         }
+        if to.pool != self.config.pool {
+            return Err(fail(
+                ErrorKind::Unavailable,
+                format!("{to} is in another pool: direct rings join domains of one pool"),
+            ));
+        }
         let Some(&receiver_token) = self.by_domain.get(&to) else {
             return Err(CoreError::UnknownDomain { domain: to }.into());
         };
@@ -959,6 +1021,14 @@ impl BlockManager {
                     self.disconnect(token);
                 }
             },
+            (
+                Phase::Handshake,
+                Message::Link(cosh_proto::link::LinkMessage::Open {
+                    pool,
+                    min_version,
+                    max_version,
+                }),
+            ) => self.accept_link(token, pool, min_version, max_version),
             (Phase::Handshake, _) => self.reject(token, "the first message must be a hello"),
             (Phase::Idle, Message::Request(request)) => {
                 let answer = self.dispatch(token, request);
@@ -975,7 +1045,7 @@ impl BlockManager {
                 self.start_seals(token, pending);
             }
             (Phase::Revoking(_), _) => self.reject(token, "expected revoked"),
-            (Phase::Sealing(_) | Phase::Waiting(..), _) => {
+            (Phase::Sealing(_) | Phase::Waiting(..) | Phase::Exporting, _) => {
                 self.reject(token, "a request arrived before the answer to the last one")
             }
             (Phase::Idle, other) => {
@@ -1250,6 +1320,14 @@ impl BlockManager {
                     )
                 })?;
                 let dest = DomainId::from_bits(dest);
+                if dest.pool != self.config.pool {
+                    let mut request =
+                        TransferRequest::new(domain, AggId(agg), dest, mode.into(), flags);
+                    if ticketed {
+                        request.delivery = Delivery::Ticketed;
+                    }
+                    return self.export_transfer(token, request);
+                }
                 let waiting = self.ledger.pending_count(dest);
                 if waiting >= self.config.max_pending
                     || self.ledger.aggregate_count(dest) >= self.config.max_aggregates
@@ -1292,7 +1370,11 @@ impl BlockManager {
                 timeout_ms,
             ),
             Request::Trust { peer } => {
-                self.ledger.trust(domain, DomainId::from_bits(peer))?;
+                let peer = DomainId::from_bits(peer);
+                // Transfers from other pools are copies whatever the trust: nothing to record.
+                if peer.pool == self.config.pool {
+                    self.ledger.trust(domain, peer)?;
+                }
                 now(Response::Done)
             }
             Request::Register { name } => {
@@ -1431,7 +1513,9 @@ impl BlockManager {
             }
             Err(e)
                 if may_still_come(&e)
-                    && wait.source().is_some_and(|s| !self.ledger.has_domain(s)) =>
+                    && wait.source().is_some_and(|s| {
+                        s.pool == self.config.pool && !self.ledger.has_domain(s)
+                    }) =>
             {
                 let source = wait.source().map(|s| s.to_string()).unwrap_or_default();
                 Err(fail(

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use cosh_core::{BufferId, DomainId};
+use cosh_core::{BufferId, DomainId, PoolId};
 use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite};
 use cosh_sys::memfd::Memfd;
 
@@ -49,6 +49,9 @@ pub(crate) struct Slot {
     /// The domain the slot was made or recycled for.
     owner: DomainId,
     sealed: bool,
+    /// Pools whose block manager was given a read-only descriptor over a link (trusted: they
+    /// read only what a transfer names, so they do not keep the slot from being recycled).
+    links: BTreeSet<PoolId>,
 }
 
 impl Slot {
@@ -98,6 +101,8 @@ pub(crate) struct Store {
     limit: u64,
     /// Free slots destroyed to make room, with the domains to tell.
     evicted: Vec<(SlotId, Vec<DomainId>)>,
+    /// Destroyed slots that linked block managers map: they are told to forget them.
+    link_forgets: Vec<(PoolId, SlotId)>,
 }
 
 impl Store {
@@ -112,6 +117,7 @@ impl Store {
             total: 0,
             limit,
             evicted: Vec::new(),
+            link_forgets: Vec::new(),
         }
     }
 
@@ -119,7 +125,62 @@ impl Store {
     fn destroy(&mut self, id: SlotId) -> Option<Slot> {
         let slot = self.slots.remove(&id)?;
         self.total = self.total.saturating_sub(slot.len());
+        self.link_forgets
+            .extend(slot.links.iter().map(|pool| (*pool, id)));
         Some(slot)
+    }
+
+    /// The link to `pool` is gone, and with it that block manager's mappings: a new link
+    /// passes descriptors again.
+    pub(crate) fn forget_link(&mut self, pool: PoolId) {
+        for slot in self.slots.values_mut() {
+            slot.links.remove(&pool);
+        }
+        self.link_forgets.retain(|(p, _)| *p != pool);
+    }
+
+    /// Slots destroyed since the last call that linked block managers map.
+    pub(crate) fn take_link_forgets(&mut self) -> Vec<(PoolId, SlotId)> {
+        std::mem::take(&mut self.link_forgets)
+    }
+
+    /// A read-only descriptor of slot `id` for the block manager of `pool`, the first time
+    /// it is asked for (`None` after: that block manager keeps its mapping until told to
+    /// forget the slot).
+    pub(crate) fn link_descriptor(
+        &mut self,
+        id: SlotId,
+        pool: PoolId,
+    ) -> Result<Option<std::os::fd::OwnedFd>, cosh_sys::Error> {
+        let slot = self
+            .slots
+            .get_mut(&id)
+            .ok_or_else(|| cosh_sys::Error::BadDescriptor {
+                reason: format!("no slot {id}"),
+            })?;
+        if slot.links.contains(&pool) {
+            return Ok(None);
+        }
+        let fd = slot.memfd.reopen_read_only()?;
+        slot.links.insert(pool);
+        Ok(Some(fd.into()))
+    }
+
+    /// Writes `data` into slot `id` at `offset` (the block manager filling a fresh buffer).
+    pub(crate) fn write_at(
+        &mut self,
+        id: SlotId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), &'static str> {
+        let map = self.write_map(id).ok_or("slot not writable")?;
+        let at = usize::try_from(offset).map_err(|_| "offset beyond the address space")?;
+        let dst = map
+            .as_mut_slice()
+            .get_mut(at..at.saturating_add(data.len()))
+            .ok_or("write out of a slot's bounds")?;
+        dst.copy_from_slice(data);
+        Ok(())
     }
 
     /// Destroys free slots, largest first, until `class` more bytes fit under the limit.
@@ -251,6 +312,7 @@ impl Store {
                         exposed: BTreeSet::new(),
                         owner: domain,
                         sealed: false,
+                        links: BTreeSet::new(),
                     },
                 );
                 id

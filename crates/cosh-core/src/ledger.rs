@@ -1741,10 +1741,12 @@ impl Ledger {
 
     /// The sending half of a transfer to `request.receiver`, a domain of another pool (paper
     /// §4.3): the same checks as [`Ledger::plan_transfer`] (so that a transfer fails alike
-    /// whatever pool its receiver is in), then the sender's aggregate drops to what it keeps
-    /// and `holder` (the block manager's own domain) gets an aggregate of the same chunks with
-    /// no rights, which keeps the buffers alive until the destination has copied them
-    /// (dropped with [`Ledger::decref`]). Every byte travels by copy, so no mapping changes.
+    /// whatever pool its receiver is in), then `holder` (the block manager's own domain) gets
+    /// an aggregate of the same chunks with no rights, which keeps the buffers alive until the
+    /// destination has copied them (dropped with [`Ledger::decref`]). The sender keeps its
+    /// rights until the destination confirms and [`Ledger::export_done`] downgrades it (a
+    /// transfer that fails changes nothing); in between its block manager serves it nothing
+    /// else. Every byte travels by copy, so no mapping changes.
     pub fn export(&mut self, request: &TransferRequest, holder: DomainId) -> Result<Export> {
         let TransferRequest {
             sender,
@@ -1787,13 +1789,6 @@ impl Ledger {
             Mode::Move | Mode::Share => flags.strength,
         };
         let chunks = a.chunks.clone();
-        let a = self.agg_mut(sender, agg)?;
-        let (held, buffers) = (a.rights, std::mem::take(&mut a.buffers));
-        self.remove_holds(sender, &buffers, held);
-        self.add_holds(sender, &buffers, keeps);
-        let a = self.agg_mut(sender, agg)?;
-        a.buffers = buffers;
-        a.rights = keeps;
         let hold = self.insert_agg(holder, chunks.clone(), Rights::None, None, false)?;
         let ticket = match delivery {
             Delivery::Queued => None,
@@ -1814,6 +1809,22 @@ impl Ledger {
             strength,
             ticket,
         })
+    }
+
+    /// The destination confirmed the transfer [`Ledger::export`] started: the sender's
+    /// aggregate drops to what the mode leaves it (Table 1).
+    pub fn export_done(&mut self, request: &TransferRequest) -> Result<()> {
+        let a = self.agg_mut(request.sender, request.agg)?;
+        let held = a.rights;
+        let keeps = request.mode.sender_keeps(held);
+        let buffers = std::mem::take(&mut a.buffers);
+        self.remove_holds(request.sender, &buffers, held);
+        self.add_holds(request.sender, &buffers, keeps);
+        let a = self.agg_mut(request.sender, request.agg)?;
+        a.buffers = buffers;
+        a.rights = keeps;
+        self.generation += 1;
+        Ok(())
     }
 
     /// The receiving half of a transfer from `source`, a domain of another pool: a fresh

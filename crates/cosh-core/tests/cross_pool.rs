@@ -91,6 +91,17 @@ fn compare_one(base: &Ledger, request: &TransferRequest) -> Result<usize, String
     };
     two.check_invariants()
         .map_err(|e| format!("{what}: after export: {e}"))?;
+    // Until the destination confirms, the sender keeps what it had (a failed transfer
+    // changes nothing).
+    if two.rights(sender, agg).ok() != base.rights(sender, agg).ok() {
+        return Err(format!(
+            "{what}: the sender's rights changed before confirmation"
+        ));
+    }
+    two.export_done(request)
+        .map_err(|e| format!("{what}: export_done: {e}"))?;
+    two.check_invariants()
+        .map_err(|e| format!("{what}: after export_done: {e}"))?;
     let kept = (one.rights(sender, agg), two.rights(sender, agg));
     if kept.0 != kept.1 {
         return Err(format!(
@@ -192,6 +203,12 @@ fn a_cross_pool_move_leaves_the_sender_nothing_and_the_hold_keeps_the_bytes() {
     let flags = TransferFlags::default();
     let request = TransferRequest::new(a, x, b, Mode::Move, flags);
     let export = l.export(&request, holder).expect("export");
+    assert_eq!(
+        l.rights(a, x).ok(),
+        Some(Rights::ReadWrite),
+        "not before confirmation"
+    );
+    l.export_done(&request).expect("confirmed");
     assert_eq!(l.rights(a, x).ok(), Some(Rights::None));
     assert_eq!(export.chunks.len(), 8192);
     // The sender frees its handle: the hold keeps the buffer.

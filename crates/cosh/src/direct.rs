@@ -357,7 +357,10 @@ impl Domain {
         if self.direct.outbound.contains_key(&dest) {
             return Ok(true);
         }
-        if self.rings.is_none() || self.direct.refused.contains(&dest) {
+        // Rings join domains of one pool; to another pool every transfer is a copy by the
+        // block managers.
+        if self.rings.is_none() || dest.pool != self.id.pool || self.direct.refused.contains(&dest)
+        {
             return Ok(false);
         }
         let (r, mut fds) = match self.call_with_fds(Request::OpenDirect { to: dest.to_bits() }) {

@@ -55,9 +55,28 @@ struct Args {
     /// side by side need different ids.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pool: u32,
+    /// The block manager of another pool, as POOL=SOCKET (repeat for each): transfers to
+    /// domains of that pool go over a link to it, opened on first use. Pools on this machine
+    /// pass slots by descriptor and the destination copies.
+    #[arg(long = "link", value_name = "POOL=SOCKET", value_parser = parse_link)]
+    links: Vec<(u32, PathBuf)>,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn parse_link(text: &str) -> Result<(u32, PathBuf), String> {
+    let (pool, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected POOL=SOCKET, got {text:?}"))?;
+    let pool = pool
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("pool {pool:?} is not a number: {e}"))?;
+    if path.is_empty() {
+        return Err("the socket path is empty".into());
+    }
+    Ok((pool, PathBuf::from(path)))
 }
 
 fn main() -> ExitCode {
@@ -78,6 +97,13 @@ fn main() -> ExitCode {
         cosh_pool::PoolKind::Host
     };
     config.max_aggregates = args.max_aggregates;
+    for (pool, path) in args.links {
+        if pool == args.pool {
+            eprintln!("coshd: --link {pool}=...: pool {pool} is this block manager's own");
+            return ExitCode::from(2);
+        }
+        config.links.insert(cosh_core::PoolId(pool), path);
+    }
     if let Some(mib) = args.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
     }

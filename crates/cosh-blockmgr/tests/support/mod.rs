@@ -48,6 +48,11 @@ impl Daemon {
     pub fn start_with(tag: &str, args: &[&str]) -> Daemon {
         let dir = scratch_dir(tag);
         let socket = dir.join("host.sock");
+        Daemon::start_at(dir, socket, args)
+    }
+
+    /// Starts coshd serving `socket` (in `dir`, removed with the daemon) with extra arguments.
+    pub fn start_at(dir: PathBuf, socket: PathBuf, args: &[&str]) -> Daemon {
         let child = Command::new(coshd())
             .arg("--socket")
             .arg(&socket)
@@ -96,18 +101,73 @@ impl Drop for Daemon {
     }
 }
 
-/// The aggregate API over connections to one block manager, one per domain, all in this
-/// process. (Mappings are per connection, so domains do not see each other's memory except
-/// through what the block manager hands out.)
+/// Block managers of pools 0, 1, ... on this machine, each linked to every other (in one
+/// scratch directory, `pN.sock`), stopped on drop.
+pub struct Linked {
+    pub daemons: Vec<Daemon>,
+}
+
+impl Linked {
+    /// One block manager per entry of `kinds` (`host`, `nc`, ...), pool ids in order, each
+    /// started with `extra` arguments too.
+    pub fn start(tag: &str, kinds: &[&str], extra: &[&str]) -> Linked {
+        let dir = scratch_dir(tag);
+        let sockets: Vec<PathBuf> = (0..kinds.len())
+            .map(|i| dir.join(format!("p{i}.sock")))
+            .collect();
+        let mut daemons = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let mut args: Vec<String> = vec![
+                "--pool".into(),
+                i.to_string(),
+                "--kind".into(),
+                (*kind).into(),
+            ];
+            for (j, socket) in sockets.iter().enumerate() {
+                if j != i {
+                    args.push("--link".into());
+                    args.push(format!("{j}={}", socket.display()));
+                }
+            }
+            args.extend(extra.iter().map(|a| (*a).to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            // Only the last daemon removes the directory.
+            let own = if i + 1 == kinds.len() {
+                dir.clone()
+            } else {
+                dir.join(format!("keep-{i}"))
+            };
+            daemons.push(Daemon::start_at(own, sockets[i].clone(), &args));
+        }
+        Linked { daemons }
+    }
+
+    /// The aggregate API over connections to these block managers.
+    pub fn connections(&self) -> Connections<'_> {
+        Connections::across(self.daemons.iter().collect())
+    }
+}
+
+/// The aggregate API over connections to block managers (one per pool), one connection per
+/// domain, all in this process. (Mappings are per connection, so domains do not see each
+/// other's memory except through what the block manager hands out.)
 pub struct Connections<'d> {
     pub daemon: &'d Daemon,
+    /// The block manager of each pool, by pool id.
+    pub pools: Vec<&'d Daemon>,
     pub domains: HashMap<DomainId, Domain>,
 }
 
 impl<'d> Connections<'d> {
     pub fn new(daemon: &'d Daemon) -> Self {
+        Connections::across(vec![daemon])
+    }
+
+    /// Connections to `pools[i]` for the domains of pool `i`.
+    pub fn across(pools: Vec<&'d Daemon>) -> Self {
         Connections {
-            daemon,
+            daemon: pools[0],
+            pools,
             domains: HashMap::new(),
         }
     }
@@ -137,12 +197,13 @@ impl Cosh for Connections<'_> {
     }
 
     fn connect(&mut self, pool: PoolId) -> Result<DomainId, cosh::Error> {
-        if pool != PoolId(0) {
+        let Some(daemon) = usize::try_from(pool.0).ok().and_then(|i| self.pools.get(i)) else {
             return Err(cosh::Error::Connect(format!(
-                "only the host pool runs here, not {pool}"
+                "pools 0 to {} run here, not {pool}",
+                self.pools.len() - 1
             )));
-        }
-        let d = Domain::connect_with(&self.daemon.options("scenario"))?;
+        };
+        let d = Domain::connect_with(&daemon.options("scenario"))?;
         let id = d.id();
         self.domains.insert(id, d);
         Ok(id)
@@ -158,9 +219,13 @@ impl Cosh for Connections<'_> {
         // The block manager notices the closed socket on one of its next turns (a request
         // that comes by ring may be handled first): wait until its status no longer lists
         // the domain.
-        if let Some(other) = self.domains.values_mut().next() {
+        if let Some(daemon) = usize::try_from(domain.pool.0)
+            .ok()
+            .and_then(|i| self.pools.get(i))
+        {
+            let mut watcher = Domain::connect_with(&daemon.options("watcher"))?;
             let deadline = Instant::now() + Duration::from_secs(5);
-            while other
+            while watcher
                 .status()?
                 .domains
                 .iter()
@@ -341,12 +406,20 @@ pub mod peers;
 
 /// Runs every corpus scenario in the host pool on a fresh implementation made by `make`,
 /// and fails with every scenario that did not pass.
-pub fn assert_corpus_passes<C: Cosh>(mut make: impl FnMut() -> C) {
+pub fn assert_corpus_passes<C: Cosh>(make: impl FnMut() -> C) {
+    assert_corpus_passes_in(cosh_scenario::Layout::OnePool, make);
+}
+
+/// Runs every corpus scenario with its domains placed by `layout`.
+pub fn assert_corpus_passes_in<C: Cosh>(
+    layout: cosh_scenario::Layout,
+    mut make: impl FnMut() -> C,
+) {
     let scenarios = cosh_scenario::corpus().expect("the corpus loads");
     let mut failures = Vec::new();
     for (path, scenario) in &scenarios {
         let mut cosh = make();
-        match cosh_scenario::check(scenario, &mut cosh, cosh_scenario::Layout::OnePool) {
+        match cosh_scenario::check(scenario, &mut cosh, layout) {
             Ok(r) if r.steps == scenario.steps.len() => {}
             Ok(r) => failures.push(format!("{}: ran {} steps only", path.display(), r.steps)),
             Err(e) => failures.push(format!("{}: {e}", path.display())),

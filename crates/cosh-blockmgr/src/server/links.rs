@@ -1,0 +1,736 @@
+//! Links between block managers: transfers between domains of different pools (paper §4.3).
+//!
+//! The source block manager checks and downgrades the sender exactly as a local transfer
+//! would (`Ledger::export`), keeps the bytes alive with an aggregate of its own *holder*
+//! domain, and sends the chunk list over its link to the destination's block manager, with a
+//! read-only descriptor of each slot the destination has not seen yet. The destination maps
+//! that slot once, allocates a buffer of the receiver's, copies, queues the aggregate for the
+//! receiver (`Ledger::import`) and answers `Delivered`; the source then drops its hold and
+//! answers the sender. Every transfer between pools is a copy, so no mapping changes; the
+//! sender is answered only once the bytes are in the destination's memory, so a strong
+//! transfer is a snapshot and a failure (no such receiver, a full pool, a link that broke)
+//! reaches the sender as a clear error. Links are opened by the sending side, on first use,
+//! to the socket configured for the destination pool (`Config::links`).
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+
+use cosh_core::ledger::TransferRequest;
+use cosh_core::{AggId, DomainId, ErrorKind, Mode, PoolId, Strength};
+use cosh_proto::link::{LinkMessage, LinkPiece, MAX_LINK_PIECES, MAX_LINK_SLOTS};
+use cosh_proto::ops::Response;
+use cosh_proto::{MAX_FRAME, Message, PROTOCOL_VERSIONS, decode, encode, error_code, error_kind};
+use cosh_sys::mapping::{Mapping, Prefault, ReadOnly};
+use cosh_sys::memfd::Memfd;
+use cosh_sys::socket::SeqPacket;
+
+use super::{Answer, BlockManager, Failure, Phase, fail, now, truncate};
+
+/// Frames waiting for room in a link's socket.
+#[derive(Default)]
+pub(super) struct Outbox {
+    queue: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
+}
+
+impl Outbox {
+    /// Sends now if nothing waits, else queues. `Err` if the socket broke.
+    fn send(
+        &mut self,
+        sock: &SeqPacket,
+        bytes: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), cosh_sys::Error> {
+        if self.queue.is_empty() {
+            let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+            match sock.send(&bytes, &borrowed) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.would_block() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.queue.push_back((bytes, fds));
+        Ok(())
+    }
+
+    /// Sends what the socket takes now.
+    fn flush(&mut self, sock: &SeqPacket) -> Result<(), cosh_sys::Error> {
+        while let Some((bytes, fds)) = self.queue.front() {
+            let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+            match sock.send(bytes, &borrowed) {
+                Ok(()) => {
+                    self.queue.pop_front();
+                }
+                Err(e) if e.would_block() => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// A link this block manager opened, for its transfers to one other pool.
+pub(super) struct OutLink {
+    pub(super) sock: SeqPacket,
+    pub(super) outbox: Outbox,
+    /// Transfers sent and not yet confirmed, by id.
+    inflight: HashMap<u64, InFlight>,
+}
+
+/// A transfer on its way to another pool.
+struct InFlight {
+    /// The holder's aggregate keeping the bytes alive.
+    hold: AggId,
+    /// The sender's client, answered once the destination confirms.
+    token: u64,
+    /// The transfer, to finish in the ledger once confirmed.
+    request: TransferRequest,
+    /// The answer to give the sender.
+    response: Response,
+}
+
+/// A link another block manager opened to this one: its transfers arrive here.
+pub(super) struct InLink {
+    pub(super) sock: SeqPacket,
+    pub(super) outbox: Outbox,
+    pool: PoolId,
+    /// The source's slots, mapped once and kept until it says to forget them.
+    mapped: HashMap<u64, Mapping<ReadOnly>>,
+    /// The parts of a transfer received so far.
+    partial: Option<Partial>,
+}
+
+struct Partial {
+    id: u64,
+    source: DomainId,
+    receiver: DomainId,
+    mode: Mode,
+    strength: Strength,
+    ticket: Option<u64>,
+    pieces: Vec<LinkPiece>,
+}
+
+/// Messages read from one link per turn at most (others wait for the next turn).
+const BATCH: usize = 64;
+
+impl BlockManager {
+    /// The domain that holds the bytes of transfers in flight to other pools.
+    fn holder(&mut self) -> DomainId {
+        match self.holder {
+            Some(h) => h,
+            None => {
+                let h = self.ledger.add_domain(self.config.pool);
+                self.holder = Some(h);
+                h
+            }
+        }
+    }
+
+    /// The link to `pool`, opened now if there is none.
+    fn out_link(&mut self, pool: PoolId) -> Result<&mut OutLink, Failure> {
+        if !self.out_links.contains_key(&pool) {
+            let Some(path) = self.config.links.get(&pool) else {
+                return Err(fail(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "this block manager (pool {}) has no link to pool {pool}: start it with \
+                         --link {}=SOCKET (cosh up --topology does)",
+                        self.config.pool, pool.0
+                    ),
+                ));
+            };
+            let unreachable = |e: cosh_sys::Error| {
+                fail(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "cannot reach the block manager of pool {pool} at {}: {e}",
+                        path.display()
+                    ),
+                )
+            };
+            let sock = SeqPacket::connect(path).map_err(unreachable)?;
+            let open = Message::Link(LinkMessage::Open {
+                pool: self.config.pool.0,
+                min_version: *PROTOCOL_VERSIONS.start(),
+                max_version: *PROTOCOL_VERSIONS.end(),
+            });
+            let bytes = encode(&open).map_err(|e| fail(ErrorKind::Protocol, e.to_string()))?;
+            sock.send(&bytes, &[]).map_err(unreachable)?;
+            sock.set_nonblocking(true).map_err(unreachable)?;
+            self.out_links.insert(
+                pool,
+                OutLink {
+                    sock,
+                    outbox: Outbox::default(),
+                    inflight: HashMap::new(),
+                },
+            );
+        }
+        self.out_links
+            .get_mut(&pool)
+            .ok_or_else(|| fail(ErrorKind::Unavailable, "link lost"))
+    }
+
+    /// A transfer to a domain of another pool: downgrade, hold, send; the answer comes when
+    /// the destination confirms.
+    pub(super) fn export_transfer(
+        &mut self,
+        token: u64,
+        request: TransferRequest,
+    ) -> Result<Answer, Failure> {
+        let pool = request.receiver.pool;
+        // Reach the destination before touching the sender's rights.
+        self.out_link(pool)?;
+        let holder = self.holder();
+        let export = self.ledger.export(&request, holder)?;
+        let mut pieces = Vec::with_capacity(export.chunks.chunks().len());
+        for c in export.chunks.chunks() {
+            let Some(slot) = self.store.slot_of(c.buffer) else {
+                self.drop_hold(export.hold);
+                return Err(fail(
+                    ErrorKind::Unavailable,
+                    format!("internal error: {} has no memory", c.buffer),
+                ));
+            };
+            pieces.push(LinkPiece {
+                slot,
+                offset: c.offset,
+                len: c.len,
+            });
+        }
+        let id = self.next_delivery;
+        self.next_delivery += 1;
+        let header = |pieces: Vec<LinkPiece>, new_slots: Vec<u64>, more: bool| {
+            Message::Link(LinkMessage::Deliver {
+                id,
+                source: request.sender.to_bits(),
+                receiver: request.receiver.to_bits(),
+                mode: request.mode.into(),
+                strength: export.strength.into(),
+                ticket: export.ticket.map(|t| t.0),
+                pieces,
+                new_slots,
+                more,
+            })
+        };
+        // Parts of at most MAX_LINK_PIECES pieces and MAX_LINK_SLOTS new descriptors.
+        let mut parts: Vec<(Message, Vec<OwnedFd>)> = Vec::new();
+        let (mut part, mut new_slots, mut fds) = (Vec::new(), Vec::new(), Vec::new());
+        for p in &pieces {
+            let fd = match self.store.link_descriptor(p.slot, pool) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.drop_hold(export.hold);
+                    return Err(fail(
+                        ErrorKind::Unavailable,
+                        format!("cannot pass a descriptor to pool {pool}: {e}"),
+                    ));
+                }
+            };
+            if let Some(fd) = fd {
+                new_slots.push(p.slot);
+                fds.push(fd);
+            }
+            part.push(*p);
+            if part.len() == MAX_LINK_PIECES || new_slots.len() == MAX_LINK_SLOTS {
+                let m = header(
+                    std::mem::take(&mut part),
+                    std::mem::take(&mut new_slots),
+                    true,
+                );
+                parts.push((m, std::mem::take(&mut fds)));
+            }
+        }
+        parts.push((header(part, new_slots, false), fds));
+        let mut broken = None;
+        {
+            let link = self.out_link(pool)?;
+            for (m, fds) in parts {
+                let sent = match encode(&m) {
+                    Ok(bytes) => link
+                        .outbox
+                        .send(&link.sock, bytes, fds)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = sent {
+                    broken = Some(e);
+                    break;
+                }
+            }
+            link.inflight.insert(
+                id,
+                InFlight {
+                    hold: export.hold,
+                    token,
+                    request: request.clone(),
+                    response: Response::Transferred {
+                        ticket: export.ticket.map(|t| t.0),
+                        report: cosh_proto::ops::TransferReport {
+                            referenced_bytes: 0,
+                            copied_bytes: export.chunks.len(),
+                            sealed_buffers: 0,
+                            refused_seals: 0,
+                            weak: false,
+                        },
+                    },
+                },
+            );
+        }
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.phase = Phase::Exporting;
+        }
+        if let Some(e) = broken {
+            self.link_lost(pool, &e);
+        }
+        Ok(Answer::Later)
+    }
+
+    fn drop_hold(&mut self, hold: AggId) {
+        if let Some(holder) = self.holder
+            && let Ok(release) = self.ledger.decref(holder, hold)
+        {
+            self.released(&release);
+        }
+    }
+
+    /// The link to `pool` broke: every transfer in flight on it fails at its sender.
+    pub(super) fn link_lost(&mut self, pool: PoolId, why: &str) {
+        let Some(link) = self.out_links.remove(&pool) else {
+            return;
+        };
+        self.store.forget_link(pool);
+        for (_, f) in link.inflight {
+            self.drop_hold(f.hold);
+            let message = format!(
+                "the link to the block manager of pool {pool} broke before domain {} had the \
+                 transfer ({why}); it was not delivered and the sender keeps its rights",
+                f.request.receiver
+            );
+            self.finish_export(f.token, Err(fail(ErrorKind::Unavailable, message)));
+        }
+    }
+
+    fn finish_export(&mut self, token: u64, answer: Result<Answer, Failure>) {
+        let Some(c) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if matches!(c.phase, Phase::Exporting) {
+            c.phase = Phase::Idle;
+            self.answer(token, answer);
+        }
+    }
+
+    /// Reads what the destination of an outgoing link said.
+    pub(super) fn out_link_readable(&mut self, pool: PoolId) {
+        let mut buf = std::mem::take(&mut self.inbox);
+        buf.resize(MAX_FRAME, 0);
+        for _ in 0..BATCH {
+            let Some(link) = self.out_links.get_mut(&pool) else {
+                break;
+            };
+            if let Err(e) = link.outbox.flush(&link.sock) {
+                self.link_lost(pool, &e.to_string());
+                break;
+            }
+            let message = match link.sock.recv(&mut buf) {
+                Ok(Some(m)) => m,
+                Err(e) if e.would_block() => break,
+                Ok(None) => {
+                    self.link_lost(pool, "it closed the connection");
+                    break;
+                }
+                Err(e) => {
+                    self.link_lost(pool, &e.to_string());
+                    break;
+                }
+            };
+            let decoded = if message.fds.is_empty() {
+                decode(&buf[..message.len]).map_err(|e| e.to_string())
+            } else {
+                Err("descriptors from a destination".into())
+            };
+            match decoded {
+                Ok(Message::Link(LinkMessage::Opened { .. })) => {}
+                Ok(Message::Link(LinkMessage::Delivered { id, error })) => {
+                    let Some(f) = self
+                        .out_links
+                        .get_mut(&pool)
+                        .and_then(|l| l.inflight.remove(&id))
+                    else {
+                        self.link_lost(pool, "it confirmed a transfer never sent");
+                        break;
+                    };
+                    self.drop_hold(f.hold);
+                    let answer = match error {
+                        None => {
+                            // The sender may have gone meanwhile: nothing left to downgrade.
+                            let _ = self.ledger.export_done(&f.request);
+                            now(f.response)
+                        }
+                        Some((code, message)) => Err(fail(
+                            error_kind(code).unwrap_or(ErrorKind::Unavailable),
+                            message,
+                        )),
+                    };
+                    self.finish_export(f.token, answer);
+                }
+                Ok(Message::Refused { reason }) => {
+                    self.link_lost(pool, &format!("it refused the link: {reason}"));
+                    break;
+                }
+                Ok(other) => {
+                    self.link_lost(pool, &format!("unexpected {} message", other.name()));
+                    break;
+                }
+                Err(e) => {
+                    self.link_lost(pool, &format!("protocol violation: {e}"));
+                    break;
+                }
+            }
+        }
+        self.inbox = buf;
+    }
+
+    /// A client's first message was `Open`: it is another block manager's link.
+    pub(super) fn accept_link(&mut self, token: u64, pool: u32, min: u16, max: u16) {
+        let Some(client) = self.clients.remove(&token) else {
+            return;
+        };
+        let own = rustix::process::getuid().as_raw();
+        let pool = PoolId(pool);
+        let refusal = if client.creds.uid != own && client.creds.uid != 0 {
+            Some(format!(
+                "only block managers running as uid {own} or root may link to this one"
+            ))
+        } else if pool == self.config.pool {
+            Some(format!("pool {pool} is this block manager's own"))
+        } else {
+            cosh_proto::negotiate(min, max).err().map(|r| r.to_string())
+        };
+        if let Some(reason) = refusal {
+            if let Ok(bytes) = encode(&Message::Refused { reason }) {
+                let _ = client.sock.send(&bytes, &[]);
+            }
+            return;
+        }
+        let version = cosh_proto::negotiate(min, max).unwrap_or(*PROTOCOL_VERSIONS.end());
+        let mut link = InLink {
+            sock: client.sock,
+            outbox: Outbox::default(),
+            pool,
+            mapped: HashMap::new(),
+            partial: None,
+        };
+        let opened = Message::Link(LinkMessage::Opened {
+            pool: self.config.pool.0,
+            version,
+        });
+        if let Ok(bytes) = encode(&opened)
+            && link.outbox.send(&link.sock, bytes, Vec::new()).is_ok()
+        {
+            self.in_links.insert(token, link);
+        }
+    }
+
+    /// Reads transfers arriving on a link.
+    pub(super) fn in_link_readable(&mut self, token: u64) {
+        let mut buf = std::mem::take(&mut self.inbox);
+        buf.resize(MAX_FRAME, 0);
+        for _ in 0..BATCH {
+            let Some(link) = self.in_links.get_mut(&token) else {
+                break;
+            };
+            if link.outbox.flush(&link.sock).is_err() {
+                self.in_links.remove(&token);
+                break;
+            }
+            let message = match link.sock.recv(&mut buf) {
+                Ok(Some(m)) => m,
+                Err(e) if e.would_block() => break,
+                Ok(None) | Err(_) => {
+                    self.in_links.remove(&token);
+                    break;
+                }
+            };
+            let result = match decode(&buf[..message.len]) {
+                Ok(Message::Link(m)) => self.on_link_message(token, m, message.fds),
+                Ok(other) => Err(format!("unexpected {} message on a link", other.name())),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = result {
+                self.drop_in_link(token, &why);
+                break;
+            }
+        }
+        self.inbox = buf;
+    }
+
+    fn drop_in_link(&mut self, token: u64, why: &str) {
+        if let Some(link) = self.in_links.remove(&token) {
+            let error = Message::Error {
+                kind: ErrorKind::Protocol,
+                message: truncate(&format!("protocol violation on a link: {why}"), 1024),
+            };
+            if let Ok(bytes) = encode(&error) {
+                let _ = link.sock.send(&bytes, &[]);
+            }
+        }
+    }
+
+    /// One message from a linked block manager; `Err` breaks the link.
+    fn on_link_message(
+        &mut self,
+        token: u64,
+        m: LinkMessage,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), String> {
+        let Some(link) = self.in_links.get_mut(&token) else {
+            return Ok(());
+        };
+        match m {
+            LinkMessage::Forget { slots } => {
+                if !fds.is_empty() {
+                    return Err("descriptors with forget".into());
+                }
+                for s in slots {
+                    link.mapped.remove(&s);
+                }
+                Ok(())
+            }
+            LinkMessage::Deliver {
+                id,
+                source,
+                receiver,
+                mode,
+                strength,
+                ticket,
+                pieces,
+                new_slots,
+                more,
+            } => {
+                if fds.len() != new_slots.len() {
+                    return Err(format!(
+                        "{} descriptors for {} new slots",
+                        fds.len(),
+                        new_slots.len()
+                    ));
+                }
+                for (slot, fd) in new_slots.into_iter().zip(fds) {
+                    let map = Memfd::from_fd(fd)
+                        .and_then(|m| m.map_read(Prefault::OnFirstTouch))
+                        .map_err(|e| format!("slot {slot}: {e}"))?;
+                    link.mapped.insert(slot, map);
+                }
+                let source = DomainId::from_bits(source);
+                if source.pool != link.pool {
+                    return Err(format!(
+                        "a transfer from {source} on the link of pool {}",
+                        link.pool
+                    ));
+                }
+                let header = (
+                    id,
+                    source,
+                    DomainId::from_bits(receiver),
+                    Mode::from(mode),
+                    Strength::from(strength),
+                    ticket,
+                );
+                let partial = link.partial.get_or_insert_with(|| Partial {
+                    id,
+                    source: header.1,
+                    receiver: header.2,
+                    mode: header.3,
+                    strength: header.4,
+                    ticket,
+                    pieces: Vec::new(),
+                });
+                if (
+                    partial.id,
+                    partial.source,
+                    partial.receiver,
+                    partial.mode,
+                    partial.strength,
+                    partial.ticket,
+                ) != header
+                {
+                    return Err("the parts of one transfer disagree".into());
+                }
+                partial.pieces.extend(pieces);
+                if more {
+                    return Ok(());
+                }
+                let Some(d) = link.partial.take() else {
+                    return Ok(());
+                };
+                let error = match self.import_delivery(token, &d) {
+                    Ok(()) => None,
+                    Err(f) if f.kind == ErrorKind::Protocol => return Err(f.message),
+                    Err(f) => Some((error_code(f.kind), truncate(&f.message, 1024))),
+                };
+                let reply = Message::Link(LinkMessage::Delivered { id: d.id, error });
+                let bytes = encode(&reply).map_err(|e| e.to_string())?;
+                let Some(link) = self.in_links.get_mut(&token) else {
+                    return Ok(());
+                };
+                link.outbox
+                    .send(&link.sock, bytes, Vec::new())
+                    .map_err(|e| e.to_string())
+            }
+            other => Err(format!("unexpected {other:?}")),
+        }
+    }
+
+    /// Copies a transfer from another pool into a buffer of its receiver's and queues it.
+    fn import_delivery(&mut self, token: u64, d: &Partial) -> Result<(), Failure> {
+        let receiver = d.receiver;
+        if receiver.pool != self.config.pool || !self.by_domain.contains_key(&receiver) {
+            return Err(fail(
+                ErrorKind::UnknownDomain,
+                format!(
+                    "domain {receiver} is not connected to the block manager of pool {} (it may \
+                     have disconnected)",
+                    self.config.pool
+                ),
+            ));
+        }
+        let waiting = self.ledger.pending_count(receiver);
+        if waiting >= self.config.max_pending
+            || self.ledger.aggregate_count(receiver) >= self.config.max_aggregates
+        {
+            return Err(fail(
+                ErrorKind::Unavailable,
+                format!(
+                    "domain {receiver} is not keeping up: {waiting} transfers wait for it; try \
+                     again once it has received some"
+                ),
+            ));
+        }
+        let len = d
+            .pieces
+            .iter()
+            .try_fold(0u64, |n, p| n.checked_add(p.len))
+            .ok_or_else(|| fail(ErrorKind::Protocol, "a transfer longer than 2^64 bytes"))?;
+        if len > self.config.max_buffer {
+            return Err(cosh_core::Error::TooLarge {
+                len,
+                max: self.config.max_buffer,
+            }
+            .into());
+        }
+        let slot = if len > 0 {
+            Some(
+                self.store
+                    .reserve(len, receiver, false)
+                    .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
+            let copied = (|| {
+                let link = self
+                    .in_links
+                    .get(&token)
+                    .ok_or_else(|| fail(ErrorKind::Unavailable, "link gone"))?;
+                let mut at = 0u64;
+                for p in &d.pieces {
+                    let map = link.mapped.get(&p.slot).ok_or_else(|| {
+                        fail(ErrorKind::Protocol, format!("unknown slot {}", p.slot))
+                    })?;
+                    let bytes = usize::try_from(p.offset)
+                        .ok()
+                        .zip(usize::try_from(p.len).ok())
+                        .and_then(|(o, n)| map.as_slice().get(o..o.checked_add(n)?))
+                        .ok_or_else(|| {
+                            fail(
+                                ErrorKind::Protocol,
+                                format!("a piece beyond the end of slot {}", p.slot),
+                            )
+                        })?;
+                    self.store
+                        .write_at(slot, at, bytes)
+                        .map_err(|e| fail(ErrorKind::Unavailable, e))?;
+                    at += p.len;
+                }
+                Ok(())
+            })();
+            if let Err(f) = copied {
+                self.store.unreserve(slot, receiver);
+                return Err(f);
+            }
+        }
+        let imported = self.ledger.import(
+            receiver,
+            d.source,
+            d.mode,
+            d.strength,
+            len,
+            d.ticket.map(cosh_core::Ticket),
+        );
+        let imported = match imported {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some(slot) = slot {
+                    self.store.unreserve(slot, receiver);
+                }
+                return Err(e.into());
+            }
+        };
+        if let (Some(nb), Some(slot)) = (imported.buffer, slot) {
+            self.store.bind(nb.id, slot);
+            if nb.seal
+                && let Some(memfd) = self.store.prepare_seal(slot)
+            {
+                // A fresh buffer nobody has seen: the seal is quick.
+                if memfd.seal_write().is_ok() {
+                    self.store.mark_sealed(slot);
+                    self.counts.by_seal += 1;
+                }
+            }
+        }
+        match d.mode {
+            Mode::Move => self.counts.moves += 1,
+            Mode::Share => self.counts.shares += 1,
+            Mode::Copy => self.counts.copies += 1,
+        }
+        self.counts.by_copy += 1;
+        self.counts.copied_bytes += len;
+        self.wake(receiver);
+        Ok(())
+    }
+
+    /// Tells linked block managers which of their mappings of this pool's slots to drop.
+    pub(super) fn flush_link_forgets(&mut self) {
+        let forgets = self.store.take_link_forgets();
+        if forgets.is_empty() {
+            return;
+        }
+        let mut by_pool: HashMap<PoolId, Vec<u64>> = HashMap::new();
+        for (pool, slot) in forgets {
+            by_pool.entry(pool).or_default().push(slot);
+        }
+        for (pool, slots) in by_pool {
+            let mut broken = None;
+            if let Some(link) = self.out_links.get_mut(&pool) {
+                for page in slots.chunks(cosh_proto::link::MAX_LINK_FORGET) {
+                    let m = Message::Link(LinkMessage::Forget {
+                        slots: page.to_vec(),
+                    });
+                    let Ok(bytes) = encode(&m) else { continue };
+                    if let Err(e) = link.outbox.send(&link.sock, bytes, Vec::new()) {
+                        broken = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = broken {
+                self.link_lost(pool, &e.to_string());
+            }
+        }
+    }
+}
