@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod copier;
 mod sealer;
 mod server;
 mod store;
@@ -71,6 +72,10 @@ pub struct Config {
     /// The sockets of other pools' block managers, for transfers to their domains (a link
     /// to each is opened on first use).
     pub links: std::collections::BTreeMap<PoolId, PathBuf>,
+    /// Paces the copies of transfers arriving from other pools like a DMA engine (set-up
+    /// latency and bandwidth), to reproduce co-processor experiments; off by default, and
+    /// reported by status whenever on.
+    pub dma: Option<cosh_pool::engine::DmaModel>,
     /// Allocations of at most this many bytes are packed into slabs (0: never).
     pub slab_object_max: u64,
     /// The size of a slab buffer.
@@ -102,6 +107,7 @@ impl Config {
             max_names: 64,
             spin: std::time::Duration::ZERO,
             links: std::collections::BTreeMap::new(),
+            dma: None,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }

@@ -37,6 +37,7 @@ use rustix::event::{PollFd, PollFlags};
 
 mod links;
 
+use crate::copier::Copier;
 use crate::sealer::{Job, Sealer};
 use crate::store::{SlotId, Store};
 use crate::{Config, StartError};
@@ -130,6 +131,10 @@ enum Applied {
     /// It moves an aggregate the ledger does not know yet: try again after other records.
     Stalled,
 }
+
+/// Descriptors polled before the clients': signals, the seal worker, the listener, the
+/// doorbell and the copy engine.
+const FIXED: usize = 5;
 
 /// Records in a direct ring.
 const DIRECT_CAPACITY: u32 = 1024;
@@ -254,6 +259,10 @@ pub struct BlockManager {
     in_links: BTreeMap<u64, links::InLink>,
     /// The next transfer number on outgoing links.
     next_delivery: u64,
+    /// The copy engine for transfers arriving from other pools.
+    copier: Copier,
+    /// Transfers from other pools on the copy engine, by (link, transfer).
+    importing: HashMap<(u64, u64), links::Importing>,
 }
 
 impl BlockManager {
@@ -276,6 +285,7 @@ impl BlockManager {
             signal_hook::low_level::pipe::register(signal, w).map_err(StartError::Io)?;
         }
         let sealer = Sealer::start().map_err(StartError::Runtime)?;
+        let config_dma = config.dma;
         Ok(BlockManager {
             ledger: Ledger::new(config.policy),
             store: Store::new(config.free_budget, config.pool_limit),
@@ -301,6 +311,8 @@ impl BlockManager {
             out_links: BTreeMap::new(),
             in_links: BTreeMap::new(),
             next_delivery: 1,
+            copier: Copier::start(config_dma).map_err(StartError::Runtime)?,
+            importing: HashMap::new(),
         })
     }
 
@@ -320,8 +332,13 @@ impl BlockManager {
     fn next_deadline(&self) -> Option<Instant> {
         self.clients
             .values()
-            .filter_map(|c| match c.phase {
-                Phase::Waiting(_, deadline) => deadline,
+            .filter_map(|c| match &c.phase {
+                // A wait for a transfer on the copy engine ends when the copy does.
+                Phase::Waiting(wait, deadline)
+                    if !c.domain.is_some_and(|d| self.import_pending(d, wait)) =>
+                {
+                    *deadline
+                }
                 _ => None,
             })
             .min()
@@ -362,11 +379,12 @@ impl BlockManager {
         };
         let timeout = if work_waiting { Some(zero) } else { timeout };
         let (signal_ready, bell_ready, listener_ready, ready) = {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(tokens.len() + 4);
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(FIXED + tokens.len());
             fds.push(PollFd::new(&self.signals, PollFlags::IN));
             fds.push(PollFd::new(self.sealer.bell(), PollFlags::IN));
             fds.push(PollFd::new(&self.listener, PollFlags::IN));
             fds.push(PollFd::new(&self.doorbell, PollFlags::IN));
+            fds.push(PollFd::new(self.copier.bell(), PollFlags::IN));
             for t in &tokens {
                 if let Some(c) = self.clients.get(t) {
                     fds.push(PollFd::new(&c.sock, PollFlags::IN));
@@ -393,13 +411,14 @@ impl BlockManager {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(StartError::Io(e.into())),
             }
-            let ready: Vec<u64> = fds[4..]
+            let copies_ready = !fds[4].revents().is_empty();
+            let ready: Vec<u64> = fds[FIXED..]
                 .iter()
                 .zip(&tokens)
                 .filter(|(f, _)| !f.revents().is_empty())
                 .map(|(_, t)| *t)
                 .collect();
-            let links = &fds[4 + tokens.len()..];
+            let links = &fds[FIXED + tokens.len()..];
             let in_ready: Vec<u64> = links
                 .iter()
                 .zip(&in_tokens)
@@ -416,10 +435,10 @@ impl BlockManager {
                 !fds[0].revents().is_empty(),
                 !fds[1].revents().is_empty(),
                 !fds[2].revents().is_empty(),
-                (ready, in_ready, out_ready),
+                (ready, in_ready, out_ready, copies_ready),
             )
         };
-        let (ready, in_ready, out_ready) = ready;
+        let (ready, in_ready, out_ready, copies_ready) = ready;
         for t in &ringed {
             let _ = self.with_request_ring(*t, |c| {
                 c.awake();
@@ -452,6 +471,9 @@ impl BlockManager {
         }
         for pool in out_ready {
             self.out_link_readable(pool);
+        }
+        if copies_ready {
+            self.imports_done();
         }
         self.expire_waits();
         self.flush_link_forgets();
@@ -1433,6 +1455,7 @@ impl BlockManager {
                 kind: match self.config.kind {
                     cosh_pool::PoolKind::Host => ops::WirePoolKind::Host,
                     cosh_pool::PoolKind::Nc => ops::WirePoolKind::Nc,
+                    cosh_pool::PoolKind::Device => ops::WirePoolKind::Device,
                 },
                 eviction: self.config.nc_eviction,
             }),
@@ -1523,6 +1546,17 @@ impl BlockManager {
                     format!("domain {source} disconnected; nothing more will come from it"),
                 ))
             }
+            Err(e) if may_still_come(&e) && self.import_pending(domain, &wait) => {
+                // A transfer from another pool was accepted (its sender may have been answered)
+                // and is being copied: a receive that started after the transfer returned sees
+                // it, even one that does not wait.
+                let deadline = Instant::now()
+                    .checked_add(Duration::from_millis(timeout_ms.unwrap_or(u64::MAX / 2)));
+                if let Some(c) = self.clients.get_mut(&token) {
+                    c.phase = Phase::Waiting(wait, deadline);
+                }
+                Ok(Answer::Later)
+            }
             Err(e) if may_still_come(&e) && timeout_ms != Some(0) => {
                 let deadline =
                     timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
@@ -1610,7 +1644,12 @@ impl BlockManager {
         let expired: Vec<u64> = self
             .clients
             .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::Waiting(_, Some(d)) if d <= now_))
+            .filter(|(_, c)| match &c.phase {
+                Phase::Waiting(wait, Some(d)) => {
+                    *d <= now_ && !c.domain.is_some_and(|dom| self.import_pending(dom, wait))
+                }
+                _ => false,
+            })
             .map(|(t, _)| *t)
             .collect();
         for token in expired {
@@ -2139,6 +2178,11 @@ impl BlockManager {
             pool_limit: self.config.pool_limit,
             names: self.names.len() as u64,
             transfers: self.counts,
+            links: self.link_status(),
+            dma: self.copier.model().map(|m| ops::DmaStatus {
+                setup_us: u64::try_from(m.setup.as_micros()).unwrap_or(u64::MAX),
+                bytes_per_second: m.bytes_per_second,
+            }),
         }
     }
 }

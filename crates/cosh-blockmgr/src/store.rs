@@ -166,21 +166,23 @@ impl Store {
         Ok(Some(fd.into()))
     }
 
-    /// Writes `data` into slot `id` at `offset` (the block manager filling a fresh buffer).
-    pub(crate) fn write_at(
-        &mut self,
-        id: SlotId,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), &'static str> {
-        let map = self.write_map(id).ok_or("slot not writable")?;
-        let at = usize::try_from(offset).map_err(|_| "offset beyond the address space")?;
-        let dst = map
-            .as_mut_slice()
-            .get_mut(at..at.saturating_add(data.len()))
-            .ok_or("write out of a slot's bounds")?;
-        dst.copy_from_slice(data);
-        Ok(())
+    /// Lends the block manager's writable mapping of slot `id` to the copy engine.
+    pub(crate) fn lend_write_map(&mut self, id: SlotId) -> Option<Mapping<ReadWrite>> {
+        self.write_map(id)?;
+        match self.slots.get_mut(&id)?.map.take() {
+            Some(DaemonMap::Write(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Takes back a mapping lent by [`Store::lend_write_map`].
+    pub(crate) fn return_write_map(&mut self, id: SlotId, map: Mapping<ReadWrite>) {
+        if let Some(slot) = self.slots.get_mut(&id)
+            && slot.map.is_none()
+            && !slot.sealed
+        {
+            slot.map = Some(DaemonMap::Write(map));
+        }
     }
 
     /// Destroys free slots, largest first, until `class` more bytes fit under the limit.

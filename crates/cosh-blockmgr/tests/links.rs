@@ -184,3 +184,72 @@ fn a_link_from_a_stranger_pool_id_is_refused() {
         .expect("connects");
     c.alloc(1).expect("alloc");
 }
+
+#[test]
+fn a_device_pool_behind_a_dma_model_pipelines_weak_transfers_and_paces_strong_ones() {
+    // Copies into either pool: 50 ms of set-up, then 100 MB/s (an emulation).
+    let pools = Linked::start(
+        "links-dma",
+        &["host", "device"],
+        &["--dma-setup-us", "50000", "--dma-mbps", "100"],
+    );
+    let mut a = pools.daemons[0].connect("a");
+    let mut b = pools.daemons[1].connect("b");
+    assert_eq!(b.pool_kind(), cosh_pool::PoolKind::Device);
+    let len = 100_000u64;
+    // A strong copy waits for its copy: set-up plus a millisecond of transfer at least.
+    let x = a.alloc(len).expect("alloc");
+    fill(&mut a, x, 7);
+    let started = Instant::now();
+    a.transfer(x, b.id(), Mode::Copy, TransferFlags::default())
+        .expect("copy to the device");
+    assert!(
+        started.elapsed() >= Duration::from_millis(51),
+        "{:?}",
+        started.elapsed()
+    );
+    let got = b
+        .receive(Some(a.id()), Some(Duration::ZERO))
+        .expect("there at once");
+    assert!(b.read(got.agg, 0, len).expect("read") == a.read(x, 0, len).expect("read"));
+    // Weak moves are answered when the device accepts them: the sender goes on while the
+    // engine copies (the copies take 55 ms and more by the model).
+    let weak = TransferFlags {
+        strength: cosh_core::Strength::Weak,
+        ..TransferFlags::default()
+    };
+    let mut sent = Vec::new();
+    for i in 0..5u8 {
+        let y = a.alloc(len).expect("alloc");
+        fill(&mut a, y, i);
+        sent.push(a.read(y, 0, len).expect("read"));
+        a.transfer(y, b.id(), Mode::Move, weak).expect("weak move");
+        assert_eq!(a.rights(y).expect("rights"), Rights::None);
+    }
+    let status = b.status().expect("status");
+    let incoming: u64 = status
+        .links
+        .iter()
+        .filter(|l| !l.outgoing)
+        .map(|l| l.in_flight)
+        .sum();
+    assert!(
+        incoming >= 1,
+        "copies still in flight after the sender returned: {status:?}"
+    );
+    let dma = status.dma.expect("the model is reported");
+    assert_eq!((dma.setup_us, dma.bytes_per_second), (50_000, 100_000_000));
+    // A receive that does not wait still sees each transfer its sender finished, in order.
+    for (i, bytes) in sent.iter().enumerate() {
+        let got = b
+            .receive(Some(a.id()), Some(Duration::ZERO))
+            .unwrap_or_else(|e| panic!("transfer {i}: {e}"));
+        assert_eq!(got.mode, Mode::Move);
+        assert!(
+            &b.read(got.agg, 0, len).expect("read") == bytes,
+            "transfer {i}"
+        );
+    }
+    let status = b.status().expect("status");
+    assert_eq!(status.transfers.imported, 6, "{status:?}");
+}

@@ -292,7 +292,7 @@ fn demo(socket: &Path, args: &DemoArgs) -> Outcome {
          latencies.)\n"
     );
     let s = producer.status().map_err(e)?;
-    print_status(socket, &s, producer.coherent());
+    print_status(socket, &s, producer.pool_kind());
     Ok(())
 }
 

@@ -38,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Start the host pool's block manager (in the foreground unless --detach).
+    /// Start a pool's block manager, the host pool's by default (in the foreground unless
+    /// --detach), or every pool of a topology (--topology).
     Up {
         /// Run in the background and return once it answers.
         #[arg(long, short)]
@@ -64,11 +65,23 @@ enum Cmd {
         /// never), as hardware does.
         #[arg(long, default_value_t = 0, value_name = "N")]
         nc_eviction: u32,
+        /// Another pool's block manager, as POOL=SOCKET (repeat for each): transfers to its
+        /// domains go over a link to it.
+        #[arg(long = "link", value_name = "POOL=SOCKET", value_parser = parse_link)]
+        links: Vec<(u32, PathBuf)>,
+        /// Pace copies arriving from other pools like a DMA engine: microseconds of set-up per
+        /// copy (an emulation, reported by `cosh status`; needs --dma-mbps).
+        #[arg(long, value_name = "US", requires = "dma_mbps")]
+        dma_setup_us: Option<u64>,
+        /// With --dma-setup-us: the emulated engine's bandwidth in MB/s.
+        #[arg(long, value_name = "MBPS", requires = "dma_setup_us", value_parser = clap::value_parser!(u64).range(1..))]
+        dma_mbps: Option<u64>,
         /// Start every pool of a topology instead, each in the background with its socket
-        /// NAME.sock in the runtime directory: `default` (a host pool, id 0, and an nc pool,
-        /// id 1) or a TOML file of `[[pool]]` tables, each with `name`, `id`, `kind` (`host`
-        /// or `nc`) and, for nc, `eviction`.
-        #[arg(long, value_name = "default|FILE", conflicts_with_all = ["kind", "pool", "nc_eviction"])]
+        /// NAME.sock in the runtime directory and linked to every other: `default` (a host
+        /// pool, id 0, an nc pool, id 1, and a device pool, id 2) or a TOML file of `[[pool]]`
+        /// tables, each with `name`, `id`, `kind` (`host`, `nc` or `device`), for nc
+        /// `eviction`, and optionally `dma_setup_us` with `dma_mbps`.
+        #[arg(long, value_name = "default|FILE", conflicts_with_all = ["kind", "pool", "nc_eviction", "links", "dma_setup_us"])]
         topology: Option<String>,
     },
     /// Stop the block manager (its clients lose their connections).
@@ -119,6 +132,9 @@ pub(crate) enum Kind {
     Host,
     /// Shared memory without coherence (emulated).
     Nc,
+    /// Memory only this pool's clients map (an accelerator's): transfers to and from other
+    /// pools are copied by a copy engine.
+    Device,
 }
 
 impl Kind {
@@ -126,6 +142,7 @@ impl Kind {
         match self {
             Kind::Host => "coherent",
             Kind::Nc => "non-coherent, emulated",
+            Kind::Device => "device, unshared",
         }
     }
 
@@ -133,8 +150,23 @@ impl Kind {
         match self {
             Kind::Host => cosh_pool::PoolKind::Host,
             Kind::Nc => cosh_pool::PoolKind::Nc,
+            Kind::Device => cosh_pool::PoolKind::Device,
         }
     }
+}
+
+fn parse_link(text: &str) -> Result<(u32, PathBuf), String> {
+    let (pool, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected POOL=SOCKET, got {text:?}"))?;
+    let pool = pool
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("pool {pool:?} is not a number: {e}"))?;
+    if path.is_empty() {
+        return Err("the socket path is empty".into());
+    }
+    Ok((pool, PathBuf::from(path)))
 }
 
 /// The benchmarks `cosh bench` runs.
@@ -175,6 +207,9 @@ fn main() -> ExitCode {
             kind,
             pool,
             nc_eviction,
+            links,
+            dma_setup_us,
+            dma_mbps,
             topology: None,
         } => up(
             &socket,
@@ -186,6 +221,8 @@ fn main() -> ExitCode {
                 kind,
                 pool,
                 nc_eviction,
+                links,
+                dma: dma_setup_us.zip(dma_mbps),
             },
         ),
         Cmd::Down { all: true } => topology::down_all(&cosh_sys::runtime::runtime_dir()),
@@ -221,13 +258,17 @@ fn connect(socket: &Path, name: &str) -> Result<Domain, cosh::Error> {
 }
 
 /// What one block manager serves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Serve {
     pub(crate) free_budget_mib: u64,
     pub(crate) pool_mib: Option<u64>,
     pub(crate) kind: Kind,
     pub(crate) pool: u32,
     pub(crate) nc_eviction: u32,
+    /// Other pools' sockets.
+    pub(crate) links: Vec<(u32, PathBuf)>,
+    /// An emulated DMA engine: set-up microseconds and MB/s.
+    pub(crate) dma: Option<(u64, u64)>,
 }
 
 impl Serve {
@@ -239,6 +280,8 @@ impl Serve {
             kind: Kind::Host,
             pool: 0,
             nc_eviction: 0,
+            links: Vec::new(),
+            dma: None,
         }
     }
 }
@@ -265,6 +308,18 @@ fn up(socket: &Path, detach: bool, quiet: bool, serve: Serve) -> Outcome {
     config.kind = serve.kind.pool_kind();
     config.pool = cosh_core::PoolId(serve.pool);
     config.nc_eviction = serve.nc_eviction;
+    for (pool, path) in &serve.links {
+        if *pool == serve.pool {
+            return Err(format!(
+                "--link {pool}=...: pool {pool} is this block manager's own"
+            ));
+        }
+        config.links.insert(cosh_core::PoolId(*pool), path.clone());
+    }
+    config.dma = serve.dma.map(|(us, mbps)| cosh_pool::engine::DmaModel {
+        setup: Duration::from_micros(us),
+        bytes_per_second: mbps.saturating_mul(1_000_000),
+    });
     config.free_budget = serve.free_budget_mib.saturating_mul(1024 * 1024);
     if let Some(mib) = serve.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
@@ -277,6 +332,11 @@ fn up(socket: &Path, detach: bool, quiet: bool, serve: Serve) -> Outcome {
             serve.kind.describe(),
             manager.socket().display()
         );
+        if let Some((us, mbps)) = serve.dma {
+            eprintln!(
+                "copies from other pools paced by an EMULATED DMA engine ({us} us set-up, {mbps} MB/s)"
+            );
+        }
     }
     manager.run().map_err(|e| e.to_string())
 }
@@ -292,13 +352,20 @@ pub(crate) fn start_detached(socket: &Path, serve: Serve) -> Result<u32, String>
         .args(["up", "--quiet", "--free-budget-mib"])
         .arg(serve.free_budget_mib.to_string())
         .args(serve.pool_mib.map(|m| format!("--pool-mib={m}")))
-        .arg(if serve.kind == Kind::Nc {
-            "--kind=nc"
-        } else {
-            "--kind=host"
-        })
+        .arg(format!("--kind={}", serve.kind.pool_kind().name()))
         .arg(format!("--pool={}", serve.pool))
         .arg(format!("--nc-eviction={}", serve.nc_eviction))
+        .args(serve.links.iter().flat_map(|(pool, path)| {
+            [
+                std::ffi::OsString::from("--link"),
+                std::ffi::OsString::from(format!("{pool}={}", path.display())),
+            ]
+        }))
+        .args(
+            serve.dma.iter().flat_map(|(us, mbps)| {
+                [format!("--dma-setup-us={us}"), format!("--dma-mbps={mbps}")]
+            }),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -379,7 +446,7 @@ fn status(socket: &Path, json: bool) -> Outcome {
         );
         return Ok(());
     }
-    print_status(socket, &s, d.coherent());
+    print_status(socket, &s, d.pool_kind());
     Ok(())
 }
 
@@ -392,15 +459,15 @@ pub(crate) fn status_of(d: &mut Domain) -> Result<Status, String> {
     Ok(s)
 }
 
-pub(crate) fn print_status(socket: &Path, s: &Status, coherent: bool) {
+pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind) {
     println!(
         "block manager pid {} serving pool {} ({} memory) at {} (up {} s)",
         s.pid,
         s.pool,
-        if coherent {
-            "coherent"
-        } else {
-            "non-coherent, emulated"
+        match kind {
+            cosh_pool::PoolKind::Host => "coherent",
+            cosh_pool::PoolKind::Nc => "non-coherent, emulated",
+            cosh_pool::PoolKind::Device => "device, unshared",
         },
         socket.display(),
         s.uptime_s
@@ -428,6 +495,27 @@ pub(crate) fn print_status(socket: &Path, s: &Status, coherent: bool) {
         human(t.copied_bytes),
         t.refused_seals
     );
+    if t.exported + t.imported + t.lost > 0 || !s.links.is_empty() {
+        println!(
+            "across pools: {} sent, {} received, {} lost after their senders were answered",
+            t.exported, t.imported, t.lost
+        );
+    }
+    for l in &s.links {
+        println!(
+            "link {} pool {}: {} transfer(s) in flight",
+            if l.outgoing { "to" } else { "from" },
+            l.pool,
+            l.in_flight
+        );
+    }
+    if let Some(dma) = s.dma {
+        println!(
+            "copies from other pools paced by an EMULATED DMA engine: {} us set-up, {}/s",
+            dma.setup_us,
+            human(dma.bytes_per_second)
+        );
+    }
     println!("domains: {}", s.domain_count);
     if !s.domains.is_empty() {
         println!(

@@ -23,6 +23,13 @@ name = "nc"         # shared memory emulated without coherence
 id = 1
 kind = "nc"
 eviction = 0        # one random cache eviction per this many requests (0: none)
+
+[[pool]]
+name = "device"     # memory only its own clients map, as an accelerator's
+id = 2
+kind = "device"
+# dma_setup_us = 172  # pace copies into it like the paper's co-processor DMA engine
+# dma_mbps = 3000     # (an emulation: status says so when on)
 "#;
 
 /// A topology file.
@@ -42,6 +49,10 @@ struct PoolSpec {
     kind: SpecKind,
     #[serde(default)]
     eviction: u32,
+    #[serde(default)]
+    dma_setup_us: Option<u64>,
+    #[serde(default)]
+    dma_mbps: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -49,6 +60,7 @@ struct PoolSpec {
 enum SpecKind {
     Host,
     Nc,
+    Device,
 }
 
 /// Reads a topology: `default`, or a file; every rule checked, every error naming its pool.
@@ -96,6 +108,12 @@ fn check(t: &Topology) -> Result<(), String> {
                 p.name
             ));
         }
+        if p.dma_setup_us.is_some() != p.dma_mbps.is_some() || p.dma_mbps == Some(0) {
+            return Err(format!(
+                "pool {:?}: give dma_setup_us and dma_mbps together (dma_mbps above 0)",
+                p.name
+            ));
+        }
     }
     Ok(())
 }
@@ -129,7 +147,15 @@ pub(crate) fn up(
         let kind = match p.kind {
             SpecKind::Host => Kind::Host,
             SpecKind::Nc => Kind::Nc,
+            SpecKind::Device => Kind::Device,
         };
+        // Every pool is linked to every other.
+        let links = t
+            .pool
+            .iter()
+            .filter(|q| q.id != p.id)
+            .map(|q| (q.id, socket(dir, &q.name)))
+            .collect();
         let pid = start_detached(
             &at,
             Serve {
@@ -138,6 +164,8 @@ pub(crate) fn up(
                 kind,
                 pool: p.id,
                 nc_eviction: p.eviction,
+                links,
+                dma: p.dma_setup_us.zip(p.dma_mbps),
             },
         )?;
         if !quiet {
@@ -189,13 +217,14 @@ pub(crate) fn status_all(dir: &Path, json: bool) -> Outcome {
             all.push(serde_json::json!({
                 "socket": at,
                 "coherent": d.coherent(),
+                "kind": d.pool_kind().name(),
                 "status": s,
             }));
         } else {
             if i > 0 {
                 println!();
             }
-            print_status(&at, &s, d.coherent());
+            print_status(&at, &s, d.pool_kind());
         }
     }
     if json {
@@ -226,7 +255,7 @@ mod tests {
     #[test]
     fn the_default_topology_parses_and_bad_ones_say_what_is_wrong() {
         let t = load("default").expect("the default parses");
-        assert_eq!(t.pool.len(), 2);
+        assert_eq!(t.pool.len(), 3);
         for (text, words) in [
             ("", "no [[pool]]"),
             (
@@ -248,6 +277,10 @@ mod tests {
             (
                 "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\nsize = 3\n",
                 "unknown field",
+            ),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"device\"\ndma_mbps = 3\n",
+                "together",
             ),
         ] {
             let parsed = toml::from_str::<Topology>(text)

@@ -159,6 +159,7 @@ fn a_topology_comes_up_shows_every_pool_and_goes_down() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("pool 0 (coherent memory)"), "{t}");
     assert!(t.contains("pool 1 (non-coherent, emulated memory)"), "{t}");
+    assert!(t.contains("pool 2 (device, unshared memory)"), "{t}");
     let o = cosh(&dir, &["status", "--all", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let pools: Vec<(u64, bool)> = json
@@ -172,10 +173,18 @@ fn a_topology_comes_up_shows_every_pool_and_goes_down() {
             )
         })
         .collect();
-    assert_eq!(pools, vec![(0, true), (1, false)]);
+    assert_eq!(
+        pools,
+        vec![(2, true), (0, true), (1, false)],
+        "by socket name"
+    );
     let o = cosh(&dir, &["down", "--all"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!dir.join("host.sock").exists() && !dir.join("nc.sock").exists());
+    assert!(
+        !dir.join("host.sock").exists()
+            && !dir.join("nc.sock").exists()
+            && !dir.join("device.sock").exists()
+    );
     let o = cosh(&dir, &["status", "--all"]);
     assert!(!o.status.success());
     // A topology that names two pools alike is refused before anything starts.

@@ -25,7 +25,7 @@ pub struct DmaModel {
 
 impl DmaModel {
     /// The time the model gives a job of `len` bytes once set up.
-    fn transfer(&self, len: u64) -> Duration {
+    pub fn transfer(&self, len: u64) -> Duration {
         if self.bytes_per_second == 0 {
             return Duration::ZERO;
         }

@@ -29,15 +29,20 @@ impl Pool for HostPool {
     }
 
     fn window(&self, buffer: &Buffer) -> Result<Box<dyn Window>> {
-        Ok(Box::new(HostWindow {
-            memory: buffer.map()?,
-        }))
+        Ok(Box::new(HostWindow::over(buffer.map()?)))
     }
 }
 
 /// A domain's view of a host buffer: the memory itself.
 pub struct HostWindow {
     memory: Memory,
+}
+
+impl HostWindow {
+    /// A coherent window on mapped memory.
+    pub(crate) fn over(memory: Memory) -> HostWindow {
+        HostWindow { memory }
+    }
 }
 
 impl Window for HostWindow {

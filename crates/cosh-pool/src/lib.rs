@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod device;
 pub mod engine;
 pub mod host;
 pub mod nc;
@@ -88,17 +89,21 @@ pub enum PoolKind {
     /// Shared memory without coherence (emulated): flush before a transfer out, invalidate
     /// after a receive.
     Nc,
+    /// Memory only the pool's own domains map (an accelerator's): every transfer to or from
+    /// another pool goes through a copy engine.
+    Device,
 }
 
 impl PoolKind {
     /// Every kind built so far.
-    pub const ALL: [PoolKind; 2] = [PoolKind::Host, PoolKind::Nc];
+    pub const ALL: [PoolKind; 3] = [PoolKind::Host, PoolKind::Nc, PoolKind::Device];
 
     /// The name used in configuration and status.
     pub fn name(self) -> &'static str {
         match self {
             PoolKind::Host => "host",
             PoolKind::Nc => "nc",
+            PoolKind::Device => "device",
         }
     }
 }

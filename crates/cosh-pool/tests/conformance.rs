@@ -2,6 +2,7 @@
 
 use cosh_pool::Pool;
 use cosh_pool::conformance::{self, Link};
+use cosh_pool::device::DevicePool;
 use cosh_pool::host::HostPool;
 use cosh_pool::nc::{Eviction, NcPool};
 
@@ -12,6 +13,7 @@ type Make = Box<dyn Fn() -> Box<dyn Pool>>;
 fn pools() -> Vec<(&'static str, Make)> {
     vec![
         ("host", Box::new(|| Box::new(HostPool::new()))),
+        ("device", Box::new(|| Box::new(DevicePool::new()))),
         ("nc", Box::new(|| Box::new(NcPool::new()))),
         (
             "nc with random eviction",

@@ -1,7 +1,8 @@
 //! Messages between block managers. A link carries transfers from domains of one pool to
 //! domains of another (paper §4.3): the source block manager has already downgraded the
 //! sender and holds the bytes; it tells the destination where they are ([`LinkMessage::Deliver`]),
-//! the destination allocates, copies, queues the aggregate for the receiver and answers
+//! the destination checks the receiver and allocates ([`LinkMessage::Accepted`]), copies on
+//! its copy engine, queues the aggregate for the receiver and answers
 //! ([`LinkMessage::Delivered`]), and the source drops its hold.
 //!
 //! On a link between block managers of one machine, the bytes stay where they are: each piece
@@ -85,6 +86,20 @@ pub enum LinkMessage {
         /// Slots (at most [`MAX_LINK_FORGET`]).
         slots: Vec<u64>,
     },
+    /// Destination → source: transfer `id` has a receiver and memory and is being copied;
+    /// `Delivered` follows. A weak move or share is answered to its sender now (pipelined:
+    /// see [`answered_on_acceptance`]); a strong transfer or a copy once delivered.
+    Accepted {
+        /// The transfer.
+        id: u64,
+    },
+}
+
+/// Whether a transfer's sender is answered when the destination accepts it rather than once
+/// the bytes are copied: weak moves and shares, whose senders are trusted not to touch what
+/// they gave away. A strong transfer is a snapshot, so its sender waits for the copy.
+pub fn answered_on_acceptance(mode: WireMode, strength: WireStrength) -> bool {
+    mode != WireMode::Copy && strength == WireStrength::Weak
 }
 
 impl LinkMessage {

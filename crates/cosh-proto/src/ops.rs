@@ -235,6 +235,34 @@ pub struct TransferCounts {
     pub copied_bytes: u64,
     /// Seals refused by the kernel (copied instead).
     pub refused_seals: u64,
+    /// Transfers sent to domains of other pools and confirmed.
+    pub exported: u64,
+    /// Transfers received from other pools.
+    pub imported: u64,
+    /// Weak transfers to other pools lost after their senders were answered (the
+    /// destination failed, or the link broke, before the copy).
+    pub lost: u64,
+}
+
+/// A link between this block manager and another pool's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The other pool.
+    pub pool: u32,
+    /// Opened by this block manager (its transfers go out on it) or by the other.
+    pub outgoing: bool,
+    /// Transfers on their way: sent and not yet confirmed (outgoing), or being copied
+    /// (incoming).
+    pub in_flight: u64,
+}
+
+/// A DMA model pacing a block manager's copies (an emulation, not this machine's speed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaStatus {
+    /// Set-up latency per copy, in microseconds.
+    pub setup_us: u64,
+    /// Bytes per second once set up.
+    pub bytes_per_second: u64,
 }
 
 /// The block manager's state, for `cosh status`.
@@ -267,7 +295,14 @@ pub struct Status {
     pub names: u64,
     /// Transfer counters.
     pub transfers: TransferCounts,
+    /// Links to other pools' block managers (at most [`MAX_STATUS_LINKS`]).
+    pub links: Vec<LinkStatus>,
+    /// The DMA model pacing copies from other pools, if one is on.
+    pub dma: Option<DmaStatus>,
 }
+
+/// The most links a status lists.
+pub const MAX_STATUS_LINKS: usize = 256;
 
 /// A client's request. See `PROTOCOL.md` for each one's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -473,6 +508,8 @@ pub enum WirePoolKind {
     Host,
     /// Shared memory without coherence (emulated).
     Nc,
+    /// Memory only the pool's own domains map (an accelerator's).
+    Device,
 }
 
 /// The most records a per-client ring may have.
@@ -898,6 +935,7 @@ pub(crate) fn check_response(r: &Response) -> Result<(), String> {
         } => over("mappers", m.len(), MAX_MAPPERS),
         Response::Status(s) => {
             over("domains", s.domains.len(), MAX_STATUS_DOMAINS)?;
+            over("links", s.links.len(), MAX_STATUS_LINKS)?;
             for d in &s.domains {
                 if d.name.len() > MAX_STATUS_NAME {
                     return Err(format!(

@@ -240,9 +240,10 @@ fn negotiation_picks_the_newest_common_version_or_refuses_clearly() {
 mod operations {
     use cosh_proto::ops::{DirectRecord, MAX_MAPPERS, decode_record, encode_record};
     use cosh_proto::ops::{
-        DomainStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES, MAX_REVOKE, MAX_STATUS_DOMAINS,
-        MAX_STATUS_NAME, MapRequest, MappedBuffer, Request, Response, Status, TransferCounts,
-        TransferReport, WireAccess, WireMode, WirePiece, WireRights, WireStrength,
+        DmaStatus, DomainStatus, LinkStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES, MAX_REVOKE,
+        MAX_STATUS_DOMAINS, MAX_STATUS_LINKS, MAX_STATUS_NAME, MapRequest, MappedBuffer, Request,
+        Response, Status, TransferCounts, TransferReport, WireAccess, WireMode, WirePiece,
+        WireRights, WireStrength,
     };
     use cosh_proto::{MAX_FRAME, Message, decode, encode};
     use proptest::prelude::*;
@@ -569,7 +570,22 @@ mod operations {
                 by_copy: u64::MAX,
                 copied_bytes: u64::MAX,
                 refused_seals: u64::MAX,
+                exported: u64::MAX,
+                imported: u64::MAX,
+                lost: u64::MAX,
             },
+            links: vec![
+                LinkStatus {
+                    pool: u32::MAX,
+                    outgoing: true,
+                    in_flight: u64::MAX,
+                };
+                MAX_STATUS_LINKS
+            ],
+            dma: Some(DmaStatus {
+                setup_us: u64::MAX,
+                bytes_per_second: u64::MAX,
+            }),
         }
     }
 

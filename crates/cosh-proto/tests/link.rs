@@ -50,6 +50,7 @@ fn link() -> impl Strategy<Value = LinkMessage> {
         (any::<u64>(), prop::option::of((any::<u16>(), "\\PC{0,64}")))
             .prop_map(|(id, error)| LinkMessage::Delivered { id, error }),
         prop::collection::vec(any::<u64>(), 0..100).prop_map(|slots| LinkMessage::Forget { slots }),
+        any::<u64>().prop_map(|id| LinkMessage::Accepted { id }),
     ]
 }
 

@@ -270,6 +270,8 @@ pub struct Domain {
     socket: PathBuf,
     /// The pool's memory is not coherent: mappings are cached (see `nc.rs`).
     nc: bool,
+    /// The pool's kind (from `PoolInfo` at connect).
+    kind: cosh_pool::PoolKind,
     /// With `nc`: one random eviction per this many requests and cache (0: none).
     nc_eviction: u32,
     /// Tests of the emulation only: skip the write-back before transfers, or the refresh
@@ -379,6 +381,7 @@ impl Domain {
             buf: vec![0; MAX_FRAME],
             socket,
             nc: false,
+            kind: cosh_pool::PoolKind::Host,
             nc_eviction: 0,
             nc_skip: options.nc_skip,
         };
@@ -392,6 +395,11 @@ impl Domain {
                 match domain.call(Request::PoolInfo)? {
                     Response::PoolInfo { kind, eviction, .. } => {
                         domain.nc = kind == cosh_proto::ops::WirePoolKind::Nc;
+                        domain.kind = match kind {
+                            cosh_proto::ops::WirePoolKind::Host => cosh_pool::PoolKind::Host,
+                            cosh_proto::ops::WirePoolKind::Nc => cosh_pool::PoolKind::Nc,
+                            cosh_proto::ops::WirePoolKind::Device => cosh_pool::PoolKind::Device,
+                        };
                         domain.nc_eviction = eviction;
                     }
                     r => return Err(unexpected(&r)),
@@ -729,6 +737,11 @@ impl Domain {
     /// library caches and keeps in step around every transfer).
     pub fn coherent(&self) -> bool {
         !self.nc
+    }
+
+    /// The kind of memory of this domain's pool.
+    pub fn pool_kind(&self) -> cosh_pool::PoolKind {
+        self.kind
     }
 
     fn done(&mut self, request: Request) -> Result<()> {

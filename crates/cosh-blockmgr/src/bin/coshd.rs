@@ -1,4 +1,4 @@
-//! `coshd`: the host pool's block manager.
+//! `coshd`: a pool's block manager.
 
 #![forbid(unsafe_code)]
 
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cosh_blockmgr::{BlockManager, Config};
 
-/// Serves the host memory pool to Cosh clients on this machine.
+/// Serves a pool of memory to Cosh clients on this machine (the host pool by default).
 ///
 /// Clients connect to the socket (by default `$COSH_RUNTIME_DIR/host.sock`, with the runtime
 /// directory defaulting to `$XDG_RUNTIME_DIR/cosh`, `/run/cosh` for root, else
@@ -44,8 +44,20 @@ struct Args {
     /// emulated without coherence: every client keeps its own cache of what it maps, and the
     /// client library writes it back before each transfer out and refreshes it after each
     /// receive, so programs run unchanged).
-    #[arg(long, default_value = "host", value_parser = ["host", "nc"])]
+    /// `device` is memory that only this pool's clients map, as an accelerator's is: every
+    /// transfer to or from another pool is copied by the receiving block manager's copy
+    /// engine.
+    #[arg(long, default_value = "host", value_parser = ["host", "nc", "device"])]
     kind: String,
+    /// Pace the copies of transfers arriving from other pools like a DMA engine: this many
+    /// microseconds of set-up per copy (overlapping the previous copy), then --dma-mbps. An
+    /// emulation to reproduce co-processor experiments; off by default, and `cosh status`
+    /// says when it is on.
+    #[arg(long, value_name = "US", requires = "dma_mbps")]
+    dma_setup_us: Option<u64>,
+    /// With --dma-setup-us: the emulated engine's bandwidth in MB/s (10^6 bytes per second).
+    #[arg(long, value_name = "MBPS", requires = "dma_setup_us", value_parser = clap::value_parser!(u64).range(1..))]
+    dma_mbps: Option<u64>,
     /// With `--kind nc`: clients' caches also write back and reload a random line, one chance
     /// in N per request, as hardware caches evict lines when they like (0: never). A correct
     /// program cannot tell.
@@ -91,11 +103,17 @@ fn main() -> ExitCode {
     config.spin = std::time::Duration::from_micros(args.spin_us);
     config.nc_eviction = args.nc_eviction;
     config.pool = cosh_core::PoolId(args.pool);
-    config.kind = if args.kind == "nc" {
-        cosh_pool::PoolKind::Nc
-    } else {
-        cosh_pool::PoolKind::Host
+    config.kind = match args.kind.as_str() {
+        "nc" => cosh_pool::PoolKind::Nc,
+        "device" => cosh_pool::PoolKind::Device,
+        _ => cosh_pool::PoolKind::Host,
     };
+    if let (Some(us), Some(mbps)) = (args.dma_setup_us, args.dma_mbps) {
+        config.dma = Some(cosh_pool::engine::DmaModel {
+            setup: std::time::Duration::from_micros(us),
+            bytes_per_second: mbps.saturating_mul(1_000_000),
+        });
+    }
     config.max_aggregates = args.max_aggregates;
     for (pool, path) in args.links {
         if pool == args.pool {
@@ -116,9 +134,16 @@ fn main() -> ExitCode {
     };
     if !args.quiet {
         eprintln!(
-            "coshd: serving the host pool at {}",
+            "coshd: serving pool {} ({} memory) at {}",
+            args.pool,
+            args.kind,
             manager.socket().display()
         );
+        if let (Some(us), Some(mbps)) = (args.dma_setup_us, args.dma_mbps) {
+            eprintln!(
+                "coshd: copies from other pools paced by an EMULATED DMA engine ({us} us set-up, {mbps} MB/s)"
+            );
+        }
     }
     match manager.run() {
         Ok(()) => ExitCode::SUCCESS,

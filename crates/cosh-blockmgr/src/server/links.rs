@@ -14,10 +14,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
 
 use cosh_core::ledger::TransferRequest;
 use cosh_core::{AggId, DomainId, ErrorKind, Mode, PoolId, Strength};
-use cosh_proto::link::{LinkMessage, LinkPiece, MAX_LINK_PIECES, MAX_LINK_SLOTS};
+use cosh_proto::link::{
+    LinkMessage, LinkPiece, MAX_LINK_PIECES, MAX_LINK_SLOTS, answered_on_acceptance,
+};
 use cosh_proto::ops::Response;
 use cosh_proto::{MAX_FRAME, Message, PROTOCOL_VERSIONS, decode, encode, error_code, error_kind};
 use cosh_sys::mapping::{Mapping, Prefault, ReadOnly};
@@ -25,6 +29,8 @@ use cosh_sys::memfd::Memfd;
 use cosh_sys::socket::SeqPacket;
 
 use super::{Answer, BlockManager, Failure, Phase, fail, now, truncate};
+use crate::copier::{Job, Piece};
+use crate::store::SlotId;
 
 /// Frames waiting for room in a link's socket.
 #[derive(Default)]
@@ -88,6 +94,8 @@ struct InFlight {
     token: u64,
     /// The transfer, to finish in the ledger once confirmed.
     request: TransferRequest,
+    /// The sender was answered when the destination accepted the transfer.
+    answered: bool,
     /// The answer to give the sender.
     response: Response,
 }
@@ -98,12 +106,12 @@ pub(super) struct InLink {
     pub(super) outbox: Outbox,
     pool: PoolId,
     /// The source's slots, mapped once and kept until it says to forget them.
-    mapped: HashMap<u64, Mapping<ReadOnly>>,
+    mapped: HashMap<u64, Arc<Mapping<ReadOnly>>>,
     /// The parts of a transfer received so far.
     partial: Option<Partial>,
 }
 
-struct Partial {
+pub(super) struct Partial {
     id: u64,
     source: DomainId,
     receiver: DomainId,
@@ -111,6 +119,13 @@ struct Partial {
     strength: Strength,
     ticket: Option<u64>,
     pieces: Vec<LinkPiece>,
+}
+
+/// A transfer from another pool on the copy engine.
+pub(super) struct Importing {
+    delivery: Partial,
+    len: u64,
+    slot: Option<SlotId>,
 }
 
 /// Messages read from one link per turn at most (others wait for the next turn).
@@ -267,6 +282,7 @@ impl BlockManager {
                     hold: export.hold,
                     token,
                     request: request.clone(),
+                    answered: false,
                     response: Response::Transferred {
                         ticket: export.ticket.map(|t| t.0),
                         report: cosh_proto::ops::TransferReport {
@@ -305,6 +321,11 @@ impl BlockManager {
         self.store.forget_link(pool);
         for (_, f) in link.inflight {
             self.drop_hold(f.hold);
+            if f.answered {
+                // Its sender was told it went: it is lost as if its receiver had died.
+                self.counts.lost += 1;
+                continue;
+            }
             let message = format!(
                 "the link to the block manager of pool {pool} broke before domain {} had the \
                  transfer ({why}); it was not delivered and the sender keeps its rights",
@@ -355,6 +376,28 @@ impl BlockManager {
             };
             match decoded {
                 Ok(Message::Link(LinkMessage::Opened { .. })) => {}
+                Ok(Message::Link(LinkMessage::Accepted { id })) => {
+                    let Some(f) = self
+                        .out_links
+                        .get_mut(&pool)
+                        .and_then(|l| l.inflight.get_mut(&id))
+                    else {
+                        self.link_lost(pool, "it accepted a transfer never sent");
+                        break;
+                    };
+                    if !f.answered
+                        && answered_on_acceptance(
+                            f.request.mode.into(),
+                            f.request.flags.strength.into(),
+                        )
+                    {
+                        f.answered = true;
+                        let (token, request, response) =
+                            (f.token, f.request.clone(), f.response.clone());
+                        let _ = self.ledger.export_done(&request);
+                        self.finish_export(token, now(response));
+                    }
+                }
                 Ok(Message::Link(LinkMessage::Delivered { id, error })) => {
                     let Some(f) = self
                         .out_links
@@ -365,10 +408,19 @@ impl BlockManager {
                         break;
                     };
                     self.drop_hold(f.hold);
+                    if f.answered {
+                        if error.is_some() {
+                            self.counts.lost += 1;
+                        } else {
+                            self.counts.exported += 1;
+                        }
+                        continue;
+                    }
                     let answer = match error {
                         None => {
                             // The sender may have gone meanwhile: nothing left to downgrade.
                             let _ = self.ledger.export_done(&f.request);
+                            self.counts.exported += 1;
                             now(f.response)
                         }
                         Some((code, message)) => Err(fail(
@@ -523,7 +575,7 @@ impl BlockManager {
                     let map = Memfd::from_fd(fd)
                         .and_then(|m| m.map_read(Prefault::OnFirstTouch))
                         .map_err(|e| format!("slot {slot}: {e}"))?;
-                    link.mapped.insert(slot, map);
+                    link.mapped.insert(slot, Arc::new(map));
                 }
                 let source = DomainId::from_bits(source);
                 if source.pool != link.pool {
@@ -567,26 +619,26 @@ impl BlockManager {
                 let Some(d) = link.partial.take() else {
                     return Ok(());
                 };
-                let error = match self.import_delivery(token, &d) {
-                    Ok(()) => None,
+                let id = d.id;
+                let reply = match self.accept_delivery(token, d) {
+                    Ok(()) => LinkMessage::Accepted { id },
                     Err(f) if f.kind == ErrorKind::Protocol => return Err(f.message),
-                    Err(f) => Some((error_code(f.kind), truncate(&f.message, 1024))),
+                    Err(f) => LinkMessage::Delivered {
+                        id,
+                        error: Some((error_code(f.kind), truncate(&f.message, 1024))),
+                    },
                 };
-                let reply = Message::Link(LinkMessage::Delivered { id: d.id, error });
-                let bytes = encode(&reply).map_err(|e| e.to_string())?;
-                let Some(link) = self.in_links.get_mut(&token) else {
-                    return Ok(());
-                };
-                link.outbox
-                    .send(&link.sock, bytes, Vec::new())
-                    .map_err(|e| e.to_string())
+                self.link_reply(token, reply);
+                Ok(())
             }
             other => Err(format!("unexpected {other:?}")),
         }
     }
 
-    /// Copies a transfer from another pool into a buffer of its receiver's and queues it.
-    fn import_delivery(&mut self, token: u64, d: &Partial) -> Result<(), Failure> {
+    /// Takes a transfer from another pool: checks its receiver, reserves a buffer of the
+    /// receiver's and hands the copy to the copy engine (`Accepted` now, `Delivered` when
+    /// done: see [`BlockManager::imports_done`]).
+    fn accept_delivery(&mut self, token: u64, d: Partial) -> Result<(), Failure> {
         let receiver = d.receiver;
         if receiver.pool != self.config.pool || !self.by_domain.contains_key(&receiver) {
             return Err(fail(
@@ -622,66 +674,144 @@ impl BlockManager {
             }
             .into());
         }
-        let slot = if len > 0 {
-            Some(
-                self.store
-                    .reserve(len, receiver, false)
-                    .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?,
-            )
-        } else {
-            None
-        };
-        if let Some(slot) = slot {
-            let copied = (|| {
-                let link = self
-                    .in_links
-                    .get(&token)
-                    .ok_or_else(|| fail(ErrorKind::Unavailable, "link gone"))?;
-                let mut at = 0u64;
-                for p in &d.pieces {
-                    let map = link.mapped.get(&p.slot).ok_or_else(|| {
-                        fail(ErrorKind::Protocol, format!("unknown slot {}", p.slot))
-                    })?;
-                    let bytes = usize::try_from(p.offset)
-                        .ok()
-                        .zip(usize::try_from(p.len).ok())
-                        .and_then(|(o, n)| map.as_slice().get(o..o.checked_add(n)?))
-                        .ok_or_else(|| {
-                            fail(
-                                ErrorKind::Protocol,
-                                format!("a piece beyond the end of slot {}", p.slot),
-                            )
-                        })?;
-                    self.store
-                        .write_at(slot, at, bytes)
-                        .map_err(|e| fail(ErrorKind::Unavailable, e))?;
-                    at += p.len;
-                }
-                Ok(())
-            })();
-            if let Err(f) = copied {
-                self.store.unreserve(slot, receiver);
-                return Err(f);
+        // Every piece within a slot the source passed, before any memory is reserved.
+        let link = self
+            .in_links
+            .get(&token)
+            .ok_or_else(|| fail(ErrorKind::Unavailable, "link gone"))?;
+        let mut pieces = Vec::with_capacity(d.pieces.len());
+        for p in &d.pieces {
+            let map = link
+                .mapped
+                .get(&p.slot)
+                .ok_or_else(|| fail(ErrorKind::Protocol, format!("unknown slot {}", p.slot)))?;
+            let (Ok(offset), Ok(n)) = (usize::try_from(p.offset), usize::try_from(p.len)) else {
+                return Err(fail(
+                    ErrorKind::Protocol,
+                    "a piece beyond the address space",
+                ));
+            };
+            if offset.checked_add(n).is_none_or(|end| end > map.len()) {
+                return Err(fail(
+                    ErrorKind::Protocol,
+                    format!("a piece beyond the end of slot {}", p.slot),
+                ));
             }
+            pieces.push(Piece {
+                from: Arc::clone(map),
+                offset,
+                len: n,
+            });
         }
-        let imported = self.ledger.import(
-            receiver,
-            d.source,
-            d.mode,
-            d.strength,
-            len,
-            d.ticket.map(cosh_core::Ticket),
-        );
-        let imported = match imported {
-            Ok(i) => i,
-            Err(e) => {
-                if let Some(slot) = slot {
-                    self.store.unreserve(slot, receiver);
-                }
-                return Err(e.into());
-            }
+        let (slot, to) = if len > 0 {
+            let slot = self
+                .store
+                .reserve(len, receiver, false)
+                .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
+            let Some(map) = self.store.lend_write_map(slot) else {
+                self.store.unreserve(slot, receiver);
+                return Err(fail(
+                    ErrorKind::Unavailable,
+                    "cannot map a buffer to copy into",
+                ));
+            };
+            (Some(slot), Some(map))
+        } else {
+            (None, None)
         };
-        if let (Some(nb), Some(slot)) = (imported.buffer, slot) {
+        let key = (token, d.id);
+        let job = Job {
+            key,
+            to,
+            pieces,
+            submitted: Instant::now(),
+        };
+        if !self.copier.submit(job) {
+            if let Some(slot) = slot {
+                self.store.unreserve(slot, receiver);
+            }
+            return Err(fail(ErrorKind::Unavailable, "the copy engine stopped"));
+        }
+        self.importing.insert(
+            key,
+            Importing {
+                delivery: d,
+                len,
+                slot,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether a transfer from another pool that `wait` would take is on the copy engine.
+    pub(super) fn import_pending(&self, domain: DomainId, wait: &super::Wait) -> bool {
+        self.importing.values().any(|im| {
+            let d = &im.delivery;
+            d.receiver == domain
+                && match wait {
+                    super::Wait::Queued(None) => d.ticket.is_none(),
+                    super::Wait::Queued(Some(s)) => d.ticket.is_none() && d.source == *s,
+                    super::Wait::Ticket(s, t) => d.source == *s && d.ticket == Some(t.0),
+                }
+        })
+    }
+
+    /// Copies the copy engine finished: queue each for its receiver and tell the source.
+    pub(super) fn imports_done(&mut self) {
+        for done in self.copier.finished() {
+            let Some(im) = self.importing.remove(&done.key) else {
+                continue;
+            };
+            let (token, id) = done.key;
+            let d = &im.delivery;
+            if let (Some(slot), Some(map)) = (im.slot, done.to) {
+                self.store.return_write_map(slot, map);
+            }
+            // A strong transfer whose link broke was reported failed to its sender: it must
+            // not arrive. A weak one was reported done: it arrives.
+            let link_up = self.in_links.contains_key(&token);
+            let early = answered_on_acceptance(d.mode.into(), d.strength.into());
+            let result = match done.result {
+                Err(e) => Err(fail(ErrorKind::Unavailable, format!("copy failed: {e}"))),
+                Ok(()) if !link_up && !early => Err(fail(ErrorKind::Unavailable, "link gone")),
+                Ok(()) => self
+                    .ledger
+                    .import(
+                        d.receiver,
+                        d.source,
+                        d.mode,
+                        d.strength,
+                        im.len,
+                        d.ticket.map(cosh_core::Ticket),
+                    )
+                    .map_err(Failure::from),
+            };
+            let error = match result {
+                Ok(imported) => {
+                    self.imported(d, im.len, imported.buffer, im.slot);
+                    None
+                }
+                Err(f) => {
+                    if let Some(slot) = im.slot {
+                        self.store.unreserve(slot, d.receiver);
+                    }
+                    Some((error_code(f.kind), truncate(&f.message, 1024)))
+                }
+            };
+            self.link_reply(token, LinkMessage::Delivered { id, error });
+        }
+    }
+
+    /// A copied transfer is in the ledger: its buffer gets its slot (sealed for a strong
+    /// share), and the receiver is woken.
+    fn imported(
+        &mut self,
+        d: &Partial,
+        len: u64,
+        buffer: Option<cosh_core::ledger::NewBuffer>,
+        slot: Option<SlotId>,
+    ) {
+        if let (Some(nb), Some(slot)) = (buffer, slot) {
             self.store.bind(nb.id, slot);
             if nb.seal
                 && let Some(memfd) = self.store.prepare_seal(slot)
@@ -700,8 +830,48 @@ impl BlockManager {
         }
         self.counts.by_copy += 1;
         self.counts.copied_bytes += len;
-        self.wake(receiver);
-        Ok(())
+        self.counts.imported += 1;
+        self.wake(d.receiver);
+    }
+
+    /// Sends a message on an incoming link (dropped with the link if it broke).
+    fn link_reply(&mut self, token: u64, m: LinkMessage) {
+        let Some(link) = self.in_links.get_mut(&token) else {
+            return;
+        };
+        let sent = encode(&Message::Link(m))
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                link.outbox
+                    .send(&link.sock, bytes, Vec::new())
+                    .map_err(|e| e.to_string())
+            });
+        if sent.is_err() {
+            self.in_links.remove(&token);
+        }
+    }
+
+    /// Every link, for status.
+    pub(super) fn link_status(&self) -> Vec<cosh_proto::ops::LinkStatus> {
+        let out = self
+            .out_links
+            .iter()
+            .map(|(pool, l)| cosh_proto::ops::LinkStatus {
+                pool: pool.0,
+                outgoing: true,
+                in_flight: l.inflight.len() as u64,
+            });
+        let incoming = self
+            .in_links
+            .iter()
+            .map(|(token, l)| cosh_proto::ops::LinkStatus {
+                pool: l.pool.0,
+                outgoing: false,
+                in_flight: self.importing.keys().filter(|(t, _)| t == token).count() as u64,
+            });
+        out.chain(incoming)
+            .take(cosh_proto::ops::MAX_STATUS_LINKS)
+            .collect()
     }
 
     /// Tells linked block managers which of their mappings of this pool's slots to drop.
