@@ -18,6 +18,7 @@
 
 mod doorbells;
 mod fast;
+pub mod fig2b;
 #[cfg(feature = "iceoryx2")]
 mod ice;
 mod report;

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use crate::Row;
 
+pub(crate) fn human_size(bytes: u64) -> String {
+    human(bytes)
+}
+
 fn human(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
@@ -25,13 +29,13 @@ pub fn print(rows: &[Row]) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "\n{:<20} {:>8} {:>14} {:>10} {:>10} {:>10} {:>14} {:>8}",
+        "\n{:<32} {:>8} {:>14} {:>10} {:>10} {:>10} {:>14} {:>8}",
         "case", "size", "delivered us", "p10", "p90", "p99", "readable us", "samples"
     );
     for r in rows {
         let _ = writeln!(
             err,
-            "{:<20} {:>8} {:>14} {:>10} {:>10} {:>10} {:>14} {:>8}",
+            "{:<32} {:>8} {:>14} {:>10} {:>10} {:>10} {:>14} {:>8}",
             r.case,
             human(r.size),
             us(r.delivered),
@@ -177,6 +181,15 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
 
 /// Draws median one-way latency against size, log-log, one line per case.
 pub fn write_svg(path: &Path, rows: &[Row]) -> Result<(), String> {
+    write_svg_titled(
+        path,
+        rows,
+        "One-way transfer latency (median), Cosh and baselines",
+    )
+}
+
+/// [`write_svg`] with a title of its own.
+pub(crate) fn write_svg_titled(path: &Path, rows: &[Row], title: &str) -> Result<(), String> {
     use plotters::prelude::*;
     let e = |x: &dyn std::fmt::Display| x.to_string();
     if let Some(dir) = path.parent() {
@@ -208,10 +221,7 @@ pub fn write_svg(path: &Path, rows: &[Row]) -> Result<(), String> {
     let root = SVGBackend::new(path, (1100, 750)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "One-way transfer latency (median), Cosh and baselines",
-            ("sans-serif", 22),
-        )
+        .caption(title, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)

@@ -35,6 +35,8 @@ pub(crate) struct Done {
     pub(crate) key: (u64, u64),
     pub(crate) to: Option<Mapping<ReadWrite>>,
     pub(crate) result: Result<(), String>,
+    /// How long the copy itself took (not the model's pacing).
+    pub(crate) busy: std::time::Duration,
 }
 
 pub(crate) struct Copier {
@@ -100,6 +102,7 @@ fn work(inbox: &Receiver<Job>, outbox: &Sender<Done>, bell: &EventFd, model: Opt
     // When the modelled engine is next free.
     let mut free_at = Instant::now();
     for mut job in inbox {
+        let began = Instant::now();
         let mut at = 0usize;
         let mut result = Ok(());
         let mut bytes = 0u64;
@@ -122,6 +125,7 @@ fn work(inbox: &Receiver<Job>, outbox: &Sender<Done>, bell: &EventFd, model: Opt
             at += p.len;
             bytes += p.len as u64;
         }
+        let busy = began.elapsed();
         if let Some(m) = model {
             // Set-up may start at submission, overlapping the previous job's transfer; the
             // transfer itself waits for the engine.
@@ -136,6 +140,7 @@ fn work(inbox: &Receiver<Job>, outbox: &Sender<Done>, bell: &EventFd, model: Opt
             key: job.key,
             to: job.to.take(),
             result,
+            busy,
         };
         // Drop the source mappings here, not in the main loop.
         drop(job);

@@ -1518,7 +1518,13 @@ impl BlockManager {
         wait: Wait,
         timeout_ms: Option<u64>,
     ) -> Result<Answer, Failure> {
-        match self.try_receive(domain, &wait) {
+        let mut tried = self.try_receive(domain, &wait);
+        if tried.as_ref().is_err_and(may_still_come) && !self.in_links.is_empty() {
+            // What a finished transfer from another pool sent may still be in a link.
+            self.drain_links();
+            tried = self.try_receive(domain, &wait);
+        }
+        match tried {
             Ok(r) => {
                 self.announce_rings(domain);
                 now(self.received(domain, &r))

@@ -107,7 +107,8 @@ enum Cmd {
     /// --csv, --plot).
     Bench {
         /// The figure: fig2a (one-way transfer latency against size, every mode and
-        /// strength, with memcpy, Unix socket, pipe and futex baselines in the same run).
+        /// strength, with memcpy, Unix socket, pipe and futex baselines in the same run) or
+        /// fig2b (transfers across pools, with memcpy, process_vm_writev and TCP loopback).
         figure: Figure,
         /// The figure's own options.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -174,6 +175,9 @@ fn parse_link(text: &str) -> Result<(u32, PathBuf), String> {
 enum Figure {
     /// One-way transfer latency against aggregate size (the paper's Figure 2a).
     Fig2a,
+    /// Transfers across pools: latency and pipelined inter-arrival time against size (the
+    /// paper's Figure 2b).
+    Fig2b,
 }
 
 fn socket_of(cli: &Cli) -> PathBuf {
@@ -239,6 +243,13 @@ fn main() -> ExitCode {
         } => {
             let args = std::iter::once("cosh bench fig2a".to_string()).chain(options);
             cosh_bench::main_with(&["bench", "fig2a"], args)
+        }
+        Cmd::Bench {
+            figure: Figure::Fig2b,
+            options,
+        } => {
+            let args = std::iter::once("cosh bench fig2b".to_string()).chain(options);
+            cosh_bench::fig2b::main_with(&["bench", "fig2b"], args)
         }
     };
     match result {

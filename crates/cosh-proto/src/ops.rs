@@ -242,6 +242,9 @@ pub struct TransferCounts {
     /// Weak transfers to other pools lost after their senders were answered (the
     /// destination failed, or the link broke, before the copy).
     pub lost: u64,
+    /// Microseconds the copy engine spent copying transfers from other pools (its bytes
+    /// are in `copied_bytes`).
+    pub engine_busy_us: u64,
 }
 
 /// A link between this block manager and another pool's.

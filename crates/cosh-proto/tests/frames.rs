@@ -573,6 +573,7 @@ mod operations {
                 exported: u64::MAX,
                 imported: u64::MAX,
                 lost: u64::MAX,
+                engine_busy_us: u64::MAX,
             },
             links: vec![
                 LinkStatus {

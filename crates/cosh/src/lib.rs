@@ -266,6 +266,8 @@ pub struct Domain {
     /// The thread that unmaps large mappings of destroyed slots, once started.
     reaper: Option<std::sync::mpsc::Sender<Cached>>,
     spins: u32,
+    /// How long the next receive in the block manager spins (adapts: see `receive_queued`).
+    recv_spins: u32,
     buf: Vec<u8>,
     socket: PathBuf,
     /// The pool's memory is not coherent: mappings are cached (see `nc.rs`).
@@ -378,6 +380,7 @@ impl Domain {
             direct: direct::Direct::default(),
             reaper: None,
             spins: options.spins,
+            recv_spins: options.spins,
             buf: vec![0; MAX_FRAME],
             socket,
             nc: false,
@@ -907,15 +910,18 @@ impl Domain {
         // A transfer that copies a large buffer keeps the block manager busy for a while:
         // wait for it asleep, leaving the core to whoever has work (the receiver, say), unless
         // this domain asked to busy-poll.
+        // So does a transfer to another pool: its answer takes a trip to that pool's block
+        // manager, and its copy engine needs the cores.
         let copies =
             mode == Mode::Copy || (mode == Mode::Move && flags.strength == Strength::Strong);
-        let long = copies
-            && self.spins != SPIN_FOREVER
-            && self
-                .direct
-                .local
-                .get(&agg)
-                .is_some_and(|l| l.at.len >= LONG_COPY);
+        let long = self.spins != SPIN_FOREVER
+            && (dest.pool != self.id.pool
+                || copies
+                    && self
+                        .direct
+                        .local
+                        .get(&agg)
+                        .is_some_and(|l| l.at.len >= LONG_COPY));
         let session = long.then(|| std::mem::replace(&mut self.spins, 0));
         let answer = self.call(Request::Transfer {
             agg: agg.0,

@@ -94,8 +94,10 @@ struct InFlight {
     token: u64,
     /// The transfer, to finish in the ledger once confirmed.
     request: TransferRequest,
-    /// The sender was answered when the destination accepted the transfer.
+    /// The sender was answered (when the transfer was sent, or accepted).
     answered: bool,
+    /// Bytes.
+    len: u64,
     /// The answer to give the sender.
     response: Response,
 }
@@ -109,6 +111,9 @@ pub(super) struct InLink {
     mapped: HashMap<u64, Arc<Mapping<ReadOnly>>>,
     /// The parts of a transfer received so far.
     partial: Option<Partial>,
+    /// Transfers read whole, waiting for room on the copy engine (at most the source's
+    /// window: see [`WINDOW`]).
+    backlog: VecDeque<Partial>,
 }
 
 pub(super) struct Partial {
@@ -130,6 +135,19 @@ pub(super) struct Importing {
 
 /// Messages read from one link per turn at most (others wait for the next turn).
 const BATCH: usize = 64;
+
+/// Transfers from one link on the copy engine at most, and bytes (at least one transfer):
+/// past either, the link is not read until copies finish, so a sender that outruns the copy
+/// engine waits (its weak transfers are answered on acceptance) instead of piling up memory.
+const MAX_IMPORTING: usize = 4;
+const MAX_IMPORTING_BYTES: u64 = 64 << 20;
+
+/// A weak move or share is answered as soon as it is sent while at most this many
+/// transfers (and bytes) are on their way on its link; past that, its sender waits until
+/// the destination accepts it. The destination reads everything the source sends (at most
+/// this window), so a receive there can always see what a finished transfer sent.
+const WINDOW: usize = 8;
+const WINDOW_BYTES: u64 = 64 << 20;
 
 impl BlockManager {
     /// The domain that holds the bytes of transfers in flight to other pools.
@@ -283,6 +301,7 @@ impl BlockManager {
                     token,
                     request: request.clone(),
                     answered: false,
+                    len: export.chunks.len(),
                     response: Response::Transferred {
                         ticket: export.ticket.map(|t| t.0),
                         report: cosh_proto::ops::TransferReport {
@@ -296,11 +315,33 @@ impl BlockManager {
                 },
             );
         }
+        if let Some(e) = broken {
+            if let Some(c) = self.clients.get_mut(&token) {
+                c.phase = Phase::Exporting;
+            }
+            self.link_lost(pool, &e);
+            return Ok(Answer::Later);
+        }
+        // A weak move or share within the window is answered now: the sender goes on while
+        // the transfer travels (pipelined).
+        let early = answered_on_acceptance(request.mode.into(), request.flags.strength.into())
+            && self.out_links.get(&pool).is_some_and(|l| {
+                l.inflight.len() <= WINDOW
+                    && l.inflight.values().map(|f| f.len).sum::<u64>() <= WINDOW_BYTES
+            });
+        if early
+            && let Some(f) = self
+                .out_links
+                .get_mut(&pool)
+                .and_then(|l| l.inflight.get_mut(&id))
+        {
+            f.answered = true;
+            let response = f.response.clone();
+            let _ = self.ledger.export_done(&request);
+            return now(response);
+        }
         if let Some(c) = self.clients.get_mut(&token) {
             c.phase = Phase::Exporting;
-        }
-        if let Some(e) = broken {
-            self.link_lost(pool, &e);
         }
         Ok(Answer::Later)
     }
@@ -476,6 +517,7 @@ impl BlockManager {
             pool,
             mapped: HashMap::new(),
             partial: None,
+            backlog: VecDeque::new(),
         };
         let opened = Message::Link(LinkMessage::Opened {
             pool: self.config.pool.0,
@@ -488,7 +530,19 @@ impl BlockManager {
         }
     }
 
-    /// Reads transfers arriving on a link.
+    /// Whether the copy engine has as much from link `token` as it may: the link waits.
+    pub(super) fn link_saturated(&self, token: u64) -> bool {
+        let (mut count, mut bytes) = (0, 0);
+        for ((t, _), im) in &self.importing {
+            if *t == token {
+                count += 1;
+                bytes += im.len;
+            }
+        }
+        count >= MAX_IMPORTING || bytes >= MAX_IMPORTING_BYTES
+    }
+
+    /// Reads what arrives on a link (everything: the source's window bounds it).
     pub(super) fn in_link_readable(&mut self, token: u64) {
         let mut buf = std::mem::take(&mut self.inbox);
         buf.resize(MAX_FRAME, 0);
@@ -500,6 +554,7 @@ impl BlockManager {
                 self.in_links.remove(&token);
                 break;
             }
+
             let message = match link.sock.recv(&mut buf) {
                 Ok(Some(m)) => m,
                 Err(e) if e.would_block() => break,
@@ -619,19 +674,47 @@ impl BlockManager {
                 let Some(d) = link.partial.take() else {
                     return Ok(());
                 };
-                let id = d.id;
-                let reply = match self.accept_delivery(token, d) {
-                    Ok(()) => LinkMessage::Accepted { id },
-                    Err(f) if f.kind == ErrorKind::Protocol => return Err(f.message),
-                    Err(f) => LinkMessage::Delivered {
-                        id,
-                        error: Some((error_code(f.kind), truncate(&f.message, 1024))),
-                    },
-                };
-                self.link_reply(token, reply);
-                Ok(())
+                if link.backlog.len() >= WINDOW * 4 {
+                    return Err("more transfers in flight than the window allows".into());
+                }
+                link.backlog.push_back(d);
+                self.accept_backlog(token)
             }
             other => Err(format!("unexpected {other:?}")),
+        }
+    }
+
+    /// Accepts the transfers of link `token` waiting for room on the copy engine, in order,
+    /// while there is room; `Err` breaks the link.
+    fn accept_backlog(&mut self, token: u64) -> Result<(), String> {
+        while !self.link_saturated(token) {
+            let Some(d) = self
+                .in_links
+                .get_mut(&token)
+                .and_then(|l| l.backlog.pop_front())
+            else {
+                break;
+            };
+            let id = d.id;
+            let reply = match self.accept_delivery(token, d) {
+                Ok(()) => LinkMessage::Accepted { id },
+                Err(f) if f.kind == ErrorKind::Protocol => return Err(f.message),
+                Err(f) => LinkMessage::Delivered {
+                    id,
+                    error: Some((error_code(f.kind), truncate(&f.message, 1024))),
+                },
+            };
+            self.link_reply(token, reply);
+        }
+        Ok(())
+    }
+
+    /// Reads every link now: a receive that finds nothing must first see what a finished
+    /// transfer sent (it is in a link's socket at the latest).
+    pub(super) fn drain_links(&mut self) {
+        let tokens: Vec<u64> = self.in_links.keys().copied().collect();
+        for t in tokens {
+            self.in_link_readable(t);
         }
     }
 
@@ -745,15 +828,19 @@ impl BlockManager {
 
     /// Whether a transfer from another pool that `wait` would take is on the copy engine.
     pub(super) fn import_pending(&self, domain: DomainId, wait: &super::Wait) -> bool {
-        self.importing.values().any(|im| {
-            let d = &im.delivery;
+        let wanted = |d: &Partial| {
             d.receiver == domain
                 && match wait {
                     super::Wait::Queued(None) => d.ticket.is_none(),
                     super::Wait::Queued(Some(s)) => d.ticket.is_none() && d.source == *s,
                     super::Wait::Ticket(s, t) => d.source == *s && d.ticket == Some(t.0),
                 }
-        })
+        };
+        self.importing.values().any(|im| wanted(&im.delivery))
+            || self
+                .in_links
+                .values()
+                .any(|l| l.backlog.iter().any(&wanted))
     }
 
     /// Copies the copy engine finished: queue each for its receiver and tell the source.
@@ -763,6 +850,7 @@ impl BlockManager {
                 continue;
             };
             let (token, id) = done.key;
+            self.counts.engine_busy_us += u64::try_from(done.busy.as_micros()).unwrap_or(u64::MAX);
             let d = &im.delivery;
             if let (Some(slot), Some(map)) = (im.slot, done.to) {
                 self.store.return_write_map(slot, map);
@@ -799,6 +887,9 @@ impl BlockManager {
                 }
             };
             self.link_reply(token, LinkMessage::Delivered { id, error });
+            if let Err(why) = self.accept_backlog(token) {
+                self.drop_in_link(token, &why);
+            }
         }
     }
 
