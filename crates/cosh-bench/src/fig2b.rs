@@ -69,6 +69,9 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// At the end, print each pool's transfer counters and copy engine time.
+    #[arg(long)]
+    pub pool_status: bool,
     /// Measure only the pipelined runs (for profiling), this many of each.
     #[arg(long, hide = true, value_name = "RUNS")]
     pub pipelined_only: Option<usize>,
@@ -147,12 +150,6 @@ impl Pools {
             let mut config = cosh_blockmgr::Config::host_at(&pools.dir);
             config.socket = pools.socket(id);
             config.pool = cosh::PoolId(id);
-            if let Some(us) = std::env::var("COSH_FIG2B_SPIN")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                config.spin = Duration::from_micros(us);
-            }
             config.kind = match kind {
                 "device" => cosh_pool::PoolKind::Device,
                 "nc" => cosh_pool::PoolKind::Nc,
@@ -389,10 +386,22 @@ fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         baselines_done = true;
     }
     bar.finish_and_clear();
-    if std::env::var_os("COSH_FIG2B_STATUS").is_some() {
+    if args.pool_status {
         for (id, name, _) in POOLS {
             if let Ok(mut d) = pools.connect(id, "fig2b-status") {
-                eprintln!("pool {id} ({name}): {:?}", d.status().map_err(e)?);
+                let s = d.status().map_err(e)?;
+                let t = s.transfers;
+                eprintln!(
+                    "pool {id} ({name}): {} transfers sent to other pools, {} received ({} bytes \
+                     copied in {} us of copy engine time); {} bytes of memory held, {} buffers \
+                     recycled and ready",
+                    t.exported,
+                    t.imported,
+                    t.copied_bytes,
+                    t.engine_busy_us,
+                    s.pool_bytes,
+                    s.free_buffers
+                );
             }
         }
     }
