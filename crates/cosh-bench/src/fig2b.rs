@@ -157,9 +157,10 @@ impl Pools {
             };
             for (other, _, _) in POOLS {
                 if other != id {
-                    config
-                        .links
-                        .insert(cosh::PoolId(other), pools.socket(other));
+                    config.links.insert(
+                        cosh::PoolId(other),
+                        cosh_blockmgr::LinkAddr::Unix(pools.socket(other)),
+                    );
                 }
             }
             if kind == "device" {

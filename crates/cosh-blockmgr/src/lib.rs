@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod copier;
+mod remote;
 mod sealer;
 mod server;
 mod store;
@@ -69,9 +70,18 @@ pub struct Config {
     /// sleeping (zero: sleep at once). Spinning saves clients the doorbell wake-up of their
     /// next request, at the price of a busy core.
     pub spin: std::time::Duration,
-    /// The sockets of other pools' block managers, for transfers to their domains (a link
-    /// to each is opened on first use).
-    pub links: std::collections::BTreeMap<PoolId, PathBuf>,
+    /// Where other pools' block managers listen, for transfers to their domains (a link to
+    /// each is opened on first use).
+    pub links: std::collections::BTreeMap<PoolId, LinkAddr>,
+    /// Accept links from block managers on other hosts here (TCP).
+    pub listen: Option<std::net::SocketAddr>,
+    /// TLS for links over TCP: this block manager's certificate (to accept) and the roots it
+    /// trusts (to open). Without it, links over TCP are plain, and only `LinkAddr::Tcp`
+    /// with `tls: false` and an explicit choice in the command line get there.
+    pub tls: Option<Tls>,
+    /// The token a block manager presents when it opens a link over TCP, and the one an
+    /// incoming link must present.
+    pub link_token: Option<String>,
     /// Paces the copies of transfers arriving from other pools like a DMA engine (set-up
     /// latency and bandwidth), to reproduce co-processor experiments; off by default, and
     /// reported by status whenever on.
@@ -107,10 +117,143 @@ impl Config {
             max_names: 64,
             spin: std::time::Duration::ZERO,
             links: std::collections::BTreeMap::new(),
+            listen: None,
+            tls: None,
+            link_token: None,
             dma: None,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
         }
+    }
+}
+
+/// Where another pool's block manager takes links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkAddr {
+    /// Its socket on this machine: slots pass by descriptor and are copied by the
+    /// destination's copy engine.
+    Unix(PathBuf),
+    /// Its `--listen` address on another host (`host:port`): bytes travel on the stream, with
+    /// TLS unless `tls` is false.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Whether to use TLS (the host name is checked against its certificate).
+        tls: bool,
+    },
+}
+
+impl LinkAddr {
+    /// Parses `tls://HOST:PORT`, `tcp://HOST:PORT` (plain, unencrypted) or a socket path.
+    pub fn parse(text: &str) -> Result<LinkAddr, String> {
+        let remote = |rest: &str, tls: bool| {
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{text:?}: expected HOST:PORT after the scheme"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(format!("{text:?}: no host"));
+            }
+            let port = port
+                .parse::<u16>()
+                .map_err(|e| format!("{text:?}: port {port:?}: {e}"))?;
+            Ok(LinkAddr::Tcp {
+                host: host.to_string(),
+                port,
+                tls,
+            })
+        };
+        if let Some(rest) = text.strip_prefix("tls://") {
+            remote(rest, true)
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
+            remote(rest, false)
+        } else if text.contains("://") {
+            Err(format!(
+                "{text:?}: use tls://HOST:PORT, tcp://HOST:PORT or a socket path"
+            ))
+        } else if text.is_empty() {
+            Err("the socket path is empty".into())
+        } else {
+            Ok(LinkAddr::Unix(PathBuf::from(text)))
+        }
+    }
+}
+
+impl std::fmt::Display for LinkAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkAddr::Unix(p) => write!(f, "{}", p.display()),
+            LinkAddr::Tcp { host, port, tls } => {
+                write!(f, "{}://{host}:{port}", if *tls { "tls" } else { "tcp" })
+            }
+        }
+    }
+}
+
+/// TLS for links over TCP.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// To accept links (`--listen`): this block manager's certificate chain and key.
+    pub server: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// To open links: the roots that certify other block managers.
+    pub client: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl Tls {
+    /// Reads PEM files: `cert` and `key` (this block manager's, to accept links) and `ca`
+    /// (the roots to trust when opening links). Any may be absent.
+    pub fn from_pem_files(
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        ca: Option<&Path>,
+    ) -> Result<Tls, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        // ring rather than aws-lc-rs: it builds without cmake; its deprecation is about
+        // post-quantum key exchange, which links between one's own hosts can do without.
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let server = match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("key {}: {e}", key.display()))?;
+                let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .map_err(|e| format!("certificate and key: {e}"))?;
+                Some(std::sync::Arc::new(config))
+            }
+            (None, None) => None,
+            _ => return Err("a certificate needs its key, and a key its certificate".into()),
+        };
+        let client = match ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| format!("CA {}: {e}", ca.display()))?
+                {
+                    let c = c.map_err(|e| format!("CA {}: {e}", ca.display()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("CA {}: {e}", ca.display()))?;
+                }
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(std::sync::Arc::new(config))
+            }
+            None => None,
+        };
+        Ok(Tls { server, client })
     }
 }
 

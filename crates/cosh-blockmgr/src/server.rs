@@ -263,6 +263,18 @@ pub struct BlockManager {
     copier: Copier,
     /// Transfers from other pools on the copy engine, by (link, transfer).
     importing: HashMap<(u64, u64), links::Importing>,
+    /// Where links from other hosts come in.
+    tcp_listener: Option<std::net::TcpListener>,
+    /// What the I/O threads of links over TCP hear, by link key, and their doorbell.
+    remote_tx: std::sync::mpsc::Sender<(u64, crate::remote::FromIo)>,
+    remote_rx: std::sync::mpsc::Receiver<(u64, crate::remote::FromIo)>,
+    remote_bell: std::sync::Arc<EventFd>,
+    /// Links over TCP this block manager opened: key → pool.
+    remote_out: HashMap<u64, cosh_core::PoolId>,
+    /// Links over TCP other hosts opened.
+    remote_in: BTreeMap<u64, links::RemoteIn>,
+    /// The transfer each incoming link over TCP is reading.
+    remote_current: HashMap<u64, u64>,
 }
 
 impl BlockManager {
@@ -286,6 +298,17 @@ impl BlockManager {
         }
         let sealer = Sealer::start().map_err(StartError::Runtime)?;
         let config_dma = config.dma;
+        let tcp_listener = match config.listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                    StartError::Config(format!("cannot listen for links on {addr}: {e}"))
+                })?;
+                l.set_nonblocking(true).map_err(StartError::Io)?;
+                Some(l)
+            }
+            None => None,
+        };
+        let (remote_tx, remote_rx) = std::sync::mpsc::channel();
         Ok(BlockManager {
             ledger: Ledger::new(config.policy),
             store: Store::new(config.free_budget, config.pool_limit),
@@ -313,6 +336,13 @@ impl BlockManager {
             next_delivery: 1,
             copier: Copier::start(config_dma).map_err(StartError::Runtime)?,
             importing: HashMap::new(),
+            tcp_listener,
+            remote_tx,
+            remote_rx,
+            remote_bell: std::sync::Arc::new(EventFd::new().map_err(StartError::Runtime)?),
+            remote_out: HashMap::new(),
+            remote_in: BTreeMap::new(),
+            remote_current: HashMap::new(),
         })
     }
 
@@ -348,7 +378,12 @@ impl BlockManager {
     fn turn(&mut self) -> Result<(), StartError> {
         let tokens: Vec<u64> = self.clients.keys().copied().collect();
         let in_tokens: Vec<u64> = self.in_links.keys().copied().collect();
-        let out_pools: Vec<cosh_core::PoolId> = self.out_links.keys().copied().collect();
+        let out_pools: Vec<cosh_core::PoolId> = self
+            .out_links
+            .iter()
+            .filter(|(_, l)| matches!(l.chan, links::OutChan::Local { .. }))
+            .map(|(p, _)| *p)
+            .collect();
         let timeout = self.next_deadline().map(|d| {
             let left = d.saturating_duration_since(Instant::now());
             rustix::event::Timespec {
@@ -403,9 +438,16 @@ impl BlockManager {
                 }
             }
             for p in &out_pools {
-                if let Some(l) = self.out_links.get(p) {
-                    fds.push(PollFd::new(&l.sock, wants(l.outbox.is_empty())));
+                if let Some(links::OutChan::Local { sock, outbox }) =
+                    self.out_links.get(p).map(|l| &l.chan)
+                {
+                    fds.push(PollFd::new(sock, wants(outbox.is_empty())));
                 }
+            }
+            let tail = fds.len();
+            fds.push(PollFd::new(&*self.remote_bell, PollFlags::IN));
+            if let Some(l) = &self.tcp_listener {
+                fds.push(PollFd::new(l, PollFlags::IN));
             }
             match rustix::event::poll(&mut fds, timeout.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -425,6 +467,9 @@ impl BlockManager {
                 .filter(|(f, _)| !f.revents().is_empty())
                 .map(|(_, t)| *t)
                 .collect();
+            let remote_ready = !fds[tail].revents().is_empty();
+            let tcp_ready = fds.get(tail + 1).is_some_and(|f| !f.revents().is_empty());
+            let links = &fds[FIXED + tokens.len()..tail];
             let out_ready: Vec<cosh_core::PoolId> = links[in_tokens.len().min(links.len())..]
                 .iter()
                 .zip(&out_pools)
@@ -435,10 +480,17 @@ impl BlockManager {
                 !fds[0].revents().is_empty(),
                 !fds[1].revents().is_empty(),
                 !fds[2].revents().is_empty(),
-                (ready, in_ready, out_ready, copies_ready),
+                (
+                    ready,
+                    in_ready,
+                    out_ready,
+                    copies_ready,
+                    remote_ready,
+                    tcp_ready,
+                ),
             )
         };
-        let (ready, in_ready, out_ready, copies_ready) = ready;
+        let (ready, in_ready, out_ready, copies_ready, remote_ready, tcp_ready) = ready;
         for t in &ringed {
             let _ = self.with_request_ring(*t, |c| {
                 c.awake();
@@ -474,6 +526,12 @@ impl BlockManager {
         }
         if copies_ready {
             self.imports_done();
+        }
+        if tcp_ready {
+            self.accept_tcp();
+        }
+        if remote_ready {
+            self.remote_ready();
         }
         self.expire_waits();
         self.flush_link_forgets();

@@ -52,6 +52,8 @@ pub(crate) struct Slot {
     /// Pools whose block manager was given a read-only descriptor over a link (trusted: they
     /// read only what a transfer names, so they do not keep the slot from being recycled).
     links: BTreeSet<PoolId>,
+    /// A read-only mapping the links to other hosts send from (made on first use).
+    shared: Option<Arc<Mapping<ReadOnly>>>,
 }
 
 impl Slot {
@@ -164,6 +166,16 @@ impl Store {
         let fd = slot.memfd.reopen_read_only()?;
         slot.links.insert(pool);
         Ok(Some(fd.into()))
+    }
+
+    /// A read-only mapping of slot `id` that other threads may hold (a link's I/O thread
+    /// sends from it).
+    pub(crate) fn shared_read_map(&mut self, id: SlotId) -> Option<Arc<Mapping<ReadOnly>>> {
+        let slot = self.slots.get_mut(&id)?;
+        if slot.shared.is_none() {
+            slot.shared = Some(Arc::new(slot.memfd.map_read(Prefault::OnFirstTouch).ok()?));
+        }
+        slot.shared.clone()
     }
 
     /// Lends the block manager's writable mapping of slot `id` to the copy engine.
@@ -315,6 +327,7 @@ impl Store {
                         owner: domain,
                         sealed: false,
                         links: BTreeSet::new(),
+                        shared: None,
                     },
                 );
                 id

@@ -325,7 +325,10 @@ fn up(socket: &Path, detach: bool, quiet: bool, serve: Serve) -> Outcome {
                 "--link {pool}=...: pool {pool} is this block manager's own"
             ));
         }
-        config.links.insert(cosh_core::PoolId(*pool), path.clone());
+        config.links.insert(
+            cosh_core::PoolId(*pool),
+            cosh_blockmgr::LinkAddr::Unix(path.clone()),
+        );
     }
     config.dma = serve.dma.map(|(us, mbps)| cosh_pool::engine::DmaModel {
         setup: Duration::from_micros(us),

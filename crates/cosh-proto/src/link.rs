@@ -18,6 +18,8 @@ use crate::ops::{WireMode, WireStrength};
 pub const MAX_LINK_PIECES: usize = 1024;
 /// The most descriptors (new slots) in one part: the socket's limit per message.
 pub const MAX_LINK_SLOTS: usize = 16;
+/// The longest link token.
+pub const MAX_TOKEN: usize = 256;
 /// The most slots in one [`LinkMessage::Forget`].
 pub const MAX_LINK_FORGET: usize = 4096;
 
@@ -85,6 +87,36 @@ pub enum LinkMessage {
     Forget {
         /// Slots (at most [`MAX_LINK_FORGET`]).
         slots: Vec<u64>,
+    },
+    /// Opener → acceptor over TCP (another host), first: like `Open`, with the shared
+    /// authentication token the acceptor was started with.
+    OpenRemote {
+        /// The opener's pool.
+        pool: u32,
+        /// Oldest version spoken.
+        min_version: u16,
+        /// Newest version spoken.
+        max_version: u16,
+        /// The link token (at most [`MAX_TOKEN`] bytes).
+        token: String,
+    },
+    /// Source → destination over TCP: transfer `id`, whose `len` bytes follow this frame on
+    /// the stream.
+    Stream {
+        /// The source's number for the transfer.
+        id: u64,
+        /// The sending domain.
+        source: u64,
+        /// The receiving domain.
+        receiver: u64,
+        /// Move, share or copy.
+        mode: WireMode,
+        /// The strength the receiver is told.
+        strength: WireStrength,
+        /// The ticket, for `attach_recv`.
+        ticket: Option<u64>,
+        /// Bytes that follow.
+        len: u64,
     },
     /// Destination → source: transfer `id` has a receiver and memory and is being copied;
     /// `Delivered` follows. A weak move or share is answered to its sender now (pipelined:

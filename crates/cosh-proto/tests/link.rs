@@ -51,6 +51,30 @@ fn link() -> impl Strategy<Value = LinkMessage> {
             .prop_map(|(id, error)| LinkMessage::Delivered { id, error }),
         prop::collection::vec(any::<u64>(), 0..100).prop_map(|slots| LinkMessage::Forget { slots }),
         any::<u64>().prop_map(|id| LinkMessage::Accepted { id }),
+        (any::<u32>(), any::<u16>(), "[a-z0-9]{0,64}").prop_map(|(pool, v, token)| {
+            LinkMessage::OpenRemote {
+                pool,
+                min_version: v,
+                max_version: v,
+                token,
+            }
+        }),
+        (
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            prop::option::of(any::<u64>()),
+            any::<u64>()
+        )
+            .prop_map(
+                |((id, source, receiver), ticket, len)| LinkMessage::Stream {
+                    id,
+                    source,
+                    receiver,
+                    mode: WireMode::Move,
+                    strength: WireStrength::Weak,
+                    ticket,
+                    len,
+                }
+            ),
     ]
 }
 

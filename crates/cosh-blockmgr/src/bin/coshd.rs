@@ -67,34 +67,110 @@ struct Args {
     /// side by side need different ids.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pool: u32,
-    /// The block manager of another pool, as POOL=SOCKET (repeat for each): transfers to
-    /// domains of that pool go over a link to it, opened on first use. Pools on this machine
-    /// pass slots by descriptor and the destination copies.
-    #[arg(long = "link", value_name = "POOL=SOCKET", value_parser = parse_link)]
-    links: Vec<(u32, PathBuf)>,
+    /// The block manager of another pool, as POOL=ADDRESS (repeat for each): transfers to
+    /// domains of that pool go over a link to it, opened on first use. ADDRESS is a socket
+    /// path on this machine (slots pass by descriptor and the destination copies), or
+    /// tls://HOST:PORT for one on another host (its --listen; the bytes travel over TLS),
+    /// or tcp://HOST:PORT for the same unencrypted (needs --insecure-plain-tcp).
+    #[arg(long = "link", value_name = "POOL=ADDRESS", value_parser = parse_link)]
+    links: Vec<(u32, cosh_blockmgr::LinkAddr)>,
+    /// Accept links from block managers on other hosts at this address (HOST:PORT): with
+    /// TLS (--tls-cert, --tls-key), or plain with --insecure-plain-tcp; the opener must
+    /// present the token of --link-token-file.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// A file holding the secret token that links over TCP present (both ends use the same
+    /// file's content; surrounding white space is ignored).
+    #[arg(long, value_name = "PATH")]
+    link_token_file: Option<PathBuf>,
+    /// This block manager's certificate chain (PEM), for --listen.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The certificates (PEM) that vouch for the block managers tls:// links reach.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Allow links over plain TCP (tcp:// links, or --listen without a certificate): the
+    /// bytes and the token cross the network unencrypted. For a trusted network only.
+    #[arg(long)]
+    insecure_plain_tcp: bool,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
 }
 
-fn parse_link(text: &str) -> Result<(u32, PathBuf), String> {
-    let (pool, path) = text
+fn parse_link(text: &str) -> Result<(u32, cosh_blockmgr::LinkAddr), String> {
+    let (pool, addr) = text
         .split_once('=')
-        .ok_or_else(|| format!("expected POOL=SOCKET, got {text:?}"))?;
+        .ok_or_else(|| format!("expected POOL=ADDRESS, got {text:?}"))?;
     let pool = pool
         .trim()
         .parse::<u32>()
         .map_err(|e| format!("pool {pool:?} is not a number: {e}"))?;
-    if path.is_empty() {
-        return Err("the socket path is empty".into());
+    Ok((pool, cosh_blockmgr::LinkAddr::parse(addr)?))
+}
+
+/// Checks the options of links over TCP and builds their part of the configuration.
+fn remote_config(args: &Args, config: &mut Config) -> Result<(), String> {
+    use cosh_blockmgr::LinkAddr;
+    let tcp_links: Vec<&LinkAddr> = args
+        .links
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| matches!(a, LinkAddr::Tcp { .. }))
+        .collect();
+    let plain = tcp_links
+        .iter()
+        .any(|a| matches!(a, LinkAddr::Tcp { tls: false, .. }))
+        || (args.listen.is_some() && args.tls_cert.is_none());
+    if plain && !args.insecure_plain_tcp {
+        return Err(
+            "a tcp:// link, or --listen without --tls-cert, sends data unencrypted: add \
+             --insecure-plain-tcp to mean it, or use tls:// with --tls-ca and --tls-cert/--tls-key"
+                .into(),
+        );
     }
-    Ok((pool, PathBuf::from(path)))
+    if tcp_links
+        .iter()
+        .any(|a| matches!(a, LinkAddr::Tcp { tls: true, .. }))
+        && args.tls_ca.is_none()
+    {
+        return Err("tls:// links need --tls-ca (the certificates to trust)".into());
+    }
+    if (args.listen.is_some() || !tcp_links.is_empty()) && args.link_token_file.is_none() {
+        return Err("links over TCP need --link-token-file (a shared secret)".into());
+    }
+    if let Some(path) = &args.link_token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the link token {}: {e}", path.display()))?
+            .trim()
+            .to_string();
+        if token.len() < 16 || token.len() > cosh_proto::link::MAX_TOKEN {
+            return Err(format!(
+                "the link token in {} must be 16 to {} characters",
+                path.display(),
+                cosh_proto::link::MAX_TOKEN
+            ));
+        }
+        config.link_token = Some(token);
+    }
+    if args.tls_cert.is_some() || args.tls_ca.is_some() {
+        config.tls = Some(cosh_blockmgr::Tls::from_pem_files(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_ca.as_deref(),
+        )?);
+    }
+    config.listen = args.listen;
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut config = Config::host();
-    if let Some(socket) = args.socket {
+    if let Some(socket) = args.socket.clone() {
         config.socket = socket;
     }
     config.free_budget = args.free_budget_mib.saturating_mul(1024 * 1024);
@@ -115,12 +191,16 @@ fn main() -> ExitCode {
         });
     }
     config.max_aggregates = args.max_aggregates;
-    for (pool, path) in args.links {
+    if let Err(e) = remote_config(&args, &mut config) {
+        eprintln!("coshd: {e}");
+        return ExitCode::from(2);
+    }
+    for (pool, addr) in args.links {
         if pool == args.pool {
             eprintln!("coshd: --link {pool}=...: pool {pool} is this block manager's own");
             return ExitCode::from(2);
         }
-        config.links.insert(cosh_core::PoolId(pool), path);
+        config.links.insert(cosh_core::PoolId(pool), addr);
     }
     if let Some(mib) = args.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);

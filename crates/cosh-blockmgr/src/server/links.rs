@@ -24,12 +24,14 @@ use cosh_proto::link::{
 };
 use cosh_proto::ops::Response;
 use cosh_proto::{MAX_FRAME, Message, PROTOCOL_VERSIONS, decode, encode, error_code, error_kind};
-use cosh_sys::mapping::{Mapping, Prefault, ReadOnly};
+use cosh_sys::mapping::{Mapping, Prefault, ReadOnly, ReadWrite};
 use cosh_sys::memfd::Memfd;
 use cosh_sys::socket::SeqPacket;
 
 use super::{Answer, BlockManager, Failure, Phase, fail, now, truncate};
+use crate::LinkAddr;
 use crate::copier::{Job, Piece};
+use crate::remote::{BodyPiece, FromIo, RemoteIo, ToIo, Transport};
 use crate::store::SlotId;
 
 /// Frames waiting for room in a link's socket.
@@ -80,10 +82,45 @@ impl Outbox {
 
 /// A link this block manager opened, for its transfers to one other pool.
 pub(super) struct OutLink {
-    pub(super) sock: SeqPacket,
-    pub(super) outbox: Outbox,
+    pub(super) chan: OutChan,
     /// Transfers sent and not yet confirmed, by id.
     inflight: HashMap<u64, InFlight>,
+}
+
+/// How a link reaches the other block manager.
+pub(super) enum OutChan {
+    /// On this machine: a socket that passes descriptors.
+    Local { sock: SeqPacket, outbox: Outbox },
+    /// On another host: a TCP connection served by an I/O thread.
+    Remote { io: RemoteIo },
+}
+
+impl OutLink {
+    /// Sends a frame (with descriptors, on this machine; with a transfer's bytes after it,
+    /// to another host).
+    fn send(
+        &mut self,
+        bytes: Vec<u8>,
+        fds: Vec<OwnedFd>,
+        body: Vec<BodyPiece>,
+    ) -> Result<(), String> {
+        match &mut self.chan {
+            OutChan::Local { sock, outbox } => {
+                outbox.send(sock, bytes, fds).map_err(|e| e.to_string())
+            }
+            OutChan::Remote { io } => {
+                if io.send(ToIo::Send { frame: bytes, body }) {
+                    Ok(())
+                } else {
+                    Err("its connection thread stopped".into())
+                }
+            }
+        }
+    }
+
+    fn is_remote(&self) -> bool {
+        matches!(self.chan, OutChan::Remote { .. })
+    }
 }
 
 /// A transfer on its way to another pool.
@@ -164,8 +201,20 @@ impl BlockManager {
 
     /// The link to `pool`, opened now if there is none.
     fn out_link(&mut self, pool: PoolId) -> Result<&mut OutLink, Failure> {
+        if !self.out_links.contains_key(&pool)
+            && let Some(LinkAddr::Tcp { host, port, tls }) = self.config.links.get(&pool).cloned()
+        {
+            let io = self.connect_remote(pool, &host, port, tls)?;
+            self.out_links.insert(
+                pool,
+                OutLink {
+                    chan: OutChan::Remote { io },
+                    inflight: HashMap::new(),
+                },
+            );
+        }
         if !self.out_links.contains_key(&pool) {
-            let Some(path) = self.config.links.get(&pool) else {
+            let Some(LinkAddr::Unix(path)) = self.config.links.get(&pool) else {
                 return Err(fail(
                     ErrorKind::Unavailable,
                     format!(
@@ -196,8 +245,10 @@ impl BlockManager {
             self.out_links.insert(
                 pool,
                 OutLink {
-                    sock,
-                    outbox: Outbox::default(),
+                    chan: OutChan::Local {
+                        sock,
+                        outbox: Outbox::default(),
+                    },
                     inflight: HashMap::new(),
                 },
             );
@@ -236,6 +287,34 @@ impl BlockManager {
         }
         let id = self.next_delivery;
         self.next_delivery += 1;
+        let remote = self.out_links.get(&pool).is_some_and(OutLink::is_remote);
+        let mut parts: Vec<(Message, Vec<OwnedFd>, Vec<BodyPiece>)> = Vec::new();
+        if remote {
+            // Another host: the bytes follow the header on the stream, read from this block
+            // manager's own mappings of the slots.
+            let mut body = Vec::with_capacity(pieces.len());
+            for p in &pieces {
+                let (Some(map), Ok(offset), Ok(len)) = (
+                    self.store.shared_read_map(p.slot),
+                    usize::try_from(p.offset),
+                    usize::try_from(p.len),
+                ) else {
+                    self.drop_hold(export.hold);
+                    return Err(fail(ErrorKind::Unavailable, "cannot map a buffer to send"));
+                };
+                body.push(BodyPiece { map, offset, len });
+            }
+            let m = Message::Link(LinkMessage::Stream {
+                id,
+                source: request.sender.to_bits(),
+                receiver: request.receiver.to_bits(),
+                mode: request.mode.into(),
+                strength: export.strength.into(),
+                ticket: export.ticket.map(|t| t.0),
+                len: export.chunks.len(),
+            });
+            parts.push((m, Vec::new(), body));
+        }
         let header = |pieces: Vec<LinkPiece>, new_slots: Vec<u64>, more: bool| {
             Message::Link(LinkMessage::Deliver {
                 id,
@@ -250,9 +329,8 @@ impl BlockManager {
             })
         };
         // Parts of at most MAX_LINK_PIECES pieces and MAX_LINK_SLOTS new descriptors.
-        let mut parts: Vec<(Message, Vec<OwnedFd>)> = Vec::new();
         let (mut part, mut new_slots, mut fds) = (Vec::new(), Vec::new(), Vec::new());
-        for p in &pieces {
+        for p in pieces.iter().filter(|_| !remote) {
             let fd = match self.store.link_descriptor(p.slot, pool) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -274,19 +352,18 @@ impl BlockManager {
                     std::mem::take(&mut new_slots),
                     true,
                 );
-                parts.push((m, std::mem::take(&mut fds)));
+                parts.push((m, std::mem::take(&mut fds), Vec::new()));
             }
         }
-        parts.push((header(part, new_slots, false), fds));
+        if !remote {
+            parts.push((header(part, new_slots, false), fds, Vec::new()));
+        }
         let mut broken = None;
         {
             let link = self.out_link(pool)?;
-            for (m, fds) in parts {
+            for (m, fds, body) in parts {
                 let sent = match encode(&m) {
-                    Ok(bytes) => link
-                        .outbox
-                        .send(&link.sock, bytes, fds)
-                        .map_err(|e| e.to_string()),
+                    Ok(bytes) => link.send(bytes, fds, body),
                     Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = sent {
@@ -324,9 +401,11 @@ impl BlockManager {
         }
         // A weak move or share within the window is answered now: the sender goes on while
         // the transfer travels (pipelined).
+        // (Not to another host: a receive there could look before the bytes arrive.)
         let early = answered_on_acceptance(request.mode.into(), request.flags.strength.into())
             && self.out_links.get(&pool).is_some_and(|l| {
-                l.inflight.len() <= WINDOW
+                !l.is_remote()
+                    && l.inflight.len() <= WINDOW
                     && l.inflight.values().map(|f| f.len).sum::<u64>() <= WINDOW_BYTES
             });
         if early
@@ -359,6 +438,7 @@ impl BlockManager {
         let Some(link) = self.out_links.remove(&pool) else {
             return;
         };
+        self.remote_out.retain(|_, p| *p != pool);
         self.store.forget_link(pool);
         for (_, f) in link.inflight {
             self.drop_hold(f.hold);
@@ -386,19 +466,21 @@ impl BlockManager {
         }
     }
 
-    /// Reads what the destination of an outgoing link said.
+    /// Reads what the destination of an outgoing link on this machine said.
     pub(super) fn out_link_readable(&mut self, pool: PoolId) {
         let mut buf = std::mem::take(&mut self.inbox);
         buf.resize(MAX_FRAME, 0);
         for _ in 0..BATCH {
-            let Some(link) = self.out_links.get_mut(&pool) else {
+            let Some(OutChan::Local { sock, outbox }) =
+                self.out_links.get_mut(&pool).map(|l| &mut l.chan)
+            else {
                 break;
             };
-            if let Err(e) = link.outbox.flush(&link.sock) {
+            if let Err(e) = outbox.flush(sock) {
                 self.link_lost(pool, &e.to_string());
                 break;
             }
-            let message = match link.sock.recv(&mut buf) {
+            let message = match sock.recv(&mut buf) {
                 Ok(Some(m)) => m,
                 Err(e) if e.would_block() => break,
                 Ok(None) => {
@@ -415,77 +497,85 @@ impl BlockManager {
             } else {
                 Err("descriptors from a destination".into())
             };
-            match decoded {
-                Ok(Message::Link(LinkMessage::Opened { .. })) => {}
-                Ok(Message::Link(LinkMessage::Accepted { id })) => {
-                    let Some(f) = self
-                        .out_links
-                        .get_mut(&pool)
-                        .and_then(|l| l.inflight.get_mut(&id))
-                    else {
-                        self.link_lost(pool, "it accepted a transfer never sent");
-                        break;
-                    };
-                    if !f.answered
-                        && answered_on_acceptance(
-                            f.request.mode.into(),
-                            f.request.flags.strength.into(),
-                        )
-                    {
-                        f.answered = true;
-                        let (token, request, response) =
-                            (f.token, f.request.clone(), f.response.clone());
-                        let _ = self.ledger.export_done(&request);
-                        self.finish_export(token, now(response));
-                    }
-                }
-                Ok(Message::Link(LinkMessage::Delivered { id, error })) => {
-                    let Some(f) = self
-                        .out_links
-                        .get_mut(&pool)
-                        .and_then(|l| l.inflight.remove(&id))
-                    else {
-                        self.link_lost(pool, "it confirmed a transfer never sent");
-                        break;
-                    };
-                    self.drop_hold(f.hold);
-                    if f.answered {
-                        if error.is_some() {
-                            self.counts.lost += 1;
-                        } else {
-                            self.counts.exported += 1;
-                        }
-                        continue;
-                    }
-                    let answer = match error {
-                        None => {
-                            // The sender may have gone meanwhile: nothing left to downgrade.
-                            let _ = self.ledger.export_done(&f.request);
-                            self.counts.exported += 1;
-                            now(f.response)
-                        }
-                        Some((code, message)) => Err(fail(
-                            error_kind(code).unwrap_or(ErrorKind::Unavailable),
-                            message,
-                        )),
-                    };
-                    self.finish_export(f.token, answer);
-                }
-                Ok(Message::Refused { reason }) => {
-                    self.link_lost(pool, &format!("it refused the link: {reason}"));
-                    break;
-                }
-                Ok(other) => {
-                    self.link_lost(pool, &format!("unexpected {} message", other.name()));
-                    break;
-                }
-                Err(e) => {
-                    self.link_lost(pool, &format!("protocol violation: {e}"));
-                    break;
-                }
+            if !self.on_out_message(pool, decoded) {
+                break;
             }
         }
         self.inbox = buf;
+    }
+
+    /// What the destination of an outgoing link said; `false` if the link is gone.
+    fn on_out_message(&mut self, pool: PoolId, decoded: Result<Message, String>) -> bool {
+        match decoded {
+            Ok(Message::Link(LinkMessage::Opened { .. })) => {}
+            Ok(Message::Link(LinkMessage::Accepted { id })) => {
+                let Some(f) = self
+                    .out_links
+                    .get_mut(&pool)
+                    .and_then(|l| l.inflight.get_mut(&id))
+                else {
+                    self.link_lost(pool, "it accepted a transfer never sent");
+                    return false;
+                };
+                if !f.answered
+                    && answered_on_acceptance(
+                        f.request.mode.into(),
+                        f.request.flags.strength.into(),
+                    )
+                {
+                    f.answered = true;
+                    let (token, request, response) =
+                        (f.token, f.request.clone(), f.response.clone());
+                    let _ = self.ledger.export_done(&request);
+                    self.finish_export(token, now(response));
+                }
+            }
+            Ok(Message::Link(LinkMessage::Delivered { id, error })) => {
+                let Some(f) = self
+                    .out_links
+                    .get_mut(&pool)
+                    .and_then(|l| l.inflight.remove(&id))
+                else {
+                    self.link_lost(pool, "it confirmed a transfer never sent");
+                    return false;
+                };
+                self.drop_hold(f.hold);
+                if f.answered {
+                    if error.is_some() {
+                        self.counts.lost += 1;
+                    } else {
+                        self.counts.exported += 1;
+                    }
+                    return true;
+                }
+                let answer = match error {
+                    None => {
+                        // The sender may have gone meanwhile: nothing left to downgrade.
+                        let _ = self.ledger.export_done(&f.request);
+                        self.counts.exported += 1;
+                        now(f.response)
+                    }
+                    Some((code, message)) => Err(fail(
+                        error_kind(code).unwrap_or(ErrorKind::Unavailable),
+                        message,
+                    )),
+                };
+                self.finish_export(f.token, answer);
+            }
+            Ok(Message::Refused { reason }) => {
+                self.link_lost(pool, &format!("it refused the link: {reason}"));
+                return false;
+            }
+            Ok(other) => {
+                self.link_lost(pool, &format!("unexpected {} message", other.name()));
+                return false;
+            }
+            Err(e) => {
+                self.link_lost(pool, &format!("protocol violation: {e}"));
+                return false;
+            }
+        }
+        true
     }
 
     /// A client's first message was `Open`: it is another block manager's link.
@@ -722,7 +812,17 @@ impl BlockManager {
     /// receiver's and hands the copy to the copy engine (`Accepted` now, `Delivered` when
     /// done: see [`BlockManager::imports_done`]).
     fn accept_delivery(&mut self, token: u64, d: Partial) -> Result<(), Failure> {
-        let receiver = d.receiver;
+        let len = d
+            .pieces
+            .iter()
+            .try_fold(0u64, |n, p| n.checked_add(p.len))
+            .ok_or_else(|| fail(ErrorKind::Protocol, "a transfer longer than 2^64 bytes"))?;
+        self.check_import(d.receiver, len)?;
+        self.accept_checked(token, d, len)
+    }
+
+    /// Whether a transfer of `len` bytes to `receiver` can be taken now.
+    fn check_import(&self, receiver: DomainId, len: u64) -> Result<(), Failure> {
         if receiver.pool != self.config.pool || !self.by_domain.contains_key(&receiver) {
             return Err(fail(
                 ErrorKind::UnknownDomain,
@@ -745,11 +845,6 @@ impl BlockManager {
                 ),
             ));
         }
-        let len = d
-            .pieces
-            .iter()
-            .try_fold(0u64, |n, p| n.checked_add(p.len))
-            .ok_or_else(|| fail(ErrorKind::Protocol, "a transfer longer than 2^64 bytes"))?;
         if len > self.config.max_buffer {
             return Err(cosh_core::Error::TooLarge {
                 len,
@@ -757,6 +852,36 @@ impl BlockManager {
             }
             .into());
         }
+        Ok(())
+    }
+
+    /// Memory for a transfer of `len` bytes to `receiver`: a reserved slot and its mapping,
+    /// lent (none for zero bytes).
+    fn reserve_import(
+        &mut self,
+        receiver: DomainId,
+        len: u64,
+    ) -> Result<(Option<SlotId>, Option<Mapping<ReadWrite>>), Failure> {
+        if len == 0 {
+            return Ok((None, None));
+        }
+        let slot = self
+            .store
+            .reserve(len, receiver, false)
+            .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
+        let Some(map) = self.store.lend_write_map(slot) else {
+            self.store.unreserve(slot, receiver);
+            return Err(fail(
+                ErrorKind::Unavailable,
+                "cannot map a buffer to copy into",
+            ));
+        };
+        Ok((Some(slot), Some(map)))
+    }
+
+    /// [`BlockManager::accept_delivery`] once checked.
+    fn accept_checked(&mut self, token: u64, d: Partial, len: u64) -> Result<(), Failure> {
+        let receiver = d.receiver;
         // Every piece within a slot the source passed, before any memory is reserved.
         let link = self
             .in_links
@@ -786,22 +911,7 @@ impl BlockManager {
                 len: n,
             });
         }
-        let (slot, to) = if len > 0 {
-            let slot = self
-                .store
-                .reserve(len, receiver, false)
-                .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
-            let Some(map) = self.store.lend_write_map(slot) else {
-                self.store.unreserve(slot, receiver);
-                return Err(fail(
-                    ErrorKind::Unavailable,
-                    "cannot map a buffer to copy into",
-                ));
-            };
-            (Some(slot), Some(map))
-        } else {
-            (None, None)
-        };
+        let (slot, to) = self.reserve_import(receiver, len)?;
         let key = (token, d.id);
         let job = Job {
             key,
@@ -846,50 +956,67 @@ impl BlockManager {
     /// Copies the copy engine finished: queue each for its receiver and tell the source.
     pub(super) fn imports_done(&mut self) {
         for done in self.copier.finished() {
-            let Some(im) = self.importing.remove(&done.key) else {
-                continue;
-            };
-            let (token, id) = done.key;
             self.counts.engine_busy_us += u64::try_from(done.busy.as_micros()).unwrap_or(u64::MAX);
-            let d = &im.delivery;
-            if let (Some(slot), Some(map)) = (im.slot, done.to) {
-                self.store.return_write_map(slot, map);
-            }
-            // A strong transfer whose link broke was reported failed to its sender: it must
-            // not arrive. A weak one was reported done: it arrives.
-            let link_up = self.in_links.contains_key(&token);
-            let early = answered_on_acceptance(d.mode.into(), d.strength.into());
-            let result = match done.result {
-                Err(e) => Err(fail(ErrorKind::Unavailable, format!("copy failed: {e}"))),
-                Ok(()) if !link_up && !early => Err(fail(ErrorKind::Unavailable, "link gone")),
-                Ok(()) => self
-                    .ledger
-                    .import(
-                        d.receiver,
-                        d.source,
-                        d.mode,
-                        d.strength,
-                        im.len,
-                        d.ticket.map(cosh_core::Ticket),
-                    )
-                    .map_err(Failure::from),
-            };
-            let error = match result {
-                Ok(imported) => {
-                    self.imported(d, im.len, imported.buffer, im.slot);
-                    None
-                }
-                Err(f) => {
-                    if let Some(slot) = im.slot {
-                        self.store.unreserve(slot, d.receiver);
-                    }
-                    Some((error_code(f.kind), truncate(&f.message, 1024)))
-                }
-            };
-            self.link_reply(token, LinkMessage::Delivered { id, error });
+            self.finish_import(done.key, done.to, done.result);
+            let token = done.key.0;
             if let Err(why) = self.accept_backlog(token) {
                 self.drop_in_link(token, &why);
             }
+        }
+    }
+
+    /// A transfer from another pool is in its buffer (or failed to get there): queue it for
+    /// its receiver and tell the source.
+    fn finish_import(
+        &mut self,
+        key: (u64, u64),
+        to: Option<Mapping<ReadWrite>>,
+        copied: Result<(), String>,
+    ) {
+        let Some(im) = self.importing.remove(&key) else {
+            return;
+        };
+        let (token, id) = key;
+        let d = &im.delivery;
+        if let (Some(slot), Some(map)) = (im.slot, to) {
+            self.store.return_write_map(slot, map);
+        }
+        // A strong transfer whose link broke was reported failed to its sender: it must not
+        // arrive. A weak one may have been reported done: it arrives.
+        let link_up = self.in_links.contains_key(&token) || self.remote_in.contains_key(&token);
+        let early = answered_on_acceptance(d.mode.into(), d.strength.into());
+        let result = match copied {
+            Err(e) => Err(fail(ErrorKind::Unavailable, format!("copy failed: {e}"))),
+            Ok(()) if !link_up && !early => Err(fail(ErrorKind::Unavailable, "link gone")),
+            Ok(()) => self
+                .ledger
+                .import(
+                    d.receiver,
+                    d.source,
+                    d.mode,
+                    d.strength,
+                    im.len,
+                    d.ticket.map(cosh_core::Ticket),
+                )
+                .map_err(Failure::from),
+        };
+        let error = match result {
+            Ok(imported) => {
+                self.imported(d, im.len, imported.buffer, im.slot);
+                None
+            }
+            Err(f) => {
+                if let Some(slot) = im.slot {
+                    self.store.unreserve(slot, d.receiver);
+                }
+                Some((error_code(f.kind), truncate(&f.message, 1024)))
+            }
+        };
+        let reply = LinkMessage::Delivered { id, error };
+        if self.remote_in.contains_key(&token) {
+            self.remote_reply(token, &reply);
+        } else {
+            self.link_reply(token, reply);
         }
     }
 
@@ -942,8 +1069,305 @@ impl BlockManager {
         }
     }
 
+    /// Opens a link over TCP to the block manager of `pool` on another host.
+    fn connect_remote(
+        &mut self,
+        pool: PoolId,
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> Result<RemoteIo, Failure> {
+        let unreachable = |why: String| {
+            fail(
+                ErrorKind::Unavailable,
+                format!("cannot reach the block manager of pool {pool} at {host}:{port}: {why}"),
+            )
+        };
+        let Some(token) = self.config.link_token.clone() else {
+            return Err(unreachable(
+                "no link token: start this block manager with --link-token-file".into(),
+            ));
+        };
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<std::net::SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .collect();
+        let mut last = "no address".to_string();
+        let mut stream = None;
+        for a in addrs {
+            match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let stream = stream.ok_or_else(|| unreachable(last))?;
+        let transport = if tls {
+            let Some(client) = self.config.tls.as_ref().and_then(|t| t.client.clone()) else {
+                return Err(unreachable(
+                    "TLS needs the roots to trust: start this block manager with --tls-ca".into(),
+                ));
+            };
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| unreachable(e.to_string()))?;
+            let conn = rustls::ClientConnection::new(client, name)
+                .map_err(|e| unreachable(e.to_string()))?;
+            Transport::Tls(Box::new(rustls::Connection::Client(conn)), stream)
+        } else {
+            Transport::Plain(stream)
+        };
+        let key = self.next_client;
+        self.next_client += 1;
+        let io = RemoteIo::start(
+            key,
+            transport,
+            self.remote_tx.clone(),
+            std::sync::Arc::clone(&self.remote_bell),
+        )
+        .map_err(unreachable)?;
+        let open = Message::Link(LinkMessage::OpenRemote {
+            pool: self.config.pool.0,
+            min_version: *PROTOCOL_VERSIONS.start(),
+            max_version: *PROTOCOL_VERSIONS.end(),
+            token,
+        });
+        let frame = encode(&open).map_err(|e| fail(ErrorKind::Protocol, e.to_string()))?;
+        if !io.send(ToIo::Send {
+            frame,
+            body: Vec::new(),
+        }) {
+            return Err(unreachable("its connection thread stopped".into()));
+        }
+        self.remote_out.insert(key, pool);
+        Ok(io)
+    }
+
+    /// Takes the TCP connections waiting on the listener: links from other hosts.
+    pub(super) fn accept_tcp(&mut self) {
+        loop {
+            let Some(listener) = self.tcp_listener.as_ref() else {
+                return;
+            };
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(_) => return,
+            };
+            let transport = match self.config.tls.as_ref().and_then(|t| t.server.clone()) {
+                Some(server) => match rustls::ServerConnection::new(server) {
+                    Ok(c) => Transport::Tls(Box::new(rustls::Connection::Server(c)), stream),
+                    Err(_) => continue,
+                },
+                None => Transport::Plain(stream),
+            };
+            let key = self.next_client;
+            self.next_client += 1;
+            if let Ok(io) = RemoteIo::start(
+                key,
+                transport,
+                self.remote_tx.clone(),
+                std::sync::Arc::clone(&self.remote_bell),
+            ) {
+                self.remote_in.insert(key, RemoteIn { io, pool: None });
+            }
+        }
+    }
+
+    /// What the links' I/O threads heard.
+    pub(super) fn remote_ready(&mut self) {
+        let _ = self.remote_bell.take();
+        while let Ok((key, m)) = self.remote_rx.try_recv() {
+            if let Some(&pool) = self.remote_out.get(&key) {
+                match m {
+                    FromIo::Frame(frame) => {
+                        self.on_out_message(pool, Ok(frame));
+                    }
+                    FromIo::Closed(why) => {
+                        self.remote_out.remove(&key);
+                        self.link_lost(pool, &why);
+                    }
+                    FromIo::Stream(_) | FromIo::Filled(..) => {
+                        self.link_lost(pool, "it sent a transfer on a link it did not open");
+                    }
+                }
+                continue;
+            }
+            if self.remote_in.contains_key(&key) {
+                self.on_remote_in(key, m);
+            }
+        }
+    }
+
+    /// Something from a block manager on another host that opened a link to this one.
+    fn on_remote_in(&mut self, key: u64, m: FromIo) {
+        let pool = self.remote_in.get(&key).and_then(|l| l.pool);
+        match (pool, m) {
+            (_, FromIo::Closed(_)) => self.drop_remote_in(key, None),
+            (
+                None,
+                FromIo::Frame(Message::Link(LinkMessage::OpenRemote {
+                    pool,
+                    min_version,
+                    max_version,
+                    token,
+                })),
+            ) => {
+                let expected = self.config.link_token.as_deref().unwrap_or("");
+                let refusal = if expected.is_empty() || !same_token(expected, &token) {
+                    Some("wrong link token".to_string())
+                } else if pool == self.config.pool.0 {
+                    Some(format!("pool {pool} is this block manager's own"))
+                } else {
+                    cosh_proto::negotiate(min_version, max_version)
+                        .err()
+                        .map(|r| r.to_string())
+                };
+                if let Some(reason) = refusal {
+                    return self.drop_remote_in(key, Some(Message::Refused { reason }));
+                }
+                let version = cosh_proto::negotiate(min_version, max_version)
+                    .unwrap_or(*PROTOCOL_VERSIONS.end());
+                if let Some(l) = self.remote_in.get_mut(&key) {
+                    l.pool = Some(PoolId(pool));
+                }
+                let opened = Message::Link(LinkMessage::Opened {
+                    pool: self.config.pool.0,
+                    version,
+                });
+                self.remote_send(key, &opened);
+            }
+            (
+                Some(from),
+                FromIo::Stream(LinkMessage::Stream {
+                    id,
+                    source,
+                    receiver,
+                    mode,
+                    strength,
+                    ticket,
+                    len,
+                }),
+            ) => {
+                let d = Partial {
+                    id,
+                    source: DomainId::from_bits(source),
+                    receiver: DomainId::from_bits(receiver),
+                    mode: Mode::from(mode),
+                    strength: Strength::from(strength),
+                    ticket,
+                    pieces: Vec::new(),
+                };
+                if d.source.pool != from {
+                    let why = format!("a transfer from {} on the link of pool {from}", d.source);
+                    return self.drop_remote_in(key, Some(protocol_error(&why)));
+                }
+                let taken = self
+                    .check_import(d.receiver, len)
+                    .and_then(|()| self.reserve_import(d.receiver, len));
+                match taken {
+                    Ok((slot, to)) => {
+                        self.importing.insert(
+                            (key, id),
+                            Importing {
+                                delivery: d,
+                                len,
+                                slot,
+                            },
+                        );
+                        if let Some(l) = self.remote_in.get(&key) {
+                            l.io.send(ToIo::Buffer(to));
+                        }
+                        self.remote_current.insert(key, id);
+                        self.remote_reply(key, &LinkMessage::Accepted { id });
+                    }
+                    Err(f) => {
+                        // The bytes still come: read and drop them.
+                        if let Some(l) = self.remote_in.get(&key) {
+                            l.io.send(ToIo::Buffer(None));
+                        }
+                        let error = Some((error_code(f.kind), truncate(&f.message, 1024)));
+                        self.remote_reply(key, &LinkMessage::Delivered { id, error });
+                    }
+                }
+            }
+            (Some(_), FromIo::Filled(to, result)) => {
+                if let Some(id) = self.remote_current.remove(&key) {
+                    self.finish_import((key, id), to, result);
+                }
+            }
+            (Some(_), FromIo::Frame(Message::Link(LinkMessage::Forget { .. }))) => {}
+            (_, FromIo::Frame(other)) => {
+                let why = format!("unexpected {} message", other.name());
+                self.drop_remote_in(key, Some(protocol_error(&why)));
+            }
+            (None, _) => self.drop_remote_in(key, Some(protocol_error("expected OpenRemote"))),
+            (Some(_), FromIo::Stream(_)) => {
+                self.drop_remote_in(key, Some(protocol_error("a malformed transfer")));
+            }
+        }
+    }
+
+    fn remote_send(&mut self, key: u64, m: &Message) {
+        let sent = encode(m).ok().is_some_and(|frame| {
+            self.remote_in.get(&key).is_some_and(|l| {
+                l.io.send(ToIo::Send {
+                    frame,
+                    body: Vec::new(),
+                })
+            })
+        });
+        if !sent {
+            self.drop_remote_in(key, None);
+        }
+    }
+
+    fn remote_reply(&mut self, key: u64, m: &LinkMessage) {
+        self.remote_send(key, &Message::Link(m.clone()));
+    }
+
+    /// Ends an incoming link from another host (after `last`, if any); the transfers it was
+    /// bringing in are dropped and their memory given back.
+    fn drop_remote_in(&mut self, key: u64, last: Option<Message>) {
+        if let Some(m) = last
+            && let Ok(frame) = encode(&m)
+            && let Some(l) = self.remote_in.get(&key)
+        {
+            l.io.send(ToIo::Send {
+                frame,
+                body: Vec::new(),
+            });
+        }
+        // Dropping the I/O handle joins its thread (after it sent what it had).
+        self.remote_in.remove(&key);
+        self.remote_current.remove(&key);
+        let keys: Vec<(u64, u64)> = self
+            .importing
+            .keys()
+            .filter(|(t, _)| *t == key)
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(im) = self.importing.remove(&k)
+                && let Some(slot) = im.slot
+            {
+                self.store.unreserve(slot, im.delivery.receiver);
+            }
+        }
+    }
+
     /// Every link, for status.
     pub(super) fn link_status(&self) -> Vec<cosh_proto::ops::LinkStatus> {
+        let remote = self
+            .remote_in
+            .iter()
+            .filter_map(|(key, l)| Some((key, l.pool?)))
+            .map(|(key, pool)| cosh_proto::ops::LinkStatus {
+                pool: pool.0,
+                outgoing: false,
+                in_flight: self.importing.keys().filter(|(t, _)| t == key).count() as u64,
+            });
         let out = self
             .out_links
             .iter()
@@ -961,6 +1385,7 @@ impl BlockManager {
                 in_flight: self.importing.keys().filter(|(t, _)| t == token).count() as u64,
             });
         out.chain(incoming)
+            .chain(remote)
             .take(cosh_proto::ops::MAX_STATUS_LINKS)
             .collect()
     }
@@ -977,13 +1402,13 @@ impl BlockManager {
         }
         for (pool, slots) in by_pool {
             let mut broken = None;
-            if let Some(link) = self.out_links.get_mut(&pool) {
+            if let Some(link) = self.out_links.get_mut(&pool).filter(|l| !l.is_remote()) {
                 for page in slots.chunks(cosh_proto::link::MAX_LINK_FORGET) {
                     let m = Message::Link(LinkMessage::Forget {
                         slots: page.to_vec(),
                     });
                     let Ok(bytes) = encode(&m) else { continue };
-                    if let Err(e) = link.outbox.send(&link.sock, bytes, Vec::new()) {
+                    if let Err(e) = link.send(bytes, Vec::new(), Vec::new()) {
                         broken = Some(e);
                         break;
                     }
@@ -993,5 +1418,24 @@ impl BlockManager {
                 self.link_lost(pool, &e.to_string());
             }
         }
+    }
+}
+
+/// An incoming link from another host.
+pub(super) struct RemoteIn {
+    io: RemoteIo,
+    /// The pool it speaks for, once it opened with the right token.
+    pool: Option<PoolId>,
+}
+
+/// Compares tokens without stopping at the first difference.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn protocol_error(why: &str) -> Message {
+    Message::Error {
+        kind: ErrorKind::Protocol,
+        message: truncate(&format!("protocol violation on a link: {why}"), 1024),
     }
 }

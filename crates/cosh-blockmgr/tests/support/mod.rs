@@ -18,6 +18,14 @@ pub fn coshd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_coshd"))
 }
 
+/// A TCP port nobody listens on now (on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A private directory for one test's socket.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -138,6 +146,63 @@ impl Linked {
                 dir.join(format!("keep-{i}"))
             };
             daemons.push(Daemon::start_at(own, sockets[i].clone(), &args));
+        }
+        Linked { daemons }
+    }
+
+    /// `kinds.len()` block managers linked to each other over TCP on loopback (each also
+    /// serving its own socket to its clients), with TLS when `tls` (a fresh self-signed
+    /// certificate for `localhost`), or plain TCP; every one shares one token.
+    pub fn start_tcp(tag: &str, kinds: &[&str], tls: bool) -> Linked {
+        let dir = scratch_dir(tag);
+        let token = dir.join("token");
+        std::fs::write(&token, "a-link-token-for-tests-only\n").expect("token");
+        let mut tls_args = Vec::new();
+        if tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+                .expect("a certificate");
+            let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert_path, cert.cert.pem()).expect("cert");
+            std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("key");
+            for (flag, path) in [
+                ("--tls-cert", &cert_path),
+                ("--tls-key", &key_path),
+                ("--tls-ca", &cert_path),
+            ] {
+                tls_args.push(flag.to_string());
+                tls_args.push(path.display().to_string());
+            }
+        } else {
+            tls_args.push("--insecure-plain-tcp".into());
+        }
+        let ports: Vec<u16> = (0..kinds.len()).map(|_| free_port()).collect();
+        let scheme = if tls { "tls" } else { "tcp" };
+        let mut daemons = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let mut args: Vec<String> = vec![
+                "--pool".into(),
+                i.to_string(),
+                "--kind".into(),
+                (*kind).into(),
+                "--listen".into(),
+                format!("127.0.0.1:{}", ports[i]),
+                "--link-token-file".into(),
+                token.display().to_string(),
+            ];
+            args.extend(tls_args.iter().cloned());
+            for (j, port) in ports.iter().enumerate() {
+                if j != i {
+                    args.push("--link".into());
+                    args.push(format!("{j}={scheme}://localhost:{port}"));
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let own = if i + 1 == kinds.len() {
+                dir.clone()
+            } else {
+                dir.join(format!("keep-{i}"))
+            };
+            daemons.push(Daemon::start_at(own, dir.join(format!("p{i}.sock")), &args));
         }
         Linked { daemons }
     }
