@@ -145,6 +145,15 @@ impl RemoteIo {
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let _ = transport.tcp().set_nodelay(true);
+        // A peer that vanishes (its host down, the network cut) fails the link within seconds
+        // rather than after TCP's retransmissions give up: unacknowledged data for 10 s, or an
+        // idle connection whose probes go unanswered.
+        let fd = transport.tcp();
+        let _ = rustix::net::sockopt::set_tcp_user_timeout(fd, 10_000);
+        let _ = rustix::net::sockopt::set_socket_keepalive(fd, true);
+        let _ = rustix::net::sockopt::set_tcp_keepidle(fd, std::time::Duration::from_secs(10));
+        let _ = rustix::net::sockopt::set_tcp_keepintvl(fd, std::time::Duration::from_secs(2));
+        let _ = rustix::net::sockopt::set_tcp_keepcnt(fd, 3);
         let wake = Arc::new(EventFd::new().map_err(|e| e.to_string())?);
         let (tx, rx) = channel();
         let w = Arc::clone(&wake);
@@ -355,7 +364,10 @@ impl<'a> Io<'a> {
                 Err(e) if e.kind() == IoKind::WouldBlock => {}
                 Err(_) => return,
             }
-            let mut fds = [PollFd::new(self.transport.tcp(), PollFlags::IN | PollFlags::OUT)];
+            let mut fds = [PollFd::new(
+                self.transport.tcp(),
+                PollFlags::IN | PollFlags::OUT,
+            )];
             let wait = rustix::event::Timespec {
                 tv_sec: 0,
                 tv_nsec: 10_000_000,

@@ -61,10 +61,19 @@ impl Daemon {
 
     /// Starts coshd serving `socket` (in `dir`, removed with the daemon) with extra arguments.
     pub fn start_at(dir: PathBuf, socket: PathBuf, args: &[&str]) -> Daemon {
-        let child = Command::new(coshd())
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--quiet")
+        let mut all = vec![
+            "--socket".to_string(),
+            socket.display().to_string(),
+            "--quiet".to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_string()));
+        Daemon::spawn_with(&coshd().display().to_string(), &all, dir, socket)
+    }
+
+    /// Runs `program` with `args` (a coshd, perhaps through a wrapper such as `ip netns exec`)
+    /// and waits until it serves `socket`.
+    pub fn spawn_with(program: &str, args: &[String], dir: PathBuf, socket: PathBuf) -> Daemon {
+        let child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
