@@ -56,9 +56,10 @@ pub struct Args {
     /// With --dma-setup-us: the emulated engine's bandwidth in MB/s.
     #[arg(long, value_name = "MBPS", requires = "dma_setup_us", value_parser = clap::value_parser!(u64).range(1..))]
     pub dma_mbps: Option<u64>,
-    /// The destination pools, comma separated: device, nc, and host (the sender's own pool: a
-    /// local transfer, for reference).
-    #[arg(long, value_delimiter = ',', default_value = "device,nc", value_parser = ["device", "nc", "host"])]
+    /// The destination pools, comma separated: device, nc, remote (over plain TCP on
+    /// loopback, as the raw socket it is compared with), remote-tls, and host (the sender's
+    /// own pool: a local transfer, for reference).
+    #[arg(long, value_delimiter = ',', default_value = "device,nc,remote,remote-tls", value_parser = ["device", "nc", "remote", "remote-tls", "host"])]
     pub to: Vec<String>,
     /// Write the results as CSV here.
     #[arg(long, value_name = "PATH")]
@@ -121,10 +122,13 @@ pub fn main_with(
 }
 
 /// The pools: (id, name, kind, socket name).
-const POOLS: [(u32, &str, &str); 3] = [
+const POOLS: [(u32, &str, &str); 5] = [
     (0, "host", "host"),
     (1, "device", "device"),
     (2, "nc", "nc"),
+    // "Another host", reached over TCP on loopback: plain, and with TLS.
+    (3, "remote", "host"),
+    (4, "remote (TLS)", "host"),
 ];
 
 /// Block managers running on threads of this process, stopped on drop.
@@ -146,6 +150,37 @@ impl Pools {
             dir,
             threads: Vec::new(),
         };
+        // Links over TCP: a token, a certificate for localhost, and two free ports.
+        let token = "a-token-for-this-benchmark-only".to_string();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).map_err(e)?;
+        let (cert_path, key_path) = (pools.dir.join("cert.pem"), pools.dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).map_err(e)?;
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).map_err(e)?;
+        let tls = cosh_blockmgr::Tls::from_pem_files(
+            Some(&cert_path),
+            Some(&key_path),
+            Some(&cert_path),
+        )?;
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(e)
+        };
+        let ports = [port()?, port()?];
+        let addr = |id: u32, socket: PathBuf| match id {
+            3 => cosh_blockmgr::LinkAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: ports[0],
+                tls: false,
+            },
+            4 => cosh_blockmgr::LinkAddr::Tcp {
+                host: "localhost".into(),
+                port: ports[1],
+                tls: true,
+            },
+            _ => cosh_blockmgr::LinkAddr::Unix(socket),
+        };
         for (id, _, kind) in POOLS {
             let mut config = cosh_blockmgr::Config::host_at(&pools.dir);
             config.socket = pools.socket(id);
@@ -155,14 +190,22 @@ impl Pools {
                 "nc" => cosh_pool::PoolKind::Nc,
                 _ => cosh_pool::PoolKind::Host,
             };
+            // The sender's pool links to every other; the others link back to it.
             for (other, _, _) in POOLS {
-                if other != id {
-                    config.links.insert(
-                        cosh::PoolId(other),
-                        cosh_blockmgr::LinkAddr::Unix(pools.socket(other)),
-                    );
+                if other != id && (id == 0 || other == 0) {
+                    config
+                        .links
+                        .insert(cosh::PoolId(other), addr(other, pools.socket(other)));
                 }
             }
+            config.link_token = Some(token.clone());
+            // Plain TCP for pool 3, as the raw socket it is compared with.
+            config.tls = (id != 3).then(|| tls.clone());
+            config.listen = match id {
+                3 => Some(([127, 0, 0, 1], ports[0]).into()),
+                4 => Some(([127, 0, 0, 1], ports[1]).into()),
+                _ => None,
+            };
             if kind == "device" {
                 config.dma = dma.map(|(us, mbps)| cosh_pool::engine::DmaModel {
                     setup: Duration::from_micros(us),
@@ -325,6 +368,8 @@ fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let destinations = [
         (1u32, device, "device"),
         (2, "nc", "nc"),
+        (3, "remote", "remote"),
+        (4, "remote (TLS)", "remote-tls"),
         (0, "host", "host"),
     ]
     .into_iter()
@@ -612,36 +657,48 @@ fn print_ratios(rows: &[Row], dma: Option<(u64, u64)>) {
     }
     let _ = writeln!(
         err,
-        "\nthroughput against memcpy (memcpy time / inter-arrival time; 1.0 = as fast as memcpy):"
+        "\nthroughput (a baseline's time per transfer / the case's inter-arrival time; 1.0 = as fast):"
     );
+    let columns = [
+        (format!("host to {device}, pipelined"), "memcpy"),
+        ("host to nc, pipelined".to_string(), "memcpy"),
+        ("tcp loopback, pipelined".to_string(), "memcpy"),
+        (
+            "host to remote, pipelined".to_string(),
+            "tcp loopback, pipelined",
+        ),
+        (
+            "host to remote (TLS), pipelined".to_string(),
+            "tcp loopback, pipelined",
+        ),
+    ];
     let _ = writeln!(
         err,
-        "  {:>8}  {:>22}  {:>18}  {:>22}",
-        "size", "host to device, pipe.", "host to nc, pipe.", "tcp loopback, pipe."
+        "  {:>8}  {:>18}  {:>18}  {:>18}  {:>18}  {:>18}",
+        "size", "device/memcpy", "nc/memcpy", "tcp/memcpy", "remote/tcp", "remote TLS/tcp"
     );
     let mut sizes: Vec<u64> = rows.iter().map(|r| r.size).collect();
     sizes.sort_unstable();
     sizes.dedup();
     for size in sizes {
-        let Some(memcpy) = median("memcpy", size) else {
-            continue;
-        };
-        let ratio = |case: &str| {
-            median(case, size)
-                .filter(|t| *t > 0.0)
-                .map_or("-".to_string(), |t| format!("{:.2}x", memcpy / t))
-        };
+        let cells: Vec<String> = columns
+            .iter()
+            .map(
+                |(case, base)| match (median(case, size), median(base, size)) {
+                    (Some(t), Some(b)) if t > 0.0 => format!("{:.2}x", b / t),
+                    _ => "-".to_string(),
+                },
+            )
+            .collect();
         let _ = writeln!(
             err,
-            "  {:>8}  {:>22}  {:>18}  {:>22}",
+            "  {:>8}  {:>18}  {:>18}  {:>18}  {:>18}  {:>18}",
             crate::report::human_size(size),
-            ratio(&format!("host to {device}, pipelined")),
-            ratio("host to nc, pipelined"),
-            ratio("tcp loopback, pipelined"),
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4]
         );
     }
-    let _ = writeln!(
-        err,
-        "host to remote: not measured (the remote pool is not built yet)"
-    );
 }
