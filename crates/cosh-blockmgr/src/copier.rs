@@ -98,33 +98,36 @@ impl Drop for Copier {
     }
 }
 
+/// Copies `pieces` one after the other into `to` from its start.
+pub(crate) fn copy_pieces(
+    mut to: Option<&mut Mapping<ReadWrite>>,
+    pieces: &[Piece],
+) -> Result<(), String> {
+    let mut at = 0usize;
+    for p in pieces {
+        let src = p
+            .from
+            .as_slice()
+            .get(p.offset..p.offset.saturating_add(p.len));
+        let dst = to
+            .as_mut()
+            .and_then(|m| m.as_mut_slice().get_mut(at..at.saturating_add(p.len)));
+        match (src, dst) {
+            (Some(s), Some(d)) => d.copy_from_slice(s),
+            _ => return Err("a piece out of bounds".to_string()),
+        }
+        at += p.len;
+    }
+    Ok(())
+}
+
 fn work(inbox: &Receiver<Job>, outbox: &Sender<Done>, bell: &EventFd, model: Option<DmaModel>) {
     // When the modelled engine is next free.
     let mut free_at = Instant::now();
     for mut job in inbox {
         let began = Instant::now();
-        let mut at = 0usize;
-        let mut result = Ok(());
-        let mut bytes = 0u64;
-        for p in &job.pieces {
-            let src = p
-                .from
-                .as_slice()
-                .get(p.offset..p.offset.saturating_add(p.len));
-            let dst = job
-                .to
-                .as_mut()
-                .and_then(|m| m.as_mut_slice().get_mut(at..at.saturating_add(p.len)));
-            match (src, dst) {
-                (Some(s), Some(d)) => d.copy_from_slice(s),
-                _ => {
-                    result = Err("a piece out of bounds".to_string());
-                    break;
-                }
-            }
-            at += p.len;
-            bytes += p.len as u64;
-        }
+        let result = copy_pieces(job.to.as_mut(), &job.pieces);
+        let bytes: u64 = job.pieces.iter().map(|p| p.len as u64).sum();
         let busy = began.elapsed();
         if let Some(m) = model {
             // Set-up may start at submission, overlapping the previous job's transfer; the

@@ -177,6 +177,10 @@ const BATCH: usize = 64;
 /// past either, the link is not read until copies finish, so a sender that outruns the copy
 /// engine waits (its weak transfers are answered on acceptance) instead of piling up memory.
 const MAX_IMPORTING: usize = 4;
+
+/// Copies of at most this many bytes are made on the main loop when the link has nothing on
+/// the copy engine (a hand-off costs two wake-ups: more than copying this much).
+const INLINE_COPY: u64 = 256 << 10;
 const MAX_IMPORTING_BYTES: u64 = 64 << 20;
 
 /// A weak move or share is answered as soon as it is sent while at most this many
@@ -787,7 +791,8 @@ impl BlockManager {
             };
             let id = d.id;
             let reply = match self.accept_delivery(token, d) {
-                Ok(()) => LinkMessage::Accepted { id },
+                Ok(true) => continue,
+                Ok(false) => LinkMessage::Accepted { id },
                 Err(f) if f.kind == ErrorKind::Protocol => return Err(f.message),
                 Err(f) => LinkMessage::Delivered {
                     id,
@@ -811,7 +816,7 @@ impl BlockManager {
     /// Takes a transfer from another pool: checks its receiver, reserves a buffer of the
     /// receiver's and hands the copy to the copy engine (`Accepted` now, `Delivered` when
     /// done: see [`BlockManager::imports_done`]).
-    fn accept_delivery(&mut self, token: u64, d: Partial) -> Result<(), Failure> {
+    fn accept_delivery(&mut self, token: u64, d: Partial) -> Result<bool, Failure> {
         let len = d
             .pieces
             .iter()
@@ -879,8 +884,9 @@ impl BlockManager {
         Ok((Some(slot), Some(map)))
     }
 
-    /// [`BlockManager::accept_delivery`] once checked.
-    fn accept_checked(&mut self, token: u64, d: Partial, len: u64) -> Result<(), Failure> {
+    /// [`BlockManager::accept_delivery`] once checked; `true` if it is already delivered
+    /// (and its source told).
+    fn accept_checked(&mut self, token: u64, d: Partial, len: u64) -> Result<bool, Failure> {
         let receiver = d.receiver;
         // Every piece within a slot the source passed, before any memory is reserved.
         let link = self
@@ -913,6 +919,31 @@ impl BlockManager {
         }
         let (slot, to) = self.reserve_import(receiver, len)?;
         let key = (token, d.id);
+        // A short copy with nothing of this link ahead of it on the engine is made here and
+        // now: handing it to the engine and back would cost two wake-ups, more than the copy.
+        let inline = len <= INLINE_COPY
+            && self.copier.model().is_none()
+            && !self.importing.keys().any(|(t, _)| *t == token);
+        if inline {
+            let id = d.id;
+            self.importing.insert(
+                key,
+                Importing {
+                    delivery: d,
+                    len,
+                    slot,
+                },
+            );
+            self.link_reply(token, LinkMessage::Accepted { id });
+            let mut to = to;
+            let began = Instant::now();
+            let copied = crate::copier::copy_pieces(to.as_mut(), &pieces);
+            self.counts.engine_busy_us +=
+                u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            drop(pieces);
+            self.finish_import(key, to, copied);
+            return Ok(true);
+        }
         let job = Job {
             key,
             to,
@@ -933,7 +964,7 @@ impl BlockManager {
                 slot,
             },
         );
-        Ok(())
+        Ok(false)
     }
 
     /// Whether a transfer from another pool that `wait` would take is on the copy engine.
