@@ -256,6 +256,10 @@ pub struct Domain {
     sock: SeqPacket,
     id: DomainId,
     maps: direct::IdMap<u64, Cached>,
+    /// For a non-coherent pool: the refresh epoch (see `nc_refresh`) and, per mapped slot,
+    /// the epoch its cache was last refreshed in.
+    nc_epoch: u64,
+    nc_seen: direct::IdMap<u64, u64>,
     /// Every slot of an aggregate, as a full iteration found them (the chunk structure of an
     /// aggregate never changes), so that a strong share can drop writable mappings up front.
     slots_of: direct::IdMap<Agg, Vec<u64>>,
@@ -375,6 +379,8 @@ impl Domain {
             sock,
             id: DomainId::from_bits(0),
             maps: direct::IdMap::default(),
+            nc_epoch: 0,
+            nc_seen: direct::IdMap::default(),
             slots_of: direct::IdMap::default(),
             rings: None,
             direct: direct::Direct::default(),
@@ -634,6 +640,7 @@ impl Domain {
             match received {
                 (Message::Response(Response::Forget { slots }), _) => {
                     for s in slots {
+                        self.nc_seen.remove(&s);
                         if let Some(m) = self.maps.remove(&s) {
                             self.retire(m);
                         }
@@ -727,11 +734,14 @@ impl Domain {
 
     /// In a non-coherent pool, reloads from memory what this domain did not change: after
     /// anything arrives (a receive, or an allocation, which may reuse memory).
+    /// After a receive or an allocation: what this domain caches of a non-coherent pool may
+    /// be stale. Each mapping is refreshed (its clean lines reloaded) before its bytes are
+    /// next handed out (`ensure_mapped`), so a receive costs nothing for the buffers it does
+    /// not touch. (Pieces handed out before stay as they were: by the rules no other domain
+    /// can have changed those bytes.)
     fn nc_refresh(&mut self) -> Result<()> {
         if self.nc && !self.nc_skip.refresh {
-            for m in self.maps.values_mut() {
-                m.refresh()?;
-            }
+            self.nc_epoch += 1;
         }
         Ok(())
     }
@@ -1209,6 +1219,18 @@ impl Domain {
                 };
                 // The descriptor closes here: the mapping is all the domain keeps.
                 self.maps.insert(granted.slot, cached);
+                self.nc_seen.insert(granted.slot, self.nc_epoch);
+            }
+        }
+        if self.nc && !self.nc_skip.refresh {
+            for p in pieces {
+                let seen = self.nc_seen.get(&p.slot).copied().unwrap_or(0);
+                if seen < self.nc_epoch
+                    && let Some(m) = self.maps.get_mut(&p.slot)
+                {
+                    m.refresh()?;
+                    self.nc_seen.insert(p.slot, self.nc_epoch);
+                }
             }
         }
         Ok(())
