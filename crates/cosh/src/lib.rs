@@ -920,12 +920,14 @@ impl Domain {
         // A transfer that copies a large buffer keeps the block manager busy for a while:
         // wait for it asleep, leaving the core to whoever has work (the receiver, say), unless
         // this domain asked to busy-poll.
-        // So does a transfer to another pool: its answer takes a trip to that pool's block
-        // manager, and its copy engine needs the cores.
+        // So does a strong transfer or a copy to another pool: its answer waits until the bytes
+        // are in that pool's memory, and its copy engine needs the cores. (A weak one is
+        // answered at once.)
         let copies =
             mode == Mode::Copy || (mode == Mode::Move && flags.strength == Strength::Strong);
+        let strong = mode == Mode::Copy || flags.strength == Strength::Strong;
         let long = self.spins != SPIN_FOREVER
-            && (dest.pool != self.id.pool
+            && (dest.pool != self.id.pool && strong
                 || copies
                     && self
                         .direct
