@@ -176,7 +176,7 @@ const BATCH: usize = 64;
 /// Transfers from one link on the copy engine at most, and bytes (at least one transfer):
 /// past either, the link is not read until copies finish, so a sender that outruns the copy
 /// engine waits (its weak transfers are answered on acceptance) instead of piling up memory.
-const MAX_IMPORTING: usize = 4;
+const MAX_IMPORTING: usize = 2;
 
 /// Copies of at most this many bytes are made on the main loop when the link has nothing on
 /// the copy engine (a hand-off costs two wake-ups: more than copying this much).
@@ -187,7 +187,7 @@ const MAX_IMPORTING_BYTES: u64 = 64 << 20;
 /// transfers (and bytes) are on their way on its link; past that, its sender waits until
 /// the destination accepts it. The destination reads everything the source sends (at most
 /// this window), so a receive there can always see what a finished transfer sent.
-const WINDOW: usize = 8;
+const WINDOW: usize = 3;
 const WINDOW_BYTES: u64 = 64 << 20;
 
 impl BlockManager {
