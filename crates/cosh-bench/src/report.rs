@@ -152,6 +152,15 @@ pub fn print_fast_ratios(rows: &[Row]) {
     }
 }
 
+/// A CSV field: quoted (quotes doubled) when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
 /// Writes the rows as CSV.
 pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
@@ -166,7 +175,7 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
         writeln!(
             f,
             "{},{},{},{},{},{},{},{}",
-            r.case,
+            csv_field(&r.case),
             r.size,
             r.delivered.as_nanos(),
             r.p10.as_nanos(),
