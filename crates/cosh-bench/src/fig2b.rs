@@ -3,9 +3,10 @@
 //! pool, with memcpy, `process_vm_writev` and a TCP socket over loopback measured in the same
 //! run.
 //!
-//! Three block managers run in this process (pool 0 host, pool 1 device, pool 2 nc, each
-//! linked to the others); the sender is this process, a domain of pool 0; the receiver is a
-//! child process, a domain of the destination pool. Every cross-pool transfer is a copy by
+//! Five block managers run as processes of their own (pool 0 host, pool 1 device, pool 2 nc,
+//! and pools 3 and 4 standing for other hosts, reached over TCP on loopback, plain and with
+//! TLS; pool 0 linked to every other); the sender is this process, a domain of pool 0; the
+//! receiver is a child process, a domain of the destination pool. Every cross-pool transfer is a copy by
 //! the destination's copy engine, so the mode hardly matters: transfers are weak moves, whose
 //! senders are answered once the destination has accepted them, so that back-to-back
 //! transfers pipeline.
@@ -76,6 +77,15 @@ pub struct Args {
     /// Measure only the pipelined runs (for profiling), this many of each.
     #[arg(long, hide = true, value_name = "RUNS")]
     pub pipelined_only: Option<usize>,
+    /// Internal: run as the block manager of this pool.
+    #[arg(long, hide = true, value_name = "POOL")]
+    pub serve_pool: Option<u32>,
+    /// Internal: with --serve-pool, the benchmark's directory.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub serve_dir: Option<PathBuf>,
+    /// Internal: with --serve-pool, the TCP ports of pools 3 and 4.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub serve_ports: Vec<u16>,
     /// Internal: run as the receiver, a domain of the pool at this socket.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub receiver: Option<PathBuf>,
@@ -101,6 +111,9 @@ pub fn main_with(
     };
     if let Some(socket) = &args.receiver {
         return receiver(socket);
+    }
+    if let Some(id) = args.serve_pool {
+        return serve(&args, id);
     }
     let rows = run(&args, prefix)?;
     crate::print(&rows);
@@ -131,10 +144,93 @@ const POOLS: [(u32, &str, &str); 5] = [
     (4, "remote (TLS)", "host"),
 ];
 
-/// Block managers running on threads of this process, stopped on drop.
+/// The block managers, each a process of its own (this program again), stopped on drop.
 struct Pools {
     dir: PathBuf,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    children: Vec<Child>,
+}
+
+/// What a block manager of the benchmark needs to build its configuration.
+struct Plan {
+    dir: PathBuf,
+    /// The TCP ports of pools 3 and 4.
+    ports: [u16; 2],
+    dma: Option<(u64, u64)>,
+}
+
+const TOKEN: &str = "a-token-for-this-benchmark-only";
+
+impl Plan {
+    fn socket(&self, pool: u32) -> PathBuf {
+        self.dir.join(format!("p{pool}.sock"))
+    }
+
+    /// Pool `id`'s configuration: the sender's pool links to every other, the others back
+    /// to it; pools 3 and 4 listen on loopback (3 plain, as the raw socket it is compared
+    /// with; 4 with TLS).
+    fn config(&self, id: u32) -> Result<cosh_blockmgr::Config, String> {
+        let kind = POOLS
+            .iter()
+            .find(|(p, _, _)| *p == id)
+            .map(|(_, _, k)| *k)
+            .ok_or_else(|| format!("no pool {id}"))?;
+        let (cert, key) = (self.dir.join("cert.pem"), self.dir.join("key.pem"));
+        let tls = cosh_blockmgr::Tls::from_pem_files(Some(&cert), Some(&key), Some(&cert))?;
+        let addr = |other: u32| match other {
+            3 => cosh_blockmgr::LinkAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: self.ports[0],
+                tls: false,
+            },
+            4 => cosh_blockmgr::LinkAddr::Tcp {
+                host: "localhost".into(),
+                port: self.ports[1],
+                tls: true,
+            },
+            _ => cosh_blockmgr::LinkAddr::Unix(self.socket(other)),
+        };
+        let mut config = cosh_blockmgr::Config::host_at(&self.dir);
+        config.socket = self.socket(id);
+        config.pool = cosh::PoolId(id);
+        config.kind = match kind {
+            "device" => cosh_pool::PoolKind::Device,
+            "nc" => cosh_pool::PoolKind::Nc,
+            _ => cosh_pool::PoolKind::Host,
+        };
+        for (other, _, _) in POOLS {
+            if other != id && (id == 0 || other == 0) {
+                config.links.insert(cosh::PoolId(other), addr(other));
+            }
+        }
+        config.link_token = Some(TOKEN.to_string());
+        config.tls = (id != 3).then_some(tls);
+        config.listen = match id {
+            3 => Some(([127, 0, 0, 1], self.ports[0]).into()),
+            4 => Some(([127, 0, 0, 1], self.ports[1]).into()),
+            _ => None,
+        };
+        if kind == "device" {
+            config.dma = self.dma.map(|(us, mbps)| cosh_pool::engine::DmaModel {
+                setup: Duration::from_micros(us),
+                bytes_per_second: mbps.saturating_mul(1_000_000),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Runs as the block manager of pool `id` (the `--serve-pool` helper).
+fn serve(args: &Args, id: u32) -> Result<(), String> {
+    let (Some(dir), [p3, p4]) = (&args.serve_dir, args.serve_ports.as_slice()) else {
+        return Err("--serve-pool needs --serve-dir and --serve-ports".into());
+    };
+    let plan = Plan {
+        dir: dir.clone(),
+        ports: [*p3, *p4],
+        dma: args.dma_setup_us.zip(args.dma_mbps),
+    };
+    let manager = cosh_blockmgr::BlockManager::bind(plan.config(id)?).map_err(e)?;
+    manager.run().map_err(e)
 }
 
 impl Pools {
@@ -142,25 +238,14 @@ impl Pools {
         self.dir.join(format!("p{pool}.sock"))
     }
 
-    fn start(dma: Option<(u64, u64)>) -> Result<Pools, String> {
+    fn start(prefix: &[&str], dma: Option<(u64, u64)>) -> Result<Pools, String> {
         let dir = std::env::temp_dir().join(format!("cosh-fig2b-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         cosh_sys::runtime::ensure_runtime_dir(&dir).map_err(e)?;
-        let mut pools = Pools {
-            dir,
-            threads: Vec::new(),
-        };
-        // Links over TCP: a token, a certificate for localhost, and two free ports.
-        let token = "a-token-for-this-benchmark-only".to_string();
+        // Links over TCP: a certificate for localhost and two free ports.
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).map_err(e)?;
-        let (cert_path, key_path) = (pools.dir.join("cert.pem"), pools.dir.join("key.pem"));
-        std::fs::write(&cert_path, cert.cert.pem()).map_err(e)?;
-        std::fs::write(&key_path, cert.signing_key.serialize_pem()).map_err(e)?;
-        let tls = cosh_blockmgr::Tls::from_pem_files(
-            Some(&cert_path),
-            Some(&key_path),
-            Some(&cert_path),
-        )?;
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).map_err(e)?;
+        std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).map_err(e)?;
         let port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -168,60 +253,43 @@ impl Pools {
                 .map_err(e)
         };
         let ports = [port()?, port()?];
-        let addr = |id: u32, socket: PathBuf| match id {
-            3 => cosh_blockmgr::LinkAddr::Tcp {
-                host: "127.0.0.1".into(),
-                port: ports[0],
-                tls: false,
-            },
-            4 => cosh_blockmgr::LinkAddr::Tcp {
-                host: "localhost".into(),
-                port: ports[1],
-                tls: true,
-            },
-            _ => cosh_blockmgr::LinkAddr::Unix(socket),
+        let mut pools = Pools {
+            dir,
+            children: Vec::new(),
         };
-        for (id, _, kind) in POOLS {
-            let mut config = cosh_blockmgr::Config::host_at(&pools.dir);
-            config.socket = pools.socket(id);
-            config.pool = cosh::PoolId(id);
-            config.kind = match kind {
-                "device" => cosh_pool::PoolKind::Device,
-                "nc" => cosh_pool::PoolKind::Nc,
-                _ => cosh_pool::PoolKind::Host,
-            };
-            // The sender's pool links to every other; the others link back to it.
-            for (other, _, _) in POOLS {
-                if other != id && (id == 0 || other == 0) {
-                    config
-                        .links
-                        .insert(cosh::PoolId(other), addr(other, pools.socket(other)));
+        let exe = std::env::current_exe().map_err(e)?;
+        for (id, _, _) in POOLS {
+            let mut command = Command::new(&exe);
+            command
+                .args(prefix)
+                .arg("--serve-pool")
+                .arg(id.to_string())
+                .arg("--serve-dir")
+                .arg(&pools.dir)
+                .arg("--serve-ports")
+                .arg(format!("{},{}", ports[0], ports[1]))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            if let Some((us, mbps)) = dma {
+                command.arg(format!("--dma-setup-us={us}"));
+                command.arg(format!("--dma-mbps={mbps}"));
+            }
+            pools.children.push(
+                command
+                    .spawn()
+                    .map_err(|x| format!("cannot start a block manager: {x}"))?,
+            );
+        }
+        // Each answers once it listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (id, _, _) in POOLS {
+            while cosh_sys::socket::SeqPacket::connect(&pools.socket(id)).is_err() {
+                if Instant::now() > deadline {
+                    return Err(format!("the block manager of pool {id} did not start"));
                 }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            config.link_token = Some(token.clone());
-            // Plain TCP for pool 3, as the raw socket it is compared with.
-            config.tls = (id != 3).then(|| tls.clone());
-            config.listen = match id {
-                3 => Some(([127, 0, 0, 1], ports[0]).into()),
-                4 => Some(([127, 0, 0, 1], ports[1]).into()),
-                _ => None,
-            };
-            if kind == "device" {
-                config.dma = dma.map(|(us, mbps)| cosh_pool::engine::DmaModel {
-                    setup: Duration::from_micros(us),
-                    bytes_per_second: mbps.saturating_mul(1_000_000),
-                });
-            }
-            let manager = cosh_blockmgr::BlockManager::bind(config).map_err(e)?;
-            let thread = std::thread::Builder::new()
-                .name(format!("coshd-p{id}"))
-                .spawn(move || {
-                    if let Err(x) = manager.run() {
-                        eprintln!("block manager of pool {id}: {x}");
-                    }
-                })
-                .map_err(e)?;
-            pools.threads.push(thread);
         }
         Ok(pools)
     }
@@ -238,8 +306,8 @@ impl Drop for Pools {
                 let _ = d.shutdown();
             }
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        for mut c in self.children.drain(..) {
+            let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -351,7 +419,7 @@ fn pipelined_for(args: &Args, size: u64) -> usize {
 
 fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let dma = args.dma_setup_us.zip(args.dma_mbps);
-    let pools = Pools::start(dma)?;
+    let pools = Pools::start(prefix, dma)?;
     let mut sender = pools.connect(0, "fig2b-sender")?;
     let mut rows = Vec::new();
     let steps = args.sizes.len() as u64 * 3 * args.to.len() as u64;
