@@ -516,12 +516,24 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
         );
     }
     for l in &s.links {
-        println!(
-            "link {} pool {}: {} transfer(s) in flight",
-            if l.outgoing { "to" } else { "from" },
-            l.pool,
-            l.in_flight
-        );
+        let how = if l.remote {
+            "over TCP"
+        } else {
+            "on this machine"
+        };
+        if l.open {
+            println!(
+                "link {} pool {} ({how}): open, {} transfer(s) in flight",
+                if l.outgoing { "to" } else { "from" },
+                l.pool,
+                l.in_flight
+            );
+        } else {
+            println!(
+                "link to pool {} ({how}): configured, opened at the first transfer",
+                l.pool
+            );
+        }
     }
     if let Some(dma) = s.dma {
         println!(

@@ -126,8 +126,8 @@ fn bench_fig2a_writes_csv_and_a_plot() {
         "share weak,65536,",
         "unix socket,4096,",
         "futex,64,",
-        "weak bounce, polls,65536,",
-        "weak bounce, blocks,65536,",
+        "\"weak bounce, polls\",65536,",
+        "\"weak bounce, blocks\",65536,",
         "stream copy,65536,",
         "stream pipe,4096,",
     ] {
@@ -160,6 +160,12 @@ fn a_topology_comes_up_shows_every_pool_and_goes_down() {
     assert!(t.contains("pool 0 (coherent memory)"), "{t}");
     assert!(t.contains("pool 1 (non-coherent, emulated memory)"), "{t}");
     assert!(t.contains("pool 2 (device, unshared memory)"), "{t}");
+    // Every pool is linked to every other (links open at the first transfer).
+    assert!(
+        t.contains("link to pool 2 (on this machine): configured")
+            && t.contains("link to pool 0 (on this machine): configured"),
+        "{t}"
+    );
     let o = cosh(&dir, &["status", "--all", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let pools: Vec<(u64, bool)> = json

@@ -257,6 +257,10 @@ pub struct LinkStatus {
     /// Transfers on their way: sent and not yet confirmed (outgoing), or being copied
     /// (incoming).
     pub in_flight: u64,
+    /// Whether the connection is up (an outgoing link is opened on first use).
+    pub open: bool,
+    /// Over TCP (another host) rather than a socket of this machine.
+    pub remote: bool,
 }
 
 /// A DMA model pacing a block manager's copies (an emulation, not this machine's speed).

@@ -580,6 +580,8 @@ mod operations {
                     pool: u32::MAX,
                     outgoing: true,
                     in_flight: u64::MAX,
+                    open: true,
+                    remote: true,
                 };
                 MAX_STATUS_LINKS
             ],

@@ -1390,30 +1390,36 @@ impl BlockManager {
 
     /// Every link, for status.
     pub(super) fn link_status(&self) -> Vec<cosh_proto::ops::LinkStatus> {
+        use cosh_proto::ops::LinkStatus;
+        let in_flight = |key: u64| self.importing.keys().filter(|(t, _)| *t == key).count() as u64;
+        // Every configured link, open or not yet.
+        let out = self.config.links.iter().map(|(pool, addr)| {
+            let link = self.out_links.get(pool);
+            LinkStatus {
+                pool: pool.0,
+                outgoing: true,
+                in_flight: link.map_or(0, |l| l.inflight.len() as u64),
+                open: link.is_some(),
+                remote: matches!(addr, LinkAddr::Tcp { .. }),
+            }
+        });
+        let incoming = self.in_links.iter().map(|(token, l)| LinkStatus {
+            pool: l.pool.0,
+            outgoing: false,
+            in_flight: in_flight(*token),
+            open: true,
+            remote: false,
+        });
         let remote = self
             .remote_in
             .iter()
-            .filter_map(|(key, l)| Some((key, l.pool?)))
-            .map(|(key, pool)| cosh_proto::ops::LinkStatus {
+            .filter_map(|(key, l)| Some((*key, l.pool?)))
+            .map(|(key, pool)| LinkStatus {
                 pool: pool.0,
                 outgoing: false,
-                in_flight: self.importing.keys().filter(|(t, _)| t == key).count() as u64,
-            });
-        let out = self
-            .out_links
-            .iter()
-            .map(|(pool, l)| cosh_proto::ops::LinkStatus {
-                pool: pool.0,
-                outgoing: true,
-                in_flight: l.inflight.len() as u64,
-            });
-        let incoming = self
-            .in_links
-            .iter()
-            .map(|(token, l)| cosh_proto::ops::LinkStatus {
-                pool: l.pool.0,
-                outgoing: false,
-                in_flight: self.importing.keys().filter(|(t, _)| t == token).count() as u64,
+                in_flight: in_flight(key),
+                open: true,
+                remote: true,
             });
         out.chain(incoming)
             .chain(remote)
