@@ -192,6 +192,114 @@ impl std::fmt::Display for LinkAddr {
     }
 }
 
+/// How a block manager takes part in links over TCP (the command-line options `coshd` and
+/// `cosh up` share).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RemoteOptions {
+    /// Accept links from block managers on other hosts at this address (HOST:PORT): with
+    /// TLS (--tls-cert, --tls-key), or plain with --insecure-plain-tcp; the opener must
+    /// present the token of --link-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// A file holding the secret token that links over TCP present (both ends use the same
+    /// file's content; surrounding white space is ignored; 16 to 256 characters).
+    #[arg(long, value_name = "PATH")]
+    pub link_token_file: Option<PathBuf>,
+    /// This block manager's certificate chain (PEM), for --listen.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The certificates (PEM) that vouch for the block managers tls:// links reach.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Allow links over plain TCP (tcp:// links, or --listen without a certificate): the
+    /// bytes and the token cross the network unencrypted. For a trusted network only.
+    #[arg(long)]
+    pub insecure_plain_tcp: bool,
+}
+
+impl RemoteOptions {
+    /// Checks these options against the links to open (`links`) and fills in their part of
+    /// `config`: the listening address, the token and TLS.
+    pub fn apply(&self, links: &[(u32, LinkAddr)], config: &mut Config) -> Result<(), String> {
+        let tcp_links: Vec<&LinkAddr> = links
+            .iter()
+            .map(|(_, a)| a)
+            .filter(|a| matches!(a, LinkAddr::Tcp { .. }))
+            .collect();
+        let plain = tcp_links
+            .iter()
+            .any(|a| matches!(a, LinkAddr::Tcp { tls: false, .. }))
+            || (self.listen.is_some() && self.tls_cert.is_none());
+        if plain && !self.insecure_plain_tcp {
+            return Err(
+                "a tcp:// link, or --listen without --tls-cert, sends data unencrypted: add \
+                 --insecure-plain-tcp to mean it, or use tls:// with --tls-ca and \
+                 --tls-cert/--tls-key"
+                    .into(),
+            );
+        }
+        if tcp_links
+            .iter()
+            .any(|a| matches!(a, LinkAddr::Tcp { tls: true, .. }))
+            && self.tls_ca.is_none()
+        {
+            return Err("tls:// links need --tls-ca (the certificates to trust)".into());
+        }
+        if (self.listen.is_some() || !tcp_links.is_empty()) && self.link_token_file.is_none() {
+            return Err("links over TCP need --link-token-file (a shared secret)".into());
+        }
+        if let Some(path) = &self.link_token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the link token {}: {e}", path.display()))?
+                .trim()
+                .to_string();
+            if token.len() < 16 || token.len() > cosh_proto::link::MAX_TOKEN {
+                return Err(format!(
+                    "the link token in {} must be 16 to {} characters",
+                    path.display(),
+                    cosh_proto::link::MAX_TOKEN
+                ));
+            }
+            config.link_token = Some(token);
+        }
+        if self.tls_cert.is_some() || self.tls_ca.is_some() {
+            config.tls = Some(Tls::from_pem_files(
+                self.tls_cert.as_deref(),
+                self.tls_key.as_deref(),
+                self.tls_ca.as_deref(),
+            )?);
+        }
+        config.listen = self.listen;
+        Ok(())
+    }
+
+    /// The same options as command-line arguments (to start a block manager with them).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(a) = self.listen {
+            out.push(format!("--listen={a}").into());
+        }
+        for (flag, path) in [
+            ("--link-token-file", &self.link_token_file),
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+            ("--tls-ca", &self.tls_ca),
+        ] {
+            if let Some(p) = path {
+                out.push(flag.into());
+                out.push(p.clone().into_os_string());
+            }
+        }
+        if self.insecure_plain_tcp {
+            out.push("--insecure-plain-tcp".into());
+        }
+        out
+    }
+}
+
 /// TLS for links over TCP.
 #[derive(Clone, Debug)]
 pub struct Tls {

@@ -53,9 +53,10 @@ enum Cmd {
         /// The most memory the pool may hold, in MiB (default: half the machine's memory).
         #[arg(long, value_name = "MIB")]
         pool_mib: Option<u64>,
-        /// The kind of memory: coherent shared memory (host), or shared memory emulated
-        /// without coherence (nc: every client caches what it maps, and the library writes
-        /// back and refreshes around each transfer, so programs run unchanged).
+        /// The kind of memory: coherent shared memory (host), shared memory emulated without
+        /// coherence (nc: every client caches what it maps, and the library writes back and
+        /// refreshes around each transfer, so programs run unchanged), or memory only this
+        /// pool's clients map (device).
         #[arg(long, value_enum, default_value_t = Kind::Host)]
         kind: Kind,
         /// The pool's id (domain ids name it: pools that run side by side need different ids).
@@ -65,10 +66,13 @@ enum Cmd {
         /// never), as hardware does.
         #[arg(long, default_value_t = 0, value_name = "N")]
         nc_eviction: u32,
-        /// Another pool's block manager, as POOL=SOCKET (repeat for each): transfers to its
-        /// domains go over a link to it.
-        #[arg(long = "link", value_name = "POOL=SOCKET", value_parser = parse_link)]
-        links: Vec<(u32, PathBuf)>,
+        /// Another pool's block manager, as POOL=ADDRESS (repeat for each): transfers to its
+        /// domains go over a link to it. ADDRESS is its socket on this machine, or
+        /// tls://HOST:PORT (tcp://, with --insecure-plain-tcp) for one on another host.
+        #[arg(long = "link", value_name = "POOL=ADDRESS", value_parser = parse_link)]
+        links: Vec<(u32, cosh_blockmgr::LinkAddr)>,
+        #[command(flatten)]
+        remote: Box<cosh_blockmgr::RemoteOptions>,
         /// Pace copies arriving from other pools like a DMA engine: microseconds of set-up per
         /// copy (an emulation, reported by `cosh status`; needs --dma-mbps).
         #[arg(long, value_name = "US", requires = "dma_mbps")]
@@ -80,8 +84,11 @@ enum Cmd {
         /// NAME.sock in the runtime directory and linked to every other: `default` (a host
         /// pool, id 0, an nc pool, id 1, and a device pool, id 2) or a TOML file of `[[pool]]`
         /// tables, each with `name`, `id`, `kind` (`host`, `nc` or `device`), for nc
-        /// `eviction`, and optionally `dma_setup_us` with `dma_mbps`.
-        #[arg(long, value_name = "default|FILE", conflicts_with_all = ["kind", "pool", "nc_eviction", "links", "dma_setup_us"])]
+        /// `eviction`, and optionally `dma_setup_us` with `dma_mbps` and `listen` (links from
+        /// other hosts); `[[remote]]` tables (`id`, `address`) name pools on other hosts,
+        /// and `[links]` (`token_file`, `tls_ca`, `tls_cert`, `tls_key`, `insecure_plain_tcp`)
+        /// says how to reach them.
+        #[arg(long, value_name = "default|FILE", conflicts_with_all = ["kind", "pool", "nc_eviction", "links", "dma_setup_us", "listen", "link_token_file", "tls_cert", "tls_ca", "insecure_plain_tcp"])]
         topology: Option<String>,
     },
     /// Stop the block manager (its clients lose their connections).
@@ -156,18 +163,15 @@ impl Kind {
     }
 }
 
-fn parse_link(text: &str) -> Result<(u32, PathBuf), String> {
-    let (pool, path) = text
+fn parse_link(text: &str) -> Result<(u32, cosh_blockmgr::LinkAddr), String> {
+    let (pool, addr) = text
         .split_once('=')
-        .ok_or_else(|| format!("expected POOL=SOCKET, got {text:?}"))?;
+        .ok_or_else(|| format!("expected POOL=ADDRESS, got {text:?}"))?;
     let pool = pool
         .trim()
         .parse::<u32>()
         .map_err(|e| format!("pool {pool:?} is not a number: {e}"))?;
-    if path.is_empty() {
-        return Err("the socket path is empty".into());
-    }
-    Ok((pool, PathBuf::from(path)))
+    Ok((pool, cosh_blockmgr::LinkAddr::parse(addr)?))
 }
 
 /// The benchmarks `cosh bench` runs.
@@ -212,6 +216,7 @@ fn main() -> ExitCode {
             pool,
             nc_eviction,
             links,
+            remote,
             dma_setup_us,
             dma_mbps,
             topology: None,
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
                 pool,
                 nc_eviction,
                 links,
+                remote: *remote,
                 dma: dma_setup_us.zip(dma_mbps),
             },
         ),
@@ -276,8 +282,10 @@ pub(crate) struct Serve {
     pub(crate) kind: Kind,
     pub(crate) pool: u32,
     pub(crate) nc_eviction: u32,
-    /// Other pools' sockets.
-    pub(crate) links: Vec<(u32, PathBuf)>,
+    /// Other pools' block managers.
+    pub(crate) links: Vec<(u32, cosh_blockmgr::LinkAddr)>,
+    /// Links over TCP: listening, token, TLS.
+    pub(crate) remote: cosh_blockmgr::RemoteOptions,
     /// An emulated DMA engine: set-up microseconds and MB/s.
     pub(crate) dma: Option<(u64, u64)>,
 }
@@ -292,6 +300,7 @@ impl Serve {
             pool: 0,
             nc_eviction: 0,
             links: Vec::new(),
+            remote: cosh_blockmgr::RemoteOptions::default(),
             dma: None,
         }
     }
@@ -319,16 +328,14 @@ fn up(socket: &Path, detach: bool, quiet: bool, serve: Serve) -> Outcome {
     config.kind = serve.kind.pool_kind();
     config.pool = cosh_core::PoolId(serve.pool);
     config.nc_eviction = serve.nc_eviction;
-    for (pool, path) in &serve.links {
+    serve.remote.apply(&serve.links, &mut config)?;
+    for (pool, addr) in &serve.links {
         if *pool == serve.pool {
             return Err(format!(
                 "--link {pool}=...: pool {pool} is this block manager's own"
             ));
         }
-        config.links.insert(
-            cosh_core::PoolId(*pool),
-            cosh_blockmgr::LinkAddr::Unix(path.clone()),
-        );
+        config.links.insert(cosh_core::PoolId(*pool), addr.clone());
     }
     config.dma = serve.dma.map(|(us, mbps)| cosh_pool::engine::DmaModel {
         setup: Duration::from_micros(us),
@@ -369,12 +376,13 @@ pub(crate) fn start_detached(socket: &Path, serve: Serve) -> Result<u32, String>
         .arg(format!("--kind={}", serve.kind.pool_kind().name()))
         .arg(format!("--pool={}", serve.pool))
         .arg(format!("--nc-eviction={}", serve.nc_eviction))
-        .args(serve.links.iter().flat_map(|(pool, path)| {
+        .args(serve.links.iter().flat_map(|(pool, addr)| {
             [
                 std::ffi::OsString::from("--link"),
-                std::ffi::OsString::from(format!("{pool}={}", path.display())),
+                std::ffi::OsString::from(format!("{pool}={addr}")),
             ]
         }))
+        .args(serve.remote.to_args())
         .args(
             serve.dma.iter().flat_map(|(us, mbps)| {
                 [format!("--dma-setup-us={us}"), format!("--dma-mbps={mbps}")]

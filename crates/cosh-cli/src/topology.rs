@@ -30,6 +30,17 @@ id = 2
 kind = "device"
 # dma_setup_us = 172  # pace copies into it like the paper's co-processor DMA engine
 # dma_mbps = 3000     # (an emulation: status says so when on)
+
+# Pools on other hosts (each host brings up its own pools; every pool here is linked to
+# them). A pool that takes links from other hosts says `listen = "0.0.0.0:7070"`.
+# [links]
+# token_file = "/etc/cosh/link-token"   # the shared secret, on every host
+# tls_ca = "/etc/cosh/ca.pem"           # the certificates that vouch for other hosts
+# tls_cert = "/etc/cosh/this-host.pem"  # this host's, for pools that listen
+# tls_key = "/etc/cosh/this-host.key"
+# [[remote]]
+# id = 5
+# address = "tls://other-host:7070"
 "#;
 
 /// A topology file.
@@ -38,6 +49,30 @@ kind = "device"
 pub(crate) struct Topology {
     #[serde(default)]
     pool: Vec<PoolSpec>,
+    #[serde(default)]
+    remote: Vec<RemoteSpec>,
+    #[serde(default)]
+    links: LinksSpec,
+}
+
+/// A pool on another host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSpec {
+    id: u32,
+    address: String,
+}
+
+/// How this host's pools link over TCP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinksSpec {
+    token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    insecure_plain_tcp: bool,
 }
 
 /// One pool of a topology.
@@ -53,6 +88,9 @@ struct PoolSpec {
     dma_setup_us: Option<u64>,
     #[serde(default)]
     dma_mbps: Option<u64>,
+    /// Accept links from other hosts here.
+    #[serde(default)]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -115,6 +153,27 @@ fn check(t: &Topology) -> Result<(), String> {
             ));
         }
     }
+    let mut remote_ids = std::collections::BTreeSet::new();
+    for r in &t.remote {
+        if ids.contains(&r.id) {
+            return Err(format!(
+                "[[remote]] {} has the id of a local [[pool]]",
+                r.id
+            ));
+        }
+        cosh_blockmgr::LinkAddr::parse(&r.address)
+            .map_err(|e| format!("[[remote]] {}: {e}", r.id))
+            .and_then(|a| match a {
+                cosh_blockmgr::LinkAddr::Tcp { .. } => Ok(()),
+                cosh_blockmgr::LinkAddr::Unix(_) => Err(format!(
+                    "[[remote]] {}: the address of another host is tls://HOST:PORT or tcp://HOST:PORT",
+                    r.id
+                )),
+            })?;
+        if !remote_ids.insert(r.id) {
+            return Err(format!("two [[remote]] pools have id {}", r.id));
+        }
+    }
     Ok(())
 }
 
@@ -149,13 +208,29 @@ pub(crate) fn up(
             SpecKind::Nc => Kind::Nc,
             SpecKind::Device => Kind::Device,
         };
-        // Every pool is linked to every other.
-        let links = t
+        // Every pool is linked to every other, here and on other hosts.
+        let mut links: Vec<(u32, cosh_blockmgr::LinkAddr)> = t
             .pool
             .iter()
             .filter(|q| q.id != p.id)
-            .map(|q| (q.id, socket(dir, &q.name)))
+            .map(|q| (q.id, cosh_blockmgr::LinkAddr::Unix(socket(dir, &q.name))))
             .collect();
+        for r in &t.remote {
+            links.push((r.id, cosh_blockmgr::LinkAddr::parse(&r.address)?));
+        }
+        let over_tcp = p.listen.is_some() || !t.remote.is_empty();
+        let remote = cosh_blockmgr::RemoteOptions {
+            listen: p.listen,
+            link_token_file: t.links.token_file.clone().filter(|_| over_tcp),
+            tls_cert: t.links.tls_cert.clone().filter(|_| p.listen.is_some()),
+            tls_key: t.links.tls_key.clone().filter(|_| p.listen.is_some()),
+            tls_ca: t.links.tls_ca.clone().filter(|_| !t.remote.is_empty()),
+            insecure_plain_tcp: t.links.insecure_plain_tcp,
+        };
+        // Checked before anything starts, with the pool's name in the message.
+        remote
+            .apply(&links, &mut cosh_blockmgr::Config::host())
+            .map_err(|e| format!("pool {:?}: {e}", p.name))?;
         let pid = start_detached(
             &at,
             Serve {
@@ -165,6 +240,7 @@ pub(crate) fn up(
                 pool: p.id,
                 nc_eviction: p.eviction,
                 links,
+                remote,
                 dma: p.dma_setup_us.zip(p.dma_mbps),
             },
         )?;
@@ -281,6 +357,14 @@ mod tests {
             (
                 "[[pool]]\nname = \"a\"\nid = 0\nkind = \"device\"\ndma_mbps = 3\n",
                 "together",
+            ),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\n[[remote]]\nid = 0\naddress = \"tls://b:1\"\n",
+                "id of a local",
+            ),
+            (
+                "[[pool]]\nname = \"a\"\nid = 0\nkind = \"host\"\n[[remote]]\nid = 1\naddress = \"/tmp/x.sock\"\n",
+                "another host",
             ),
         ] {
             let parsed = toml::from_str::<Topology>(text)

@@ -209,3 +209,77 @@ fn a_topology_comes_up_shows_every_pool_and_goes_down() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port")
+}
+
+#[test]
+fn two_hosts_come_up_from_topologies_and_carry_a_transfer() {
+    // Two "hosts": two runtime directories, each with its topology; host B's pool listens,
+    // host A names it as a [[remote]] (plain TCP on loopback, asked for explicitly).
+    let (a, b) = (runtime("host-a"), runtime("host-b"));
+    std::fs::create_dir_all(&a).expect("dir");
+    std::fs::create_dir_all(&b).expect("dir");
+    let token = a.join("token");
+    std::fs::write(&token, "a-token-shared-by-both-hosts\n").expect("token");
+    let port = free_port();
+    let links = format!(
+        "[links]\ntoken_file = {:?}\ninsecure_plain_tcp = true\n",
+        token.display().to_string()
+    );
+    let top_b = b.join("b.toml");
+    std::fs::write(
+        &top_b,
+        format!("{links}[[pool]]\nname = \"b\"\nid = 7\nkind = \"device\"\nlisten = \"127.0.0.1:{port}\"\n[[remote]]\nid = 1\naddress = \"tcp://127.0.0.1:9\"\n"),
+    )
+    .expect("topology");
+    let top_a = a.join("a.toml");
+    std::fs::write(
+        &top_a,
+        format!("{links}[[pool]]\nname = \"a\"\nid = 1\nkind = \"host\"\n[[remote]]\nid = 7\naddress = \"tcp://127.0.0.1:{port}\"\n"),
+    )
+    .expect("topology");
+    for (dir, top) in [(&b, &top_b), (&a, &top_a)] {
+        let o = cosh(dir, &["up", "--topology", top.to_str().expect("utf-8")]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = cosh(&a, &["status", "--all"]);
+    assert!(
+        text(&o).contains("link to pool 7 (over TCP): configured"),
+        "{}",
+        text(&o)
+    );
+    // A domain of host A sends to one of host B, addressed like any other.
+    let options = |dir: &PathBuf, sock: &str| {
+        cosh::Options::new("cli-test")
+            .socket(dir.join(sock))
+            .no_spawn()
+    };
+    let mut da = cosh::Domain::connect_with(&options(&a, "a.sock")).expect("host a");
+    let mut db = cosh::Domain::connect_with(&options(&b, "b.sock")).expect("host b");
+    let x = da.alloc(3 << 20).expect("alloc");
+    da.write(x, 0, b"across hosts").expect("write");
+    da.transfer(x, db.id(), cosh::Mode::Move, cosh::TransferFlags::default())
+        .expect("to host b");
+    let got = db
+        .receive(Some(da.id()), Some(std::time::Duration::ZERO))
+        .expect("there");
+    assert_eq!(db.read(got.agg, 0, 12).expect("read"), b"across hosts");
+    let o = cosh(&b, &["status", "--all"]);
+    assert!(
+        text(&o).contains("link from pool 1 (over TCP): open"),
+        "{}",
+        text(&o)
+    );
+    drop((da, db));
+    for dir in [&a, &b] {
+        let o = cosh(dir, &["down", "--all"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -74,28 +74,8 @@ struct Args {
     /// or tcp://HOST:PORT for the same unencrypted (needs --insecure-plain-tcp).
     #[arg(long = "link", value_name = "POOL=ADDRESS", value_parser = parse_link)]
     links: Vec<(u32, cosh_blockmgr::LinkAddr)>,
-    /// Accept links from block managers on other hosts at this address (HOST:PORT): with
-    /// TLS (--tls-cert, --tls-key), or plain with --insecure-plain-tcp; the opener must
-    /// present the token of --link-token-file.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<std::net::SocketAddr>,
-    /// A file holding the secret token that links over TCP present (both ends use the same
-    /// file's content; surrounding white space is ignored).
-    #[arg(long, value_name = "PATH")]
-    link_token_file: Option<PathBuf>,
-    /// This block manager's certificate chain (PEM), for --listen.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// The certificates (PEM) that vouch for the block managers tls:// links reach.
-    #[arg(long, value_name = "PEM")]
-    tls_ca: Option<PathBuf>,
-    /// Allow links over plain TCP (tcp:// links, or --listen without a certificate): the
-    /// bytes and the token cross the network unencrypted. For a trusted network only.
-    #[arg(long)]
-    insecure_plain_tcp: bool,
+    #[command(flatten)]
+    remote: cosh_blockmgr::RemoteOptions,
     /// Print nothing when ready.
     #[arg(long, short)]
     quiet: bool,
@@ -110,61 +90,6 @@ fn parse_link(text: &str) -> Result<(u32, cosh_blockmgr::LinkAddr), String> {
         .parse::<u32>()
         .map_err(|e| format!("pool {pool:?} is not a number: {e}"))?;
     Ok((pool, cosh_blockmgr::LinkAddr::parse(addr)?))
-}
-
-/// Checks the options of links over TCP and builds their part of the configuration.
-fn remote_config(args: &Args, config: &mut Config) -> Result<(), String> {
-    use cosh_blockmgr::LinkAddr;
-    let tcp_links: Vec<&LinkAddr> = args
-        .links
-        .iter()
-        .map(|(_, a)| a)
-        .filter(|a| matches!(a, LinkAddr::Tcp { .. }))
-        .collect();
-    let plain = tcp_links
-        .iter()
-        .any(|a| matches!(a, LinkAddr::Tcp { tls: false, .. }))
-        || (args.listen.is_some() && args.tls_cert.is_none());
-    if plain && !args.insecure_plain_tcp {
-        return Err(
-            "a tcp:// link, or --listen without --tls-cert, sends data unencrypted: add \
-             --insecure-plain-tcp to mean it, or use tls:// with --tls-ca and --tls-cert/--tls-key"
-                .into(),
-        );
-    }
-    if tcp_links
-        .iter()
-        .any(|a| matches!(a, LinkAddr::Tcp { tls: true, .. }))
-        && args.tls_ca.is_none()
-    {
-        return Err("tls:// links need --tls-ca (the certificates to trust)".into());
-    }
-    if (args.listen.is_some() || !tcp_links.is_empty()) && args.link_token_file.is_none() {
-        return Err("links over TCP need --link-token-file (a shared secret)".into());
-    }
-    if let Some(path) = &args.link_token_file {
-        let token = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the link token {}: {e}", path.display()))?
-            .trim()
-            .to_string();
-        if token.len() < 16 || token.len() > cosh_proto::link::MAX_TOKEN {
-            return Err(format!(
-                "the link token in {} must be 16 to {} characters",
-                path.display(),
-                cosh_proto::link::MAX_TOKEN
-            ));
-        }
-        config.link_token = Some(token);
-    }
-    if args.tls_cert.is_some() || args.tls_ca.is_some() {
-        config.tls = Some(cosh_blockmgr::Tls::from_pem_files(
-            args.tls_cert.as_deref(),
-            args.tls_key.as_deref(),
-            args.tls_ca.as_deref(),
-        )?);
-    }
-    config.listen = args.listen;
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -191,7 +116,7 @@ fn main() -> ExitCode {
         });
     }
     config.max_aggregates = args.max_aggregates;
-    if let Err(e) = remote_config(&args, &mut config) {
+    if let Err(e) = args.remote.apply(&args.links, &mut config) {
         eprintln!("coshd: {e}");
         return ExitCode::from(2);
     }
