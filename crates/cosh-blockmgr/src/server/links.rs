@@ -1,16 +1,23 @@
 //! Links between block managers: transfers between domains of different pools (paper §4.3).
 //!
-//! The source block manager checks and downgrades the sender exactly as a local transfer
-//! would (`Ledger::export`), keeps the bytes alive with an aggregate of its own *holder*
-//! domain, and sends the chunk list over its link to the destination's block manager, with a
-//! read-only descriptor of each slot the destination has not seen yet. The destination maps
-//! that slot once, allocates a buffer of the receiver's, copies, queues the aggregate for the
-//! receiver (`Ledger::import`) and answers `Delivered`; the source then drops its hold and
-//! answers the sender. Every transfer between pools is a copy, so no mapping changes; the
-//! sender is answered only once the bytes are in the destination's memory, so a strong
-//! transfer is a snapshot and a failure (no such receiver, a full pool, a link that broke)
-//! reaches the sender as a clear error. Links are opened by the sending side, on first use,
-//! to the socket configured for the destination pool (`Config::links`).
+//! The source block manager checks the transfer exactly as a local one would
+//! (`Ledger::export`), keeps the bytes alive with an aggregate of its own *holder* domain,
+//! and sends them on its link to the destination's block manager: on this machine the chunk
+//! list, with a read-only descriptor of each slot the destination has not seen yet (it maps
+//! the slot once); to another host (`crate::remote`) the bytes themselves after a `Stream`
+//! frame. The destination accepts the transfer into its copy engine (`Accepted`), copies into
+//! a buffer of the receiver's, queues the aggregate (`Ledger::import`), wakes the receiver and
+//! answers `Delivered`; the source then drops its hold. Every transfer between pools is a
+//! copy, so no mapping changes.
+//!
+//! When the sender is answered (and downgraded, `Ledger::export_done`): a strong transfer or
+//! a copy once `Delivered` (a snapshot; any failure — no such receiver, a full pool, a link
+//! that broke — reaches it as a clear error and changes nothing); a weak move or share at
+//! once while the link's window has room (on this machine; to another host at `Accepted`),
+//! so that back-to-back transfers pipeline. A receive that finds nothing first reads the
+//! links and waits for accepted copies, so it sees what a finished transfer sent. Links are
+//! opened by the sending side, on first use, to the address configured for the destination
+//! pool (`Config::links`; a connection over TCP is made on the main loop, within 5 s).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
@@ -174,14 +181,14 @@ pub(super) struct Importing {
 const BATCH: usize = 64;
 
 /// Transfers from one link on the copy engine at most, and bytes (at least one transfer):
-/// past either, the link is not read until copies finish, so a sender that outruns the copy
-/// engine waits (its weak transfers are answered on acceptance) instead of piling up memory.
+/// the others wait in the link's backlog, unaccepted, and their senders past the window with
+/// them (a sender that outruns the copy engine waits instead of piling up memory).
 const MAX_IMPORTING: usize = 2;
+const MAX_IMPORTING_BYTES: u64 = 64 << 20;
 
 /// Copies of at most this many bytes are made on the main loop when the link has nothing on
 /// the copy engine (a hand-off costs two wake-ups: more than copying this much).
 const INLINE_COPY: u64 = 256 << 10;
-const MAX_IMPORTING_BYTES: u64 = 64 << 20;
 
 /// A weak move or share is answered as soon as it is sent while at most this many
 /// transfers (and bytes) are on their way on its link; past that, its sender waits until
@@ -223,7 +230,7 @@ impl BlockManager {
                     ErrorKind::Unavailable,
                     format!(
                         "this block manager (pool {}) has no link to pool {pool}: start it with \
-                         --link {}=SOCKET (cosh up --topology does)",
+                         --link {}=ADDRESS (cosh up --topology does)",
                         self.config.pool, pool.0
                     ),
                 ));
@@ -262,8 +269,9 @@ impl BlockManager {
             .ok_or_else(|| fail(ErrorKind::Unavailable, "link lost"))
     }
 
-    /// A transfer to a domain of another pool: downgrade, hold, send; the answer comes when
-    /// the destination confirms.
+    /// A transfer to a domain of another pool: check, hold, send; the sender is answered now
+    /// (a weak move or share within the window) or when the destination accepts or delivers
+    /// it (see the module documentation).
     pub(super) fn export_transfer(
         &mut self,
         token: u64,
@@ -364,7 +372,13 @@ impl BlockManager {
         }
         let mut broken = None;
         {
-            let link = self.out_link(pool)?;
+            let Some(link) = self.out_links.get_mut(&pool) else {
+                self.drop_hold(export.hold);
+                return Err(fail(
+                    ErrorKind::Unavailable,
+                    format!("the link to pool {pool} went"),
+                ));
+            };
             for (m, fds, body) in parts {
                 let sent = match encode(&m) {
                     Ok(bytes) => link.send(bytes, fds, body),
