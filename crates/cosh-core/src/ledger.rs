@@ -1744,9 +1744,10 @@ impl Ledger {
     /// whatever pool its receiver is in), then `holder` (the block manager's own domain) gets
     /// an aggregate of the same chunks with no rights, which keeps the buffers alive until the
     /// destination has copied them (dropped with [`Ledger::decref`]). The sender keeps its
-    /// rights until the destination confirms and [`Ledger::export_done`] downgrades it (a
-    /// transfer that fails changes nothing); in between its block manager serves it nothing
-    /// else. Every byte travels by copy, so no mapping changes.
+    /// rights until its block manager answers it and [`Ledger::export_done`] downgrades it
+    /// (once the destination confirmed, or at once for a pipelined weak transfer), so a
+    /// transfer that fails before changes nothing; until then its block manager serves it
+    /// nothing else. Every byte travels by copy, so no mapping changes.
     pub fn export(&mut self, request: &TransferRequest, holder: DomainId) -> Result<Export> {
         let TransferRequest {
             sender,

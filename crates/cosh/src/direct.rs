@@ -827,16 +827,16 @@ impl Domain {
         }
     }
 
-    /// A receive in the block manager. Its wait spins adaptively: a receive whose transfer
-    /// took longer to come than the spin lasts wasted the spin (and a core some other process
-    /// of the pipeline needed), so the next one spins a quarter as long; one answered
-    /// sooner earns its spin back.
+    /// A receive in the block manager. Unless spins were set explicitly, its wait spins
+    /// adaptively: a receive whose transfer took longer to come than the spin lasts wasted
+    /// the spin (and a core some other process of the pipeline needed), so the next one spins
+    /// a quarter as long; one answered sooner earns its spin back.
     fn receive_queued(
         &mut self,
         source: Option<DomainId>,
         timeout: Option<Duration>,
     ) -> Result<Queued> {
-        let adaptive = self.spins != crate::SPIN_FOREVER;
+        let adaptive = self.adaptive_receive && self.spins != crate::SPIN_FOREVER;
         let session = adaptive.then(|| {
             let budget = self.recv_spins.min(self.spins);
             std::mem::replace(&mut self.spins, budget)

@@ -270,8 +270,10 @@ pub struct Domain {
     /// The thread that unmaps large mappings of destroyed slots, once started.
     reaper: Option<std::sync::mpsc::Sender<Cached>>,
     spins: u32,
-    /// How long the next receive in the block manager spins (adapts: see `receive_queued`).
+    /// How long the next receive in the block manager spins (adapts: see `receive_queued`),
+    /// unless spins were set explicitly.
     recv_spins: u32,
+    adaptive_receive: bool,
     buf: Vec<u8>,
     socket: PathBuf,
     /// The pool's memory is not coherent: mappings are cached (see `nc.rs`).
@@ -387,6 +389,7 @@ impl Domain {
             reaper: None,
             spins: options.spins,
             recv_spins: options.spins,
+            adaptive_receive: true,
             buf: vec![0; MAX_FRAME],
             socket,
             nc: false,
@@ -461,6 +464,8 @@ impl Domain {
     /// matters with rings.
     pub fn set_spins(&mut self, spins: u32) {
         self.spins = spins;
+        // Spins asked for are spins given: receives no longer adapt theirs.
+        self.adaptive_receive = false;
     }
 
     /// A receive that waits its own way for this call only: `spins` as in
@@ -472,8 +477,10 @@ impl Domain {
         spins: u32,
     ) -> Result<Incoming> {
         let session = std::mem::replace(&mut self.spins, spins);
+        let adaptive = std::mem::replace(&mut self.adaptive_receive, false);
         let result = self.receive(source, timeout);
         self.spins = session;
+        self.adaptive_receive = adaptive;
         result
     }
 
