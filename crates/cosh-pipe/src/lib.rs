@@ -9,10 +9,10 @@
 //! one window of data is ever in flight. Credits travel as small weak moves from the consumer
 //! to the producer; a message of zero bytes marks the end of the stream.
 //!
-//! [`PipeWriter`] and [`PipeReader`] take and give aggregates; [`PipeWriter::write`] (through
-//! `std::io::Write`) and [`PipeReader::read`] (through `std::io::Read`) are adapters for code
-//! that has byte buffers: writes are coalesced into aggregates of [`PipeWriter::chunk`] bytes
-//! (one copy in), reads copy out of the aggregates received (one copy out).
+//! [`PipeWriter::send`] and [`PipeReader::recv`] give and take aggregates; `PipeWriter` is also
+//! a `std::io::Write` and `PipeReader` a `std::io::Read`, adapters for code that has byte
+//! buffers: writes are coalesced into aggregates of [`PipeWriter::chunk`] bytes (one copy in),
+//! reads copy out of the aggregates received (one copy out).
 //!
 //! ```no_run
 //! use cosh::Domain;
