@@ -90,6 +90,12 @@ impl Default for Window {
     }
 }
 
+/// An aggregate's length, from its pieces (known to the library without asking the block
+/// manager for a whole buffer it allocated or received).
+fn len_of(domain: &mut Domain, agg: Agg) -> Result<u64> {
+    Ok(domain.read_pieces(agg, 0)?.iter().map(|p| p.0.len).sum())
+}
+
 /// A credit message: messages and bytes granted, little-endian.
 const CREDIT_LEN: u64 = 16;
 
@@ -199,8 +205,7 @@ impl PipeWriter {
     }
 
     fn send_now(&mut self, agg: Agg) -> Result<()> {
-        let len = self.domain.len(agg)?;
-        self.take_credit(false)?;
+        let len = len_of(&mut self.domain, agg)?;
         // A message needs one message of credit and its bytes; one larger than the whole
         // byte window goes alone, once everything before it was consumed.
         loop {
@@ -352,7 +357,7 @@ impl PipeReader {
                 got.mode
             )));
         }
-        let len = self.domain.len(got.agg)?;
+        let len = len_of(&mut self.domain, got.agg)?;
         if len == 0 {
             self.domain.decref(got.agg)?;
             self.ended = true;
