@@ -7,6 +7,7 @@
 )]
 
 mod demo;
+mod pipe;
 mod topology;
 
 use std::path::{Path, PathBuf};
@@ -107,6 +108,10 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// A byte stream between two commands through a Cosh pipe: `cmd | cosh pipe send NAME`
+    /// and `cosh pipe recv NAME | cmd` (a stalled receiver stops the sender at its window).
+    #[command(subcommand)]
+    Pipe(PipeCmd),
     /// Run real processes that pass aggregates in every mode and strength, verify every byte,
     /// and compare with a Unix socket and a pipe (starts a block manager if none runs).
     Demo(demo::DemoArgs),
@@ -131,6 +136,15 @@ enum Cmd {
         #[arg(long)]
         producer: String,
     },
+}
+
+/// The ends of `cosh pipe`.
+#[derive(Subcommand, Debug)]
+enum PipeCmd {
+    /// Copy standard input into the pipe NAME.
+    Send(pipe::PipeArgs),
+    /// Copy the pipe NAME onto standard output.
+    Recv(pipe::PipeArgs),
 }
 
 /// The kinds of memory `cosh up` can serve.
@@ -241,6 +255,8 @@ fn main() -> ExitCode {
             topology::status_all(&cosh_sys::runtime::runtime_dir(), json)
         }
         Cmd::Status { json, all: false } => status(&socket, json),
+        Cmd::Pipe(PipeCmd::Send(args)) => pipe::send(&socket, &args),
+        Cmd::Pipe(PipeCmd::Recv(args)) => pipe::recv(&socket, &args),
         Cmd::Demo(args) => demo::run(&socket, &args),
         Cmd::DemoConsumer { name, producer } => demo::consumer(&socket, &name, &producer),
         Cmd::Bench {

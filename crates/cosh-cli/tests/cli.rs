@@ -283,3 +283,57 @@ fn two_hosts_come_up_from_topologies_and_carry_a_transfer() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn cosh_pipe_carries_a_stream_between_two_commands() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let dir = runtime("pipe");
+    let o = cosh(&dir, &["up", "--detach"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cosh"))
+            .env("COSH_RUNTIME_DIR", &dir)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cosh runs")
+    };
+    let mut recv = spawn(&["pipe", "recv", "stream", "--window-mib", "1"]);
+    let mut send = spawn(&["pipe", "send", "stream", "--chunk-kib", "64"]);
+    let data: Vec<u8> = (0..3_000_017u32).map(|i| (i % 251) as u8).collect();
+    let mut input = send.stdin.take().expect("stdin");
+    let feed = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            input.write_all(&data).expect("feed");
+        })
+    };
+    let mut got = Vec::new();
+    recv.stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut got)
+        .expect("read");
+    feed.join().expect("feeder");
+    let (s, r) = (
+        send.wait_with_output().expect("send"),
+        recv.wait_with_output().expect("recv"),
+    );
+    assert!(s.status.success(), "{}", text(&s));
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the stream arrived whole");
+    // A receiver nobody sends to gives up with a message.
+    let o = cosh(&dir, &["pipe", "recv", "nobody", "--wait", "1"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no `cosh pipe send nobody`"),
+        "{}",
+        text(&o)
+    );
+    let o = cosh(&dir, &["down"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
