@@ -48,7 +48,7 @@ pub enum Error {
     /// The peer broke the pipe's protocol.
     #[error("pipe protocol: {0}")]
     Protocol(String),
-    /// The stream already ended.
+    /// The stream already ended, or the other end closed it or went away.
     #[error("the pipe is closed")]
     Closed,
 }
@@ -110,14 +110,79 @@ fn weak() -> TransferFlags {
     }
 }
 
+/// What a producer may still send one consumer, and that consumer's window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Credit {
+    /// Credit left: messages and bytes.
+    left: (u64, u64),
+    /// The consumer's window, from its first grant (zero until then).
+    window: (u64, u64),
+}
+
+impl Credit {
+    /// Whether a message of `len` bytes may go: one message of credit and its bytes; one
+    /// larger than the whole byte window goes alone, once everything before it was consumed.
+    fn allows(&self, len: u64) -> bool {
+        let bytes = self.left.1 >= len
+            || (len > self.window.1 && self.window.1 > 0 && self.left.1 == self.window.1);
+        self.left.0 > 0 && bytes
+    }
+
+    fn spend(&mut self, len: u64) {
+        self.left.0 -= 1;
+        self.left.1 = self.left.1.saturating_sub(len);
+    }
+
+    /// Takes the credit messages `consumer` sent; with `wait`, blocks until at least one
+    /// comes. `Err(Closed)` if the consumer closed its end.
+    fn take(&mut self, domain: &mut Domain, consumer: DomainId, wait: bool) -> Result<()> {
+        loop {
+            let timeout = if wait { None } else { Some(Duration::ZERO) };
+            let got = match domain.receive(Some(consumer), timeout) {
+                Ok(g) => g,
+                Err(e) if !wait && e.kind() == cosh::ErrorKind::NothingPending => return Ok(()),
+                // The consumer is gone: the pipe is broken.
+                Err(e) if e.kind() == cosh::ErrorKind::UnknownDomain => return Err(Error::Closed),
+                Err(e) => return Err(e.into()),
+            };
+            let bytes = domain.read(got.agg, 0, CREDIT_LEN);
+            domain.decref(got.agg)?;
+            let bytes = bytes?;
+            let (m, b) = bytes.split_at(8);
+            let (m, b) = (
+                u64::from_le_bytes(m.try_into().unwrap_or_default()),
+                u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            );
+            if m == 0 && b == 0 {
+                return Err(Error::Closed);
+            }
+            if self.window == (0, 0) {
+                self.window = (m, b);
+            }
+            // Never more than the window, whatever a consumer returns.
+            self.left.0 = self.left.0.saturating_add(m).min(self.window.0);
+            self.left.1 = self.left.1.saturating_add(b).min(self.window.1);
+            // Only block for the first credit message; take the rest as they are.
+            if wait {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until a message of `len` bytes may go to `consumer`.
+    fn wait_for(&mut self, domain: &mut Domain, consumer: DomainId, len: u64) -> Result<()> {
+        while !self.allows(len) {
+            self.take(domain, consumer, true)?;
+        }
+        Ok(())
+    }
+}
+
 /// The producer's end.
 pub struct PipeWriter {
     domain: Domain,
     consumer: DomainId,
-    /// Credit left: messages and bytes.
-    credit: (u64, u64),
-    /// The consumer's window, from its first grant (zero until then).
-    window: (u64, u64),
+    credit: Credit,
     /// Bytes written through `Write` not sent yet, and how many.
     staging: Option<(Agg, u64)>,
     chunk: u64,
@@ -130,8 +195,7 @@ impl PipeWriter {
         Ok(PipeWriter {
             domain,
             consumer,
-            credit: (0, 0),
-            window: (0, 0),
+            credit: Credit::default(),
             staging: None,
             chunk: 1 << 20,
             finished: false,
@@ -156,42 +220,7 @@ impl PipeWriter {
 
     /// Credit left (messages, bytes): what may be sent before waiting for the consumer.
     pub fn credit(&self) -> (u64, u64) {
-        self.credit
-    }
-
-    /// Takes credit messages the consumer sent; with `wait`, blocks until at least one
-    /// comes.
-    fn take_credit(&mut self, wait: bool) -> Result<()> {
-        loop {
-            let timeout = if wait { None } else { Some(Duration::ZERO) };
-            let got = match self.domain.receive(Some(self.consumer), timeout) {
-                Ok(g) => g,
-                Err(e) if !wait && e.kind() == cosh::ErrorKind::NothingPending => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let bytes = self.domain.read(got.agg, 0, CREDIT_LEN);
-            self.domain.decref(got.agg)?;
-            let bytes = bytes?;
-            let (m, b) = bytes.split_at(8);
-            let (m, b) = (
-                u64::from_le_bytes(m.try_into().unwrap_or_default()),
-                u64::from_le_bytes(b.try_into().unwrap_or_default()),
-            );
-            if m == 0 && b == 0 {
-                // The consumer closed its end.
-                return Err(Error::Closed);
-            }
-            if self.window == (0, 0) {
-                self.window = (m, b);
-            }
-            // Never more than the window, whatever a consumer returns.
-            self.credit.0 = self.credit.0.saturating_add(m).min(self.window.0);
-            self.credit.1 = self.credit.1.saturating_add(b).min(self.window.1);
-            // Only block for the first credit message; take the rest as they are.
-            if wait {
-                return Ok(());
-            }
-        }
+        self.credit.left
     }
 
     /// Sends `agg` (this domain's, read/write) to the consumer by strong move, in order,
@@ -206,21 +235,21 @@ impl PipeWriter {
 
     fn send_now(&mut self, agg: Agg) -> Result<()> {
         let len = len_of(&mut self.domain, agg)?;
-        // A message needs one message of credit and its bytes; one larger than the whole
-        // byte window goes alone, once everything before it was consumed.
-        loop {
-            let bytes_ok = self.credit.1 >= len
-                || (len > self.window.1 && self.window.1 > 0 && self.credit.1 == self.window.1);
-            if self.credit.0 > 0 && bytes_ok {
-                break;
+        self.credit.wait_for(&mut self.domain, self.consumer, len)?;
+        match self
+            .domain
+            .transfer(agg, self.consumer, Mode::Move, strong())
+        {
+            Ok(_) => {}
+            // The consumer is gone: the pipe is broken.
+            Err(e) if e.kind() == cosh::ErrorKind::UnknownDomain => {
+                let _ = self.domain.decref(agg);
+                return Err(Error::Closed);
             }
-            self.take_credit(true)?;
+            Err(e) => return Err(e.into()),
         }
-        self.domain
-            .transfer(agg, self.consumer, Mode::Move, strong())?;
         self.domain.decref(agg)?;
-        self.credit.0 -= 1;
-        self.credit.1 = self.credit.1.saturating_sub(len);
+        self.credit.spend(len);
         Ok(())
     }
 
@@ -289,6 +318,85 @@ impl std::io::Write for PipeWriter {
     }
 }
 
+/// The producer's end of a multicast pipe: every aggregate goes to every consumer by strong
+/// share (sealed, read-only, no copy where the block manager can map it), in order, each
+/// consumer with its own window: the slowest bounds the producer. A consumer that closes
+/// leaves the others be; when none is left, sends fail with [`Error::Closed`]. Consumers use
+/// an ordinary [`PipeReader`].
+pub struct MulticastWriter {
+    domain: Domain,
+    consumers: Vec<(DomainId, Credit)>,
+}
+
+impl MulticastWriter {
+    /// The producer's end of a multicast pipe to `consumers`.
+    pub fn open(domain: Domain, consumers: &[DomainId]) -> Result<MulticastWriter> {
+        Ok(MulticastWriter {
+            domain,
+            consumers: consumers.iter().map(|c| (*c, Credit::default())).collect(),
+        })
+    }
+
+    /// The domain this end uses.
+    pub fn domain(&mut self) -> &mut Domain {
+        &mut self.domain
+    }
+
+    /// Consumers still reading.
+    pub fn consumers(&self) -> Vec<DomainId> {
+        self.consumers.iter().map(|(c, _)| *c).collect()
+    }
+
+    /// Shares `agg` with every consumer once each has credit; the handle goes.
+    pub fn send(&mut self, agg: Agg) -> Result<()> {
+        let len = len_of(&mut self.domain, agg)?;
+        let mut i = 0;
+        while i < self.consumers.len() {
+            let (c, credit) = &mut self.consumers[i];
+            let c = *c;
+            match credit.wait_for(&mut self.domain, c, len) {
+                Ok(()) => {}
+                Err(Error::Closed) => {
+                    self.consumers.remove(i);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            match self.domain.transfer(agg, c, Mode::Share, strong()) {
+                Ok(_) => {}
+                // The consumer went away (it closed its end and left): the others read on.
+                Err(e) if e.kind() == cosh::ErrorKind::UnknownDomain => {
+                    self.consumers.remove(i);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.consumers[i].1.spend(len);
+            i += 1;
+        }
+        self.domain.decref(agg)?;
+        if self.consumers.is_empty() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Ends the stream for every consumer and gives the domain back.
+    pub fn finish(mut self) -> Result<Domain> {
+        for (c, _) in &self.consumers {
+            let end = self.domain.alloc(0)?;
+            let sent = self.domain.transfer(end, *c, Mode::Share, strong());
+            self.domain.decref(end)?;
+            match sent {
+                Ok(_) => {}
+                Err(e) if e.kind() == cosh::ErrorKind::UnknownDomain => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.domain)
+    }
+}
+
 /// The consumer's end.
 pub struct PipeReader {
     domain: Domain,
@@ -342,7 +450,8 @@ impl PipeReader {
         }
     }
 
-    /// The next aggregate from the producer (this domain's, read/write), waiting up to
+    /// The next aggregate from the producer (this domain's: read/write from a pipe,
+    /// read-only from a [`MulticastWriter`]), waiting up to
     /// `timeout` (`None`: for ever); `Ok(None)` at the end of the stream. Credit for it goes
     /// back to the producer (in batches of half the window).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Agg>> {
@@ -350,12 +459,11 @@ impl PipeReader {
             return Ok(None);
         }
         let got = self.domain.receive(Some(self.producer), timeout)?;
-        if got.mode != Mode::Move {
+        if got.mode == Mode::Copy {
             self.domain.decref(got.agg)?;
-            return Err(Error::Protocol(format!(
-                "a {:?} where the pipe moves aggregates",
-                got.mode
-            )));
+            return Err(Error::Protocol(
+                "a copy where the pipe moves (or, multicast, shares) aggregates".into(),
+            ));
         }
         let len = len_of(&mut self.domain, got.agg)?;
         if len == 0 {

@@ -227,3 +227,55 @@ fn a_consumer_that_closes_stops_the_producer() {
         .expect("producer thread")
         .expect("the producer saw the pipe closed");
 }
+
+#[test]
+fn a_multicast_pipe_shares_every_aggregate_with_every_consumer_in_order() {
+    let pools = Pools::start("multicast", &[host()]);
+    let consumers: Vec<Domain> = (0..3).map(|i| pools.connect(0, &format!("c{i}"))).collect();
+    let ids: Vec<cosh::DomainId> = consumers.iter().map(Domain::id).collect();
+    let producer = pools.connect(0, "producer");
+    let producer_id = producer.id();
+    let readers: Vec<_> = consumers
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            std::thread::spawn(move || -> Result<Vec<u8>, Error> {
+                let window = Window {
+                    messages: 2,
+                    bytes: 1 << 20,
+                };
+                let mut r = PipeReader::open(d, producer_id, window)?;
+                let mut firsts = Vec::new();
+                while let Some(x) = r.recv(None)? {
+                    let d = r.domain();
+                    assert_eq!(d.rights(x)?, Rights::Read, "shared: read-only");
+                    firsts.push(d.read(x, 0, 1)?[0]);
+                    d.decref(x)?;
+                    if i == 2 && firsts.len() == 3 {
+                        // The third consumer leaves early; the others read on.
+                        r.close()?;
+                        return Ok(firsts);
+                    }
+                }
+                Ok(firsts)
+            })
+        })
+        .collect();
+    let mut w = cosh_pipe::MulticastWriter::open(producer, &ids).expect("open");
+    for i in 0..12u8 {
+        let d = w.domain();
+        let x = d.alloc(40_000).expect("alloc");
+        d.write(x, 0, &[i]).expect("write");
+        w.send(x).expect("send");
+    }
+    assert_eq!(w.consumers().len(), 2, "the one that left is gone");
+    w.finish().expect("finish");
+    let got: Vec<Vec<u8>> = readers
+        .into_iter()
+        .map(|t| t.join().expect("reader").expect("reads"))
+        .collect();
+    let all: Vec<u8> = (0..12).collect();
+    assert_eq!(got[0], all);
+    assert_eq!(got[1], all);
+    assert_eq!(got[2], vec![0, 1, 2]);
+}
