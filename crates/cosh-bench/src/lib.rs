@@ -21,6 +21,7 @@ mod fast;
 pub mod fig2b;
 #[cfg(feature = "iceoryx2")]
 mod ice;
+pub mod pipe;
 mod report;
 
 pub use report::{print, print_fast_ratios, print_ratios, write_csv, write_svg};
@@ -422,8 +423,6 @@ fn parse_sample(answer: &str) -> Result<(u64, u64), String> {
     }
 }
 
-/// Prepares an aggregate of `size` bytes filled with data, as a producer would, and returns
-/// its first write piece so that the timestamp can be written without a round trip.
 /// Makes a FIFO (owner only) at `path`.
 pub(crate) fn make_fifo(path: &Path) -> Result<(), String> {
     rustix::fs::mknodat(
@@ -436,6 +435,8 @@ pub(crate) fn make_fifo(path: &Path) -> Result<(), String> {
     .map_err(|x| format!("cannot make a FIFO at {}: {x}", path.display()))
 }
 
+/// Prepares an aggregate of `size` bytes filled with data, as a producer would, and returns
+/// its first write piece so that the timestamp can be written without a round trip.
 fn prepare(d: &mut Domain, size: u64, fill: u8) -> Result<(Agg, cosh::WritePiece), cosh::Error> {
     let agg = d.alloc(size)?;
     let pieces = d.write_pieces(agg, 0)?;

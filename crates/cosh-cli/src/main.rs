@@ -196,6 +196,8 @@ enum Figure {
     /// Transfers across pools: latency and pipelined inter-arrival time against size (the
     /// paper's Figure 2b).
     Fig2b,
+    /// Pipe throughput across processes: a Cosh pipe against a Linux pipe.
+    Pipe,
 }
 
 fn socket_of(cli: &Cli) -> PathBuf {
@@ -272,6 +274,13 @@ fn main() -> ExitCode {
         } => {
             let args = std::iter::once("cosh bench fig2b".to_string()).chain(options);
             cosh_bench::fig2b::main_with(&["bench", "fig2b"], args)
+        }
+        Cmd::Bench {
+            figure: Figure::Pipe,
+            options,
+        } => {
+            let args = std::iter::once("cosh bench pipe".to_string()).chain(options);
+            cosh_bench::pipe::main_with(&["bench", "pipe"], args)
         }
     };
     match result {

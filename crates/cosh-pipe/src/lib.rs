@@ -7,7 +7,9 @@
 //! a window of messages and bytes ([`Window`]), and returns credit as it consumes. A producer
 //! out of credit waits for some, so a stalled consumer bounds the producer's memory: at most
 //! one window of data is ever in flight. Credits travel as small weak moves from the consumer
-//! to the producer; a message of zero bytes marks the end of the stream.
+//! to the producer (the first one, at open, grants the whole window; credit left over from an
+//! earlier pipe between the same two domains is ignored); a message of zero bytes marks the
+//! end of the stream.
 //!
 //! [`PipeWriter::send`] and [`PipeReader::recv`] give and take aggregates; `PipeWriter` is also
 //! a `std::io::Write` and `PipeReader` a `std::io::Read`, adapters for code that has byte
@@ -96,8 +98,15 @@ fn len_of(domain: &mut Domain, agg: Agg) -> Result<u64> {
     Ok(domain.read_pieces(agg, 0)?.iter().map(|p| p.0.len).sum())
 }
 
-/// A credit message: messages and bytes granted, little-endian.
-const CREDIT_LEN: u64 = 16;
+/// A credit message: its kind, then messages and bytes granted, little-endian u64s.
+const CREDIT_LEN: u64 = 24;
+/// A reader opened: the whole window. Credit messages before it are stale (left over from an
+/// earlier pipe between the same two domains) and ignored.
+const OPEN: u64 = 1;
+/// Credit returned as the reader consumed.
+const MORE: u64 = 2;
+/// The reader closed its end.
+const CLOSE: u64 = 3;
 
 fn strong() -> TransferFlags {
     TransferFlags::default()
@@ -148,20 +157,28 @@ impl Credit {
             let bytes = domain.read(got.agg, 0, CREDIT_LEN);
             domain.decref(got.agg)?;
             let bytes = bytes?;
-            let (m, b) = bytes.split_at(8);
-            let (m, b) = (
-                u64::from_le_bytes(m.try_into().unwrap_or_default()),
-                u64::from_le_bytes(b.try_into().unwrap_or_default()),
-            );
-            if m == 0 && b == 0 {
-                return Err(Error::Closed);
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+                u64::from_le_bytes(w)
+            };
+            let (kind, m, b) = (word(0), word(1), word(2));
+            let opened = self.window != (0, 0);
+            match kind {
+                OPEN => {
+                    self.window = (m.max(1), b.max(1));
+                    self.left = self.window;
+                }
+                // Left over from an earlier pipe between the same domains.
+                MORE | CLOSE if !opened => continue,
+                CLOSE => return Err(Error::Closed),
+                MORE => {
+                    // Never more than the window, whatever a consumer returns.
+                    self.left.0 = self.left.0.saturating_add(m).min(self.window.0);
+                    self.left.1 = self.left.1.saturating_add(b).min(self.window.1);
+                }
+                _ => return Err(Error::Protocol(format!("a credit message of kind {kind}"))),
             }
-            if self.window == (0, 0) {
-                self.window = (m, b);
-            }
-            // Never more than the window, whatever a consumer returns.
-            self.left.0 = self.left.0.saturating_add(m).min(self.window.0);
-            self.left.1 = self.left.1.saturating_add(b).min(self.window.1);
             // Only block for the first credit message; take the rest as they are.
             if wait {
                 return Ok(());
@@ -424,7 +441,7 @@ impl PipeReader {
             ended: false,
         };
         let w = r.window;
-        r.grant(w.messages, w.bytes)?;
+        r.grant(OPEN, w.messages, w.bytes)?;
         Ok(r)
     }
 
@@ -433,11 +450,12 @@ impl PipeReader {
         &mut self.domain
     }
 
-    fn grant(&mut self, messages: u64, bytes: u64) -> Result<()> {
+    fn grant(&mut self, kind: u64, messages: u64, bytes: u64) -> Result<()> {
         let agg = self.domain.alloc(CREDIT_LEN)?;
-        let mut text = [0u8; 16];
-        text[..8].copy_from_slice(&messages.to_le_bytes());
-        text[8..].copy_from_slice(&bytes.to_le_bytes());
+        let mut text = [0u8; 24];
+        text[..8].copy_from_slice(&kind.to_le_bytes());
+        text[8..16].copy_from_slice(&messages.to_le_bytes());
+        text[16..].copy_from_slice(&bytes.to_le_bytes());
         self.domain.write(agg, 0, &text)?;
         let sent = self.domain.transfer(agg, self.producer, Mode::Move, weak());
         self.domain.decref(agg)?;
@@ -475,7 +493,7 @@ impl PipeReader {
         self.owed.1 += len;
         if self.owed.0 * 2 >= self.window.messages || self.owed.1 * 2 >= self.window.bytes {
             let (m, b) = std::mem::take(&mut self.owed);
-            self.grant(m, b)?;
+            self.grant(MORE, m, b)?;
         }
         Ok(Some(got.agg))
     }
@@ -484,7 +502,7 @@ impl PipeReader {
     /// [`Error::Closed`]) and gives the domain back.
     pub fn close(mut self) -> Result<Domain> {
         if !self.ended {
-            self.grant(0, 0)?;
+            self.grant(CLOSE, 0, 0)?;
         }
         if let Some((agg, _, _)) = self.current.take() {
             self.domain.decref(agg)?;

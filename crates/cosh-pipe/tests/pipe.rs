@@ -279,3 +279,38 @@ fn a_multicast_pipe_shares_every_aggregate_with_every_consumer_in_order() {
     assert_eq!(got[1], all);
     assert_eq!(got[2], vec![0, 1, 2]);
 }
+
+#[test]
+fn consecutive_pipes_between_the_same_domains_ignore_stale_credit() {
+    let pools = Pools::start("again", &[host()]);
+    let mut consumer = pools.connect(0, "consumer");
+    let mut producer = pools.connect(0, "producer");
+    let (c, p) = (consumer.id(), producer.id());
+    // A small window, so that credit comes back in batches; both ends in one thread (the
+    // consumer reads only once the producer is done, within the window).
+    let window = Window {
+        messages: 4,
+        bytes: 1 << 20,
+    };
+    for round in 0..3u8 {
+        let mut r = PipeReader::open(consumer, p, window).expect("open");
+        let mut w = PipeWriter::open(producer, c).expect("open");
+        for i in 0..3u8 {
+            let d = w.domain();
+            let x = d.alloc(1000).expect("alloc");
+            d.write(x, 0, &[round * 10 + i]).expect("write");
+            w.send(x).expect("send within the window");
+        }
+        producer = w.finish().expect("finish");
+        for i in 0..3u8 {
+            let x = r.recv(None).expect("recv").expect("a message");
+            assert_eq!(
+                r.domain().read(x, 0, 1).expect("read"),
+                vec![round * 10 + i]
+            );
+            r.domain().decref(x).expect("decref");
+        }
+        assert!(r.recv(None).expect("recv").is_none(), "the end");
+        consumer = r.close().expect("close");
+    }
+}
