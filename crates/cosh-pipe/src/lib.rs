@@ -203,7 +203,6 @@ pub struct PipeWriter {
     /// Bytes written through `Write` not sent yet, and how many.
     staging: Option<(Agg, u64)>,
     chunk: u64,
-    finished: bool,
 }
 
 impl PipeWriter {
@@ -215,7 +214,6 @@ impl PipeWriter {
             credit: Credit::default(),
             staging: None,
             chunk: 1 << 20,
-            finished: false,
         })
     }
 
@@ -241,11 +239,9 @@ impl PipeWriter {
     }
 
     /// Sends `agg` (this domain's, read/write) to the consumer by strong move, in order,
-    /// once credit allows; the handle goes with it.
+    /// once credit allows; the handle goes with it (on an error it stays the caller's, but for
+    /// [`Error::Closed`] after the consumer went away).
     pub fn send(&mut self, agg: Agg) -> Result<()> {
-        if self.finished {
-            return Err(Error::Closed);
-        }
         self.flush_staging()?;
         self.send_now(agg)
     }
@@ -272,7 +268,7 @@ impl PipeWriter {
 
     fn flush_staging(&mut self) -> Result<()> {
         if let Some((agg, used)) = self.staging.take() {
-            let agg = if used < self.domain.len(agg)? {
+            let agg = if used < len_of(&mut self.domain, agg)? {
                 let part = self.domain.select(agg, 0, used)?;
                 self.domain.decref(agg)?;
                 part
@@ -290,7 +286,6 @@ impl PipeWriter {
     pub fn finish(mut self) -> Result<Domain> {
         self.flush_staging()?;
         let end = self.domain.alloc(0)?;
-        self.finished = true;
         // The end of the stream needs no credit.
         self.domain
             .transfer(end, self.consumer, Mode::Move, strong())?;
@@ -301,9 +296,6 @@ impl PipeWriter {
 
 impl std::io::Write for PipeWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.finished {
-            return Err(Error::Closed.into());
-        }
         if data.is_empty() {
             return Ok(0);
         }
