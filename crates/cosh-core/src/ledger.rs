@@ -1652,13 +1652,7 @@ impl Ledger {
                 None
             }
             Delivery::Ticketed => {
-                let issued = self
-                    .domain_mut(sender)?
-                    .tickets_issued
-                    .entry(receiver)
-                    .or_default();
-                *issued += 1;
-                let ticket = Ticket(*issued);
+                let ticket = self.issue_ticket(sender, receiver)?;
                 let r = self.domain_mut(receiver)?;
                 r.ticketed.insert((sender, ticket), inbound);
                 r.tickets_delivered.insert(sender, ticket.0);
@@ -1674,6 +1668,17 @@ impl Ledger {
             mapping_changes: plan.mapping_changes,
             seals: plan.seals,
         })
+    }
+
+    /// The next ticket `sender` issues for `receiver` (tickets start at 1).
+    fn issue_ticket(&mut self, sender: DomainId, receiver: DomainId) -> Result<Ticket> {
+        let issued = self
+            .domain_mut(sender)?
+            .tickets_issued
+            .entry(receiver)
+            .or_default();
+        *issued += 1;
+        Ok(Ticket(*issued))
     }
 
     fn deliver(&mut self, domain: DomainId, inbound: Inbound, ticket: Option<Ticket>) -> Received {
@@ -1793,15 +1798,7 @@ impl Ledger {
         let hold = self.insert_agg(holder, chunks.clone(), Rights::None, None, false)?;
         let ticket = match delivery {
             Delivery::Queued => None,
-            Delivery::Ticketed => {
-                let issued = self
-                    .domain_mut(sender)?
-                    .tickets_issued
-                    .entry(receiver)
-                    .or_default();
-                *issued += 1;
-                Some(Ticket(*issued))
-            }
+            Delivery::Ticketed => Some(self.issue_ticket(sender, receiver)?),
         };
         self.generation += 1;
         Ok(Export {
