@@ -426,21 +426,27 @@ impl BlockManager {
                     && l.inflight.len() <= WINDOW
                     && l.inflight.values().map(|f| f.len).sum::<u64>() <= WINDOW_BYTES
             });
-        if early
-            && let Some(f) = self
-                .out_links
-                .get_mut(&pool)
-                .and_then(|l| l.inflight.get_mut(&id))
-        {
-            f.answered = true;
-            let response = f.response.clone();
-            let _ = self.ledger.export_done(&request);
+        if early && let Some((_, response)) = self.answer_in_flight(pool, id) {
             return now(response);
         }
         if let Some(c) = self.clients.get_mut(&token) {
             c.phase = Phase::Exporting;
         }
         Ok(Answer::Later)
+    }
+
+    /// The sender of transfer `id` on the link to `pool` is answered before the destination
+    /// delivered: it is downgraded now; its client and the answer to give it.
+    fn answer_in_flight(&mut self, pool: PoolId, id: u64) -> Option<(u64, Response)> {
+        let f = self
+            .out_links
+            .get_mut(&pool)
+            .and_then(|l| l.inflight.get_mut(&id))?;
+        f.answered = true;
+        let (token, request, response) = (f.token, f.request.clone(), f.response.clone());
+        // The sender may have gone meanwhile: nothing left to downgrade.
+        let _ = self.ledger.export_done(&request);
+        Some((token, response))
     }
 
     fn drop_hold(&mut self, hold: AggId) {
@@ -540,11 +546,8 @@ impl BlockManager {
                         f.request.mode.into(),
                         f.request.flags.strength.into(),
                     )
+                    && let Some((token, response)) = self.answer_in_flight(pool, id)
                 {
-                    f.answered = true;
-                    let (token, request, response) =
-                        (f.token, f.request.clone(), f.response.clone());
-                    let _ = self.ledger.export_done(&request);
                     self.finish_export(token, now(response));
                 }
             }
