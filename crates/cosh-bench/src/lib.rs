@@ -153,6 +153,21 @@ pub fn main() -> Result<(), String> {
     main_with(&[], std::env::args_os())
 }
 
+/// Parses a benchmark's arguments; `None` when they asked for help or the version (printed).
+pub(crate) fn parse_args<A: Parser>(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<Option<A>, String> {
+    match A::try_parse_from(args) {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: not errors.
+            let _ = e.print();
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Runs the benchmark with `args` (the first is the program name). The benchmark runs its
 /// block manager and its receiver as copies of the running program, started with `prefix`
 /// and then their own arguments: empty for `cosh-bench`, `["bench", "fig2a"]` for `cosh`.
@@ -160,14 +175,8 @@ pub fn main_with(
     prefix: &[&str],
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> Result<(), String> {
-    let args = match Args::try_parse_from(args) {
-        Ok(args) => args,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version: not errors.
-            let _ = e.print();
-            return Ok(());
-        }
-        Err(e) => return Err(e.to_string()),
+    let Some(args) = parse_args::<Args>(args)? else {
+        return Ok(());
     };
     if let Some(socket) = &args.daemon {
         return daemon(socket);

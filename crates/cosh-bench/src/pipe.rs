@@ -45,13 +45,8 @@ pub fn main_with(
     prefix: &[&str],
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
 ) -> Result<(), String> {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(x) if !x.use_stderr() => {
-            let _ = x.print();
-            return Ok(());
-        }
-        Err(x) => return Err(x.to_string()),
+    let Some(args) = crate::parse_args::<Args>(args)? else {
+        return Ok(());
     };
     if let Some(socket) = &args.serve {
         let mut config = cosh_blockmgr::Config::host();

@@ -337,3 +337,51 @@ fn cosh_pipe_carries_a_stream_between_two_commands() {
     assert!(o.status.success(), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_fig2b_and_bench_pipe_run_and_report() {
+    let dir = runtime("bench2");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let csv = dir.join("fig2b.csv");
+    let o = cosh(
+        &dir,
+        &[
+            "bench",
+            "fig2b",
+            "--sizes",
+            "4K,64K",
+            "--samples",
+            "3",
+            "--to",
+            "device,remote",
+            "--quiet",
+            "--csv",
+            csv.to_str().expect("utf-8"),
+        ],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("device/memcpy") && t.contains("remote/tcp"),
+        "{t}"
+    );
+    let table = std::fs::read_to_string(&csv).expect("csv");
+    for case in [
+        "host to device,4096,",
+        "\"host to device, pipelined\",65536,",
+        "host to remote,4096,",
+        "memcpy,4096,",
+        "process_vm_writev,65536,",
+        "tcp loopback,4096,",
+    ] {
+        assert!(table.contains(case), "no {case:?} in\n{table}");
+    }
+    let o = cosh(
+        &dir,
+        &["bench", "pipe", "--sizes", "64K", "--total-mib", "8"],
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("linux pipe") && t.contains("64 KiB"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
