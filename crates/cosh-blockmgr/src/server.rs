@@ -371,6 +371,7 @@ impl BlockManager {
                 }
                 _ => None,
             })
+            .chain(self.remote_open_deadline())
             .min()
     }
 
@@ -534,6 +535,7 @@ impl BlockManager {
             self.remote_ready();
         }
         self.expire_waits();
+        self.expire_remote_opens();
         self.flush_link_forgets();
         Ok(())
     }

@@ -174,7 +174,10 @@ fn start(hosts: &Hosts, tag: &str) -> Linked {
             dir.join(format!("h{i}.sock")),
         ));
     }
-    Linked { daemons }
+    Linked {
+        daemons,
+        ports: Vec::new(),
+    }
 }
 
 fn weak() -> TransferFlags {

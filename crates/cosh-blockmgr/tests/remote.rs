@@ -219,3 +219,34 @@ fn a_remote_destination_that_dies_fails_the_transfer_in_flight() {
     assert_eq!((status.bytes_in_use, status.buffers), (0, 0), "{status:?}");
     drop(b);
 }
+
+#[test]
+fn a_connection_that_never_presents_a_token_is_dropped() {
+    use std::io::Read;
+    let pools = Linked::start_tcp("remote-silent", &["host", "host"], false);
+    // A connection to pool 1's listening port that says nothing.
+    let port = pools.ports[1];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    // The block manager says why (a protocol error frame) and closes: read until the end.
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(19),
+        "dropped after {waited:?}"
+    );
+    assert!(total > 0, "it said why before closing");
+    // The block manager serves on.
+    let mut d = pools.daemons[1].connect("after");
+    d.alloc(1).expect("alloc");
+}

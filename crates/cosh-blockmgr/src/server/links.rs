@@ -1218,8 +1218,39 @@ impl BlockManager {
                 self.remote_tx.clone(),
                 std::sync::Arc::clone(&self.remote_bell),
             ) {
-                self.remote_in.insert(key, RemoteIn { io, pool: None });
+                self.remote_in.insert(
+                    key,
+                    RemoteIn {
+                        io,
+                        pool: None,
+                        since: Instant::now(),
+                    },
+                );
             }
+        }
+    }
+
+    /// When the next connection from another host that has not opened runs out of time.
+    pub(super) fn remote_open_deadline(&self) -> Option<Instant> {
+        self.remote_in
+            .values()
+            .filter(|l| l.pool.is_none())
+            .map(|l| l.since + OPEN_WITHIN)
+            .min()
+    }
+
+    /// Drops the connections from other hosts that did not open in time.
+    pub(super) fn expire_remote_opens(&mut self) {
+        let now_ = Instant::now();
+        let late: Vec<u64> = self
+            .remote_in
+            .iter()
+            .filter(|(_, l)| l.pool.is_none() && l.since + OPEN_WITHIN <= now_)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in late {
+            let why = "no OpenRemote within 10 s";
+            self.drop_remote_in(key, Some(protocol_error(why)));
         }
     }
 
@@ -1480,7 +1511,12 @@ pub(super) struct RemoteIn {
     io: RemoteIo,
     /// The pool it speaks for, once it opened with the right token.
     pool: Option<PoolId>,
+    /// When it connected: one that has not opened within [`OPEN_WITHIN`] is dropped.
+    since: Instant,
 }
+
+/// How long a connection from another host has to present its token.
+pub(super) const OPEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Compares tokens without stopping at the first difference.
 fn same_token(a: &str, b: &str) -> bool {

@@ -122,6 +122,8 @@ impl Drop for Daemon {
 /// scratch directory, `pN.sock`), stopped on drop.
 pub struct Linked {
     pub daemons: Vec<Daemon>,
+    /// The TCP ports the block managers listen on (links over TCP only).
+    pub ports: Vec<u16>,
 }
 
 impl Linked {
@@ -156,7 +158,10 @@ impl Linked {
             };
             daemons.push(Daemon::start_at(own, sockets[i].clone(), &args));
         }
-        Linked { daemons }
+        Linked {
+            daemons,
+            ports: Vec::new(),
+        }
     }
 
     /// `kinds.len()` block managers linked to each other over TCP on loopback (each also
@@ -213,7 +218,7 @@ impl Linked {
             };
             daemons.push(Daemon::start_at(own, dir.join(format!("p{i}.sock")), &args));
         }
-        Linked { daemons }
+        Linked { daemons, ports }
     }
 
     /// The aggregate API over connections to these block managers.
