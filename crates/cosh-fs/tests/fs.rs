@@ -1,0 +1,181 @@
+//! CoshFS's core against a block manager: the namespace and every error it can give (with
+//! errno values), writes that rebuild files by select and concat, reads that are snapshots,
+//! data that stays readable through an open handle after unlink, coalescing, truncation,
+//! rename's rules, and memory given back.
+
+use cosh::{Domain, Options};
+use cosh_fs::{Fs, FsError};
+
+fn fs(tag: &str) -> (Fs, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("cosh-fs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    cosh_sys::runtime::ensure_runtime_dir(&dir).expect("dir");
+    let mut config = cosh_blockmgr::Config::host_at(&dir);
+    config.socket = dir.join("host.sock");
+    let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind");
+    std::thread::spawn(move || manager.run());
+    let d = Domain::connect_with(
+        &Options::new("coshfs")
+            .socket(dir.join("host.sock"))
+            .no_spawn(),
+    )
+    .expect("connect");
+    (Fs::new(d), dir)
+}
+
+/// An aggregate of `bytes`, in the service's domain.
+fn agg(fs: &mut Fs, bytes: &[u8]) -> cosh::Agg {
+    let d = fs.domain();
+    let a = d.alloc(bytes.len() as u64).expect("alloc");
+    d.write(a, 0, bytes).expect("write");
+    a
+}
+
+fn contents(fs: &mut Fs, h: u64) -> Vec<u8> {
+    match fs.read(h, 0, u64::MAX).expect("read") {
+        Some(a) => {
+            let d = fs.domain();
+            let n = d.len(a).expect("len");
+            let bytes = d.read(a, 0, n).expect("bytes");
+            d.decref(a).expect("decref");
+            bytes
+        }
+        None => Vec::new(),
+    }
+}
+
+#[test]
+fn the_namespace_and_its_errors() {
+    let (mut fs, dir) = fs("names");
+    fs.mkdir("/a").expect("mkdir");
+    fs.mkdir("/a/b").expect("mkdir");
+    fs.create("/a/f").expect("create");
+    assert_eq!(fs.readdir("/a").expect("readdir"), vec!["b", "f"]);
+    assert!(fs.stat("/a").expect("stat").dir);
+    assert_eq!(fs.stat("/a/f").expect("stat").size, 0);
+    let errno = |e: FsError| e.errno();
+    assert_eq!(errno(fs.create("/a/f").expect_err("exists")), 17);
+    assert_eq!(errno(fs.mkdir("/a").expect_err("exists")), 17);
+    assert_eq!(errno(fs.stat("/nope").expect_err("missing")), 2);
+    assert_eq!(errno(fs.create("/nope/x").expect_err("no parent")), 2);
+    assert_eq!(errno(fs.create("/a/f/x").expect_err("not a dir")), 20);
+    assert_eq!(errno(fs.readdir("/a/f").expect_err("not a dir")), 20);
+    assert_eq!(errno(fs.open("/a").expect_err("a dir")), 21);
+    assert_eq!(errno(fs.unlink("/a/b").expect_err("a dir")), 21);
+    assert_eq!(errno(fs.rmdir("/a").expect_err("not empty")), 39);
+    assert_eq!(errno(fs.rmdir("/a/f").expect_err("a file")), 20);
+    assert_eq!(errno(fs.create("relative").expect_err("relative")), 22);
+    assert_eq!(errno(fs.create("/a/../f").expect_err("dot-dot")), 22);
+    assert_eq!(errno(fs.close(99).expect_err("bad handle")), 9);
+    assert_eq!(
+        errno(fs.rename("/a", "/a/b/c").expect_err("into itself")),
+        22
+    );
+    assert_eq!(
+        errno(fs.rename("/a/f", "/a/b").expect_err("file over dir")),
+        21
+    );
+    fs.rmdir("/a/b").expect("rmdir");
+    fs.rename("/a/f", "/g").expect("rename");
+    assert_eq!(errno(fs.stat("/a/f").expect_err("moved")), 2);
+    assert_eq!(fs.readdir("/").expect("readdir"), vec!["a", "g"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn writes_rebuild_files_and_reads_are_snapshots() {
+    let (mut fs, dir) = fs("data");
+    fs.create("/f").expect("create");
+    let h = fs.open("/f").expect("open");
+    let x = agg(&mut fs, b"hello world");
+    fs.write(h, 0, x).expect("write");
+    let snapshot = fs.read(h, 0, 5).expect("read").expect("bytes");
+    // Overwrite the middle, extend past the end with a gap of zeros.
+    let y = agg(&mut fs, b"W");
+    fs.write(h, 6, y).expect("write");
+    let z = agg(&mut fs, b"!");
+    fs.write(h, 13, z).expect("write");
+    assert_eq!(contents(&mut fs, h), b"hello World\0\0!");
+    assert_eq!(fs.stat("/f").expect("stat").size, 14);
+    // The earlier read still says what the file said then.
+    let d = fs.domain();
+    assert_eq!(d.read(snapshot, 0, 5).expect("read"), b"hello");
+    d.decref(snapshot).expect("decref");
+    // Reads past the end: fewer bytes, then nothing.
+    let tail = fs.read(h, 12, 100).expect("read").expect("bytes");
+    assert_eq!(fs.domain().len(tail).expect("len"), 2);
+    fs.domain().decref(tail).expect("decref");
+    assert!(fs.read(h, 14, 10).expect("read").is_none());
+    // Truncate cuts and extends.
+    fs.truncate("/f", 5).expect("truncate");
+    assert_eq!(contents(&mut fs, h), b"hello");
+    fs.truncate("/f", 7).expect("truncate");
+    assert_eq!(contents(&mut fs, h), b"hello\0\0");
+    fs.close(h).expect("close");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn many_small_writes_coalesce_and_unlinked_data_lives_while_open() {
+    let (mut fs, dir) = fs("coalesce");
+    fs.create("/log").expect("create");
+    let h = fs.open("/log").expect("open");
+    let mut expect = Vec::new();
+    for i in 0..200u32 {
+        let line = format!("line {i}\n");
+        let a = agg(&mut fs, line.as_bytes());
+        let at = expect.len() as u64;
+        fs.write(h, at, a).expect("append");
+        expect.extend_from_slice(line.as_bytes());
+    }
+    assert_eq!(contents(&mut fs, h), expect);
+    // Coalesced: the file is a handful of pieces, not 200.
+    let all = fs.read(h, 0, u64::MAX).expect("read").expect("bytes");
+    let pieces = fs.domain().read_pieces(all, 0).expect("pieces").len();
+    fs.domain().decref(all).expect("decref");
+    assert!(pieces <= Fs::MAX_PIECES, "{pieces} pieces");
+    // Unlinked while open: the name goes, the data stays until close.
+    fs.unlink("/log").expect("unlink");
+    assert_eq!(fs.stat("/log").expect_err("gone").errno(), 2);
+    assert_eq!(contents(&mut fs, h), expect);
+    fs.close(h).expect("close");
+    // Everything given back: the service holds no aggregate.
+    let status = fs.domain().status().expect("status");
+    let me = fs.domain().id().to_bits();
+    let mine = status
+        .domains
+        .iter()
+        .find(|d| d.domain == me)
+        .expect("listed");
+    assert_eq!(mine.aggregates, 0, "{status:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn rename_replaces_a_file_and_moves_directories() {
+    let (mut fs, dir) = fs("rename");
+    fs.mkdir("/d").expect("mkdir");
+    fs.create("/d/a").expect("create");
+    fs.create("/b").expect("create");
+    let h = fs.open("/b").expect("open");
+    let x = agg(&mut fs, b"old b");
+    fs.write(h, 0, x).expect("write");
+    let ha = fs.open("/d/a").expect("open");
+    let y = agg(&mut fs, b"new");
+    fs.write(ha, 0, y).expect("write");
+    fs.close(ha).expect("close");
+    // /d/a replaces /b; the open handle of the old /b still reads it.
+    fs.rename("/d/a", "/b").expect("rename");
+    let hb = fs.open("/b").expect("open");
+    assert_eq!(contents(&mut fs, hb), b"new");
+    assert_eq!(contents(&mut fs, h), b"old b");
+    fs.close(h).expect("close");
+    fs.close(hb).expect("close");
+    // A directory moves with what it holds.
+    fs.mkdir("/e").expect("mkdir");
+    fs.create("/d/c").expect("create");
+    fs.rename("/d", "/e/d").expect("rename dir");
+    assert_eq!(fs.readdir("/e/d").expect("readdir"), vec!["c"]);
+    assert_eq!(fs.stat("/d").expect_err("moved").errno(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
