@@ -161,7 +161,7 @@ fn a_destination_that_dies_mid_transfer_fails_the_sender_and_leaks_nothing() {
 }
 
 #[test]
-fn a_link_from_a_stranger_pool_id_is_refused() {
+fn a_link_that_claims_the_block_managers_own_pool_is_refused() {
     // A block manager refuses a link that claims its own pool.
     let d = Daemon::start("links-self");
     let sock = cosh_sys::socket::SeqPacket::connect(&d.socket).expect("connect");
