@@ -136,6 +136,20 @@ enum Applied {
 /// doorbell and the copy engine.
 const FIXED: usize = 5;
 
+/// What a poll reported of the links and their helpers.
+struct Fired {
+    /// Incoming links on this machine with something to read (or room to write).
+    incoming: Vec<u64>,
+    /// Outgoing links on this machine, likewise.
+    outgoing: Vec<cosh_core::PoolId>,
+    /// The copy engine finished jobs.
+    copies: bool,
+    /// The I/O threads of links over TCP have news.
+    remote: bool,
+    /// A connection from another host waits.
+    tcp: bool,
+}
+
 /// Records in a direct ring.
 const DIRECT_CAPACITY: u32 = 1024;
 /// Aggregate ids leased at a time for direct transfers.
@@ -454,44 +468,42 @@ impl BlockManager {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(StartError::Io(e.into())),
             }
-            let copies_ready = !fds[4].revents().is_empty();
+            let fired = |f: &PollFd<'_>| !f.revents().is_empty();
             let ready: Vec<u64> = fds[FIXED..]
                 .iter()
                 .zip(&tokens)
-                .filter(|(f, _)| !f.revents().is_empty())
+                .filter(|(f, _)| fired(f))
                 .map(|(_, t)| *t)
                 .collect();
-            let links = &fds[FIXED + tokens.len()..];
-            let in_ready: Vec<u64> = links
-                .iter()
-                .zip(&in_tokens)
-                .filter(|(f, _)| !f.revents().is_empty())
-                .map(|(_, t)| *t)
-                .collect();
-            let remote_ready = !fds[tail].revents().is_empty();
-            let tcp_ready = fds.get(tail + 1).is_some_and(|f| !f.revents().is_empty());
-            let links = &fds[FIXED + tokens.len()..tail];
-            let out_ready: Vec<cosh_core::PoolId> = links[in_tokens.len().min(links.len())..]
-                .iter()
-                .zip(&out_pools)
-                .filter(|(f, _)| !f.revents().is_empty())
-                .map(|(_, p)| *p)
-                .collect();
+            // The links' descriptors, incoming then outgoing, sit between the clients' and
+            // the remote doorbell.
+            let link_fds = &fds[FIXED + tokens.len()..tail];
+            let (ins, outs) = link_fds.split_at(in_tokens.len().min(link_fds.len()));
+            let links = Fired {
+                incoming: ins
+                    .iter()
+                    .zip(&in_tokens)
+                    .filter(|(f, _)| fired(f))
+                    .map(|(_, t)| *t)
+                    .collect(),
+                outgoing: outs
+                    .iter()
+                    .zip(&out_pools)
+                    .filter(|(f, _)| fired(f))
+                    .map(|(_, p)| *p)
+                    .collect(),
+                copies: fired(&fds[4]),
+                remote: fired(&fds[tail]),
+                tcp: fds.get(tail + 1).is_some_and(fired),
+            };
             (
-                !fds[0].revents().is_empty(),
-                !fds[1].revents().is_empty(),
-                !fds[2].revents().is_empty(),
-                (
-                    ready,
-                    in_ready,
-                    out_ready,
-                    copies_ready,
-                    remote_ready,
-                    tcp_ready,
-                ),
+                fired(&fds[0]),
+                fired(&fds[1]),
+                fired(&fds[2]),
+                (ready, links),
             )
         };
-        let (ready, in_ready, out_ready, copies_ready, remote_ready, tcp_ready) = ready;
+        let (ready, links) = ready;
         for t in &ringed {
             let _ = self.with_request_ring(*t, |c| {
                 c.awake();
@@ -519,19 +531,19 @@ impl BlockManager {
         for token in ringed {
             self.read_ring(token);
         }
-        for token in in_ready {
+        for token in links.incoming {
             self.in_link_readable(token);
         }
-        for pool in out_ready {
+        for pool in links.outgoing {
             self.out_link_readable(pool);
         }
-        if copies_ready {
+        if links.copies {
             self.imports_done();
         }
-        if tcp_ready {
+        if links.tcp {
             self.accept_tcp();
         }
-        if remote_ready {
+        if links.remote {
             self.remote_ready();
         }
         self.expire_waits();
@@ -1402,12 +1414,12 @@ impl BlockManager {
                     )
                 })?;
                 let dest = DomainId::from_bits(dest);
+                let mut request =
+                    TransferRequest::new(domain, AggId(agg), dest, mode.into(), flags);
+                if ticketed {
+                    request.delivery = Delivery::Ticketed;
+                }
                 if dest.pool != self.config.pool {
-                    let mut request =
-                        TransferRequest::new(domain, AggId(agg), dest, mode.into(), flags);
-                    if ticketed {
-                        request.delivery = Delivery::Ticketed;
-                    }
                     return self.export_transfer(token, request);
                 }
                 let waiting = self.ledger.pending_count(dest);
@@ -1421,11 +1433,6 @@ impl BlockManager {
                              try again once it has received some"
                         ),
                     ));
-                }
-                let mut request =
-                    TransferRequest::new(domain, AggId(agg), dest, mode.into(), flags);
-                if ticketed {
-                    request.delivery = Delivery::Ticketed;
                 }
                 // A sequence number orders a queued transfer among the records of a direct
                 // ring from this sender to this receiver; without a ring it means nothing.
