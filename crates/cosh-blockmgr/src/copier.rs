@@ -3,8 +3,9 @@
 //! the destination buffer's mapping, lent to the job), so that the main loop accepts the next
 //! transfer while the worker copies this one — transfers pipeline. Jobs complete in the order
 //! they were submitted. An optional DMA model (`cosh_pool::engine::DmaModel`: set-up latency
-//! and bandwidth) paces jobs as the paper's co-processor engine did; every job says whether it
-//! was paced, so that no figure measured with it passes for this machine's.
+//! and bandwidth) paces jobs as the paper's co-processor engine did; the block manager's
+//! status says when it is on, so that no figure measured with it passes for this machine's.
+//! Each job reports how long the copy itself took (the engine's busy time, in status).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
