@@ -5,7 +5,8 @@
 //! ([`cosh_pool::nc::LineCache`]): the bytes a program reads and writes are the private copy.
 //! Before anything leaves this domain (a transfer, a free, a revoked mapping) every dirty line
 //! is written back; after anything arrives (a receive, an allocation that may recycle memory)
-//! every clean line is reloaded. Programs never see the difference, and the flushes and
+//! every clean line of a mapping is reloaded before the mapping's bytes are next handed out.
+//! Programs never see the difference, and the flushes and
 //! refreshes they would otherwise forget are the library's to make.
 
 use cosh_pool::nc::Lines;
