@@ -527,12 +527,12 @@ fn send_one(sender: &mut Domain, to: cosh::DomainId, size: u64) -> Result<(), St
     transfer(sender, x, to)
 }
 
+/// A weak move of `x` to `to`; the sender's handle is dropped.
 fn transfer(sender: &mut Domain, x: cosh::Agg, to: cosh::DomainId) -> Result<(), String> {
     let weak = TransferFlags {
         strength: Strength::Weak,
         ..TransferFlags::default()
     };
-    // A fresh stamp: the aggregate was written just before.
     sender.transfer(x, to, Mode::Move, weak).map_err(e)?;
     sender.decref(x).map_err(e)
 }
