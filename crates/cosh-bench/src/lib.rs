@@ -19,6 +19,7 @@
 mod doorbells;
 mod fast;
 pub mod fig2b;
+pub mod fig2c;
 #[cfg(feature = "iceoryx2")]
 mod ice;
 pub mod pipe;

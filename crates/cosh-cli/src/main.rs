@@ -120,7 +120,9 @@ enum Cmd {
     Bench {
         /// The figure: fig2a (one-way transfer latency against size, every mode and
         /// strength, with memcpy, Unix socket, pipe and futex baselines in the same run) or
-        /// fig2b (transfers across pools, with memcpy, process_vm_writev and TCP loopback).
+        /// fig2b (transfers across pools, with memcpy, process_vm_writev and TCP loopback),
+        /// fig2c (repeated file reads, CoshFS against tmpfs) or pipe (Cosh pipe against a
+        /// Linux pipe).
         figure: Figure,
         /// The figure's own options.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -198,6 +200,9 @@ enum Figure {
     Fig2b,
     /// Pipe throughput across processes: a Cosh pipe against a Linux pipe.
     Pipe,
+    /// Repeated reads of one file against read size: CoshFS's aggregate and legacy APIs
+    /// against tmpfs pread (the paper's Figure 2c).
+    Fig2c,
 }
 
 fn socket_of(cli: &Cli) -> PathBuf {
@@ -281,6 +286,13 @@ fn main() -> ExitCode {
         } => {
             let args = std::iter::once("cosh bench pipe".to_string()).chain(options);
             cosh_bench::pipe::main_with(&["bench", "pipe"], args)
+        }
+        Cmd::Bench {
+            figure: Figure::Fig2c,
+            options,
+        } => {
+            let args = std::iter::once("cosh bench fig2c".to_string()).chain(options);
+            cosh_bench::fig2c::main_with(&["bench", "fig2c"], args)
         }
     };
     match result {

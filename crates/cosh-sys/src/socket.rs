@@ -152,18 +152,23 @@ impl SeqPacket {
     /// closed the connection (no message of this protocol is empty). A message longer than
     /// `buf`, or carrying more than [`MAX_FDS`] descriptors, is an error, never a silent cut.
     pub fn recv(&self, buf: &mut [u8]) -> Result<Option<Message>> {
+        self.recv_with(buf, RecvFlags::CMSG_CLOEXEC)
+    }
+
+    /// Like [`SeqPacket::recv`], without waiting: `Ok(None)` still means the peer closed,
+    /// and an empty queue is `EAGAIN` ([`Error::would_block`]), whatever the socket's mode.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<Message>> {
+        self.recv_with(buf, RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT)
+    }
+
+    fn recv_with(&self, buf: &mut [u8], flags: RecvFlags) -> Result<Option<Message>> {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let capacity = buf.len();
         let got = sys(
             "recvmsg",
             retry(|| {
-                rustix::net::recvmsg(
-                    &self.fd,
-                    &mut [IoSliceMut::new(buf)],
-                    &mut control,
-                    RecvFlags::CMSG_CLOEXEC,
-                )
+                rustix::net::recvmsg(&self.fd, &mut [IoSliceMut::new(buf)], &mut control, flags)
             }),
         )?;
         let mut fds = Vec::new();

@@ -1,0 +1,43 @@
+//! Round trips to a CoshFS service: `stat` (no aggregate work in the service) and small
+//! uncached reads and writes. Usage: `rtt BLOCK_MANAGER_SOCKET COSHFS_SOCKET [N]`.
+
+use std::time::Instant;
+
+use cosh::{Domain, Options};
+use cosh_fs::Client;
+
+fn median(mut v: Vec<u128>) -> f64 {
+    v.sort_unstable();
+    v[v.len() / 2] as f64 / 1000.0
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(pool), Some(fs)) = (args.get(1), args.get(2)) else {
+        return Err("usage: rtt BLOCK_MANAGER_SOCKET COSHFS_SOCKET [N]".into());
+    };
+    let n: usize = args.get(3).map_or(Ok(2000), |s| s.parse())?;
+    let d = Domain::connect_with(&Options::new("rtt").socket(pool).no_spawn())?;
+    let mut c = Client::connect(d, std::path::Path::new(fs))?;
+    let f = c.create("/rtt")?;
+    c.write_from(f, 0, &[1u8; 4096])?;
+    c.set_caching(false);
+    let mut buf = [0u8; 4096];
+    let mut time = |what: &str, op: &mut dyn FnMut(&mut Client) -> cosh_fs::Result<()>| {
+        let mut t = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = Instant::now();
+            op(&mut c)?;
+            t.push(s.elapsed().as_nanos());
+        }
+        eprintln!("{what:>24}: {:8.1} us median", median(t));
+        Ok::<(), cosh_fs::FsError>(())
+    };
+    time("stat", &mut |c| c.stat("/rtt").map(|_| ()))?;
+    time("fstat", &mut |c| c.fstat(f).map(|_| ()))?;
+    time("read 4 KiB uncached", &mut |c| {
+        c.read_into(f, 0, &mut buf).map(|_| ())
+    })?;
+    time("write 4 KiB", &mut |c| c.write_from(f, 0, &buf).map(|_| ()))?;
+    Ok(())
+}

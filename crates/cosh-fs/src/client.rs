@@ -1,0 +1,812 @@
+//! The CoshFS client library: the aggregate API, the legacy byte API, and the client cache.
+//!
+//! **Aggregate API.** [`Client::read`] returns an [`Extent`]: a range of a snapshot of the
+//! file, readable in place ([`Client::slices`]) without a copy; [`Client::read_agg`] makes it
+//! an aggregate of the client's domain, to transfer on. [`Client::write`] takes an aggregate
+//! and hands it to the service by strong move.
+//!
+//! **Legacy API.** [`Client::read_into`] and [`Client::write_from`] copy into and out of the
+//! caller's buffer, once.
+//!
+//! **Cache.** A read first fetches the whole file (up to [`Client::max_cached_file`]) by
+//! weak share — in the service's pool the client maps the service's buffers, in another pool
+//! the transfer copies them into the client's pool — and serves every later read from it
+//! without asking the service. The service never changes bytes it has shared, so a cached
+//! file is a stable snapshot; it sends a notice to every client caching a file before it
+//! answers a write to it, and the client looks at its socket before each read, so a read that
+//! starts after a write completed always sees it. A client caches at most
+//! [`Client::MAX_CACHED_FILES`] files (least recently used dropped first), which also bounds
+//! the notices the service ever has to queue for it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cosh::{Agg, Domain, DomainId, Location, Mode, Ticket, TransferFlags};
+use cosh_sys::socket::SeqPacket;
+
+use crate::core::{DirEntry, FsError, Result, Stat};
+use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient, WireStat};
+
+/// How long the client waits for a transfer the service announced by ticket.
+const TICKET_WAIT: Duration = Duration::from_secs(5);
+
+/// An open file of a [`Client`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fh(u64);
+
+impl Fh {
+    /// The service's number for the handle.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// How to open a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenFlags {
+    /// Create it if it does not exist.
+    pub create: bool,
+    /// With `create`: fail if it exists.
+    pub excl: bool,
+    /// Cut it to zero bytes.
+    pub trunc: bool,
+    /// Permission bits for a new file (0 means 0644).
+    pub mode: u32,
+}
+
+impl OpenFlags {
+    /// Open an existing file.
+    pub fn existing() -> OpenFlags {
+        OpenFlags::default()
+    }
+
+    /// Create or truncate (`open(O_CREAT | O_TRUNC)`).
+    pub fn create() -> OpenFlags {
+        OpenFlags {
+            create: true,
+            trunc: true,
+            ..OpenFlags::default()
+        }
+    }
+
+    fn bits(self) -> u32 {
+        let mut b = 0;
+        if self.create {
+            b |= proto::open::CREATE;
+        }
+        if self.excl {
+            b |= proto::open::EXCL;
+        }
+        if self.trunc {
+            b |= proto::open::TRUNC;
+        }
+        b
+    }
+}
+
+/// What the cache did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Reads that had to fetch the file first.
+    pub misses: u64,
+    /// Reads that bypassed the cache (caching off, or a file too big for it).
+    pub uncached: u64,
+    /// Bytes fetched into the cache.
+    pub fetched_bytes: u64,
+    /// Cached files dropped because the service said they changed.
+    pub invalidations: u64,
+    /// Cached files dropped to make room.
+    pub evictions: u64,
+}
+
+/// A snapshot of a file (or a range of it) in the client's domain.
+struct Snapshot {
+    agg: Option<Agg>,
+    len: u64,
+    pieces: Vec<Location>,
+    /// Where each piece ends, counted from the start of the snapshot.
+    ends: Vec<u64>,
+    released: Arc<Mutex<Vec<Agg>>>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(agg) = self.agg.take()
+            && let Ok(mut list) = self.released.lock()
+        {
+            // Freed by the client at its next call (a drop cannot reach the domain).
+            list.push(agg);
+        }
+    }
+}
+
+/// A range of a file as it was when read: it stays the same whatever is written later, and
+/// reading it copies nothing ([`Client::slices`]).
+#[derive(Clone)]
+pub struct Extent {
+    snap: Option<Arc<Snapshot>>,
+    offset: u64,
+    len: u64,
+}
+
+impl std::fmt::Debug for Extent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extent")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Extent {
+    /// Bytes in the range (fewer than asked at the end of the file).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the range is empty (the read started at or past the end of the file).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn empty() -> Extent {
+        Extent {
+            snap: None,
+            offset: 0,
+            len: 0,
+        }
+    }
+}
+
+struct Cached {
+    snap: Arc<Snapshot>,
+    version: u64,
+    used: u64,
+}
+
+/// A connection to a CoshFS service (see the module documentation).
+pub struct Client {
+    domain: Domain,
+    sock: SeqPacket,
+    server: DomainId,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// Open handles and their inodes.
+    handles: HashMap<u64, u64>,
+    cache: HashMap<u64, Cached>,
+    tick: u64,
+    /// Files dropped from the cache that the service has not been told of.
+    forget: Vec<u64>,
+    released: Arc<Mutex<Vec<Agg>>>,
+    caching: bool,
+    max_cached_file: u64,
+    stats: CacheStats,
+    /// Set when the service went away: nothing cached can be trusted any more.
+    gone: bool,
+    /// How long to look for an answer before sleeping.
+    spin: Duration,
+}
+
+fn stat(w: WireStat) -> Stat {
+    Stat {
+        ino: w.ino,
+        dir: w.dir,
+        size: w.size,
+        nlink: w.nlink,
+        mode: w.mode,
+        mtime_ns: w.mtime_ns,
+    }
+}
+
+fn unexpected(r: &Reply) -> FsError {
+    FsError::Io(format!("the service answered out of turn: {r:?}"))
+}
+
+impl Client {
+    /// The most files one client caches.
+    pub const MAX_CACHED_FILES: usize = 192;
+
+    /// How long a request looks for its answer before it sleeps, unless set.
+    pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+    /// Sets how long a request looks for its answer before it sleeps (zero: sleep at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// Connects `domain` to the service at `socket`: names the domain, proves it with a
+    /// one-byte copy, and trusts the service (its weak shares stay zero-copy).
+    pub fn connect(domain: Domain, socket: &Path) -> Result<Client> {
+        let sock = SeqPacket::connect(socket).map_err(|e| {
+            FsError::Unavailable(format!("no CoshFS service at {}: {e}", socket.display()))
+        })?;
+        let mut c = Client {
+            server: domain.id(),
+            domain,
+            sock,
+            inbuf: vec![0; MAX_MESSAGE],
+            outbuf: Vec::with_capacity(MAX_MESSAGE),
+            handles: HashMap::new(),
+            cache: HashMap::new(),
+            tick: 0,
+            forget: Vec::new(),
+            released: Arc::new(Mutex::new(Vec::new())),
+            caching: true,
+            max_cached_file: 64 << 20,
+            stats: CacheStats::default(),
+            gone: false,
+            spin: Client::DEFAULT_SPIN,
+        };
+        let me = c.domain.id();
+        match c.call(&Request::Hello {
+            version: proto::VERSION,
+            domain: me.to_bits(),
+        })? {
+            Reply::Welcome { server } => c.server = DomainId::from_bits(server),
+            r => return Err(unexpected(&r)),
+        }
+        c.domain.trust(c.server)?;
+        let proof = c.domain.alloc(1)?;
+        let ticket = c
+            .domain
+            .attach_transfer(proof, c.server, Mode::Copy, TransferFlags::strong());
+        c.domain.decref(proof)?;
+        match c.call(&Request::Prove { ticket: ticket?.0 })? {
+            Reply::Done => Ok(c),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// The client's domain.
+    pub fn domain(&mut self) -> &mut Domain {
+        &mut self.domain
+    }
+
+    /// The service's domain.
+    pub fn server(&self) -> DomainId {
+        self.server
+    }
+
+    /// Turns the cache on (the default) or off; off drops what it holds, and every read
+    /// then asks the service (small reads copied inline, larger ones by weak share).
+    pub fn set_caching(&mut self, on: bool) {
+        self.caching = on;
+        if !on {
+            let inos: Vec<u64> = self.cache.keys().copied().collect();
+            for ino in inos {
+                self.drop_cached(ino);
+            }
+        }
+    }
+
+    /// The largest file the cache takes whole (64 MiB unless set).
+    pub fn max_cached_file(&self) -> u64 {
+        self.max_cached_file
+    }
+
+    /// Sets [`Client::max_cached_file`].
+    pub fn set_max_cached_file(&mut self, bytes: u64) {
+        self.max_cached_file = bytes;
+    }
+
+    /// What the cache did so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    // ---- the conversation with the service ----
+
+    /// Applies one message that is not a reply; a reply here is out of turn.
+    fn notice(&mut self, m: ToClient) -> Result<Option<Reply>> {
+        match m {
+            ToClient::Reply(r) => Ok(Some(r)),
+            ToClient::Invalidate { ino, version } => {
+                if self.cache.get(&ino).is_some_and(|c| c.version < version) {
+                    self.stats.invalidations += 1;
+                    self.cache.remove(&ino);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn lost(&mut self, why: String) -> FsError {
+        self.gone = true;
+        self.cache.clear();
+        FsError::Unavailable(why)
+    }
+
+    /// Reads every notice waiting, frees aggregates no extent holds any more. Before any
+    /// read from the cache.
+    fn catch_up(&mut self) -> Result<()> {
+        if self.gone {
+            return Err(FsError::Unavailable("the service went away".into()));
+        }
+        loop {
+            match self.sock.try_recv(&mut self.inbuf) {
+                Ok(Some(m)) => {
+                    let msg = proto::decode::<ToClient>(&self.inbuf[..m.len])
+                        .map_err(|e| self.lost(format!("an undecodable message: {e}")))?;
+                    if let Some(r) = self.notice(msg)? {
+                        return Err(self.lost(format!("a reply nobody asked for: {r:?}")));
+                    }
+                }
+                Ok(None) => return Err(self.lost("the service closed the connection".into())),
+                Err(e) if e.would_block() => break,
+                Err(e) => return Err(self.lost(e.to_string())),
+            }
+        }
+        let released = match self.released.lock() {
+            Ok(mut list) => std::mem::take(&mut *list),
+            Err(_) => Vec::new(),
+        };
+        for agg in released {
+            self.domain.decref(agg)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a request and waits for its reply, applying notices met on the way.
+    fn call(&mut self, request: &Request) -> Result<Reply> {
+        self.catch_up()?;
+        if !self.forget.is_empty() {
+            let inos = std::mem::take(&mut self.forget);
+            self.send(&Request::Uncache { inos })?;
+        }
+        self.send(request)?;
+        let sent = std::time::Instant::now();
+        loop {
+            // Look without waiting for a while first: a wake-up from sleep costs more than
+            // most answers take.
+            let spinning = sent.elapsed() < self.spin;
+            let got = if spinning {
+                self.sock.try_recv(&mut self.inbuf)
+            } else {
+                self.sock.recv(&mut self.inbuf)
+            };
+            let got = match got {
+                Ok(Some(m)) => m.len,
+                Ok(None) => return Err(self.lost("the service closed the connection".into())),
+                Err(e) if spinning && e.would_block() => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                Err(e) => return Err(self.lost(e.to_string())),
+            };
+            let msg = proto::decode::<ToClient>(&self.inbuf[..got])
+                .map_err(|e| self.lost(format!("an undecodable message: {e}")))?;
+            match self.notice(msg)? {
+                Some(Reply::Failed { errno, detail }) => {
+                    return Err(FsError::from_parts(errno, detail));
+                }
+                Some(r) => return Ok(r),
+                None => {}
+            }
+        }
+    }
+
+    fn send(&mut self, request: &Request) -> Result<()> {
+        proto::encode(request, &mut self.outbuf)
+            .map_err(|e| FsError::Invalid(format!("cannot encode the request: {e}")))?;
+        if let Err(e) = self.sock.send(&self.outbuf, &[]) {
+            return Err(self.lost(e.to_string()));
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, request: &Request) -> Result<()> {
+        match self.call(request)? {
+            Reply::Done => Ok(()),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    fn attr(&mut self, request: &Request) -> Result<Stat> {
+        match self.call(request)? {
+            Reply::Attr(s) => Ok(stat(s)),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    fn ino(&self, fh: Fh) -> Result<u64> {
+        self.handles
+            .get(&fh.0)
+            .copied()
+            .ok_or(FsError::BadHandle(fh.0))
+    }
+
+    fn drop_cached(&mut self, ino: u64) {
+        if self.cache.remove(&ino).is_some() {
+            self.forget.push(ino);
+        }
+    }
+
+    // ---- namespace ----
+
+    /// Opens the file at `path` (absolute, within the service).
+    pub fn open(&mut self, path: &str, flags: OpenFlags) -> Result<Fh> {
+        let mode = if flags.mode == 0 { 0o644 } else { flags.mode };
+        match self.call(&Request::Open {
+            path: path.into(),
+            flags: flags.bits(),
+            mode,
+        })? {
+            Reply::Opened { fh, stat } => {
+                if flags.trunc {
+                    // The truncation changed it (the service told everyone else).
+                    self.drop_cached(stat.ino);
+                }
+                self.handles.insert(fh, stat.ino);
+                Ok(Fh(fh))
+            }
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// Creates or truncates the file at `path` and opens it.
+    pub fn create(&mut self, path: &str) -> Result<Fh> {
+        self.open(path, OpenFlags::create())
+    }
+
+    /// Closes a handle (the file's cached snapshot stays, and stays current).
+    pub fn close(&mut self, fh: Fh) -> Result<()> {
+        self.ino(fh)?;
+        self.handles.remove(&fh.0);
+        self.done(&Request::Close { fh: fh.0 })
+    }
+
+    /// Attributes of `path`.
+    pub fn stat(&mut self, path: &str) -> Result<Stat> {
+        self.attr(&Request::Stat { path: path.into() })
+    }
+
+    /// Attributes of an open file.
+    pub fn fstat(&mut self, fh: Fh) -> Result<Stat> {
+        self.ino(fh)?;
+        self.attr(&Request::Fstat { fh: fh.0 })
+    }
+
+    /// Makes a directory (permission bits 0755).
+    pub fn mkdir(&mut self, path: &str) -> Result<()> {
+        self.done(&Request::Mkdir {
+            path: path.into(),
+            mode: 0o755,
+        })
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&mut self, path: &str) -> Result<()> {
+        self.done(&Request::Rmdir { path: path.into() })
+    }
+
+    /// Removes a file's name (open handles keep reading it).
+    pub fn unlink(&mut self, path: &str) -> Result<()> {
+        self.done(&Request::Unlink { path: path.into() })
+    }
+
+    /// Renames `from` to `to`, replacing what `to` named.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.done(&Request::Rename {
+            from: from.into(),
+            to: to.into(),
+        })
+    }
+
+    /// Sets permission bits.
+    pub fn chmod(&mut self, path: &str, mode: u32) -> Result<()> {
+        self.done(&Request::Chmod {
+            path: path.into(),
+            mode,
+        })
+    }
+
+    /// Sets the modification time (nanoseconds since the Unix epoch).
+    pub fn set_mtime(&mut self, path: &str, mtime_ns: i64) -> Result<()> {
+        self.done(&Request::SetMtime {
+            path: path.into(),
+            mtime_ns,
+        })
+    }
+
+    /// The entries of a directory, sorted by name.
+    pub fn readdir(&mut self, path: &str) -> Result<Vec<DirEntry>> {
+        let mut all: Vec<DirEntry> = Vec::new();
+        loop {
+            let after = all.last().map(|e| e.name.clone());
+            match self.call(&Request::List {
+                path: path.into(),
+                after,
+            })? {
+                Reply::Entries { entries, more } => {
+                    all.extend(entries.into_iter().map(|e| DirEntry {
+                        name: e.name,
+                        ino: e.ino,
+                        dir: e.dir,
+                    }));
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                r => return Err(unexpected(&r)),
+            }
+        }
+    }
+
+    /// Cuts or extends (with zeros) the file at `path`.
+    pub fn truncate(&mut self, path: &str, len: u64) -> Result<Stat> {
+        let s = self.attr(&Request::Truncate {
+            path: path.into(),
+            len,
+        })?;
+        self.drop_cached(s.ino);
+        Ok(s)
+    }
+
+    /// Cuts or extends (with zeros) an open file.
+    pub fn ftruncate(&mut self, fh: Fh, len: u64) -> Result<Stat> {
+        let ino = self.ino(fh)?;
+        self.drop_cached(ino);
+        self.attr(&Request::Ftruncate { fh: fh.0, len })
+    }
+
+    // ---- reading ----
+
+    /// A snapshot of up to `len` bytes of the file from `offset` (fewer at its end, empty
+    /// past it), without copying: from the cache, filling it first if need be.
+    pub fn read(&mut self, fh: Fh, offset: u64, len: u64) -> Result<Extent> {
+        let ino = self.ino(fh)?;
+        self.catch_up()?;
+        if self.caching
+            && let Some(snap) = self.cached(fh, ino)?
+        {
+            return Ok(Self::cut(snap, offset, len));
+        }
+        self.stats.uncached += 1;
+        match self.call(&Request::Share {
+            fh: fh.0,
+            offset,
+            len,
+        })? {
+            Reply::Shared {
+                ticket: Some(ticket),
+                len,
+            } => {
+                let snap = self.take(ticket, len)?;
+                Ok(Self::cut(snap, 0, len))
+            }
+            Reply::Shared { ticket: None, .. } => Ok(Extent::empty()),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// Like [`Client::read`], as an aggregate of the client's domain (`None` when empty),
+    /// to keep or transfer on.
+    pub fn read_agg(&mut self, fh: Fh, offset: u64, len: u64) -> Result<Option<Agg>> {
+        let e = self.read(fh, offset, len)?;
+        self.extent_agg(&e)
+    }
+
+    /// The extent as an aggregate of the client's domain (`None` when empty).
+    pub fn extent_agg(&mut self, e: &Extent) -> Result<Option<Agg>> {
+        match &e.snap {
+            Some(s) if e.len > 0 => match s.agg {
+                Some(agg) if e.offset == 0 && e.len == s.len => {
+                    self.domain.incref(agg)?;
+                    Ok(Some(agg))
+                }
+                Some(agg) => Ok(Some(self.domain.select(agg, e.offset, e.len)?)),
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Copies up to `buf.len()` bytes of the file from `offset` into `buf`; returns how many
+    /// (0 at or past the end).
+    pub fn read_into(&mut self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let ino = self.ino(fh)?;
+        self.catch_up()?;
+        if self.caching
+            && let Some(snap) = self.cached(fh, ino)?
+        {
+            let e = Self::cut(snap, offset, buf.len() as u64);
+            return self.copy_out(&e, buf);
+        }
+        if buf.len() <= INLINE_MAX {
+            self.stats.uncached += 1;
+            return match self.call(&Request::Read {
+                fh: fh.0,
+                offset,
+                len: buf.len() as u64,
+            })? {
+                Reply::Bytes { data } => {
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    Ok(n)
+                }
+                r => Err(unexpected(&r)),
+            };
+        }
+        let e = self.read(fh, offset, buf.len() as u64)?;
+        self.copy_out(&e, buf)
+    }
+
+    /// The bytes of an extent, in place, piece by piece.
+    pub fn slices<'a>(&'a self, e: &'a Extent) -> Result<Vec<&'a [u8]>> {
+        let Some(snap) = &e.snap else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let end = e.offset + e.len;
+        let mut i = snap.ends.partition_point(|&x| x <= e.offset);
+        let mut at = e.offset;
+        while at < end && i < snap.pieces.len() {
+            let start_of_piece = if i == 0 { 0 } else { snap.ends[i - 1] };
+            let piece = &snap.pieces[i];
+            let bytes = self.domain.location_bytes(piece)?;
+            let from = usize::try_from(at - start_of_piece)
+                .map_err(|_| FsError::Io("an extent past the address space".into()))?;
+            let to = usize::try_from(end.min(snap.ends[i]) - start_of_piece)
+                .map_err(|_| FsError::Io("an extent past the address space".into()))?;
+            out.push(bytes.get(from..to).ok_or_else(|| {
+                FsError::Io(format!("piece {piece:?} is shorter than the snapshot says"))
+            })?);
+            at = snap.ends[i];
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// Copies an extent into `out` (as much as fits); returns how many bytes.
+    pub fn copy_out(&self, e: &Extent, out: &mut [u8]) -> Result<usize> {
+        let mut n = 0;
+        for s in self.slices(e)? {
+            let k = s.len().min(out.len() - n);
+            out[n..n + k].copy_from_slice(&s[..k]);
+            n += k;
+            if n == out.len() {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The cached snapshot of `ino`, fetched first on a miss; `None` if the file is too big.
+    fn cached(&mut self, fh: Fh, ino: u64) -> Result<Option<Arc<Snapshot>>> {
+        self.tick += 1;
+        if let Some(c) = self.cache.get_mut(&ino) {
+            c.used = self.tick;
+            self.stats.hits += 1;
+            return Ok(Some(c.snap.clone()));
+        }
+        let max = self.max_cached_file;
+        let (ino, version, len, ticket) = match self.call(&Request::Fetch { fh: fh.0, max })? {
+            Reply::Fetched { too_big: true, .. } => return Ok(None),
+            Reply::Fetched {
+                ino,
+                version,
+                len,
+                ticket,
+                ..
+            } => (ino, version, len, ticket),
+            r => return Err(unexpected(&r)),
+        };
+        let snap = match ticket {
+            Some(t) => self.take(t, len)?,
+            None => Arc::new(Snapshot {
+                agg: None,
+                len: 0,
+                pieces: Vec::new(),
+                ends: Vec::new(),
+                released: self.released.clone(),
+            }),
+        };
+        self.stats.misses += 1;
+        self.stats.fetched_bytes += len;
+        if self.cache.len() >= Self::MAX_CACHED_FILES
+            && let Some((&old, _)) = self.cache.iter().min_by_key(|(_, c)| c.used)
+        {
+            self.stats.evictions += 1;
+            self.drop_cached(old);
+        }
+        self.cache.insert(
+            ino,
+            Cached {
+                snap: snap.clone(),
+                version,
+                used: self.tick,
+            },
+        );
+        Ok(Some(snap))
+    }
+
+    /// Takes the service's transfer `ticket` and maps it.
+    fn take(&mut self, ticket: u64, len: u64) -> Result<Arc<Snapshot>> {
+        let got = self
+            .domain
+            .attach_recv(self.server, Ticket(ticket), Some(TICKET_WAIT))?;
+        let pieces: Vec<Location> = match self.domain.read_pieces(got.agg, 0) {
+            Ok(p) => p.into_iter().map(|p| p.0).collect(),
+            Err(e) => {
+                self.domain.decref(got.agg)?;
+                return Err(e.into());
+            }
+        };
+        let mut ends = Vec::with_capacity(pieces.len());
+        let mut at = 0;
+        for p in &pieces {
+            at += p.len;
+            ends.push(at);
+        }
+        if at != len {
+            self.domain.decref(got.agg)?;
+            return Err(FsError::Io(format!(
+                "the service sent {at} bytes for a {len}-byte snapshot"
+            )));
+        }
+        Ok(Arc::new(Snapshot {
+            agg: Some(got.agg),
+            len,
+            pieces,
+            ends,
+            released: self.released.clone(),
+        }))
+    }
+
+    fn cut(snap: Arc<Snapshot>, offset: u64, len: u64) -> Extent {
+        let offset = offset.min(snap.len);
+        let len = len.min(snap.len - offset);
+        Extent {
+            snap: Some(snap),
+            offset,
+            len,
+        }
+    }
+
+    // ---- writing ----
+
+    /// Writes the aggregate `data` (of the client's domain, consumed: it goes to the service
+    /// by strong move) at `offset`; returns the bytes written.
+    pub fn write(&mut self, fh: Fh, offset: u64, data: Agg) -> Result<u64> {
+        let ino = self.ino(fh)?;
+        self.drop_cached(ino);
+        let ticket =
+            self.domain
+                .attach_transfer(data, self.server, Mode::Move, TransferFlags::strong())?;
+        match self.call(&Request::WriteAgg {
+            fh: fh.0,
+            offset,
+            ticket: ticket.0,
+        })? {
+            Reply::Written { n, .. } => Ok(n),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// Writes `buf` at `offset` (copied once: inline for small writes, into an aggregate for
+    /// larger ones); returns the bytes written.
+    pub fn write_from(&mut self, fh: Fh, offset: u64, buf: &[u8]) -> Result<usize> {
+        let ino = self.ino(fh)?;
+        if buf.len() > INLINE_MAX {
+            let agg = self.domain.alloc_unzeroed(buf.len() as u64)?;
+            if let Err(e) = self.domain.write(agg, 0, buf) {
+                self.domain.decref(agg)?;
+                return Err(e.into());
+            }
+            return Ok(self.write(fh, offset, agg)? as usize);
+        }
+        self.drop_cached(ino);
+        match self.call(&Request::Write {
+            fh: fh.0,
+            offset,
+            data: buf.to_vec(),
+        })? {
+            Reply::Written { n, .. } => Ok(n as usize),
+            r => Err(unexpected(&r)),
+        }
+    }
+}

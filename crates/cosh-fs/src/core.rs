@@ -1,0 +1,722 @@
+//! The service's core, [`Fs`]: the namespace (directories, files, inode numbers, link
+//! counts, permission bits and modification times) and the files' contents as aggregates of
+//! the service's domain. A write of an aggregate at an offset rebuilds the file with `select`
+//! and `concat` (no copy of the file; the written bytes are referenced), and a file whose
+//! pieces grow past [`Fs::MAX_PIECES`] is coalesced into one fresh buffer. A read selects the
+//! range: the aggregate it returns is a **snapshot** — the service never writes a file's bytes
+//! in place, so later writes build new contents and leave it unchanged — and a read that
+//! starts after a write returned sees that write. Unlinking a file removes its name; its data
+//! stays readable through open handles until the last one closes. Errors are [`FsError`]s
+//! with their errno values.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cosh::{Agg, Domain};
+
+/// What a file system operation can fail with (each with the errno a POSIX program expects).
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// No such file or directory.
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("{0}: already exists")]
+    Exists(String),
+    /// A path component, or the operand, is not a directory.
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    /// The operand is a directory.
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    /// A directory to remove is not empty.
+    #[error("{0}: directory not empty")]
+    NotEmpty(String),
+    /// A malformed path or an argument out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// A name longer than 255 bytes.
+    #[error("{0}: file name too long")]
+    NameTooLong(String),
+    /// An unknown or closed handle.
+    #[error("bad file handle {0}")]
+    BadHandle(u64),
+    /// The aggregate layer or the service failed; the message says how.
+    #[error("{0}")]
+    Io(String),
+    /// The service cannot be reached (it stopped, or cut this client off).
+    #[error("the file service is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<cosh::Error> for FsError {
+    fn from(e: cosh::Error) -> FsError {
+        FsError::Io(e.to_string())
+    }
+}
+
+impl FsError {
+    /// The errno value for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound(_) => 2,       // ENOENT
+            FsError::Exists(_) => 17,        // EEXIST
+            FsError::NotADirectory(_) => 20, // ENOTDIR
+            FsError::IsADirectory(_) => 21,  // EISDIR
+            FsError::NotEmpty(_) => 39,      // ENOTEMPTY
+            FsError::Invalid(_) => 22,       // EINVAL
+            FsError::NameTooLong(_) => 36,   // ENAMETOOLONG
+            FsError::BadHandle(_) => 9,      // EBADF
+            FsError::Io(_) => 5,             // EIO
+            FsError::Unavailable(_) => 107,  // ENOTCONN
+        }
+    }
+
+    /// What the error says beyond its kind (the path, the handle, the message): with
+    /// [`FsError::errno`], all a wire message needs to carry.
+    pub fn detail(&self) -> String {
+        match self {
+            FsError::NotFound(s)
+            | FsError::Exists(s)
+            | FsError::NotADirectory(s)
+            | FsError::IsADirectory(s)
+            | FsError::NotEmpty(s)
+            | FsError::Invalid(s)
+            | FsError::NameTooLong(s)
+            | FsError::Io(s)
+            | FsError::Unavailable(s) => s.clone(),
+            FsError::BadHandle(h) => h.to_string(),
+        }
+    }
+
+    /// The error that `errno` and `detail` describe (the inverse of the two above; an errno
+    /// this type has no variant for becomes [`FsError::Io`] naming it).
+    pub fn from_parts(errno: i32, detail: String) -> FsError {
+        match errno {
+            2 => FsError::NotFound(detail),
+            17 => FsError::Exists(detail),
+            20 => FsError::NotADirectory(detail),
+            21 => FsError::IsADirectory(detail),
+            39 => FsError::NotEmpty(detail),
+            22 => FsError::Invalid(detail),
+            36 => FsError::NameTooLong(detail),
+            9 => FsError::BadHandle(detail.parse().unwrap_or(0)),
+            107 => FsError::Unavailable(detail),
+            5 => FsError::Io(detail),
+            other => FsError::Io(format!("{detail} (errno {other})")),
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// What `stat` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// The inode number.
+    pub ino: u64,
+    /// Whether it is a directory.
+    pub dir: bool,
+    /// Bytes (files), entries (directories).
+    pub size: u64,
+    /// Names that refer to it.
+    pub nlink: u64,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+}
+
+/// One entry of a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The name.
+    pub name: String,
+    /// Its inode.
+    pub ino: u64,
+    /// Whether it is a directory.
+    pub dir: bool,
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Permission bits and times, kept for every node.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    mode: u32,
+    mtime_ns: i64,
+}
+
+impl Meta {
+    fn new(mode: u32) -> Meta {
+        Meta {
+            mode: mode & 0o7777,
+            mtime_ns: now_ns(),
+        }
+    }
+}
+
+enum Node {
+    File {
+        meta: Meta,
+        /// The contents (none while empty).
+        content: Option<Agg>,
+        len: u64,
+        /// Pieces of `content` (to know when to coalesce).
+        pieces: usize,
+        nlink: u64,
+        open: u64,
+    },
+    Dir {
+        meta: Meta,
+        entries: BTreeMap<String, u64>,
+        parent: u64,
+    },
+}
+
+impl Node {
+    fn meta_mut(&mut self) -> &mut Meta {
+        match self {
+            Node::File { meta, .. } | Node::Dir { meta, .. } => meta,
+        }
+    }
+}
+
+/// The file system (see the crate documentation).
+pub struct Fs {
+    domain: Domain,
+    nodes: HashMap<u64, Node>,
+    next_ino: u64,
+    handles: HashMap<u64, u64>,
+    next_handle: u64,
+}
+
+/// The root directory's inode.
+pub const ROOT: u64 = 1;
+
+/// Splits a path into its components: absolute, `/`-separated, no empty, `.` or `..` parts.
+fn components(path: &str) -> Result<Vec<&str>> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| FsError::Invalid(format!("{path}: paths are absolute")))?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(FsError::Invalid(format!(
+            "{path}: a component is empty, '.' or '..'"
+        )));
+    }
+    if parts.iter().any(|p| p.len() > 255) {
+        return Err(FsError::NameTooLong(path.to_string()));
+    }
+    Ok(parts)
+}
+
+impl Fs {
+    /// Files with more pieces than this are coalesced into one buffer after a write.
+    pub const MAX_PIECES: usize = 64;
+
+    /// An empty file system served by `domain`.
+    pub fn new(domain: Domain) -> Fs {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT,
+            Node::Dir {
+                meta: Meta::new(0o755),
+                entries: BTreeMap::new(),
+                parent: ROOT,
+            },
+        );
+        Fs {
+            domain,
+            nodes,
+            next_ino: ROOT + 1,
+            handles: HashMap::new(),
+            next_handle: 1,
+        }
+    }
+
+    /// The service's domain (its aggregates are the files' contents).
+    pub fn domain(&mut self) -> &mut Domain {
+        &mut self.domain
+    }
+
+    /// The inode at `path`.
+    fn resolve(&self, path: &str) -> Result<u64> {
+        let mut ino = ROOT;
+        for c in components(path)? {
+            match self.nodes.get(&ino) {
+                Some(Node::Dir { entries, .. }) => {
+                    ino = *entries
+                        .get(c)
+                        .ok_or_else(|| FsError::NotFound(path.to_string()))?;
+                }
+                _ => return Err(FsError::NotADirectory(path.to_string())),
+            }
+        }
+        Ok(ino)
+    }
+
+    /// The parent directory of `path` and the last component.
+    fn parent<'p>(&self, path: &'p str) -> Result<(u64, &'p str)> {
+        let parts = components(path)?;
+        let Some((last, _)) = parts.split_last() else {
+            return Err(FsError::Invalid(format!("{path}: the root has no name")));
+        };
+        let cut = path.len() - last.len() - 1;
+        let dir = if cut == 0 { "/" } else { &path[..cut] };
+        let ino = self.resolve(dir)?;
+        match self.nodes.get(&ino) {
+            Some(Node::Dir { .. }) => Ok((ino, last)),
+            _ => Err(FsError::NotADirectory(dir.to_string())),
+        }
+    }
+
+    fn entries_mut(&mut self, dir: u64) -> Result<&mut BTreeMap<String, u64>> {
+        match self.nodes.get_mut(&dir) {
+            Some(Node::Dir { entries, .. }) => Ok(entries),
+            // Callers pass directories only (`parent` checked).
+            _ => Err(FsError::Invalid(format!(
+                "internal error: inode {dir} is no directory"
+            ))),
+        }
+    }
+
+    fn add(&mut self, path: &str, node: Node) -> Result<u64> {
+        let (dir, name) = self.parent(path)?;
+        if self.entries_mut(dir)?.contains_key(name) {
+            return Err(FsError::Exists(path.to_string()));
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(ino, node);
+        self.entries_mut(dir)?.insert(name.to_string(), ino);
+        Ok(ino)
+    }
+
+    /// Creates an empty file (permission bits 0644).
+    pub fn create(&mut self, path: &str) -> Result<u64> {
+        self.create_with_mode(path, 0o644)
+    }
+
+    /// Creates an empty file with permission bits `mode`.
+    pub fn create_with_mode(&mut self, path: &str, mode: u32) -> Result<u64> {
+        self.add(
+            path,
+            Node::File {
+                meta: Meta::new(mode),
+                content: None,
+                len: 0,
+                pieces: 0,
+                nlink: 1,
+                open: 0,
+            },
+        )
+    }
+
+    /// Creates a directory (permission bits 0755).
+    pub fn mkdir(&mut self, path: &str) -> Result<u64> {
+        self.mkdir_with_mode(path, 0o755)
+    }
+
+    /// Creates a directory with permission bits `mode`.
+    pub fn mkdir_with_mode(&mut self, path: &str, mode: u32) -> Result<u64> {
+        let (parent, _) = self.parent(path)?;
+        self.add(
+            path,
+            Node::Dir {
+                meta: Meta::new(mode),
+                entries: BTreeMap::new(),
+                parent,
+            },
+        )
+    }
+
+    /// What `path` is.
+    pub fn stat(&self, path: &str) -> Result<Stat> {
+        let ino = self.resolve(path)?;
+        self.stat_ino(ino)
+            .ok_or_else(|| FsError::NotFound(path.to_string()))
+    }
+
+    /// What the file behind an open handle is (even once unlinked).
+    pub fn fstat(&self, handle: u64) -> Result<Stat> {
+        let ino = self.handle_ino(handle)?;
+        self.stat_ino(ino).ok_or(FsError::BadHandle(handle))
+    }
+
+    /// The inode an open handle refers to.
+    pub fn handle_ino(&self, handle: u64) -> Result<u64> {
+        self.handles
+            .get(&handle)
+            .copied()
+            .ok_or(FsError::BadHandle(handle))
+    }
+
+    fn stat_ino(&self, ino: u64) -> Option<Stat> {
+        Some(match self.nodes.get(&ino)? {
+            Node::File {
+                meta, len, nlink, ..
+            } => Stat {
+                ino,
+                dir: false,
+                size: *len,
+                nlink: *nlink,
+                mode: meta.mode,
+                mtime_ns: meta.mtime_ns,
+            },
+            Node::Dir { meta, entries, .. } => Stat {
+                ino,
+                dir: true,
+                size: entries.len() as u64,
+                nlink: 2,
+                mode: meta.mode,
+                mtime_ns: meta.mtime_ns,
+            },
+        })
+    }
+
+    /// Sets the permission bits of `path`.
+    pub fn chmod(&mut self, path: &str, mode: u32) -> Result<()> {
+        let ino = self.resolve(path)?;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.meta_mut().mode = mode & 0o7777;
+        }
+        Ok(())
+    }
+
+    /// Sets the modification time of `path`.
+    pub fn set_mtime(&mut self, path: &str, mtime_ns: i64) -> Result<()> {
+        let ino = self.resolve(path)?;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.meta_mut().mtime_ns = mtime_ns;
+        }
+        Ok(())
+    }
+
+    /// The names in directory `path`, sorted.
+    pub fn readdir(&self, path: &str) -> Result<Vec<String>> {
+        Ok(self.list(path)?.into_iter().map(|e| e.name).collect())
+    }
+
+    /// The entries of directory `path`, sorted by name.
+    pub fn list(&self, path: &str) -> Result<Vec<DirEntry>> {
+        match self.nodes.get(&self.resolve(path)?) {
+            Some(Node::Dir { entries, .. }) => Ok(entries
+                .iter()
+                .map(|(name, &ino)| DirEntry {
+                    name: name.clone(),
+                    ino,
+                    dir: matches!(self.nodes.get(&ino), Some(Node::Dir { .. })),
+                })
+                .collect()),
+            _ => Err(FsError::NotADirectory(path.to_string())),
+        }
+    }
+
+    /// Opens the file at `path`: a handle that keeps its data readable even once unlinked.
+    pub fn open(&mut self, path: &str) -> Result<u64> {
+        let ino = self.resolve(path)?;
+        match self.nodes.get_mut(&ino) {
+            Some(Node::File { open, .. }) => *open += 1,
+            Some(Node::Dir { .. }) => return Err(FsError::IsADirectory(path.to_string())),
+            None => return Err(FsError::NotFound(path.to_string())),
+        }
+        let h = self.next_handle;
+        self.next_handle += 1;
+        self.handles.insert(h, ino);
+        Ok(h)
+    }
+
+    /// Closes a handle; the last one of an unlinked file frees its data.
+    pub fn close(&mut self, handle: u64) -> Result<()> {
+        let ino = self
+            .handles
+            .remove(&handle)
+            .ok_or(FsError::BadHandle(handle))?;
+        if let Some(Node::File { open, .. }) = self.nodes.get_mut(&ino) {
+            *open -= 1;
+        }
+        self.reap(ino)
+    }
+
+    /// Frees a file nobody names or holds open.
+    fn reap(&mut self, ino: u64) -> Result<()> {
+        if matches!(
+            self.nodes.get(&ino),
+            Some(Node::File {
+                nlink: 0,
+                open: 0,
+                ..
+            })
+        ) && let Some(Node::File {
+            content: Some(agg), ..
+        }) = self.nodes.remove(&ino)
+        {
+            self.domain.decref(agg)?;
+        }
+        Ok(())
+    }
+
+    fn file(&self, handle: u64) -> Result<(u64, Option<Agg>, u64, usize)> {
+        let ino = *self
+            .handles
+            .get(&handle)
+            .ok_or(FsError::BadHandle(handle))?;
+        match self.nodes.get(&ino) {
+            Some(Node::File {
+                content,
+                len,
+                pieces,
+                ..
+            }) => Ok((ino, *content, *len, *pieces)),
+            _ => Err(FsError::BadHandle(handle)),
+        }
+    }
+
+    fn set_content(&mut self, ino: u64, agg: Option<Agg>, len: u64, pieces: usize) -> Result<()> {
+        if let Some(Node::File {
+            meta,
+            content,
+            len: l,
+            pieces: p,
+            ..
+        }) = self.nodes.get_mut(&ino)
+        {
+            meta.mtime_ns = now_ns();
+            let old = std::mem::replace(content, agg);
+            *l = len;
+            *p = pieces;
+            if let Some(old) = old {
+                self.domain.decref(old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `len` bytes of `content` from `offset` as a new aggregate (zeros past `have`).
+    fn part(
+        &mut self,
+        content: Option<Agg>,
+        have: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Agg>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let inside = have.saturating_sub(offset).min(len);
+        let mut out = match (content, inside) {
+            (Some(c), n) if n > 0 => Some(self.domain.select(c, offset, n)?),
+            _ => None,
+        };
+        if inside < len {
+            let zeros = self.domain.alloc(len - inside)?;
+            out = Some(
+                self.join(out, Some(zeros))?
+                    .ok_or_else(|| FsError::Invalid("internal error: an empty join".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// `a` then `b` (either may be absent); the parts are consumed.
+    fn join(&mut self, a: Option<Agg>, b: Option<Agg>) -> Result<Option<Agg>> {
+        Ok(match (a, b) {
+            (None, x) | (x, None) => x,
+            (Some(a), Some(b)) => {
+                let both = self.domain.concat(a, b)?;
+                self.domain.decref(a)?;
+                self.domain.decref(b)?;
+                Some(both)
+            }
+        })
+    }
+
+    /// Writes the bytes of `data` (an aggregate of the service's domain, consumed) at
+    /// `offset` of the open file: the file becomes what it was before `offset` (zeros past
+    /// its end), then `data`, then what it was after.
+    pub fn write(&mut self, handle: u64, offset: u64, data: Agg) -> Result<u64> {
+        let (ino, content, len, pieces) = self.file(handle)?;
+        let n = self.domain.len(data)?;
+        let end = offset
+            .checked_add(n)
+            .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
+        let head = self.part(content, len, 0, offset)?;
+        let tail = if end < len {
+            self.part(content, len, end, len - end)?
+        } else {
+            None
+        };
+        let body = self.join(head, Some(data))?;
+        let new = self.join(body, tail)?;
+        let new_len = len.max(end);
+        let mut new_pieces = pieces + 3;
+        let new = match new {
+            Some(agg) if new_pieces > Self::MAX_PIECES => {
+                new_pieces = 1;
+                Some(self.coalesce(agg, new_len)?)
+            }
+            x => x,
+        };
+        self.set_content(ino, new, new_len, new_pieces)?;
+        Ok(n)
+    }
+
+    /// One fresh buffer holding the bytes of `agg` (consumed).
+    fn coalesce(&mut self, agg: Agg, len: u64) -> Result<Agg> {
+        let bytes = self.domain.read(agg, 0, len)?;
+        let fresh = self.domain.alloc_unzeroed(len)?;
+        self.domain.write(fresh, 0, &bytes)?;
+        self.domain.decref(agg)?;
+        Ok(fresh)
+    }
+
+    /// The whole content of the open file (`None` while empty) and its length: the
+    /// service's own aggregate, to share, not to consume.
+    pub fn content(&self, handle: u64) -> Result<(Option<Agg>, u64)> {
+        let (_, content, len, _) = self.file(handle)?;
+        Ok((content, len))
+    }
+
+    /// A snapshot of up to `len` bytes of the open file from `offset` (fewer at its end;
+    /// `None` past it): an aggregate of the service's domain, to hand out.
+    pub fn read(&mut self, handle: u64, offset: u64, len: u64) -> Result<Option<Agg>> {
+        let (_, content, have, _) = self.file(handle)?;
+        let n = have.saturating_sub(offset).min(len);
+        match content {
+            Some(c) if n > 0 => Ok(Some(self.domain.select(c, offset, n)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Cuts or extends (with zeros) the file at `path` to `len` bytes; returns its inode.
+    pub fn truncate(&mut self, path: &str, len: u64) -> Result<u64> {
+        let ino = self.resolve(path)?;
+        self.truncate_ino(ino, len, path)?;
+        Ok(ino)
+    }
+
+    /// Cuts or extends (with zeros) the file behind an open handle to `len` bytes.
+    pub fn ftruncate(&mut self, handle: u64, len: u64) -> Result<()> {
+        let ino = self.handle_ino(handle)?;
+        self.truncate_ino(ino, len, &format!("handle {handle}"))
+    }
+
+    fn truncate_ino(&mut self, ino: u64, len: u64, path: &str) -> Result<()> {
+        let Some(Node::File {
+            content,
+            len: have,
+            pieces,
+            ..
+        }) = self.nodes.get(&ino)
+        else {
+            return Err(FsError::IsADirectory(path.to_string()));
+        };
+        let (content, have, pieces) = (*content, *have, *pieces);
+        let new = self.part(content, have, 0, len)?;
+        self.set_content(ino, new, len, pieces + 1)
+    }
+
+    /// Removes the name `path` of a file; open handles keep reading its data.
+    pub fn unlink(&mut self, path: &str) -> Result<()> {
+        let (dir, name) = self.parent(path)?;
+        let ino = *self
+            .entries_mut(dir)?
+            .get(name)
+            .ok_or_else(|| FsError::NotFound(path.to_string()))?;
+        match self.nodes.get_mut(&ino) {
+            Some(Node::File { nlink, .. }) => *nlink -= 1,
+            Some(Node::Dir { .. }) => return Err(FsError::IsADirectory(path.to_string())),
+            None => return Err(FsError::NotFound(path.to_string())),
+        }
+        self.entries_mut(dir)?.remove(name);
+        self.reap(ino)
+    }
+
+    /// Removes the empty directory `path`.
+    pub fn rmdir(&mut self, path: &str) -> Result<()> {
+        let (dir, name) = self.parent(path)?;
+        let ino = *self
+            .entries_mut(dir)?
+            .get(name)
+            .ok_or_else(|| FsError::NotFound(path.to_string()))?;
+        match self.nodes.get(&ino) {
+            Some(Node::Dir { entries, .. }) if !entries.is_empty() => {
+                return Err(FsError::NotEmpty(path.to_string()));
+            }
+            Some(Node::Dir { .. }) => {}
+            _ => return Err(FsError::NotADirectory(path.to_string())),
+        }
+        self.entries_mut(dir)?.remove(name);
+        self.nodes.remove(&ino);
+        Ok(())
+    }
+
+    /// Renames `from` to `to`, replacing a file at `to` (as rename(2)); a directory cannot
+    /// move into itself.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let (fdir, fname) = self.parent(from)?;
+        let ino = *self
+            .entries_mut(fdir)?
+            .get(fname)
+            .ok_or_else(|| FsError::NotFound(from.to_string()))?;
+        let (tdir, tname) = self.parent(to)?;
+        // A directory cannot go below itself.
+        if matches!(self.nodes.get(&ino), Some(Node::Dir { .. })) {
+            let mut up = tdir;
+            loop {
+                if up == ino {
+                    return Err(FsError::Invalid(format!("{from}: cannot move into itself")));
+                }
+                match self.nodes.get(&up) {
+                    Some(Node::Dir { parent, .. }) if *parent != up => up = *parent,
+                    _ => break,
+                }
+            }
+        }
+        if let Some(&old) = self.entries_mut(tdir)?.get(tname) {
+            if old == ino {
+                return Ok(());
+            }
+            match (self.nodes.get(&ino), self.nodes.get(&old)) {
+                (Some(Node::File { .. }), Some(Node::Dir { .. })) => {
+                    return Err(FsError::IsADirectory(to.to_string()));
+                }
+                (Some(Node::Dir { .. }), Some(Node::File { .. })) => {
+                    return Err(FsError::NotADirectory(to.to_string()));
+                }
+                (Some(Node::Dir { .. }), Some(Node::Dir { entries, .. }))
+                    if !entries.is_empty() =>
+                {
+                    return Err(FsError::NotEmpty(to.to_string()));
+                }
+                _ => {}
+            }
+            match self.nodes.get_mut(&old) {
+                Some(Node::File { nlink, .. }) => *nlink -= 1,
+                Some(Node::Dir { .. }) => {
+                    self.nodes.remove(&old);
+                }
+                None => {}
+            }
+            self.reap(old)?;
+        }
+        self.entries_mut(fdir)?.remove(fname);
+        self.entries_mut(tdir)?.insert(tname.to_string(), ino);
+        if let Some(Node::Dir { parent, .. }) = self.nodes.get_mut(&ino) {
+            *parent = tdir;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,585 @@
+//! The CoshFS service: one domain, one thread, a `SOCK_SEQPACKET` socket for requests.
+//!
+//! Clients connect, name their domain and prove it (a one-byte copy to the service's domain
+//! whose ticket only that domain can hold), then send [`Request`]s one at a time. The service
+//! keeps the files in an [`Fs`] and remembers which clients cache which files: before it
+//! answers a request that changed a file's content it sends every other client caching it an
+//! [`ToClient::Invalidate`]. Sends never wait: a client that does not read its socket (so a
+//! notice cannot be queued) is cut off rather than left with a stale cache, and a client that
+//! breaks the protocol is cut off too. A client that goes away has its handles closed.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cosh::{Domain, DomainId, Mode, Options, Ticket, TransferFlags};
+use cosh_sys::socket::{SeqPacket, SeqPacketListener};
+use rustix::event::{PollFd, PollFlags};
+
+use crate::core::{Fs, FsError, Result, Stat};
+use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient, WireEntry, WireStat};
+
+/// How long the service waits for a transfer a client announced by ticket: not at all. A
+/// client sends the request only once its strong transfer or copy was answered, which is when
+/// the service's block manager holds it, so a ticket that is not there is a made-up one — and
+/// waiting for it would let one client stall every other.
+const TICKET_WAIT: Duration = Duration::ZERO;
+
+/// Entries per `List` page (names are at most 255 bytes: a page fits a message).
+const LIST_PAGE: usize = 128;
+
+/// Where and as whom the service runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The socket clients connect to.
+    pub socket: PathBuf,
+    /// The block manager's socket (the service's domain lives in its pool).
+    pub block_manager: PathBuf,
+}
+
+/// Why the service could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the socket failed (another service owns it, or the directory is unusable).
+    #[error("cannot listen at {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: cosh_sys::Error,
+    },
+    /// The service's domain could not connect to its block manager.
+    #[error("cannot connect to the block manager: {0}")]
+    Connect(cosh::Error),
+    /// Polling failed.
+    #[error("poll: {0}")]
+    Poll(std::io::Error),
+}
+
+struct Conn {
+    sock: SeqPacket,
+    /// The domain the client named in `Hello`.
+    claimed: Option<DomainId>,
+    /// Set once the claim is proved.
+    domain: Option<DomainId>,
+    /// The service's handles this client opened.
+    handles: HashSet<u64>,
+    /// Files this client caches.
+    cached: HashSet<u64>,
+}
+
+/// The service (see the module documentation).
+pub struct Server {
+    listener: SeqPacketListener,
+    fs: Fs,
+    me: DomainId,
+    clients: HashMap<u64, Conn>,
+    next_token: u64,
+    /// Which clients cache each file.
+    cachers: HashMap<u64, BTreeSet<u64>>,
+    /// Each file's content version (absent: 0).
+    versions: HashMap<u64, u64>,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+}
+
+fn wire(s: Stat) -> WireStat {
+    WireStat {
+        ino: s.ino,
+        dir: s.dir,
+        size: s.size,
+        nlink: s.nlink,
+        mode: s.mode,
+        mtime_ns: s.mtime_ns,
+    }
+}
+
+impl Server {
+    /// Connects the service's domain and binds its socket (as the path's only owner).
+    pub fn bind(config: &ServerConfig) -> Result<Server, ServeError> {
+        let domain = Domain::connect_with(
+            &Options::new("coshfs")
+                .socket(&config.block_manager)
+                .no_spawn(),
+        )
+        .map_err(ServeError::Connect)?;
+        Server::with_domain(domain, &config.socket)
+    }
+
+    /// A service on a domain already connected.
+    pub fn with_domain(domain: Domain, socket: &Path) -> Result<Server, ServeError> {
+        let listener =
+            SeqPacketListener::bind_exclusive(socket).map_err(|source| ServeError::Bind {
+                path: socket.to_path_buf(),
+                source,
+            })?;
+        let me = domain.id();
+        Ok(Server {
+            listener,
+            fs: Fs::new(domain),
+            me,
+            clients: HashMap::new(),
+            next_token: 1,
+            cachers: HashMap::new(),
+            versions: HashMap::new(),
+            inbuf: vec![0; MAX_MESSAGE],
+            outbuf: Vec::with_capacity(MAX_MESSAGE),
+        })
+    }
+
+    /// The socket clients connect to.
+    pub fn path(&self) -> &Path {
+        self.listener.path()
+    }
+
+    /// The file system the service serves (to fill it before clients come, or to inspect).
+    pub fn fs(&mut self) -> &mut Fs {
+        &mut self.fs
+    }
+
+    /// Serves until polling fails. After a request the service keeps looking for the next
+    /// one for [`Server::SPIN`] before it sleeps: a wake-up from sleep costs more than most
+    /// requests take.
+    pub fn run(mut self) -> Result<(), ServeError> {
+        let mut last = std::time::Instant::now();
+        loop {
+            let timeout = (last.elapsed() < Server::SPIN).then_some(Duration::ZERO);
+            if self.turn(timeout)? {
+                last = std::time::Instant::now();
+            }
+        }
+    }
+
+    /// How long [`Server::run`] keeps looking for requests after one before it sleeps.
+    pub const SPIN: Duration = Duration::from_micros(200);
+
+    /// Handles what is ready, waiting up to `timeout` (`None`: until something is); says
+    /// whether anything was.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<bool, ServeError> {
+        let tokens: Vec<u64> = self.clients.keys().copied().collect();
+        let (accept, ready) = {
+            let mut fds = Vec::with_capacity(tokens.len() + 1);
+            fds.push(PollFd::new(&self.listener, PollFlags::IN));
+            for t in &tokens {
+                if let Some(c) = self.clients.get(t) {
+                    fds.push(PollFd::new(&c.sock, PollFlags::IN));
+                }
+            }
+            let timeout = timeout.map(|d| rustix::event::Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            });
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(ServeError::Poll(e.into())),
+            }
+            let fired = |f: &PollFd<'_>| !f.revents().is_empty();
+            let ready: Vec<u64> = fds[1..]
+                .iter()
+                .zip(&tokens)
+                .filter(|(f, _)| fired(f))
+                .map(|(_, t)| *t)
+                .collect();
+            (fired(&fds[0]), ready)
+        };
+        let any = accept || !ready.is_empty();
+        if accept {
+            self.accept();
+        }
+        for t in ready {
+            self.serve(t);
+        }
+        Ok(any)
+    }
+
+    fn accept(&mut self) {
+        let Ok(sock) = self.listener.accept() else {
+            return;
+        };
+        if sock.set_nonblocking(true).is_err() {
+            return;
+        }
+        let t = self.next_token;
+        self.next_token += 1;
+        self.clients.insert(
+            t,
+            Conn {
+                sock,
+                claimed: None,
+                domain: None,
+                handles: HashSet::new(),
+                cached: HashSet::new(),
+            },
+        );
+    }
+
+    /// Reads and answers every request waiting on client `t`.
+    fn serve(&mut self, t: u64) {
+        loop {
+            let Some(c) = self.clients.get(&t) else {
+                return;
+            };
+            let request = match c.sock.recv(&mut self.inbuf) {
+                Ok(Some(m)) if m.fds.is_empty() => proto::decode::<Request>(&self.inbuf[..m.len]),
+                Err(e) if e.would_block() => return,
+                // Closed, an error, descriptors where none belong.
+                _ => return self.drop_client(t),
+            };
+            let Ok(request) = request else {
+                return self.drop_client(t);
+            };
+            if let Request::Uncache { inos } = request {
+                self.uncache(t, &inos);
+                continue;
+            }
+            let reply = match self.handle(t, request) {
+                Ok(r) => r,
+                Err(e) => Reply::Failed {
+                    errno: e.errno(),
+                    detail: e.detail(),
+                },
+            };
+            if !self.send(t, &ToClient::Reply(reply)) {
+                return self.drop_client(t);
+            }
+        }
+    }
+
+    /// Sends without waiting; `false` if the client cannot take it.
+    fn send(&mut self, t: u64, message: &ToClient) -> bool {
+        let Some(c) = self.clients.get(&t) else {
+            return false;
+        };
+        if proto::encode(message, &mut self.outbuf).is_err() {
+            return false;
+        }
+        c.sock.send(&self.outbuf, &[]).is_ok()
+    }
+
+    fn drop_client(&mut self, t: u64) {
+        let Some(c) = self.clients.remove(&t) else {
+            return;
+        };
+        for ino in &c.cached {
+            if let Some(set) = self.cachers.get_mut(ino) {
+                set.remove(&t);
+            }
+        }
+        for h in c.handles {
+            let _ = self.fs.close(h);
+        }
+    }
+
+    fn uncache(&mut self, t: u64, inos: &[u64]) {
+        for ino in inos {
+            if let Some(set) = self.cachers.get_mut(ino) {
+                set.remove(&t);
+            }
+            if let Some(c) = self.clients.get_mut(&t) {
+                c.cached.remove(ino);
+            }
+        }
+    }
+
+    /// `ino`'s content changed by client `by`: a new version, and every other client that
+    /// caches it told before `by` is answered (one that cannot be told is cut off).
+    fn changed(&mut self, ino: u64, by: u64) {
+        let v = self.versions.entry(ino).or_insert(0);
+        *v += 1;
+        let version = *v;
+        let Some(set) = self.cachers.remove(&ino) else {
+            return;
+        };
+        for c in set {
+            if let Some(conn) = self.clients.get_mut(&c) {
+                conn.cached.remove(&ino);
+            }
+            if c != by && !self.send(c, &ToClient::Invalidate { ino, version }) {
+                self.drop_client(c);
+            }
+        }
+    }
+
+    /// The client's domain, once proved.
+    fn domain_of(&self, t: u64) -> Result<DomainId> {
+        self.clients
+            .get(&t)
+            .and_then(|c| c.domain)
+            .ok_or_else(|| FsError::Invalid("say Hello and Prove first".into()))
+    }
+
+    /// A handle the client owns.
+    fn own(&self, t: u64, fh: u64) -> Result<u64> {
+        if self
+            .clients
+            .get(&t)
+            .is_some_and(|c| c.handles.contains(&fh))
+        {
+            Ok(fh)
+        } else {
+            Err(FsError::BadHandle(fh))
+        }
+    }
+
+    fn handle(&mut self, t: u64, request: Request) -> Result<Reply> {
+        match request {
+            Request::Hello { version, domain } => {
+                if version != proto::VERSION {
+                    return Err(FsError::Invalid(format!(
+                        "protocol version {version}; this service speaks {}",
+                        proto::VERSION
+                    )));
+                }
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.claimed = Some(DomainId::from_bits(domain));
+                }
+                Ok(Reply::Welcome {
+                    server: self.me.to_bits(),
+                })
+            }
+            Request::Prove { ticket } => {
+                let claimed = self
+                    .clients
+                    .get(&t)
+                    .and_then(|c| c.claimed)
+                    .ok_or_else(|| FsError::Invalid("say Hello first".into()))?;
+                let d = self.fs.domain();
+                let got = d
+                    .attach_recv(claimed, Ticket(ticket), Some(TICKET_WAIT))
+                    .map_err(|e| FsError::Invalid(format!("the proof did not arrive: {e}")))?;
+                d.decref(got.agg)?;
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.domain = Some(claimed);
+                }
+                Ok(Reply::Done)
+            }
+            other => {
+                let domain = self.domain_of(t)?;
+                self.handle_proved(t, domain, other)
+            }
+        }
+    }
+
+    fn handle_proved(&mut self, t: u64, domain: DomainId, request: Request) -> Result<Reply> {
+        match request {
+            Request::Hello { .. } | Request::Prove { .. } | Request::Uncache { .. } => {
+                Err(FsError::Invalid("Hello and Prove come once, first".into()))
+            }
+            Request::Open { path, flags, mode } => {
+                if flags & !proto::open::ALL != 0 {
+                    return Err(FsError::Invalid(format!("unknown open flags {flags:#x}")));
+                }
+                let create = flags & proto::open::CREATE != 0;
+                match self.fs.stat(&path) {
+                    Ok(_) if create && flags & proto::open::EXCL != 0 => {
+                        return Err(FsError::Exists(path));
+                    }
+                    Ok(s) if s.dir => return Err(FsError::IsADirectory(path)),
+                    Ok(_) => {}
+                    Err(FsError::NotFound(_)) if create => {
+                        self.fs.create_with_mode(&path, mode)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let fh = self.fs.open(&path)?;
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.handles.insert(fh);
+                }
+                if flags & proto::open::TRUNC != 0 && self.fs.fstat(fh)?.size > 0 {
+                    self.fs.ftruncate(fh, 0)?;
+                    let ino = self.fs.handle_ino(fh)?;
+                    self.changed(ino, t);
+                }
+                Ok(Reply::Opened {
+                    fh,
+                    stat: wire(self.fs.fstat(fh)?),
+                })
+            }
+            Request::Close { fh } => {
+                self.own(t, fh)?;
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.handles.remove(&fh);
+                }
+                self.fs.close(fh)?;
+                Ok(Reply::Done)
+            }
+            Request::Stat { path } => Ok(Reply::Attr(wire(self.fs.stat(&path)?))),
+            Request::Fstat { fh } => Ok(Reply::Attr(wire(self.fs.fstat(self.own(t, fh)?)?))),
+            Request::Mkdir { path, mode } => {
+                self.fs.mkdir_with_mode(&path, mode)?;
+                Ok(Reply::Done)
+            }
+            Request::Rmdir { path } => {
+                self.fs.rmdir(&path)?;
+                Ok(Reply::Done)
+            }
+            Request::Unlink { path } => {
+                self.fs.unlink(&path)?;
+                Ok(Reply::Done)
+            }
+            Request::Rename { from, to } => {
+                self.fs.rename(&from, &to)?;
+                Ok(Reply::Done)
+            }
+            Request::Chmod { path, mode } => {
+                self.fs.chmod(&path, mode)?;
+                Ok(Reply::Done)
+            }
+            Request::SetMtime { path, mtime_ns } => {
+                self.fs.set_mtime(&path, mtime_ns)?;
+                Ok(Reply::Done)
+            }
+            Request::List { path, after } => {
+                let all = self.fs.list(&path)?;
+                let start = match &after {
+                    Some(a) => all.partition_point(|e| e.name.as_str() <= a.as_str()),
+                    None => 0,
+                };
+                let end = (start + LIST_PAGE).min(all.len());
+                let entries = all[start..end]
+                    .iter()
+                    .map(|e| WireEntry {
+                        name: e.name.clone(),
+                        ino: e.ino,
+                        dir: e.dir,
+                    })
+                    .collect();
+                Ok(Reply::Entries {
+                    entries,
+                    more: end < all.len(),
+                })
+            }
+            Request::Truncate { path, len } => {
+                let ino = self.fs.truncate(&path, len)?;
+                self.changed(ino, t);
+                Ok(Reply::Attr(wire(self.fs.stat(&path)?)))
+            }
+            Request::Ftruncate { fh, len } => {
+                let fh = self.own(t, fh)?;
+                self.fs.ftruncate(fh, len)?;
+                let ino = self.fs.handle_ino(fh)?;
+                self.changed(ino, t);
+                Ok(Reply::Attr(wire(self.fs.fstat(fh)?)))
+            }
+            Request::Read { fh, offset, len } => {
+                let fh = self.own(t, fh)?;
+                let len = len.min(INLINE_MAX as u64);
+                let data = match self.fs.read(fh, offset, len)? {
+                    Some(agg) => {
+                        let d = self.fs.domain();
+                        let n = d.len(agg)?;
+                        let bytes = d.read(agg, 0, n);
+                        d.decref(agg)?;
+                        bytes?
+                    }
+                    None => Vec::new(),
+                };
+                Ok(Reply::Bytes { data })
+            }
+            Request::Share { fh, offset, len } => {
+                let fh = self.own(t, fh)?;
+                match self.fs.read(fh, offset, len)? {
+                    Some(agg) => {
+                        let d = self.fs.domain();
+                        let n = d.len(agg)?;
+                        let sent =
+                            d.attach_transfer(agg, domain, Mode::Share, TransferFlags::weak());
+                        d.decref(agg)?;
+                        Ok(Reply::Shared {
+                            ticket: Some(sent?.0),
+                            len: n,
+                        })
+                    }
+                    None => Ok(Reply::Shared {
+                        ticket: None,
+                        len: 0,
+                    }),
+                }
+            }
+            Request::Fetch { fh, max } => {
+                let fh = self.own(t, fh)?;
+                let ino = self.fs.handle_ino(fh)?;
+                let version = self.versions.get(&ino).copied().unwrap_or(0);
+                let (content, len) = self.fs.content(fh)?;
+                if len > max {
+                    return Ok(Reply::Fetched {
+                        ino,
+                        version,
+                        len,
+                        ticket: None,
+                        too_big: true,
+                    });
+                }
+                let ticket = match content {
+                    Some(agg) => Some(
+                        self.fs
+                            .domain()
+                            .attach_transfer(agg, domain, Mode::Share, TransferFlags::weak())?
+                            .0,
+                    ),
+                    None => None,
+                };
+                self.cachers.entry(ino).or_default().insert(t);
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.cached.insert(ino);
+                }
+                Ok(Reply::Fetched {
+                    ino,
+                    version,
+                    len,
+                    ticket,
+                    too_big: false,
+                })
+            }
+            Request::Write { fh, offset, data } => {
+                let fh = self.own(t, fh)?;
+                if data.len() > INLINE_MAX {
+                    return Err(FsError::Invalid(format!(
+                        "an inline write of {} bytes (at most {INLINE_MAX})",
+                        data.len()
+                    )));
+                }
+                let n = if data.is_empty() {
+                    0
+                } else {
+                    let d = self.fs.domain();
+                    let agg = d.alloc_unzeroed(data.len() as u64)?;
+                    if let Err(e) = d.write(agg, 0, &data) {
+                        d.decref(agg)?;
+                        return Err(e.into());
+                    }
+                    self.fs.write(fh, offset, agg)?
+                };
+                self.written(t, fh, n)
+            }
+            Request::WriteAgg { fh, offset, ticket } => {
+                let fh = self.own(t, fh)?;
+                let d = self.fs.domain();
+                let got = d
+                    .attach_recv(domain, Ticket(ticket), Some(TICKET_WAIT))
+                    .map_err(|e| FsError::Invalid(format!("the written aggregate: {e}")))?;
+                // Only bytes nobody else can change may become a file's content.
+                if got.mode == Mode::Share || got.strength == cosh::Strength::Weak {
+                    d.decref(got.agg)?;
+                    return Err(FsError::Invalid(
+                        "writes arrive by strong move or copy, not by share or weak transfer"
+                            .into(),
+                    ));
+                }
+                let n = self.fs.write(fh, offset, got.agg)?;
+                self.written(t, fh, n)
+            }
+        }
+    }
+
+    fn written(&mut self, t: u64, fh: u64, n: u64) -> Result<Reply> {
+        let ino = self.fs.handle_ino(fh)?;
+        if n > 0 {
+            self.changed(ino, t);
+        }
+        Ok(Reply::Written {
+            n,
+            stat: wire(self.fs.fstat(fh)?),
+        })
+    }
+}

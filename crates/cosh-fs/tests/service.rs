@@ -1,0 +1,320 @@
+//! CoshFS as a service: clients (each its own domain) against a server (its own domain) over
+//! the request protocol. Every namespace error with its errno, the strict semantics (a read
+//! that starts after a write completed sees it, also from a cache; a read is a snapshot even
+//! while another client writes), both APIs, unlinked files read through open handles, a
+//! client that lies about its domain, and handles closed when a client goes away.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cosh::{Domain, Options};
+use cosh_fs::{Client, Fh, FsError, OpenFlags, Server};
+
+struct Setup {
+    dir: PathBuf,
+}
+
+impl Setup {
+    /// A block manager and a CoshFS service, each on a thread of this process.
+    fn start(tag: &str) -> Setup {
+        let dir = std::env::temp_dir().join(format!("cosh-fs-svc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        cosh_sys::runtime::ensure_runtime_dir(&dir).expect("dir");
+        let mut config = cosh_blockmgr::Config::host_at(&dir);
+        config.socket = dir.join("host.sock");
+        let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind");
+        std::thread::spawn(move || manager.run());
+        let server = Server::with_domain(Setup::domain_at(&dir, "coshfs"), &dir.join("fs.sock"))
+            .expect("serve");
+        std::thread::spawn(move || server.run());
+        Setup { dir }
+    }
+
+    fn domain_at(dir: &Path, name: &str) -> Domain {
+        Domain::connect_with(&Options::new(name).socket(dir.join("host.sock")).no_spawn())
+            .expect("connect")
+    }
+
+    fn client(&self, name: &str) -> Client {
+        Client::connect(Setup::domain_at(&self.dir, name), &self.dir.join("fs.sock"))
+            .expect("client")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn whole(c: &mut Client, fh: Fh) -> Vec<u8> {
+    let size = c.fstat(fh).expect("fstat").size;
+    let e = c.read(fh, 0, size).expect("read");
+    let mut out = vec![0; e.len() as usize];
+    assert_eq!(c.copy_out(&e, &mut out).expect("copy"), out.len());
+    out
+}
+
+#[test]
+fn every_namespace_error_arrives_with_its_errno() {
+    let s = Setup::start("errors");
+    let mut c = s.client("c");
+    c.mkdir("/a").expect("mkdir");
+    c.mkdir("/a/b").expect("mkdir");
+    let f = c.create("/a/f").expect("create");
+    let errno = |e: FsError| e.errno();
+    let excl = OpenFlags {
+        create: true,
+        excl: true,
+        ..OpenFlags::default()
+    };
+    assert_eq!(errno(c.open("/a/f", excl).expect_err("exists")), 17);
+    assert_eq!(errno(c.mkdir("/a").expect_err("exists")), 17);
+    assert_eq!(errno(c.stat("/nope").expect_err("missing")), 2);
+    assert_eq!(
+        errno(c.open("/nope", OpenFlags::existing()).expect_err("missing")),
+        2
+    );
+    assert_eq!(errno(c.create("/nope/x").expect_err("no parent")), 2);
+    assert_eq!(errno(c.create("/a/f/x").expect_err("not a dir")), 20);
+    assert_eq!(errno(c.readdir("/a/f").expect_err("not a dir")), 20);
+    assert_eq!(errno(c.rmdir("/a/f").expect_err("a file")), 20);
+    assert_eq!(errno(c.create("/a").expect_err("a dir")), 21);
+    assert_eq!(errno(c.unlink("/a/b").expect_err("a dir")), 21);
+    assert_eq!(errno(c.rmdir("/a").expect_err("not empty")), 39);
+    assert_eq!(errno(c.create("relative").expect_err("relative")), 22);
+    assert_eq!(
+        errno(c.rename("/a", "/a/b/c").expect_err("into itself")),
+        22
+    );
+    let long = format!("/{}", "x".repeat(256));
+    assert_eq!(errno(c.create(&long).expect_err("too long")), 36);
+    c.close(f).expect("close");
+    assert_eq!(errno(c.close(f).expect_err("closed")), 9);
+    assert_eq!(errno(c.read(f, 0, 1).expect_err("closed")), 9);
+    // The errors say what they are about.
+    let e = c.stat("/a/zz").expect_err("missing");
+    assert!(e.to_string().contains("/a/zz"), "{e}");
+    // And the namespace is what the successful calls made it.
+    let names: Vec<String> = c
+        .readdir("/a")
+        .expect("readdir")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["b", "f"]);
+}
+
+#[test]
+fn a_read_after_a_completed_write_sees_it_even_from_a_cache() {
+    let s = Setup::start("raw");
+    let mut writer = s.client("writer");
+    let mut reader = s.client("reader");
+    let w = writer.create("/f").expect("create");
+    writer.write_from(w, 0, b"version one").expect("write");
+    let r = reader.open("/f", OpenFlags::existing()).expect("open");
+    assert_eq!(whole(&mut reader, r), b"version one");
+    assert_eq!(whole(&mut reader, r), b"version one");
+    let after_first = reader.stats();
+    assert_eq!((after_first.misses, after_first.hits), (1, 1));
+    // The writer's write completes; the reader's next read must see it.
+    writer.write_from(w, 8, b"two").expect("write");
+    assert_eq!(whole(&mut reader, r), b"version two");
+    assert_eq!(reader.stats().invalidations, 1);
+    // Truncation by path, a large write by aggregate, an O_TRUNC open: each seen at once.
+    writer.truncate("/f", 7).expect("truncate");
+    assert_eq!(whole(&mut reader, r), b"version");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let agg = writer.domain().alloc(big.len() as u64).expect("alloc");
+    writer.domain().write(agg, 0, &big).expect("fill");
+    writer.write(w, 0, agg).expect("write agg");
+    assert_eq!(whole(&mut reader, r), big);
+    writer.open("/f", OpenFlags::create()).expect("reopen");
+    assert!(whole(&mut reader, r).is_empty());
+    // The writer reads its own writes too.
+    writer.write_from(w, 0, b"mine").expect("write");
+    assert_eq!(whole(&mut writer, w), b"mine");
+}
+
+#[test]
+fn reads_are_snapshots_while_another_client_writes() {
+    let s = Setup::start("snap");
+    let mut writer = s.client("writer");
+    let mut reader = s.client("reader");
+    const LEN: usize = 200_000;
+    let w = writer.create("/f").expect("create");
+    writer.write_from(w, 0, &vec![0u8; LEN]).expect("write");
+    let r = reader.open("/f", OpenFlags::existing()).expect("open");
+    let held = reader.read(r, 0, LEN as u64).expect("read");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // The writer rewrites the whole file with one byte value per version, by both APIs.
+    let t = std::thread::spawn(move || {
+        let mut v = 1u8;
+        while !stop2.load(Ordering::Relaxed) {
+            if v.is_multiple_of(2) {
+                writer.write_from(w, 0, &vec![v; LEN]).expect("write");
+            } else {
+                let a = writer.domain().alloc(LEN as u64).expect("alloc");
+                writer.domain().write(a, 0, &vec![v; LEN]).expect("fill");
+                writer.write(w, 0, a).expect("write");
+            }
+            v = v.wrapping_add(1).max(1);
+        }
+        writer
+    });
+    let mut versions = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        // Every read sees one whole version, never a mix.
+        for legacy in [false, true] {
+            let mut buf = vec![0xEE; LEN];
+            if legacy {
+                assert_eq!(reader.read_into(r, 0, &mut buf).expect("read"), LEN);
+            } else {
+                let e = reader.read(r, 0, LEN as u64).expect("read");
+                reader.copy_out(&e, &mut buf).expect("copy");
+            }
+            assert!(buf.iter().all(|&b| b == buf[0]), "a torn read");
+            versions.insert(buf[0]);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _writer = t.join().expect("writer");
+    // The extent read before any of it is unchanged.
+    let mut buf = vec![0xEE; LEN];
+    reader.copy_out(&held, &mut buf).expect("copy");
+    assert!(buf.iter().all(|&b| b == 0), "the held snapshot changed");
+    assert!(versions.len() > 1, "the reads saw only {versions:?}");
+}
+
+#[test]
+fn both_apis_agree_at_every_size_and_offset() {
+    let s = Setup::start("apis");
+    let mut c = s.client("c");
+    let f = c.create("/data").expect("create");
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    // Written in uneven pieces, by both APIs.
+    let mut at = 0;
+    for (i, n) in [1usize, 4095, 65536, 65537, 300_000, 7, usize::MAX]
+        .into_iter()
+        .enumerate()
+    {
+        let n = n.min(content.len() - at);
+        if i % 2 == 0 {
+            c.write_from(f, at as u64, &content[at..at + n])
+                .expect("write");
+        } else {
+            let a = c.domain().alloc(n as u64).expect("alloc");
+            c.domain().write(a, 0, &content[at..at + n]).expect("fill");
+            assert_eq!(c.write(f, at as u64, a).expect("write"), n as u64);
+        }
+        at += n;
+    }
+    assert_eq!(at, content.len());
+    for caching in [true, false] {
+        c.set_caching(caching);
+        for (off, len) in [(0, 512), (4000, 5000), (65_000, 70_000), (1_499_000, 4096)] {
+            let want = &content[off..(off + len).min(content.len())];
+            let mut buf = vec![0; len];
+            let n = c.read_into(f, off as u64, &mut buf).expect("read_into");
+            assert_eq!(&buf[..n], want, "legacy at {off}+{len}");
+            let agg = c
+                .read_agg(f, off as u64, len as u64)
+                .expect("read_agg")
+                .expect("bytes");
+            let got = c.domain().read(agg, 0, want.len() as u64).expect("bytes");
+            c.domain().decref(agg).expect("decref");
+            assert_eq!(got, want, "aggregate at {off}+{len}");
+        }
+        assert!(c.read(f, 1_500_000, 10).expect("read").is_empty());
+    }
+    assert!(c.stats().uncached > 0 && c.stats().hits > 0);
+}
+
+#[test]
+fn unlinked_files_stay_readable_through_open_handles() {
+    let s = Setup::start("unlink");
+    let mut a = s.client("a");
+    let mut b = s.client("b");
+    let f = a.create("/tmpfile").expect("create");
+    a.write_from(f, 0, b"still here").expect("write");
+    let g = b.open("/tmpfile", OpenFlags::existing()).expect("open");
+    a.unlink("/tmpfile").expect("unlink");
+    assert_eq!(b.stat("/tmpfile").expect_err("gone").errno(), 2);
+    assert_eq!(whole(&mut b, g), b"still here");
+    a.write_from(f, 0, b"STILL").expect("write");
+    assert_eq!(whole(&mut b, g), b"STILL here");
+    // A new file at the same name is another file.
+    let h = a.create("/tmpfile").expect("create");
+    assert!(whole(&mut a, h).is_empty());
+    assert_eq!(whole(&mut b, g), b"STILL here");
+}
+
+#[test]
+fn a_client_cannot_claim_another_domain() {
+    let s = Setup::start("claim");
+    let victim = Setup::domain_at(&s.dir, "victim");
+    let liar = cosh_sys::socket::SeqPacket::connect(&s.dir.join("fs.sock")).expect("connect");
+    let mut out = Vec::new();
+    let mut buf = vec![0; cosh_fs::proto::MAX_MESSAGE];
+    let mut ask = |r: &cosh_fs::proto::Request| {
+        cosh_fs::proto::encode(r, &mut out).expect("encode");
+        liar.send(&out, &[]).expect("send");
+        let m = liar.recv(&mut buf).expect("recv").expect("open");
+        cosh_fs::proto::decode::<cosh_fs::proto::ToClient>(&buf[..m.len]).expect("decode")
+    };
+    ask(&cosh_fs::proto::Request::Hello {
+        version: cosh_fs::proto::VERSION,
+        domain: victim.id().to_bits(),
+    });
+    // A made-up ticket proves nothing, and nothing else is served before a proof.
+    let proof = ask(&cosh_fs::proto::Request::Prove { ticket: 12345 });
+    assert!(
+        matches!(
+            proof,
+            cosh_fs::proto::ToClient::Reply(cosh_fs::proto::Reply::Failed { errno: 22, .. })
+        ),
+        "{proof:?}"
+    );
+    let stat = ask(&cosh_fs::proto::Request::Stat { path: "/".into() });
+    assert!(
+        matches!(
+            stat,
+            cosh_fs::proto::ToClient::Reply(cosh_fs::proto::Reply::Failed { errno: 22, .. })
+        ),
+        "{stat:?}"
+    );
+    drop(victim);
+}
+
+#[test]
+fn a_client_that_goes_away_leaves_nothing_open() {
+    let s = Setup::start("gone");
+    let mut a = s.client("a");
+    let f = a.create("/f").expect("create");
+    a.write_from(f, 0, &vec![1; 100_000]).expect("write");
+    a.unlink("/f").expect("unlink");
+    drop(a);
+    // The service closed the handle: the unlinked file's memory is free. The service's
+    // domain holds nothing but the root's (empty) files.
+    let mut probe = s.client("probe");
+    let server = probe.server().to_bits();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = probe.domain().status().expect("status");
+        let held = status
+            .domains
+            .iter()
+            .find(|d| d.domain == server)
+            .map(|d| d.aggregates);
+        if held == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the service still holds {held:?} aggregates"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
