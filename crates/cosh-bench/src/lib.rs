@@ -23,6 +23,7 @@ pub mod fig2c;
 #[cfg(feature = "iceoryx2")]
 mod ice;
 pub mod pipe;
+pub mod replay;
 mod report;
 
 pub use report::{print, print_fast_ratios, print_ratios, write_csv, write_svg};

@@ -128,6 +128,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         options: Vec<String>,
     },
+    /// Replay a file system trace (traces/FORMAT.md) against tmpfs and CoshFS, check every
+    /// read and the final tree, and time each: `cosh replay TRACE_DIR [--targets ...]`.
+    Replay {
+        /// The trace folder and options (`cosh replay --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        options: Vec<String>,
+    },
     /// A demo consumer process (started by `cosh demo`).
     #[command(hide = true, name = "__demo-consumer")]
     DemoConsumer {
@@ -200,6 +207,8 @@ enum Figure {
     Fig2b,
     /// Pipe throughput across processes: a Cosh pipe against a Linux pipe.
     Pipe,
+    /// Trace replay on every target (the paper's Table 3): `cosh bench table3 -- TRACE_DIR`.
+    Table3,
     /// Repeated reads of one file against read size: CoshFS's aggregate and legacy APIs
     /// against tmpfs pread (the paper's Figure 2c).
     Fig2c,
@@ -286,6 +295,17 @@ fn main() -> ExitCode {
         } => {
             let args = std::iter::once("cosh bench pipe".to_string()).chain(options);
             cosh_bench::pipe::main_with(&["bench", "pipe"], args)
+        }
+        Cmd::Bench {
+            figure: Figure::Table3,
+            options,
+        } => {
+            let args = std::iter::once("cosh bench table3".to_string()).chain(options);
+            cosh_bench::replay::main_with(&["bench", "fig2c"], args, true)
+        }
+        Cmd::Replay { options } => {
+            let args = std::iter::once("cosh replay".to_string()).chain(options);
+            cosh_bench::replay::main_with(&["bench", "fig2c"], args, false)
         }
         Cmd::Bench {
             figure: Figure::Fig2c,

@@ -39,5 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.read_into(f, 0, &mut buf).map(|_| ())
     })?;
     time("write 4 KiB", &mut |c| c.write_from(f, 0, &buf).map(|_| ()))?;
+    time("alloc+decref 4 KiB", &mut |c| {
+        let d = c.domain();
+        let a = d.alloc_unzeroed(4096)?;
+        d.decref(a)?;
+        Ok(())
+    })?;
+    time("write 4 KiB aggregate", &mut |c| {
+        let a = c.domain().alloc_unzeroed(4096)?;
+        c.write(f, 0, a).map(|_| ())
+    })?;
     Ok(())
 }

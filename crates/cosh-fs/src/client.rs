@@ -129,6 +129,8 @@ impl Drop for Snapshot {
 #[derive(Clone)]
 pub struct Extent {
     snap: Option<Arc<Snapshot>>,
+    /// A small read the service copied into its answer (cheaper than sharing it).
+    copied: Option<Arc<Vec<u8>>>,
     offset: u64,
     len: u64,
 }
@@ -156,6 +158,7 @@ impl Extent {
     fn empty() -> Extent {
         Extent {
             snap: None,
+            copied: None,
             offset: 0,
             len: 0,
         }
@@ -189,6 +192,9 @@ pub struct Client {
     gone: bool,
     /// How long to look for an answer before sleeping.
     spin: Duration,
+    /// Files this client wrote since it last fetched them, and the reads since: a file being
+    /// written is read without fetching it whole, until it has been read a few times in a row.
+    written: HashMap<u64, u32>,
 }
 
 fn stat(w: WireStat) -> Stat {
@@ -240,6 +246,7 @@ impl Client {
             stats: CacheStats::default(),
             gone: false,
             spin: Client::DEFAULT_SPIN,
+            written: HashMap::new(),
         };
         let me = c.domain.id();
         match c.call(&Request::Hello {
@@ -272,7 +279,8 @@ impl Client {
     }
 
     /// Turns the cache on (the default) or off; off drops what it holds, and every read
-    /// then asks the service (small reads copied inline, larger ones by weak share).
+    /// then asks the service (reads up to [`INLINE_MAX`] bytes copied into its answer,
+    /// larger ones by weak share).
     pub fn set_caching(&mut self, on: bool) {
         self.caching = on;
         if !on {
@@ -425,6 +433,19 @@ impl Client {
         }
     }
 
+    /// This client changed `ino`: its cached copy is stale, and reads should not fetch it
+    /// whole again at once.
+    fn wrote(&mut self, ino: u64) {
+        self.drop_cached(ino);
+        if self.written.len() > 4 * Self::MAX_CACHED_FILES {
+            self.written.clear();
+        }
+        self.written.insert(ino, 0);
+    }
+
+    /// Reads of a file this client is writing before the cache takes it whole again.
+    const READS_BEFORE_FETCH: u32 = 8;
+
     // ---- namespace ----
 
     /// Opens the file at `path` (absolute, within the service).
@@ -438,7 +459,7 @@ impl Client {
             Reply::Opened { fh, stat } => {
                 if flags.trunc {
                     // The truncation changed it (the service told everyone else).
-                    self.drop_cached(stat.ino);
+                    self.wrote(stat.ino);
                 }
                 self.handles.insert(fh, stat.ino);
                 Ok(Fh(fh))
@@ -542,14 +563,14 @@ impl Client {
             path: path.into(),
             len,
         })?;
-        self.drop_cached(s.ino);
+        self.wrote(s.ino);
         Ok(s)
     }
 
     /// Cuts or extends (with zeros) an open file.
     pub fn ftruncate(&mut self, fh: Fh, len: u64) -> Result<Stat> {
         let ino = self.ino(fh)?;
-        self.drop_cached(ino);
+        self.wrote(ino);
         self.attr(&Request::Ftruncate { fh: fh.0, len })
     }
 
@@ -565,7 +586,27 @@ impl Client {
         {
             return Ok(Self::cut(snap, offset, len));
         }
+        self.read_uncached(fh, offset, len)
+    }
+
+    /// A read the service answers: small ranges copied into the answer, larger ones shared.
+    fn read_uncached(&mut self, fh: Fh, offset: u64, len: u64) -> Result<Extent> {
         self.stats.uncached += 1;
+        if len <= INLINE_MAX as u64 {
+            return match self.call(&Request::Read {
+                fh: fh.0,
+                offset,
+                len,
+            })? {
+                Reply::Bytes { data } => Ok(Extent {
+                    snap: None,
+                    len: data.len() as u64,
+                    copied: Some(Arc::new(data)),
+                    offset: 0,
+                }),
+                r => Err(unexpected(&r)),
+            };
+        }
         match self.call(&Request::Share {
             fh: fh.0,
             offset,
@@ -592,6 +633,17 @@ impl Client {
 
     /// The extent as an aggregate of the client's domain (`None` when empty).
     pub fn extent_agg(&mut self, e: &Extent) -> Result<Option<Agg>> {
+        if let Some(bytes) = &e.copied {
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            let agg = self.domain.alloc_unzeroed(bytes.len() as u64)?;
+            if let Err(x) = self.domain.write(agg, 0, bytes) {
+                self.domain.decref(agg)?;
+                return Err(x.into());
+            }
+            return Ok(Some(agg));
+        }
         match &e.snap {
             Some(s) if e.len > 0 => match s.agg {
                 Some(agg) if e.offset == 0 && e.len == s.len => {
@@ -616,27 +668,15 @@ impl Client {
             let e = Self::cut(snap, offset, buf.len() as u64);
             return self.copy_out(&e, buf);
         }
-        if buf.len() <= INLINE_MAX {
-            self.stats.uncached += 1;
-            return match self.call(&Request::Read {
-                fh: fh.0,
-                offset,
-                len: buf.len() as u64,
-            })? {
-                Reply::Bytes { data } => {
-                    let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    Ok(n)
-                }
-                r => Err(unexpected(&r)),
-            };
-        }
-        let e = self.read(fh, offset, buf.len() as u64)?;
+        let e = self.read_uncached(fh, offset, buf.len() as u64)?;
         self.copy_out(&e, buf)
     }
 
     /// The bytes of an extent, in place, piece by piece.
     pub fn slices<'a>(&'a self, e: &'a Extent) -> Result<Vec<&'a [u8]>> {
+        if let Some(bytes) = &e.copied {
+            return Ok(vec![bytes.as_slice()]);
+        }
         let Some(snap) = &e.snap else {
             return Ok(Vec::new());
         };
@@ -682,6 +722,13 @@ impl Client {
             c.used = self.tick;
             self.stats.hits += 1;
             return Ok(Some(c.snap.clone()));
+        }
+        if let Some(reads) = self.written.get_mut(&ino) {
+            if *reads < Self::READS_BEFORE_FETCH {
+                *reads += 1;
+                return Ok(None);
+            }
+            self.written.remove(&ino);
         }
         let max = self.max_cached_file;
         let (ino, version, len, ticket) = match self.call(&Request::Fetch { fh: fh.0, max })? {
@@ -762,6 +809,7 @@ impl Client {
         let len = len.min(snap.len - offset);
         Extent {
             snap: Some(snap),
+            copied: None,
             offset,
             len,
         }
@@ -773,7 +821,24 @@ impl Client {
     /// by strong move) at `offset`; returns the bytes written.
     pub fn write(&mut self, fh: Fh, offset: u64, data: Agg) -> Result<u64> {
         let ino = self.ino(fh)?;
-        self.drop_cached(ino);
+        self.wrote(ino);
+        // Small aggregates are copied into the request: cheaper than a transfer.
+        let pieces = match self.domain.read_pieces(data, 0) {
+            Ok(p) => p,
+            Err(e) => {
+                self.domain.decref(data)?;
+                return Err(e.into());
+            }
+        };
+        let len: u64 = pieces.iter().map(|p| p.0.len).sum();
+        if len <= INLINE_MAX as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            for p in &pieces {
+                bytes.extend_from_slice(self.domain.bytes(p)?);
+            }
+            self.domain.decref(data)?;
+            return Ok(self.write_from(fh, offset, &bytes)? as u64);
+        }
         let ticket =
             self.domain
                 .attach_transfer(data, self.server, Mode::Move, TransferFlags::strong())?;
@@ -799,7 +864,7 @@ impl Client {
             }
             return Ok(self.write(fh, offset, agg)? as usize);
         }
-        self.drop_cached(ino);
+        self.wrote(ino);
         match self.call(&Request::Write {
             fh: fh.0,
             offset,

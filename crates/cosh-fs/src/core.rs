@@ -1,17 +1,17 @@
 //! The service's core, [`Fs`]: the namespace (directories, files, inode numbers, link
-//! counts, permission bits and modification times) and the files' contents as aggregates of
-//! the service's domain. A write of an aggregate at an offset rebuilds the file with `select`
-//! and `concat` (no copy of the file; the written bytes are referenced), and a file whose
-//! pieces grow past [`Fs::MAX_PIECES`] is coalesced into one fresh buffer. A read selects the
-//! range: the aggregate it returns is a **snapshot** — the service never writes a file's bytes
-//! in place, so later writes build new contents and leave it unchanged — and a read that
-//! starts after a write returned sees that write. Unlinking a file removes its name; its data
+//! counts, permission bits and modification times) and the files' contents in buffers of the
+//! service's domain ([`crate::data`]: 1 MiB chunks, written in place until handed out, copied
+//! on write after). A read that hands bytes out assembles the file with `select` and `concat`
+//! and selects the range: the aggregate it returns is a **snapshot** — bytes once handed out
+//! are never written again — and a read that starts after a write returned sees that write. Unlinking a file removes its name; its data
 //! stays readable through open handles until the last one closes. Errors are [`FsError`]s
 //! with their errno values.
 
 use std::collections::{BTreeMap, HashMap};
 
 use cosh::{Agg, Domain};
+
+use crate::data::FileData;
 
 /// What a file system operation can fail with (each with the errno a POSIX program expects).
 #[derive(Debug, thiserror::Error)]
@@ -164,11 +164,7 @@ impl Meta {
 enum Node {
     File {
         meta: Meta,
-        /// The contents (none while empty).
-        content: Option<Agg>,
-        len: u64,
-        /// Pieces of `content` (to know when to coalesce).
-        pieces: usize,
+        data: FileData,
         nlink: u64,
         open: u64,
     },
@@ -223,9 +219,6 @@ fn components(path: &str) -> Result<Vec<&str>> {
 }
 
 impl Fs {
-    /// Files with more pieces than this are coalesced into one buffer after a write.
-    pub const MAX_PIECES: usize = 64;
-
     /// An empty file system served by `domain`.
     pub fn new(domain: Domain) -> Fs {
         let mut nodes = HashMap::new();
@@ -315,9 +308,7 @@ impl Fs {
             path,
             Node::File {
                 meta: Meta::new(mode),
-                content: None,
-                len: 0,
-                pieces: 0,
+                data: FileData::default(),
                 nlink: 1,
                 open: 0,
             },
@@ -366,11 +357,11 @@ impl Fs {
     fn stat_ino(&self, ino: u64) -> Option<Stat> {
         Some(match self.nodes.get(&ino)? {
             Node::File {
-                meta, len, nlink, ..
+                meta, data, nlink, ..
             } => Stat {
                 ino,
                 dir: false,
-                size: *len,
+                size: data.len(),
                 nlink: *nlink,
                 mode: meta.mode,
                 mtime_ns: meta.mtime_ns,
@@ -459,145 +450,89 @@ impl Fs {
                 open: 0,
                 ..
             })
-        ) && let Some(Node::File {
-            content: Some(agg), ..
-        }) = self.nodes.remove(&ino)
+        ) && let Some(Node::File { data, .. }) = self.nodes.remove(&ino)
         {
-            self.domain.decref(agg)?;
+            data.free(&mut self.domain)?;
         }
         Ok(())
     }
 
-    fn file(&self, handle: u64) -> Result<(u64, Option<Agg>, u64, usize)> {
-        let ino = *self
-            .handles
-            .get(&handle)
-            .ok_or(FsError::BadHandle(handle))?;
-        match self.nodes.get(&ino) {
-            Some(Node::File {
-                content,
-                len,
-                pieces,
-                ..
-            }) => Ok((ino, *content, *len, *pieces)),
+    /// The open file's bytes and the domain, to work on both.
+    fn data(&mut self, handle: u64) -> Result<(&mut FileData, &mut Domain)> {
+        let ino = self.handle_ino(handle)?;
+        self.data_ino(ino, &format!("handle {handle}"))
+    }
+
+    fn data_ino(&mut self, ino: u64, what: &str) -> Result<(&mut FileData, &mut Domain)> {
+        let Fs { domain, nodes, .. } = self;
+        match nodes.get_mut(&ino) {
+            Some(Node::File { meta, data, .. }) => {
+                meta.mtime_ns = now_ns();
+                Ok((data, domain))
+            }
+            Some(Node::Dir { .. }) => Err(FsError::IsADirectory(what.to_string())),
+            None => Err(FsError::NotFound(what.to_string())),
+        }
+    }
+
+    fn data_ref(&self, handle: u64) -> Result<&FileData> {
+        match self.nodes.get(&self.handle_ino(handle)?) {
+            Some(Node::File { data, .. }) => Ok(data),
             _ => Err(FsError::BadHandle(handle)),
         }
     }
 
-    fn set_content(&mut self, ino: u64, agg: Option<Agg>, len: u64, pieces: usize) -> Result<()> {
-        if let Some(Node::File {
-            meta,
-            content,
-            len: l,
-            pieces: p,
-            ..
-        }) = self.nodes.get_mut(&ino)
-        {
-            meta.mtime_ns = now_ns();
-            let old = std::mem::replace(content, agg);
-            *l = len;
-            *p = pieces;
-            if let Some(old) = old {
-                self.domain.decref(old)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// `len` bytes of `content` from `offset` as a new aggregate (zeros past `have`).
-    fn part(
-        &mut self,
-        content: Option<Agg>,
-        have: u64,
-        offset: u64,
-        len: u64,
-    ) -> Result<Option<Agg>> {
-        if len == 0 {
-            return Ok(None);
-        }
-        let inside = have.saturating_sub(offset).min(len);
-        let mut out = match (content, inside) {
-            (Some(c), n) if n > 0 => Some(self.domain.select(c, offset, n)?),
-            _ => None,
-        };
-        if inside < len {
-            let zeros = self.domain.alloc(len - inside)?;
-            out = Some(
-                self.join(out, Some(zeros))?
-                    .ok_or_else(|| FsError::Invalid("internal error: an empty join".into()))?,
-            );
-        }
-        Ok(out)
-    }
-
-    /// `a` then `b` (either may be absent); the parts are consumed.
-    fn join(&mut self, a: Option<Agg>, b: Option<Agg>) -> Result<Option<Agg>> {
-        Ok(match (a, b) {
-            (None, x) | (x, None) => x,
-            (Some(a), Some(b)) => {
-                let both = self.domain.concat(a, b)?;
-                self.domain.decref(a)?;
-                self.domain.decref(b)?;
-                Some(both)
-            }
-        })
-    }
-
     /// Writes the bytes of `data` (an aggregate of the service's domain, consumed) at
-    /// `offset` of the open file: the file becomes what it was before `offset` (zeros past
-    /// its end), then `data`, then what it was after.
+    /// `offset` of the open file (zeros fill any gap past its end); returns the bytes written.
     pub fn write(&mut self, handle: u64, offset: u64, data: Agg) -> Result<u64> {
-        let (ino, content, len, pieces) = self.file(handle)?;
-        let n = self.domain.len(data)?;
-        let end = offset
-            .checked_add(n)
-            .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
-        let head = self.part(content, len, 0, offset)?;
-        let tail = if end < len {
-            self.part(content, len, end, len - end)?
-        } else {
-            None
-        };
-        let body = self.join(head, Some(data))?;
-        let new = self.join(body, tail)?;
-        let new_len = len.max(end);
-        let mut new_pieces = pieces + 3;
-        let new = match new {
-            Some(agg) if new_pieces > Self::MAX_PIECES => {
-                new_pieces = 1;
-                Some(self.coalesce(agg, new_len)?)
+        let (file, d) = match self.data(handle) {
+            Ok(x) => x,
+            Err(e) => {
+                self.domain.decref(data)?;
+                return Err(e);
             }
-            x => x,
         };
-        self.set_content(ino, new, new_len, new_pieces)?;
-        Ok(n)
+        file.write_agg(d, offset, data)
     }
 
-    /// One fresh buffer holding the bytes of `agg` (consumed).
-    fn coalesce(&mut self, agg: Agg, len: u64) -> Result<Agg> {
-        let bytes = self.domain.read(agg, 0, len)?;
-        let fresh = self.domain.alloc_unzeroed(len)?;
-        self.domain.write(fresh, 0, &bytes)?;
-        self.domain.decref(agg)?;
-        Ok(fresh)
+    /// Writes `data` at `offset` of the open file, in place where nothing was handed out.
+    pub fn write_bytes(&mut self, handle: u64, offset: u64, data: &[u8]) -> Result<u64> {
+        let (file, d) = self.data(handle)?;
+        file.write_bytes(d, offset, data)?;
+        Ok(data.len() as u64)
+    }
+
+    /// Copies up to `len` bytes of the open file from `offset` (fewer at its end), straight
+    /// from the service's mappings.
+    pub fn read_bytes(&self, handle: u64, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.data_ref(handle)?.read_bytes(&self.domain, offset, len)
     }
 
     /// The whole content of the open file (`None` while empty) and its length: the
     /// service's own aggregate, to share, not to consume.
-    pub fn content(&self, handle: u64) -> Result<(Option<Agg>, u64)> {
-        let (_, content, len, _) = self.file(handle)?;
-        Ok((content, len))
+    pub fn content(&mut self, handle: u64) -> Result<(Option<Agg>, u64)> {
+        let ino = self.handle_ino(handle)?;
+        let Fs { domain, nodes, .. } = self;
+        match nodes.get_mut(&ino) {
+            Some(Node::File { data, .. }) => Ok((data.whole(domain)?, data.len())),
+            _ => Err(FsError::BadHandle(handle)),
+        }
     }
 
     /// A snapshot of up to `len` bytes of the open file from `offset` (fewer at its end;
     /// `None` past it): an aggregate of the service's domain, to hand out.
     pub fn read(&mut self, handle: u64, offset: u64, len: u64) -> Result<Option<Agg>> {
-        let (_, content, have, _) = self.file(handle)?;
+        let (whole, have) = self.content(handle)?;
         let n = have.saturating_sub(offset).min(len);
-        match content {
-            Some(c) if n > 0 => Ok(Some(self.domain.select(c, offset, n)?)),
+        match whole {
+            Some(w) if n > 0 => Ok(Some(self.domain.select(w, offset, n)?)),
             _ => Ok(None),
         }
+    }
+
+    /// Buffers holding the open file's bytes (at most one per MiB).
+    pub fn buffers(&self, handle: u64) -> Result<usize> {
+        Ok(self.data_ref(handle)?.chunk_count())
     }
 
     /// Cuts or extends (with zeros) the file at `path` to `len` bytes; returns its inode.
@@ -614,18 +549,8 @@ impl Fs {
     }
 
     fn truncate_ino(&mut self, ino: u64, len: u64, path: &str) -> Result<()> {
-        let Some(Node::File {
-            content,
-            len: have,
-            pieces,
-            ..
-        }) = self.nodes.get(&ino)
-        else {
-            return Err(FsError::IsADirectory(path.to_string()));
-        };
-        let (content, have, pieces) = (*content, *have, *pieces);
-        let new = self.part(content, have, 0, len)?;
-        self.set_content(ino, new, len, pieces + 1)
+        let (file, d) = self.data_ino(ino, path)?;
+        file.truncate(d, len)
     }
 
     /// Removes the name `path` of a file; open handles keep reading its data.

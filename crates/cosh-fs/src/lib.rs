@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod core;
+pub mod data;
 pub mod proto;
 pub mod server;
 

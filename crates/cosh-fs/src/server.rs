@@ -463,17 +463,7 @@ impl Server {
             }
             Request::Read { fh, offset, len } => {
                 let fh = self.own(t, fh)?;
-                let len = len.min(INLINE_MAX as u64);
-                let data = match self.fs.read(fh, offset, len)? {
-                    Some(agg) => {
-                        let d = self.fs.domain();
-                        let n = d.len(agg)?;
-                        let bytes = d.read(agg, 0, n);
-                        d.decref(agg)?;
-                        bytes?
-                    }
-                    None => Vec::new(),
-                };
+                let data = self.fs.read_bytes(fh, offset, len.min(INLINE_MAX as u64))?;
                 Ok(Reply::Bytes { data })
             }
             Request::Share { fh, offset, len } => {
@@ -539,17 +529,7 @@ impl Server {
                         data.len()
                     )));
                 }
-                let n = if data.is_empty() {
-                    0
-                } else {
-                    let d = self.fs.domain();
-                    let agg = d.alloc_unzeroed(data.len() as u64)?;
-                    if let Err(e) = d.write(agg, 0, &data) {
-                        d.decref(agg)?;
-                        return Err(e.into());
-                    }
-                    self.fs.write(fh, offset, agg)?
-                };
+                let n = self.fs.write_bytes(fh, offset, &data)?;
                 self.written(t, fh, n)
             }
             Request::WriteAgg { fh, offset, ticket } => {

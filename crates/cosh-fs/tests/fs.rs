@@ -1,7 +1,7 @@
 //! CoshFS's core against a block manager: the namespace and every error it can give (with
-//! errno values), writes that rebuild files by select and concat, reads that are snapshots,
-//! data that stays readable through an open handle after unlink, coalescing, truncation,
-//! rename's rules, and memory given back.
+//! errno values), writes in place and by aggregate, reads that are snapshots (copy on write),
+//! data that stays readable through an open handle after unlink, truncation, rename's rules,
+//! and memory given back.
 
 use cosh::{Domain, Options};
 use cosh_fs::{Fs, FsError};
@@ -116,7 +116,7 @@ fn writes_rebuild_files_and_reads_are_snapshots() {
 }
 
 #[test]
-fn many_small_writes_coalesce_and_unlinked_data_lives_while_open() {
+fn small_appends_go_in_place_and_unlinked_data_lives_while_open() {
     let (mut fs, dir) = fs("coalesce");
     fs.create("/log").expect("create");
     let h = fs.open("/log").expect("open");
@@ -129,11 +129,12 @@ fn many_small_writes_coalesce_and_unlinked_data_lives_while_open() {
         expect.extend_from_slice(line.as_bytes());
     }
     assert_eq!(contents(&mut fs, h), expect);
-    // Coalesced: the file is a handful of pieces, not 200.
+    // Appended in place: one buffer, and a read hands out one piece, not 200.
+    assert_eq!(fs.buffers(h).expect("buffers"), 1);
     let all = fs.read(h, 0, u64::MAX).expect("read").expect("bytes");
     let pieces = fs.domain().read_pieces(all, 0).expect("pieces").len();
     fs.domain().decref(all).expect("decref");
-    assert!(pieces <= Fs::MAX_PIECES, "{pieces} pieces");
+    assert_eq!(pieces, 1);
     // Unlinked while open: the name goes, the data stays until close.
     fs.unlink("/log").expect("unlink");
     assert_eq!(fs.stat("/log").expect_err("gone").errno(), 2);
@@ -177,5 +178,138 @@ fn rename_replaces_a_file_and_moves_directories() {
     fs.rename("/d", "/e/d").expect("rename dir");
     assert_eq!(fs.readdir("/e/d").expect("readdir"), vec!["c"]);
     assert_eq!(fs.stat("/d").expect_err("moved").errno(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Random appends, overwrites, gaps, truncations and reads by both paths (bytes in place, and
+/// aggregates), against a byte vector; snapshots taken along the way never change.
+#[test]
+fn in_place_appends_and_rebuilds_agree_with_a_byte_vector() {
+    let (mut fs, dir) = fs("model");
+    fs.create("/m").expect("create");
+    let h = fs.open("/m").expect("open");
+    let mut model: Vec<u8> = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut held: Vec<(cosh::Agg, Vec<u8>)> = Vec::new();
+    for step in 0..400u32 {
+        let byte = (step % 250) as u8 + 1;
+        match next(10) {
+            0..=4 => {
+                // Mostly appends, some overwrites and gaps, small and large.
+                let len = if next(8) == 0 {
+                    next(300_000) + 1
+                } else {
+                    next(5000) + 1
+                };
+                let offset = match next(4) {
+                    0 => next(model.len() as u64 + 1),
+                    1 => model.len() as u64 + next(3000),
+                    _ => model.len() as u64,
+                };
+                let data = vec![byte; len as usize];
+                if next(3) == 0 {
+                    let a = agg(&mut fs, &data);
+                    fs.write(h, offset, a).expect("write");
+                } else {
+                    fs.write_bytes(h, offset, &data).expect("write_bytes");
+                }
+                let end = (offset + len) as usize;
+                if model.len() < end {
+                    model.resize(end, 0);
+                }
+                model[offset as usize..end].copy_from_slice(&data);
+            }
+            5 => {
+                let len = next(model.len() as u64 + 5000);
+                fs.ftruncate(h, len).expect("truncate");
+                model.resize(len as usize, 0);
+            }
+            6 | 7 => {
+                let off = next(model.len() as u64 + 10);
+                let len = next(70_000);
+                let got = fs.read_bytes(h, off, len).expect("read_bytes");
+                let lo = (off as usize).min(model.len());
+                let hi = ((off + len) as usize).min(model.len());
+                assert_eq!(got, model[lo..hi], "read_bytes at step {step}");
+            }
+            _ => {
+                // A snapshot of everything, kept until the end.
+                if let Some(a) = fs.read(h, 0, u64::MAX).expect("read") {
+                    held.push((a, model.clone()));
+                }
+            }
+        }
+        assert_eq!(
+            fs.stat("/m").expect("stat").size,
+            model.len() as u64,
+            "size at step {step}"
+        );
+    }
+    assert_eq!(contents(&mut fs, h), model);
+    for (a, want) in held {
+        let d = fs.domain();
+        assert_eq!(
+            d.read(a, 0, want.len() as u64).expect("read"),
+            want,
+            "a snapshot changed"
+        );
+        d.decref(a).expect("decref");
+    }
+    fs.close(h).expect("close");
+    fs.unlink("/m").expect("unlink");
+    let status = fs.domain().status().expect("status");
+    let me = fs.domain().id().to_bits();
+    let mine = status
+        .domains
+        .iter()
+        .find(|d| d.domain == me)
+        .expect("listed");
+    assert_eq!(mine.aggregates, 0, "memory given back");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Large aggregates written at chunk boundaries are taken as they are; writes after a read
+/// copy the chunk they touch, and the read stays what it was.
+#[test]
+fn aligned_aggregates_are_adopted_and_shared_chunks_are_copied_on_write() {
+    let (mut fs, dir) = fs("adopt");
+    fs.create("/big").expect("create");
+    let h = fs.open("/big").expect("open");
+    const MIB: usize = 1 << 20;
+    let mut model: Vec<u8> = (0..3 * MIB + 500).map(|i| (i % 253) as u8).collect();
+    let a = agg(&mut fs, &model);
+    fs.write(h, 0, a).expect("write");
+    assert_eq!(fs.buffers(h).expect("buffers"), 4);
+    let before = fs.read(h, 0, u64::MAX).expect("read").expect("bytes");
+    // Overwrite the second MiB by aggregate, and a few bytes of the first by bytes.
+    let second = vec![7u8; MIB];
+    let b = agg(&mut fs, &second);
+    fs.write(h, MIB as u64, b).expect("write");
+    model[MIB..2 * MIB].copy_from_slice(&second);
+    fs.write_bytes(h, 10, b"hello").expect("write_bytes");
+    model[10..15].copy_from_slice(b"hello");
+    assert_eq!(contents(&mut fs, h), model);
+    let d = fs.domain();
+    let old = d.read(before, 0, 20).expect("read");
+    assert_eq!(old, (0..20).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+    d.decref(before).expect("decref");
+    // Holes read as zeros; extending by truncate too.
+    fs.write_bytes(h, 6 * MIB as u64, b"end")
+        .expect("write past the end");
+    fs.ftruncate(h, 6 * MIB as u64 + 10).expect("extend");
+    model.resize(6 * MIB, 0);
+    model.extend_from_slice(b"end\0\0\0\0\0\0\0");
+    assert_eq!(contents(&mut fs, h), model);
+    assert_eq!(
+        fs.read_bytes(h, 4 * MIB as u64, 8).expect("hole"),
+        vec![0; 8]
+    );
+    fs.close(h).expect("close");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -212,7 +212,17 @@ fn both_apis_agree_at_every_size_and_offset() {
         at += n;
     }
     assert_eq!(at, content.len());
-    for caching in [true, false] {
+    // Read by a client that did not write it (the writer reads a file it is writing without
+    // caching it, at first), and by the writer.
+    let mut reader = s.client("reader");
+    let rf = reader.open("/data", OpenFlags::existing()).expect("open");
+    let writer = f;
+    for (who, caching) in [(0, true), (1, true), (0, false)] {
+        let (c, f) = if who == 0 {
+            (&mut reader, rf)
+        } else {
+            (&mut c, writer)
+        };
         c.set_caching(caching);
         for (off, len) in [(0, 512), (4000, 5000), (65_000, 70_000), (1_499_000, 4096)] {
             let want = &content[off..(off + len).min(content.len())];
@@ -229,7 +239,9 @@ fn both_apis_agree_at_every_size_and_offset() {
         }
         assert!(c.read(f, 1_500_000, 10).expect("read").is_empty());
     }
-    assert!(c.stats().uncached > 0 && c.stats().hits > 0);
+    let s = reader.stats();
+    assert!(s.uncached > 0 && s.hits > 0 && s.misses == 1, "{s:?}");
+    assert!(c.stats().uncached > 0, "{:?}", c.stats());
 }
 
 #[test]

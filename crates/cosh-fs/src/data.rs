@@ -1,0 +1,333 @@
+//! A file's bytes: fixed 1 MiB chunks, each a buffer of the service's own domain.
+//!
+//! A chunk that has never been handed out is written in place, at any offset, with no request
+//! to the block manager (its mapping is remembered). Handing the file out — a read that sends
+//! an aggregate, a fetch for a client's cache — assembles the chunks into one aggregate with
+//! `select` and `concat` (kept until the file next changes) and marks every chunk *shared*: a
+//! later write to a shared chunk first copies it to a fresh buffer (copy on write, at most
+//! 1 MiB), so whatever was handed out never changes. Reads that copy read the chunks' mappings
+//! directly. A chunk starts at 4 KiB and doubles as it fills; a missing chunk is a hole of
+//! zeros. Bytes of a chunk past the end of the file mean nothing and are zeroed when the file
+//! grows over them.
+//!
+//! A large aggregate written at a chunk boundary is adopted chunk by chunk where its pieces
+//! line up (no copy); what does not line up is copied into the chunks.
+
+use cosh::{Agg, Domain, Location};
+
+use crate::core::{FsError, Result};
+
+/// Bytes per chunk.
+pub const CHUNK: u64 = 1 << 20;
+
+/// The smallest chunk buffer.
+const MIN_CAP: u64 = 4096;
+
+struct Chunk {
+    /// The whole buffer.
+    agg: Agg,
+    /// Where it is (one piece).
+    loc: Location,
+    cap: u64,
+    /// Handed out (inside an assembled aggregate): never to be written again.
+    shared: bool,
+}
+
+/// One file's bytes (see the module documentation).
+#[derive(Default)]
+pub struct FileData {
+    chunks: Vec<Option<Chunk>>,
+    len: u64,
+    /// The whole file as one aggregate, assembled on demand, until the next change.
+    whole: Option<Agg>,
+}
+
+fn usize_of(n: u64) -> Result<usize> {
+    usize::try_from(n).map_err(|_| FsError::Invalid(format!("{n} bytes is past the address space")))
+}
+
+fn range(a: u64, b: u64) -> Result<std::ops::Range<usize>> {
+    Ok(usize_of(a)?..usize_of(b)?)
+}
+
+fn inside(bytes: &[u8], r: std::ops::Range<usize>) -> Result<&[u8]> {
+    bytes
+        .get(r)
+        .ok_or_else(|| FsError::Io("internal error: past the end of a chunk".into()))
+}
+
+fn inside_mut(bytes: &mut [u8], r: std::ops::Range<usize>) -> Result<&mut [u8]> {
+    bytes
+        .get_mut(r)
+        .ok_or_else(|| FsError::Io("internal error: past the end of a chunk".into()))
+}
+
+impl FileData {
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Gives every buffer back.
+    pub fn free(self, d: &mut Domain) -> Result<()> {
+        if let Some(w) = self.whole {
+            d.decref(w)?;
+        }
+        for c in self.chunks.into_iter().flatten() {
+            d.decref(c.agg)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of chunk `i` that are file content.
+    fn valid(&self, i: usize) -> u64 {
+        let start = i as u64 * CHUNK;
+        self.len.saturating_sub(start).min(CHUNK)
+    }
+
+    fn changed(&mut self, d: &mut Domain) -> Result<()> {
+        if let Some(w) = self.whole.take() {
+            d.decref(w)?;
+        }
+        Ok(())
+    }
+
+    /// Makes chunk `i` writable in place with room for `need` bytes, keeping its content.
+    fn writable(&mut self, d: &mut Domain, i: usize, need: u64) -> Result<Location> {
+        if self.chunks.len() <= i {
+            self.chunks.resize_with(i + 1, || None);
+        }
+        if let Some(c) = &self.chunks[i]
+            && !c.shared
+            && c.cap >= need
+        {
+            return Ok(c.loc);
+        }
+        let valid = self.valid(i);
+        let old_cap = self.chunks[i].as_ref().map_or(0, |c| c.cap);
+        let cap = need
+            .max(old_cap.saturating_mul(2))
+            .max(MIN_CAP)
+            .next_power_of_two()
+            .min(CHUNK)
+            .max(need);
+        let agg = d.alloc_unzeroed(cap)?;
+        let loc = match d.write_pieces(agg, 0) {
+            Ok(p) if p.len() == 1 && p[0].0.len == cap => p[0].0,
+            other => {
+                d.decref(agg)?;
+                other?;
+                return Err(FsError::Io(
+                    "the block manager gave a buffer of several pieces".into(),
+                ));
+            }
+        };
+        // What the file holds there now: the old chunk's bytes, or zeros for a hole.
+        let keep = valid.min(cap).min(if old_cap == 0 { cap } else { old_cap });
+        let old = match &self.chunks[i] {
+            Some(c) => inside(d.location_bytes(&c.loc)?, range(0, keep)?)?.to_vec(),
+            None => vec![0; usize_of(keep)?],
+        };
+        inside_mut(d.location_bytes_mut(&loc)?, 0..old.len())?.copy_from_slice(&old);
+        if let Some(c) = self.chunks[i].replace(Chunk {
+            agg,
+            loc,
+            cap,
+            shared: false,
+        }) {
+            d.decref(c.agg)?;
+        }
+        Ok(loc)
+    }
+
+    /// Zeros from the end of the file to `to` (holes stay holes).
+    fn extend_zero(&mut self, d: &mut Domain, to: u64) -> Result<()> {
+        let mut at = self.len;
+        while at < to {
+            let i = usize_of(at / CHUNK)?;
+            let start = i as u64 * CHUNK;
+            let end = to.min(start + CHUNK);
+            if self.chunks.get(i).is_some_and(Option::is_some) {
+                let loc = self.writable(d, i, end - start)?;
+                inside_mut(d.location_bytes_mut(&loc)?, range(at - start, end - start)?)?.fill(0);
+            }
+            at = end;
+        }
+        self.len = self.len.max(to);
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write_bytes(&mut self, d: &mut Domain, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
+        self.changed(d)?;
+        if offset > self.len {
+            self.extend_zero(d, offset)?;
+        }
+        let mut at = offset;
+        while at < end {
+            let i = usize_of(at / CHUNK)?;
+            let start = i as u64 * CHUNK;
+            let stop = end.min(start + CHUNK);
+            let loc = self.writable(d, i, stop - start)?;
+            let src = &data[usize_of(at - offset)?..usize_of(stop - offset)?];
+            inside_mut(
+                d.location_bytes_mut(&loc)?,
+                range(at - start, stop - start)?,
+            )?
+            .copy_from_slice(src);
+            // The file grows as each chunk is written, so a chunk made next counts it.
+            self.len = self.len.max(stop);
+            at = stop;
+        }
+        Ok(())
+    }
+
+    /// Writes the aggregate `agg` (consumed) at `offset`; returns its length. Whole chunks
+    /// that line up with one piece of it are adopted as they are; the rest is copied.
+    pub fn write_agg(&mut self, d: &mut Domain, offset: u64, agg: Agg) -> Result<u64> {
+        let n = match d.len(agg) {
+            Ok(n) => n,
+            Err(e) => {
+                d.decref(agg)?;
+                return Err(e.into());
+            }
+        };
+        let result = self.write_agg_inner(d, offset, agg, n);
+        d.decref(agg)?;
+        result.map(|()| n)
+    }
+
+    fn write_agg_inner(&mut self, d: &mut Domain, offset: u64, agg: Agg, n: u64) -> Result<()> {
+        let end = offset
+            .checked_add(n)
+            .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
+        let mut at = offset;
+        while at < end {
+            let i = usize_of(at / CHUNK)?;
+            let start = i as u64 * CHUNK;
+            let stop = end.min(start + CHUNK);
+            // A whole chunk, or the whole last chunk of a file this write ends.
+            let whole = at == start && (stop == start + CHUNK || stop >= self.len);
+            if whole && self.adopt(d, i, agg, at - offset, stop - start)? {
+                self.len = self.len.max(stop);
+                at = stop;
+                continue;
+            }
+            let bytes = d.read(agg, at - offset, stop - at)?;
+            self.write_bytes(d, at, &bytes)?;
+            at = stop;
+        }
+        Ok(())
+    }
+
+    /// Makes bytes `from..from + len` of `agg` chunk `i` if they are one piece.
+    fn adopt(&mut self, d: &mut Domain, i: usize, agg: Agg, from: u64, len: u64) -> Result<bool> {
+        let part = d.select(agg, from, len)?;
+        let loc = match d.write_pieces(part, 0) {
+            Ok(p) if p.len() == 1 => p[0].0,
+            _ => {
+                d.decref(part)?;
+                return Ok(false);
+            }
+        };
+        self.changed(d)?;
+        if self.len < i as u64 * CHUNK {
+            self.extend_zero(d, i as u64 * CHUNK)?;
+        }
+        if self.chunks.len() <= i {
+            self.chunks.resize_with(i + 1, || None);
+        }
+        if let Some(old) = self.chunks[i].replace(Chunk {
+            agg: part,
+            loc,
+            cap: len,
+            shared: false,
+        }) {
+            d.decref(old.agg)?;
+        }
+        Ok(true)
+    }
+
+    /// Copies up to `len` bytes from `offset` (fewer at the end of the file).
+    pub fn read_bytes(&self, d: &Domain, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let end = self.len.min(offset.saturating_add(len));
+        let mut out = Vec::with_capacity(usize_of(end.saturating_sub(offset))?);
+        let mut at = offset;
+        while at < end {
+            let i = usize_of(at / CHUNK)?;
+            let start = i as u64 * CHUNK;
+            let stop = end.min(start + CHUNK);
+            match self.chunks.get(i).and_then(Option::as_ref) {
+                Some(c) => out.extend_from_slice(inside(
+                    d.location_bytes(&c.loc)?,
+                    range(at - start, stop - start)?,
+                )?),
+                None => out.resize(out.len() + usize_of(stop - at)?, 0),
+            }
+            at = stop;
+        }
+        Ok(out)
+    }
+
+    /// The whole file as one aggregate of the service (`None` when empty), to share or select
+    /// from, not to consume; its chunks are never written again.
+    pub fn whole(&mut self, d: &mut Domain) -> Result<Option<Agg>> {
+        if self.whole.is_some() || self.len == 0 {
+            return Ok(self.whole);
+        }
+        let mut acc: Option<Agg> = None;
+        for i in 0..usize_of(self.len.div_ceil(CHUNK))? {
+            let valid = self.valid(i);
+            let piece = match self.chunks.get_mut(i).and_then(Option::as_mut) {
+                Some(c) => {
+                    c.shared = true;
+                    d.select(c.agg, 0, valid)?
+                }
+                None => d.alloc(valid)?,
+            };
+            acc = Some(match acc {
+                None => piece,
+                Some(a) => {
+                    let both = d.concat(a, piece)?;
+                    d.decref(a)?;
+                    d.decref(piece)?;
+                    both
+                }
+            });
+        }
+        self.whole = acc;
+        Ok(acc)
+    }
+
+    /// Cuts or extends (with zeros) to `len` bytes.
+    pub fn truncate(&mut self, d: &mut Domain, len: u64) -> Result<()> {
+        self.changed(d)?;
+        if len > self.len {
+            return self.extend_zero(d, len);
+        }
+        let keep = usize_of(len.div_ceil(CHUNK))?;
+        while self.chunks.len() > keep {
+            if let Some(c) = self.chunks.pop().flatten() {
+                d.decref(c.agg)?;
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Buffers holding the file (for tests: how fragmented it is).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.iter().flatten().count()
+    }
+}
