@@ -54,6 +54,15 @@ pub struct Args {
     /// Internal: the block manager the CoshFS service uses.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub pool_socket: Option<PathBuf>,
+    /// Internal: with `--serve-pool`, the pool's id (0 unless given).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub pool_id: u32,
+    /// Internal: with `--serve-pool`, its kind of memory (host, nc, device).
+    #[arg(long, hide = true, default_value = "host")]
+    pub pool_kind: String,
+    /// Internal: with `--serve-pool`, the other pool's socket (pool 1 for pool 0, else 0).
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub link_to: Option<PathBuf>,
 }
 
 fn e(x: impl std::fmt::Display) -> String {
@@ -71,6 +80,20 @@ pub fn main_with(
     if let Some(socket) = &args.serve_pool {
         let mut config = cosh_blockmgr::Config::host();
         config.socket = socket.clone();
+        config.pool = cosh::PoolId(args.pool_id);
+        config.kind = match args.pool_kind.as_str() {
+            "device" => cosh_pool::PoolKind::Device,
+            "nc" => cosh_pool::PoolKind::Nc,
+            "host" => cosh_pool::PoolKind::Host,
+            other => return Err(format!("unknown pool kind {other:?}")),
+        };
+        if let Some(other) = &args.link_to {
+            let id = if args.pool_id == 0 { 1 } else { 0 };
+            config.links.insert(
+                cosh::PoolId(id),
+                cosh_blockmgr::LinkAddr::Unix(other.clone()),
+            );
+        }
         return cosh_blockmgr::BlockManager::bind(config)
             .map_err(e)?
             .run()
@@ -148,8 +171,18 @@ fn wait_for(socket: &Path, what: &str) -> Result<(), String> {
 }
 
 /// Starts a block manager and a CoshFS service in processes of their own and connects a
-/// client (also used by `cosh bench table3`).
+/// client in the same pool (also used by `cosh replay`).
 pub(crate) fn start(prefix: &[&str], tag: &str) -> Result<(Client, Helpers), String> {
+    start_with(prefix, tag, None)
+}
+
+/// Like [`start`]; with `client_pool` (`device`, `nc`, `host`) the client's domain lives in a
+/// second pool of that kind, linked to the service's.
+pub(crate) fn start_with(
+    prefix: &[&str],
+    tag: &str,
+    client_pool: Option<&str>,
+) -> Result<(Client, Helpers), String> {
     let dir = std::env::temp_dir().join(format!("cosh-bench-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     cosh_sys::runtime::ensure_runtime_dir(&dir).map_err(e)?;
@@ -159,10 +192,29 @@ pub(crate) fn start(prefix: &[&str], tag: &str) -> Result<(Client, Helpers), Str
         children: Vec::new(),
         dir,
     };
-    helpers
-        .children
-        .push(spawn(prefix, &["--serve-pool".as_ref(), pool.as_os_str()])?);
+    let other = helpers.dir.join("client-pool.sock");
+    let mut first: Vec<&std::ffi::OsStr> = vec!["--serve-pool".as_ref(), pool.as_os_str()];
+    if client_pool.is_some() {
+        first.extend(["--link-to".as_ref(), other.as_os_str()]);
+    }
+    helpers.children.push(spawn(prefix, &first)?);
     wait_for(&pool, "block manager")?;
+    if let Some(kind) = client_pool {
+        helpers.children.push(spawn(
+            prefix,
+            &[
+                "--serve-pool".as_ref(),
+                other.as_os_str(),
+                "--pool-id".as_ref(),
+                "1".as_ref(),
+                "--pool-kind".as_ref(),
+                kind.as_ref(),
+                "--link-to".as_ref(),
+                pool.as_os_str(),
+            ],
+        )?);
+        wait_for(&other, "client's block manager")?;
+    }
     helpers.children.push(spawn(
         prefix,
         &[
@@ -173,8 +225,13 @@ pub(crate) fn start(prefix: &[&str], tag: &str) -> Result<(Client, Helpers), Str
         ],
     )?);
     wait_for(&fs, "CoshFS service")?;
-    let domain = Domain::connect_with(&Options::new("bench-fs-client").socket(&pool).no_spawn())
-        .map_err(e)?;
+    let client_socket = if client_pool.is_some() { &other } else { &pool };
+    let domain = Domain::connect_with(
+        &Options::new("bench-fs-client")
+            .socket(client_socket)
+            .no_spawn(),
+    )
+    .map_err(e)?;
     let client = Client::connect(domain, &fs).map_err(e)?;
     Ok((client, helpers))
 }

@@ -1125,7 +1125,9 @@ pub struct Args {
     pub trace: Option<PathBuf>,
     /// Targets, comma separated: tmpfs (the kernel), coshfs (aggregate API, client cache),
     /// coshfs-legacy (legacy API, client cache), coshfs-nocache (aggregate API, every read
-    /// asks the service), coshfs-legacy-nocache.
+    /// asks the service), coshfs-legacy-nocache, device-coshfs and device-coshfs-nocache (the
+    /// client in a device pool of its own, linked to the service's host pool, with and without
+    /// the client cache).
     #[arg(long, value_delimiter = ',', default_value = "tmpfs,coshfs")]
     pub targets: Vec<String>,
     /// Replays per target; the median time is reported.
@@ -1136,12 +1138,14 @@ pub struct Args {
     pub tmpfs: PathBuf,
 }
 
-const TARGETS: [&str; 5] = [
+const TARGETS: [&str; 7] = [
     "tmpfs",
     "coshfs",
     "coshfs-legacy",
     "coshfs-nocache",
     "coshfs-legacy-nocache",
+    "device-coshfs",
+    "device-coshfs-nocache",
 ];
 
 /// Runs `cosh replay` (`table3`: every target, three runs each, unless the options say
@@ -1178,6 +1182,7 @@ pub fn main_with(
     );
     let mut results: Vec<(String, Vec<Duration>, bool)> = Vec::new();
     let mut service: Option<(Client, crate::fig2c::Helpers)> = None;
+    let mut device: Option<(Client, crate::fig2c::Helpers)> = None;
     for name in &args.targets {
         let mut times = Vec::new();
         let mut exact = true;
@@ -1195,9 +1200,15 @@ pub fn main_with(
                 prepare(&trace, &mut t)?;
                 replay(&trace, &mut t, Some(&bar))
             } else {
-                let (client, helpers) = match service.take() {
+                let on_device = name.starts_with("device-");
+                let slot = if on_device { &mut device } else { &mut service };
+                let (client, started) = match slot.take() {
                     Some(s) => s,
-                    None => crate::fig2c::start(helpers, "replay")?,
+                    None => crate::fig2c::start_with(
+                        helpers,
+                        if on_device { "replay-device" } else { "replay" },
+                        on_device.then_some("device"),
+                    )?,
                 };
                 let mut client = client;
                 client.set_caching(!name.ends_with("nocache"));
@@ -1209,7 +1220,8 @@ pub fn main_with(
                 let mut t = Coshfs::new(client, api, name)?;
                 prepare(&trace, &mut t)?;
                 let o = replay(&trace, &mut t, Some(&bar));
-                service = Some((t.into_client(), helpers));
+                *(if on_device { &mut device } else { &mut service }) =
+                    Some((t.into_client(), started));
                 o
             };
             bar.finish_and_clear();
@@ -1223,6 +1235,7 @@ pub fn main_with(
         results.push((name.clone(), times, exact));
     }
     drop(service);
+    drop(device);
     let base = results
         .iter()
         .find(|(n, _, _)| n == "tmpfs")

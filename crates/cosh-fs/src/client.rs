@@ -195,6 +195,11 @@ pub struct Client {
     /// Files this client wrote since it last fetched them, and the reads since: a file being
     /// written is read without fetching it whole, until it has been read a few times in a row.
     written: HashMap<u64, u32>,
+    /// Write leases asked for: held (`true`) or refused.
+    leases: HashMap<u64, bool>,
+    write_behind: bool,
+    /// A write-behind the service could not apply, for the next call to report.
+    deferred: Option<FsError>,
 }
 
 fn stat(w: WireStat) -> Stat {
@@ -247,6 +252,9 @@ impl Client {
             gone: false,
             spin: Client::DEFAULT_SPIN,
             written: HashMap::new(),
+            leases: HashMap::new(),
+            write_behind: true,
+            deferred: None,
         };
         let me = c.domain.id();
         match c.call(&Request::Hello {
@@ -306,12 +314,28 @@ impl Client {
         self.stats
     }
 
+    /// Turns write-behind on (the default) or off. On, small writes to a file whose write
+    /// lease this client holds are sent without waiting for the service: complete once sent
+    /// (the service applies them before it answers anyone). A write-behind that fails is
+    /// reported by a later call — the first that starts after the service applied it, and at
+    /// the latest by [`Client::fsync`] or [`Client::close`]. Off, every write waits for its
+    /// answer.
+    pub fn set_write_behind(&mut self, on: bool) {
+        self.write_behind = on;
+    }
+
     // ---- the conversation with the service ----
 
     /// Applies one message that is not a reply; a reply here is out of turn.
     fn notice(&mut self, m: ToClient) -> Result<Option<Reply>> {
         match m {
             ToClient::Reply(r) => Ok(Some(r)),
+            ToClient::Deferred { errno, detail } => {
+                if self.deferred.is_none() {
+                    self.deferred = Some(FsError::from_parts(errno, detail));
+                }
+                Ok(None)
+            }
             ToClient::Invalidate { ino, version } => {
                 if self.cache.get(&ino).is_some_and(|c| c.version < version) {
                     self.stats.invalidations += 1;
@@ -347,6 +371,9 @@ impl Client {
                 Err(e) if e.would_block() => break,
                 Err(e) => return Err(self.lost(e.to_string())),
             }
+        }
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
         }
         let released = match self.released.lock() {
             Ok(mut list) => std::mem::take(&mut *list),
@@ -475,9 +502,35 @@ impl Client {
 
     /// Closes a handle (the file's cached snapshot stays, and stays current).
     pub fn close(&mut self, fh: Fh) -> Result<()> {
-        self.ino(fh)?;
+        let ino = self.ino(fh)?;
         self.handles.remove(&fh.0);
-        self.done(&Request::Close { fh: fh.0 })
+        if !self.handles.values().any(|&i| i == ino) {
+            // The service ends the lease with the last handle.
+            self.leases.remove(&ino);
+        }
+        self.done(&Request::Close { fh: fh.0 })?;
+        self.deferred.take().map_or(Ok(()), Err)
+    }
+
+    /// Waits until the service has applied every write this client sent, and reports one that
+    /// failed (as `fsync(2)` reports a failed write-behind).
+    pub fn fsync(&mut self, fh: Fh) -> Result<()> {
+        self.fstat(fh)?;
+        self.deferred.take().map_or(Ok(()), Err)
+    }
+
+    /// Whether this client holds the write lease of `ino` (asking for it the first time).
+    fn lease(&mut self, fh: Fh, ino: u64) -> Result<bool> {
+        if let Some(&held) = self.leases.get(&ino) {
+            return Ok(held);
+        }
+        match self.call(&Request::Lease { fh: fh.0 })? {
+            Reply::Leased { granted } => {
+                self.leases.insert(ino, granted);
+                Ok(granted)
+            }
+            r => Err(unexpected(&r)),
+        }
     }
 
     /// Attributes of `path`.
@@ -732,7 +785,11 @@ impl Client {
         }
         let max = self.max_cached_file;
         let (ino, version, len, ticket) = match self.call(&Request::Fetch { fh: fh.0, max })? {
-            Reply::Fetched { too_big: true, .. } => return Ok(None),
+            // Too big for the cache, or being written behind by another client: the service
+            // answers each read.
+            Reply::Fetched { too_big: true, .. } | Reply::Fetched { leased: true, .. } => {
+                return Ok(None);
+            }
             Reply::Fetched {
                 ino,
                 version,
@@ -865,6 +922,15 @@ impl Client {
             return Ok(self.write(fh, offset, agg)? as usize);
         }
         self.wrote(ino);
+        if self.write_behind && self.lease(fh, ino)? {
+            self.catch_up()?;
+            self.send(&Request::WriteBehind {
+                fh: fh.0,
+                offset,
+                data: buf.to_vec(),
+            })?;
+            return Ok(buf.len());
+        }
         match self.call(&Request::Write {
             fh: fh.0,
             offset,

@@ -3,7 +3,15 @@
 //! A client sends a [`Request`] and waits for its [`Reply`]; between the two the service may
 //! send [`ToClient::Invalidate`] notices, and does so before it answers the write that caused
 //! them — a client that looks at its socket before it trusts its cache therefore always sees
-//! the notice of a write that completed before its read began. Bytes travel either inline (up
+//! the notice of a write that completed before its read began.
+//!
+//! **Write-behind.** A client holding a file's write lease ([`Request::Lease`]) sends small
+//! writes as [`Request::WriteBehind`] and does not wait: the write is complete once it is in
+//! the service's socket. No other client caches a leased file, and before the service
+//! answers any request it applies every write-behind already queued by any lease holder
+//! (reading their sockets twice over), so a request that starts after such a write completed
+//! sees it. A write-behind that fails is reported by [`ToClient::Deferred`], returned by the
+//! client's next call. Bytes travel either inline (up
 //! to [`INLINE_MAX`]: small reads and writes are copied, which is cheaper than a transfer) or
 //! as Cosh transfers named by a ticket: a write's aggregate by strong move, a read's range or
 //! a whole file by weak share. Every request is answered (`Uncache` excepted), and a failure
@@ -209,6 +217,29 @@ pub enum Request {
         /// Nanoseconds since the Unix epoch.
         mtime_ns: i64,
     },
+    /// Asks for the write lease of the handle's file (held until the client closes its last
+    /// handle of the file): refused while another client holds it.
+    Lease {
+        /// The handle.
+        fh: u64,
+    },
+    /// With the lease: writes inline bytes at `offset`, with no reply.
+    WriteBehind {
+        /// The handle.
+        fh: u64,
+        /// The first byte.
+        offset: u64,
+        /// The bytes (at most [`INLINE_MAX`]).
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
+impl Request {
+    /// Whether the service answers this request (`Uncache` and `WriteBehind` it does not).
+    pub fn answered(&self) -> bool {
+        !matches!(self, Request::Uncache { .. } | Request::WriteBehind { .. })
+    }
 }
 
 /// The answer to a [`Request`].
@@ -250,7 +281,8 @@ pub enum Reply {
         /// Its length.
         len: u64,
     },
-    /// To `Fetch`: the whole file, or `ticket: None, too_big: true` if it is bigger than asked.
+    /// To `Fetch`: the whole file, or `ticket: None` with `too_big` (bigger than asked) or
+    /// `leased` (another client holds its write lease: read it from the service).
     Fetched {
         /// The inode.
         ino: u64,
@@ -262,6 +294,13 @@ pub enum Reply {
         ticket: Option<u64>,
         /// Whether the file was bigger than the client's limit.
         too_big: bool,
+        /// Whether another client holds the file's write lease.
+        leased: bool,
+    },
+    /// To `Lease`.
+    Leased {
+        /// Whether the client now holds the lease.
+        granted: bool,
     },
     /// To `Write` and `WriteAgg`: bytes written and the file's new attributes.
     Written {
@@ -290,6 +329,13 @@ pub enum ToClient {
         ino: u64,
         /// The new version.
         version: u64,
+    },
+    /// A write-behind failed: the client's next call reports it.
+    Deferred {
+        /// The errno.
+        errno: i32,
+        /// The path, handle or message.
+        detail: String,
     },
 }
 

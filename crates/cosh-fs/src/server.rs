@@ -8,7 +8,7 @@
 //! notice cannot be queued) is cut off rather than left with a stale cache, and a client that
 //! breaks the protocol is cut off too. A client that goes away has its handles closed.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,6 +66,10 @@ struct Conn {
     handles: HashSet<u64>,
     /// Files this client caches.
     cached: HashSet<u64>,
+    /// Files whose write lease this client holds.
+    leased: HashSet<u64>,
+    /// A request read early (while settling write-behinds), to answer in its turn.
+    pending: VecDeque<Request>,
 }
 
 /// The service (see the module documentation).
@@ -79,6 +83,8 @@ pub struct Server {
     cachers: HashMap<u64, BTreeSet<u64>>,
     /// Each file's content version (absent: 0).
     versions: HashMap<u64, u64>,
+    /// Which client holds each leased file's write lease.
+    leases: HashMap<u64, u64>,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
 }
@@ -122,6 +128,7 @@ impl Server {
             next_token: 1,
             cachers: HashMap::new(),
             versions: HashMap::new(),
+            leases: HashMap::new(),
             inbuf: vec![0; MAX_MESSAGE],
             outbuf: Vec::with_capacity(MAX_MESSAGE),
         })
@@ -157,7 +164,18 @@ impl Server {
     /// whether anything was.
     pub fn turn(&mut self, timeout: Option<Duration>) -> Result<bool, ServeError> {
         let tokens: Vec<u64> = self.clients.keys().copied().collect();
-        let (accept, ready) = {
+        let waiting: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.pending.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        let timeout = if waiting.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let (accept, mut ready) = {
             let mut fds = Vec::with_capacity(tokens.len() + 1);
             fds.push(PollFd::new(&self.listener, PollFlags::IN));
             for t in &tokens {
@@ -182,6 +200,11 @@ impl Server {
                 .collect();
             (fired(&fds[0]), ready)
         };
+        for t in waiting {
+            if !ready.contains(&t) {
+                ready.push(t);
+            }
+        }
         let any = accept || !ready.is_empty();
         if accept {
             self.accept();
@@ -209,6 +232,8 @@ impl Server {
                 domain: None,
                 handles: HashSet::new(),
                 cached: HashSet::new(),
+                leased: HashSet::new(),
+                pending: VecDeque::new(),
             },
         );
     }
@@ -216,21 +241,24 @@ impl Server {
     /// Reads and answers every request waiting on client `t`.
     fn serve(&mut self, t: u64) {
         loop {
-            let Some(c) = self.clients.get(&t) else {
-                return;
+            let queued = self.clients.get_mut(&t).and_then(|c| c.pending.pop_front());
+            let request = match queued {
+                Some(r) => r,
+                None => match self.next_message(t) {
+                    Some(Ok(r)) => r,
+                    Some(Err(())) => return self.drop_client(t),
+                    None => return,
+                },
             };
-            let request = match c.sock.recv(&mut self.inbuf) {
-                Ok(Some(m)) if m.fds.is_empty() => proto::decode::<Request>(&self.inbuf[..m.len]),
-                Err(e) if e.would_block() => return,
-                // Closed, an error, descriptors where none belong.
-                _ => return self.drop_client(t),
-            };
-            let Ok(request) = request else {
-                return self.drop_client(t);
-            };
-            if let Request::Uncache { inos } = request {
-                self.uncache(t, &inos);
+            if !request.answered() {
+                self.apply_quiet(t, request);
                 continue;
+            }
+            // Everything lease holders wrote behind before this request came is applied
+            // before it is answered.
+            self.settle(t);
+            if !self.clients.contains_key(&t) {
+                return;
             }
             let reply = match self.handle(t, request) {
                 Ok(r) => r,
@@ -241,6 +269,95 @@ impl Server {
             };
             if !self.send(t, &ToClient::Reply(reply)) {
                 return self.drop_client(t);
+            }
+        }
+    }
+
+    /// The next message from client `t`: `None` if none is waiting, `Err` if the client
+    /// closed, failed or broke the protocol.
+    fn next_message(&mut self, t: u64) -> Option<Result<Request, ()>> {
+        let c = self.clients.get(&t)?;
+        match c.sock.recv(&mut self.inbuf) {
+            Ok(Some(m)) if m.fds.is_empty() => {
+                Some(proto::decode::<Request>(&self.inbuf[..m.len]).map_err(|_| ()))
+            }
+            Err(e) if e.would_block() => None,
+            _ => Some(Err(())),
+        }
+    }
+
+    /// Applies a message that has no answer.
+    fn apply_quiet(&mut self, t: u64, request: Request) {
+        match request {
+            Request::Uncache { inos } => self.uncache(t, &inos),
+            Request::WriteBehind { fh, offset, data } => {
+                if let Err(e) = self.write_behind(t, fh, offset, &data) {
+                    let told = self.send(
+                        t,
+                        &ToClient::Deferred {
+                            errno: e.errno(),
+                            detail: e.detail(),
+                        },
+                    );
+                    if !told {
+                        self.drop_client(t);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn write_behind(&mut self, t: u64, fh: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let fh = self.own(t, fh)?;
+        let ino = self.fs.handle_ino(fh)?;
+        if self.leases.get(&ino) != Some(&t) {
+            return Err(FsError::Invalid(format!(
+                "a write-behind to handle {fh} without its file's lease"
+            )));
+        }
+        if data.len() > INLINE_MAX {
+            return Err(FsError::Invalid(format!(
+                "an inline write of {} bytes (at most {INLINE_MAX})",
+                data.len()
+            )));
+        }
+        self.fs.write_bytes(fh, offset, data)?;
+        self.changed(ino, t);
+        Ok(())
+    }
+
+    /// Applies what lease holders (other than `except`) have written behind so far: reads
+    /// their sockets twice over, so that anything queued before the request being answered is
+    /// in. A request met on the way waits in its client's queue.
+    fn settle(&mut self, except: u64) {
+        for _ in 0..2 {
+            let holders: Vec<u64> = self
+                .clients
+                .iter()
+                .filter(|(k, c)| **k != except && !c.leased.is_empty() && c.pending.is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            for h in holders {
+                loop {
+                    if self.clients.get(&h).is_none_or(|c| !c.pending.is_empty()) {
+                        break;
+                    }
+                    match self.next_message(h) {
+                        None => break,
+                        Some(Err(())) => {
+                            self.drop_client(h);
+                            break;
+                        }
+                        Some(Ok(r)) if !r.answered() => self.apply_quiet(h, r),
+                        Some(Ok(r)) => {
+                            if let Some(c) = self.clients.get_mut(&h) {
+                                c.pending.push_back(r);
+                            }
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -263,6 +380,11 @@ impl Server {
         for ino in &c.cached {
             if let Some(set) = self.cachers.get_mut(ino) {
                 set.remove(&t);
+            }
+        }
+        for ino in &c.leased {
+            if self.leases.get(ino) == Some(&t) {
+                self.leases.remove(ino);
             }
         }
         for h in c.handles {
@@ -362,8 +484,25 @@ impl Server {
 
     fn handle_proved(&mut self, t: u64, domain: DomainId, request: Request) -> Result<Reply> {
         match request {
-            Request::Hello { .. } | Request::Prove { .. } | Request::Uncache { .. } => {
+            Request::Hello { .. } | Request::Prove { .. } => {
                 Err(FsError::Invalid("Hello and Prove come once, first".into()))
+            }
+            Request::Uncache { .. } | Request::WriteBehind { .. } => Err(FsError::Invalid(
+                "a message without an answer was handled as a request".into(),
+            )),
+            Request::Lease { fh } => {
+                let fh = self.own(t, fh)?;
+                let ino = self.fs.handle_ino(fh)?;
+                if self.leases.get(&ino).is_some_and(|&h| h != t) {
+                    return Ok(Reply::Leased { granted: false });
+                }
+                self.leases.insert(ino, t);
+                if let Some(c) = self.clients.get_mut(&t) {
+                    c.leased.insert(ino);
+                }
+                // Nobody else may cache it while the lease lasts.
+                self.changed(ino, t);
+                Ok(Reply::Leased { granted: true })
             }
             Request::Open { path, flags, mode } => {
                 if flags & !proto::open::ALL != 0 {
@@ -397,10 +536,23 @@ impl Server {
             }
             Request::Close { fh } => {
                 self.own(t, fh)?;
+                let ino = self.fs.handle_ino(fh)?;
                 if let Some(c) = self.clients.get_mut(&t) {
                     c.handles.remove(&fh);
                 }
                 self.fs.close(fh)?;
+                // The lease ends with the client's last handle of the file.
+                let still_open = self.clients.get(&t).is_some_and(|c| {
+                    c.handles
+                        .iter()
+                        .any(|h| self.fs.handle_ino(*h).ok() == Some(ino))
+                });
+                if !still_open && self.leases.get(&ino) == Some(&t) {
+                    self.leases.remove(&ino);
+                    if let Some(c) = self.clients.get_mut(&t) {
+                        c.leased.remove(&ino);
+                    }
+                }
                 Ok(Reply::Done)
             }
             Request::Stat { path } => Ok(Reply::Attr(wire(self.fs.stat(&path)?))),
@@ -490,16 +642,19 @@ impl Server {
                 let fh = self.own(t, fh)?;
                 let ino = self.fs.handle_ino(fh)?;
                 let version = self.versions.get(&ino).copied().unwrap_or(0);
-                let (content, len) = self.fs.content(fh)?;
-                if len > max {
+                let leased = self.leases.get(&ino).is_some_and(|&h| h != t);
+                let len = self.fs.fstat(fh)?.size;
+                if len > max || leased {
                     return Ok(Reply::Fetched {
                         ino,
                         version,
                         len,
                         ticket: None,
-                        too_big: true,
+                        too_big: len > max,
+                        leased,
                     });
                 }
+                let (content, len) = self.fs.content(fh)?;
                 let ticket = match content {
                     Some(agg) => Some(
                         self.fs
@@ -519,6 +674,7 @@ impl Server {
                     len,
                     ticket,
                     too_big: false,
+                    leased: false,
                 })
             }
             Request::Write { fh, offset, data } => {

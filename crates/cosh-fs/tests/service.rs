@@ -18,17 +18,55 @@ struct Setup {
 impl Setup {
     /// A block manager and a CoshFS service, each on a thread of this process.
     fn start(tag: &str) -> Setup {
+        Setup::start_pools(tag, false)
+    }
+
+    fn start_pools(tag: &str, device: bool) -> Setup {
         let dir = std::env::temp_dir().join(format!("cosh-fs-svc-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         cosh_sys::runtime::ensure_runtime_dir(&dir).expect("dir");
         let mut config = cosh_blockmgr::Config::host_at(&dir);
         config.socket = dir.join("host.sock");
+        if device {
+            config.links.insert(
+                cosh::PoolId(1),
+                cosh_blockmgr::LinkAddr::Unix(dir.join("device.sock")),
+            );
+        }
         let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind");
         std::thread::spawn(move || manager.run());
         let server = Server::with_domain(Setup::domain_at(&dir, "coshfs"), &dir.join("fs.sock"))
             .expect("serve");
         std::thread::spawn(move || server.run());
         Setup { dir }
+    }
+
+    /// Also a device pool (1) linked to the service's host pool (0); clients named with
+    /// [`Setup::device_client`] live there.
+    fn start_with_device(tag: &str) -> Setup {
+        let setup = Setup::start_pools(tag, true);
+        let dir = &setup.dir;
+        let mut config = cosh_blockmgr::Config::host_at(dir);
+        config.socket = dir.join("device.sock");
+        config.pool = cosh::PoolId(1);
+        config.kind = cosh_pool::PoolKind::Device;
+        config.links.insert(
+            cosh::PoolId(0),
+            cosh_blockmgr::LinkAddr::Unix(dir.join("host.sock")),
+        );
+        let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind device");
+        std::thread::spawn(move || manager.run());
+        setup
+    }
+
+    fn device_client(&self, name: &str) -> Client {
+        let d = Domain::connect_with(
+            &Options::new(name)
+                .socket(self.dir.join("device.sock"))
+                .no_spawn(),
+        )
+        .expect("connect to the device pool");
+        Client::connect(d, &self.dir.join("fs.sock")).expect("client")
     }
 
     fn domain_at(dir: &Path, name: &str) -> Domain {
@@ -110,6 +148,8 @@ fn every_namespace_error_arrives_with_its_errno() {
 fn a_read_after_a_completed_write_sees_it_even_from_a_cache() {
     let s = Setup::start("raw");
     let mut writer = s.client("writer");
+    // Every write waits for its answer here, so the reader may cache the file meanwhile.
+    writer.set_write_behind(false);
     let mut reader = s.client("reader");
     let w = writer.create("/f").expect("create");
     writer.write_from(w, 0, b"version one").expect("write");
@@ -212,6 +252,9 @@ fn both_apis_agree_at_every_size_and_offset() {
         at += n;
     }
     assert_eq!(at, content.len());
+    // The writer's last handle closed, its lease ends and others may cache the file.
+    c.close(f).expect("close");
+    let f = c.open("/data", OpenFlags::existing()).expect("open");
     // Read by a client that did not write it (the writer reads a file it is writing without
     // caching it, at first), and by the writer.
     let mut reader = s.client("reader");
@@ -329,4 +372,103 @@ fn a_client_that_goes_away_leaves_nothing_open() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_client_in_a_device_pool_writes_reads_and_caches_exactly() {
+    let s = Setup::start_with_device("device");
+    let mut dev = s.device_client("dev");
+    let mut host = s.client("host");
+    assert_eq!(dev.domain().pool_kind(), cosh_pool::PoolKind::Device);
+    // Writes from the device: inline, and a large aggregate by strong move across pools.
+    let f = dev.create("/from-device").expect("create");
+    dev.write_from(f, 0, b"small").expect("write");
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 241) as u8).collect();
+    let a = dev.domain().alloc(big.len() as u64).expect("alloc");
+    dev.domain().write(a, 0, &big).expect("fill");
+    assert_eq!(dev.write(f, 5, a).expect("write agg"), big.len() as u64);
+    let mut want = b"small".to_vec();
+    want.extend_from_slice(&big);
+    let h = host
+        .open("/from-device", OpenFlags::existing())
+        .expect("open");
+    assert_eq!(whole(&mut host, h), want);
+    // The device caches what the host writes (a copy in its own pool), and sees every change.
+    let g = host.create("/from-host").expect("create");
+    host.write_from(g, 0, &vec![3u8; 100_000]).expect("write");
+    let r = dev.open("/from-host", OpenFlags::existing()).expect("open");
+    assert_eq!(whole(&mut dev, r), vec![3u8; 100_000]);
+    assert_eq!(whole(&mut dev, r), vec![3u8; 100_000]);
+    host.write_from(g, 50_000, b"changed").expect("write");
+    let mut changed = vec![3u8; 100_000];
+    changed[50_000..50_007].copy_from_slice(b"changed");
+    assert_eq!(whole(&mut dev, r), changed);
+    // The host holds the file's write lease now: the device reads it from the service.
+    let st = dev.stats();
+    assert!(
+        st.hits >= 1 && st.invalidations == 1 && st.uncached == 1,
+        "{st:?}"
+    );
+    // Once the host closes it, the device caches it again.
+    host.close(g).expect("close");
+    assert_eq!(whole(&mut dev, r), changed);
+    assert_eq!(whole(&mut dev, r), changed);
+    let st = dev.stats();
+    assert!(st.hits >= 2 && st.misses == 2, "{st:?}");
+    // Uncached reads across pools too, small (copied) and large (shared, so copied by the
+    // copy engine into the device's pool).
+    dev.set_caching(false);
+    let mut buf = vec![0u8; 2_000_000];
+    let n = dev.read_into(f, 100, &mut buf).expect("read");
+    assert_eq!(&buf[..n], &want[100..100 + n]);
+    assert_eq!(n, 2_000_000);
+    let mut small = [0u8; 7];
+    dev.read_into(r, 50_000, &mut small).expect("read");
+    assert_eq!(&small, b"changed");
+}
+
+#[test]
+fn writes_behind_are_seen_by_the_next_read_anywhere() {
+    let s = Setup::start("behind");
+    let mut writer = s.client("writer");
+    let mut reader = s.client("reader");
+    let w = writer.create("/log").expect("create");
+    let r = reader.open("/log", OpenFlags::existing()).expect("open");
+    let mut model = Vec::new();
+    for i in 0..300u32 {
+        // Small appends, not waited for; each is seen by the very next read of the other
+        // client (whatever is still queued in the writer's socket is applied first).
+        let line = format!("line {i}\n");
+        writer
+            .write_from(w, model.len() as u64, line.as_bytes())
+            .expect("write");
+        model.extend_from_slice(line.as_bytes());
+        if i % 7 == 0 {
+            assert_eq!(reader.stat("/log").expect("stat").size, model.len() as u64);
+            let mut buf = vec![0u8; line.len()];
+            let at = (model.len() - line.len()) as u64;
+            assert_eq!(reader.read_into(r, at, &mut buf).expect("read"), line.len());
+            assert_eq!(buf, line.as_bytes());
+        }
+    }
+    assert_eq!(whole(&mut reader, r), model);
+    // While the writer holds the lease the reader does not cache the file; after, it does.
+    assert_eq!(reader.stats().misses, 0, "{:?}", reader.stats());
+    writer.close(w).expect("close");
+    assert_eq!(whole(&mut reader, r), model);
+    assert_eq!(whole(&mut reader, r), model);
+    assert_eq!(reader.stats().misses, 1);
+    // The writer reads its own writes behind at once too.
+    let w = writer.open("/log", OpenFlags::existing()).expect("open");
+    writer.write_from(w, 0, b"LINE").expect("write");
+    let mut buf = [0u8; 4];
+    writer.read_into(w, 0, &mut buf).expect("read");
+    assert_eq!(&buf, b"LINE");
+    // A write behind that fails is reported, at the latest by fsync (and once).
+    writer.write_from(w, u64::MAX - 2, b"abc").expect("sent");
+    let e = writer.fsync(w).expect_err("the failed write is reported");
+    assert_eq!(e.errno(), 22, "{e}");
+    assert!(writer.stat("/log").is_ok(), "reported once");
+    writer.write_from(w, u64::MAX - 2, b"abc").expect("sent");
+    assert_eq!(writer.close(w).expect_err("reported by close").errno(), 22);
 }
