@@ -7,6 +7,7 @@
 )]
 
 mod demo;
+mod fs;
 mod pipe;
 mod topology;
 
@@ -135,6 +136,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         options: Vec<String>,
     },
+    /// CoshFS, the file system whose files are aggregates: `cosh fs serve`, `cosh fs mount DIR`.
+    #[command(subcommand)]
+    Fs(FsCmd),
     /// A demo consumer process (started by `cosh demo`).
     #[command(hide = true, name = "__demo-consumer")]
     DemoConsumer {
@@ -145,6 +149,16 @@ enum Cmd {
         #[arg(long)]
         producer: String,
     },
+}
+
+/// `cosh fs`.
+#[derive(Subcommand, Debug)]
+enum FsCmd {
+    /// Run the CoshFS service (its files live as long as it runs).
+    Serve(fs::Where),
+    /// Mount CoshFS on an empty directory so unmodified programs use it (FUSE; needs
+    /// /dev/fuse and fusermount3). Starts the service in this process if none runs.
+    Mount(fs::MountArgs),
 }
 
 /// The ends of `cosh pipe`.
@@ -271,6 +285,8 @@ fn main() -> ExitCode {
             topology::status_all(&cosh_sys::runtime::runtime_dir(), json)
         }
         Cmd::Status { json, all: false } => status(&socket, json),
+        Cmd::Fs(FsCmd::Serve(at)) => fs::serve(&socket, &at),
+        Cmd::Fs(FsCmd::Mount(args)) => fs::mount(&socket, &args),
         Cmd::Pipe(PipeCmd::Send(args)) => pipe::send(&socket, &args),
         Cmd::Pipe(PipeCmd::Recv(args)) => pipe::recv(&socket, &args),
         Cmd::Demo(args) => demo::run(&socket, &args),
