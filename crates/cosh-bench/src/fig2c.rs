@@ -134,7 +134,8 @@ pub fn main_with(
 /// Block manager and service processes, stopped when dropped.
 pub(crate) struct Helpers {
     children: Vec<Child>,
-    dir: PathBuf,
+    /// Where their sockets are (`host.sock`, `fs.sock`).
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for Helpers {

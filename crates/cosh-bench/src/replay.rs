@@ -700,6 +700,8 @@ pub fn print_outcome(name: &str, o: &Outcome) {
 pub struct Kernel {
     root: PathBuf,
     files: HashMap<String, std::fs::File>,
+    /// What to call it.
+    pub label: String,
 }
 
 impl Kernel {
@@ -712,6 +714,7 @@ impl Kernel {
         ));
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         Ok(Kernel {
+            label: format!("kernel ({})", parent.display()),
             root,
             files: HashMap::new(),
         })
@@ -748,10 +751,7 @@ impl Drop for Kernel {
 
 impl Target for Kernel {
     fn name(&self) -> String {
-        format!(
-            "kernel ({})",
-            self.root.parent().unwrap_or(&self.root).display()
-        )
+        self.label.clone()
     }
 
     fn lookup(&mut self, path: &str) -> Result<Option<Kind>, Errno> {
@@ -1123,7 +1123,8 @@ impl Target for Coshfs {
 pub struct Args {
     /// The trace folder (trace.csv.gz, initial_files.csv, final_files.csv).
     pub trace: Option<PathBuf>,
-    /// Targets, comma separated: tmpfs (the kernel), coshfs (aggregate API, client cache),
+    /// Targets, comma separated: tmpfs (the kernel), fuse (CoshFS mounted with `cosh fs
+    /// mount`, through the kernel), coshfs (aggregate API, client cache),
     /// coshfs-legacy (legacy API, client cache), coshfs-nocache (aggregate API, every read
     /// asks the service), coshfs-legacy-nocache, device-coshfs and device-coshfs-nocache (the
     /// client in a device pool of its own, linked to the service's host pool, with and without
@@ -1138,8 +1139,9 @@ pub struct Args {
     pub tmpfs: PathBuf,
 }
 
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 8] = [
     "tmpfs",
+    "fuse",
     "coshfs",
     "coshfs-legacy",
     "coshfs-nocache",
@@ -1199,6 +1201,22 @@ pub fn main_with(
                 let mut t = Kernel::new(&args.tmpfs)?;
                 prepare(&trace, &mut t)?;
                 replay(&trace, &mut t, Some(&bar))
+            } else if name == "fuse" {
+                if service.is_none() {
+                    service = Some(crate::fig2c::start(helpers, "replay")?);
+                }
+                let dir = service
+                    .as_ref()
+                    .map(|(_, h)| h.dir.clone())
+                    .ok_or("no service")?;
+                let mount = FuseMount::start(&dir)?;
+                let mut t = Kernel::new(&mount.dir)?;
+                t.label = "fuse".into();
+                prepare(&trace, &mut t)?;
+                let o = replay(&trace, &mut t, Some(&bar));
+                drop(t);
+                drop(mount);
+                o
             } else {
                 let on_device = name.starts_with("device-");
                 let slot = if on_device { &mut device } else { &mut service };
@@ -1272,4 +1290,55 @@ pub fn main_with(
     } else {
         Err("a replay was not exact (see above)".into())
     }
+}
+
+/// `cosh fs mount` of the service whose sockets are in `dir`, for as long as it lives.
+struct FuseMount {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl FuseMount {
+    fn start(service: &Path) -> Result<FuseMount, String> {
+        let dir = service.join("mnt");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(exe)
+            .arg("--socket")
+            .arg(service.join("host.sock"))
+            .args(["fs", "mount"])
+            .arg(&dir)
+            .arg("--fs-socket")
+            .arg(service.join("fs.sock"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run `cosh fs mount`: {e}"))?;
+        let mut m = FuseMount { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !mounted(&m.dir) {
+            if m.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                return Err("`cosh fs mount` did not mount (is FUSE usable here?)".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(m)
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn mounted(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        let d = dir.to_string_lossy();
+        m.lines().any(|l| l.split(' ').nth(4) == Some(&d))
+    })
 }

@@ -385,3 +385,117 @@ fn bench_fig2b_and_bench_pipe_run_and_report() {
     assert!(t.contains("linux pipe") && t.contains("64 KiB"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A trace of every kind of operation the replayer acts on, in the format of
+/// `traces/FORMAT.md`; the final sizes are given by `final_sizes`.
+fn write_trace(dir: &std::path::Path, final_sizes: &[(&str, &str, u64)]) {
+    std::fs::create_dir_all(dir).expect("trace dir");
+    let header = "seq,t,dur,pid,tgid,prog,op,syscall,path,path2,fd,offset,size,result,errno,flags,mode,fsize";
+    let rows = [
+        "stat,newfstatat,in.txt,,,,,0,,0,,100",
+        "open,openat,in.txt,,3,,,3,,O_RDONLY,,100",
+        "read,read,in.txt,,3,0,4096,100,,,,",
+        "read,read,in.txt,,3,100,4096,0,,,,",
+        "mkdir,mkdir,out,,,,,0,,,0755,",
+        "mkdir,mkdir,out,,,,,-1,EEXIST,,0755,",
+        "open,openat,out/a.o,,4,,,4,,O_WRONLY|O_CREAT|O_TRUNC,0644,0",
+        "write,write,out/a.o,,4,0,5000,5000,,,,",
+        "write,pwrite64,out/a.o,,4,10,20,20,,,,",
+        "write,write,out/a.o,,4,5000,70000,70000,,,,",
+        "fstat,fstat,out/a.o,,4,,,0,,,,75000",
+        "read,pread64,out/a.o,,4,4000,2000,2000,,,,",
+        "truncate,ftruncate,out/a.o,,4,,60000,0,,,,60000",
+        "stat,newfstatat,out/missing,,,,,-1,ENOENT,0,,",
+        "open,openat,out/tmp,,5,,,5,,O_RDWR|O_CREAT|O_EXCL,0600,0",
+        "write,write,out/tmp,,5,0,300,300,,,,",
+        "rename,rename,out/tmp,out/b,,,,0,,,,",
+        "unlink,unlink,in.txt,,,,,0,,,,",
+        "read,pread64,in.txt,,3,50,50,50,,,,",
+        "mkdir,mkdir,gone,,,,,0,,,0755,",
+        "rmdir,rmdir,gone,,,,,0,,,,",
+        "chmod,chmod,out/b,,,,,0,,,0755,",
+        "readdir,getdents64,out,,6,,32768,48,,,,",
+        "access,access,out/b,,,,,0,,F_OK,,",
+        "readlink,readlink,out/b,,,,,-1,EINVAL,,,",
+        "seek,lseek,out/a.o,,4,10,10,10,,SEEK_SET,,",
+    ];
+    let mut trace = format!("{header}\n");
+    for (i, r) in rows.iter().enumerate() {
+        trace.push_str(&format!("{i},0.{i:06},0.000001,7,7,prog,{r}\n"));
+    }
+    std::fs::write(dir.join("trace.csv"), trace).expect("trace");
+    std::fs::write(
+        dir.join("initial_files.csv"),
+        "path,type,size,sha256\nin.txt,file,100,\n",
+    )
+    .expect("initial");
+    let mut fin = String::from("path,type,size,sha256\n");
+    for (p, t, n) in final_sizes {
+        fin.push_str(&format!("{p},{t},{n},\n"));
+    }
+    std::fs::write(dir.join("final_files.csv"), fin).expect("final");
+}
+
+#[test]
+fn replay_runs_a_trace_on_every_target_and_catches_a_wrong_one() {
+    let dir = runtime("replay");
+    let trace = dir.join("trace");
+    write_trace(
+        &trace,
+        &[
+            ("out", "dir", 0),
+            ("out/a.o", "file", 60000),
+            ("out/b", "file", 300),
+        ],
+    );
+    let t = trace.to_string_lossy().to_string();
+    let o = cosh(
+        &dir,
+        &[
+            "replay",
+            &t,
+            "--targets",
+            "tmpfs,coshfs,coshfs-legacy,coshfs-nocache,device-coshfs",
+            "--tmpfs",
+            &std::env::temp_dir().to_string_lossy(),
+        ],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("inconsistencies during replay: 0"), "{out}");
+    assert_eq!(out.matches("    yes").count(), 5, "{out}");
+    // A trace whose final state the replay cannot reach is reported, and fails.
+    write_trace(
+        &trace,
+        &[
+            ("out", "dir", 0),
+            ("out/a.o", "file", 61000),
+            ("out/b", "file", 300),
+        ],
+    );
+    let o = cosh(
+        &dir,
+        &[
+            "replay",
+            &t,
+            "--targets",
+            "coshfs",
+            "--tmpfs",
+            &std::env::temp_dir().to_string_lossy(),
+        ],
+    );
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("final: out/a.o") && out.contains("not exact"),
+        "{out}"
+    );
+    // No trace there: said plainly.
+    let o = cosh(&dir, &["replay", "/nonexistent-trace"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no trace.csv.gz or trace.csv"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -45,6 +45,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         d.decref(a)?;
         Ok(())
     })?;
+    time("read_agg 4 KiB cached", &mut |c| {
+        c.set_caching(true);
+        let a = c
+            .read_agg(f, 0, 4096)?
+            .ok_or(cosh_fs::FsError::Io("empty".into()))?;
+        c.domain().decref(a)?;
+        Ok(())
+    })?;
+    time("read extent 4 KiB cached", &mut |c| {
+        c.read(f, 0, 4096).map(|_| ())
+    })?;
     time("write 4 KiB aggregate", &mut |c| {
         let a = c.domain().alloc_unzeroed(4096)?;
         c.write(f, 0, a).map(|_| ())

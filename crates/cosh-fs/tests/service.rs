@@ -472,3 +472,47 @@ fn writes_behind_are_seen_by_the_next_read_anywhere() {
     writer.write_from(w, u64::MAX - 2, b"abc").expect("sent");
     assert_eq!(writer.close(w).expect_err("reported by close").errno(), 22);
 }
+
+#[test]
+fn a_client_that_breaks_the_protocol_is_cut_off_and_nobody_else_notices() {
+    let s = Setup::start("garbage");
+    let mut good = s.client("good");
+    let f = good.create("/f").expect("create");
+    good.write_from(f, 0, b"still fine").expect("write");
+    for garbage in [&b"\xff\xff\xff\xff\xff"[..], &[], &[7u8; 3000][..]] {
+        let bad = cosh_sys::socket::SeqPacket::connect(&s.dir.join("fs.sock")).expect("connect");
+        if !garbage.is_empty() {
+            bad.send(garbage, &[]).expect("send");
+        } else {
+            // Requests before Hello and Prove are refused, and answered as such.
+            let mut out = Vec::new();
+            cosh_fs::proto::encode(
+                &cosh_fs::proto::Request::Stat { path: "/f".into() },
+                &mut out,
+            )
+            .expect("encode");
+            bad.send(&out, &[]).expect("send");
+            let mut buf = vec![0; cosh_fs::proto::MAX_MESSAGE];
+            let m = bad.recv(&mut buf).expect("recv").expect("answered");
+            let r =
+                cosh_fs::proto::decode::<cosh_fs::proto::ToClient>(&buf[..m.len]).expect("decode");
+            assert!(
+                matches!(
+                    r,
+                    cosh_fs::proto::ToClient::Reply(cosh_fs::proto::Reply::Failed {
+                        errno: 22,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+            continue;
+        }
+        let mut buf = vec![0; 64];
+        // The service hangs up on it.
+        assert!(bad.recv(&mut buf).expect("recv").is_none(), "not cut off");
+    }
+    let mut buf = [0u8; 10];
+    assert_eq!(good.read_into(f, 0, &mut buf).expect("read"), 10);
+    assert_eq!(&buf, b"still fine");
+}
