@@ -876,7 +876,8 @@ impl Target for Kernel {
 /// How the CoshFS target reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
-    /// Reads are snapshot extents; writes are aggregates filled in place and handed over.
+    /// Reads are snapshot extents; writes are ranges of an aggregate the producer keeps and
+    /// fills in place (`Client::write_range`).
     Aggregate,
     /// Reads and writes copy into and out of the caller's buffers.
     Legacy,
@@ -889,7 +890,12 @@ pub struct Coshfs {
     label: String,
     root: String,
     handles: HashMap<String, Fh>,
+    /// The aggregate API's producer buffer (made on the first write, kept).
+    scratch: Option<cosh::Agg>,
 }
+
+/// The aggregate API's producer buffer: the largest piece the replay writes at once.
+const SCRATCH: u64 = 1 << 20;
 
 impl Coshfs {
     /// Replays into a fresh directory of the service `client` is connected to.
@@ -902,6 +908,7 @@ impl Coshfs {
             label: label.to_string(),
             root,
             handles: HashMap::new(),
+            scratch: None,
         })
     }
 
@@ -931,6 +938,9 @@ impl Coshfs {
 
     /// The client, to read its cache statistics or give its domain back.
     pub fn into_client(mut self) -> Client {
+        if let Some(a) = self.scratch.take() {
+            let _ = self.client.domain().decref(a);
+        }
         let handles: Vec<Fh> = self.handles.drain().map(|(_, h)| h).collect();
         for h in handles {
             let _ = self.client.close(h);
@@ -1004,16 +1014,33 @@ impl Target for Coshfs {
                 self.client.write_from(fh, offset, data)?;
             }
             Api::Aggregate => {
+                // The producer makes its data in place, in an aggregate it keeps, and
+                // writes the range it made.
+                let scratch = match self.scratch {
+                    Some(a) => a,
+                    None => {
+                        let a = self
+                            .client
+                            .domain()
+                            .alloc_unzeroed(SCRATCH)
+                            .map_err(FsError::from)?;
+                        self.scratch = Some(a);
+                        a
+                    }
+                };
                 let d = self.client.domain();
-                let agg = d.alloc_unzeroed(data.len() as u64).map_err(FsError::from)?;
-                // The producer makes its data in place.
                 let mut at = 0;
-                for p in d.write_pieces(agg, 0).map_err(FsError::from)? {
+                for p in d.write_pieces(scratch, 0).map_err(FsError::from)? {
                     let b = d.bytes_mut(&p).map_err(FsError::from)?;
-                    b.copy_from_slice(&data[at..at + b.len()]);
-                    at += b.len();
+                    let k = b.len().min(data.len() - at);
+                    b[..k].copy_from_slice(&data[at..at + k]);
+                    at += k;
+                    if at == data.len() {
+                        break;
+                    }
                 }
-                self.client.write(fh, offset, agg)?;
+                self.client
+                    .write_range(fh, offset, scratch, 0, data.len() as u64)?;
             }
         }
         Ok(())

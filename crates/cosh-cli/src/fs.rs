@@ -108,19 +108,11 @@ pub(crate) fn mount(socket: &Path, args: &MountArgs) -> Outcome {
     });
     // Until a signal, or until someone else unmounts it.
     while rx.recv_timeout(Duration::from_millis(300)).is_err() {
-        if !mounted(&dir) {
+        if !cosh_fuse::mounted(&dir) {
             return Ok(());
         }
     }
     drop(session);
     eprintln!("unmounted {}", dir.display());
     Ok(())
-}
-
-fn mounted(dir: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-        let d = dir.to_string_lossy();
-        m.lines()
-            .any(|l| l.split(' ').nth(4).is_some_and(|p| p == d))
-    })
 }

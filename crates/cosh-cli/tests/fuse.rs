@@ -31,12 +31,7 @@ impl Drop for Mount {
     }
 }
 
-fn mounted(dir: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-        let d = dir.to_string_lossy();
-        m.lines().any(|l| l.split(' ').nth(4) == Some(&d))
-    })
-}
+use cosh_fuse::mounted;
 
 /// Mounts CoshFS, or says why it cannot here.
 fn mount(tag: &str) -> Option<Mount> {

@@ -909,6 +909,53 @@ impl Client {
         }
     }
 
+    /// Writes bytes `from..from + len` of the aggregate `data` (which stays the caller's) at
+    /// `offset`; returns the bytes written. A producer that keeps its data in a long-lived
+    /// aggregate writes ranges of it this way without making an aggregate per write: small
+    /// ranges are copied into the request, larger ones go to the service as a strong copy.
+    pub fn write_range(
+        &mut self,
+        fh: Fh,
+        offset: u64,
+        data: Agg,
+        from: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let ino = self.ino(fh)?;
+        if len <= INLINE_MAX as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            for p in self.domain.read_pieces(data, from)? {
+                let b = self.domain.bytes(&p)?;
+                let k = b.len().min(len as usize - bytes.len());
+                bytes.extend_from_slice(&b[..k]);
+                if bytes.len() as u64 == len {
+                    break;
+                }
+            }
+            if (bytes.len() as u64) < len {
+                return Err(FsError::Invalid(format!(
+                    "bytes {from}..{} are past the aggregate's end",
+                    from + len
+                )));
+            }
+            return Ok(self.write_from(fh, offset, &bytes)? as u64);
+        }
+        self.wrote(ino);
+        let part = self.domain.select(data, from, len)?;
+        let ticket =
+            self.domain
+                .attach_transfer(part, self.server, Mode::Copy, TransferFlags::strong());
+        self.domain.decref(part)?;
+        match self.call(&Request::WriteAgg {
+            fh: fh.0,
+            offset,
+            ticket: ticket?.0,
+        })? {
+            Reply::Written { n, .. } => Ok(n),
+            r => Err(unexpected(&r)),
+        }
+    }
+
     /// Writes `buf` at `offset` (copied once: inline for small writes, into an aggregate for
     /// larger ones); returns the bytes written.
     pub fn write_from(&mut self, fh: Fh, offset: u64, buf: &[u8]) -> Result<usize> {

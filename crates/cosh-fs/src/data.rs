@@ -110,8 +110,14 @@ impl FileData {
         }
         let valid = self.valid(i);
         let old_cap = self.chunks[i].as_ref().map_or(0, |c| c.cap);
+        // Doubling when it grows; the same size when it is only copied on write.
+        let grown = if need > old_cap {
+            old_cap.saturating_mul(2)
+        } else {
+            old_cap
+        };
         let cap = need
-            .max(old_cap.saturating_mul(2))
+            .max(grown)
             .max(MIN_CAP)
             .next_power_of_two()
             .min(CHUNK)

@@ -44,6 +44,18 @@ fn contents(fs: &mut Fs, h: u64) -> Vec<u8> {
     }
 }
 
+/// The service's domain holds no aggregate: every buffer was given back.
+fn assert_holds_nothing(fs: &mut Fs) {
+    let status = fs.domain().status().expect("status");
+    let me = fs.domain().id().to_bits();
+    let mine = status
+        .domains
+        .iter()
+        .find(|d| d.domain == me)
+        .expect("listed");
+    assert_eq!(mine.aggregates, 0, "{status:?}");
+}
+
 #[test]
 fn the_namespace_and_its_errors() {
     let (mut fs, dir) = fs("names");
@@ -141,14 +153,7 @@ fn small_appends_go_in_place_and_unlinked_data_lives_while_open() {
     assert_eq!(contents(&mut fs, h), expect);
     fs.close(h).expect("close");
     // Everything given back: the service holds no aggregate.
-    let status = fs.domain().status().expect("status");
-    let me = fs.domain().id().to_bits();
-    let mine = status
-        .domains
-        .iter()
-        .find(|d| d.domain == me)
-        .expect("listed");
-    assert_eq!(mine.aggregates, 0, "{status:?}");
+    assert_holds_nothing(&mut fs);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -263,14 +268,7 @@ fn in_place_appends_and_rebuilds_agree_with_a_byte_vector() {
     }
     fs.close(h).expect("close");
     fs.unlink("/m").expect("unlink");
-    let status = fs.domain().status().expect("status");
-    let me = fs.domain().id().to_bits();
-    let mine = status
-        .domains
-        .iter()
-        .find(|d| d.domain == me)
-        .expect("listed");
-    assert_eq!(mine.aggregates, 0, "memory given back");
+    assert_holds_nothing(&mut fs);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -516,3 +516,36 @@ fn a_client_that_breaks_the_protocol_is_cut_off_and_nobody_else_notices() {
     assert_eq!(good.read_into(f, 0, &mut buf).expect("read"), 10);
     assert_eq!(&buf, b"still fine");
 }
+
+#[test]
+fn ranges_of_a_kept_aggregate_are_written_and_the_aggregate_stays_the_callers() {
+    let s = Setup::start("range");
+    let mut c = s.client("c");
+    let f = c.create("/r").expect("create");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 239) as u8).collect();
+    let keep = c.domain().alloc(bytes.len() as u64).expect("alloc");
+    c.domain().write(keep, 0, &bytes).expect("fill");
+    // A small range (copied inline) and a large one (a strong copy).
+    assert_eq!(c.write_range(f, 0, keep, 10, 100).expect("small"), 100);
+    assert_eq!(
+        c.write_range(f, 100, keep, 1000, 200_000).expect("large"),
+        200_000
+    );
+    let mut want = bytes[10..110].to_vec();
+    want.extend_from_slice(&bytes[1000..201_000]);
+    let mut reader = s.client("reader");
+    let r = reader.open("/r", OpenFlags::existing()).expect("open");
+    assert_eq!(whole(&mut reader, r), want);
+    // The caller still has its aggregate, whole and writable.
+    c.domain().write(keep, 0, b"mine").expect("still writable");
+    assert_eq!(c.domain().read(keep, 4, 6).expect("read"), &bytes[4..10]);
+    assert_eq!(
+        whole(&mut reader, r),
+        want,
+        "the file did not change with it"
+    );
+    let e = c
+        .write_range(f, 0, keep, 299_990, 100)
+        .expect_err("past the end");
+    assert_eq!(e.errno(), 22);
+}

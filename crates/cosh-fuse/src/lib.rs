@@ -131,6 +131,18 @@ impl CoshFuse {
         }
     }
 
+    /// Waits for the service to apply this client's writes; reports one that failed.
+    fn sync(&self, fh: FileHandle, reply: ReplyEmpty) {
+        let mut i = self.lock();
+        match i
+            .fh(fh)
+            .and_then(|fh| i.client.fsync(fh).map_err(|e| errno(&e)))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         match self.inner.lock() {
             Ok(g) => g,
@@ -410,14 +422,7 @@ impl Filesystem for CoshFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let mut i = self.lock();
-        match i
-            .fh(fh)
-            .and_then(|fh| i.client.fsync(fh).map_err(|e| errno(&e)))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(fh, reply);
     }
 
     fn release(
@@ -449,14 +454,7 @@ impl Filesystem for CoshFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut i = self.lock();
-        match i
-            .fh(fh)
-            .and_then(|fh| i.client.fsync(fh).map_err(|e| errno(&e)))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(fh, reply);
     }
 
     fn readdir(
@@ -534,6 +532,14 @@ pub fn spawn(fs: CoshFuse, dir: &Path) -> std::io::Result<fuser::BackgroundSessi
         fuser::MountOption::DefaultPermissions,
     ];
     fuser::spawn_mount(fs, dir, &config)
+}
+
+/// Whether a file system is mounted at `dir` (as this process's mount table says).
+pub fn mounted(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        let d = dir.to_string_lossy();
+        m.lines().any(|l| l.split(' ').nth(4) == Some(&d))
+    })
 }
 
 /// Whether this machine can mount FUSE file systems (`/dev/fuse` opens, and `fusermount3`
