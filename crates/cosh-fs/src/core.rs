@@ -37,6 +37,9 @@ pub enum FsError {
     /// A name longer than 255 bytes.
     #[error("{0}: file name too long")]
     NameTooLong(String),
+    /// A file would grow past the largest size.
+    #[error("file too large: {0}")]
+    TooBig(String),
     /// An unknown or closed handle.
     #[error("bad file handle {0}")]
     BadHandle(u64),
@@ -65,6 +68,7 @@ impl FsError {
             FsError::NotEmpty(_) => 39,      // ENOTEMPTY
             FsError::Invalid(_) => 22,       // EINVAL
             FsError::NameTooLong(_) => 36,   // ENAMETOOLONG
+            FsError::TooBig(_) => 27,        // EFBIG
             FsError::BadHandle(_) => 9,      // EBADF
             FsError::Io(_) => 5,             // EIO
             FsError::Unavailable(_) => 107,  // ENOTCONN
@@ -82,6 +86,7 @@ impl FsError {
             | FsError::NotEmpty(s)
             | FsError::Invalid(s)
             | FsError::NameTooLong(s)
+            | FsError::TooBig(s)
             | FsError::Io(s)
             | FsError::Unavailable(s) => s.clone(),
             FsError::BadHandle(h) => h.to_string(),
@@ -99,6 +104,7 @@ impl FsError {
             39 => FsError::NotEmpty(detail),
             22 => FsError::Invalid(detail),
             36 => FsError::NameTooLong(detail),
+            27 => FsError::TooBig(detail),
             9 => FsError::BadHandle(detail.parse().unwrap_or(0)),
             107 => FsError::Unavailable(detail),
             5 => FsError::Io(detail),
@@ -522,11 +528,11 @@ impl Fs {
     /// A snapshot of up to `len` bytes of the open file from `offset` (fewer at its end;
     /// `None` past it): an aggregate of the service's domain, to hand out.
     pub fn read(&mut self, handle: u64, offset: u64, len: u64) -> Result<Option<Agg>> {
-        let (whole, have) = self.content(handle)?;
-        let n = have.saturating_sub(offset).min(len);
-        match whole {
-            Some(w) if n > 0 => Ok(Some(self.domain.select(w, offset, n)?)),
-            _ => Ok(None),
+        let ino = self.handle_ino(handle)?;
+        let Fs { domain, nodes, .. } = self;
+        match nodes.get_mut(&ino) {
+            Some(Node::File { data, .. }) => data.range(domain, offset, len),
+            _ => Err(FsError::BadHandle(handle)),
         }
     }
 

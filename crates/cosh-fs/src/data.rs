@@ -1,11 +1,11 @@
 //! A file's bytes: fixed 1 MiB chunks, each a buffer of the service's own domain.
 //!
 //! A chunk that has never been handed out is written in place, at any offset, with no request
-//! to the block manager (its mapping is remembered). Handing the file out — a read that sends
-//! an aggregate, a fetch for a client's cache — assembles the chunks into one aggregate with
-//! `select` and `concat` (kept until the file next changes) and marks every chunk *shared*: a
-//! later write to a shared chunk first copies it to a fresh buffer (copy on write, at most
-//! 1 MiB), so whatever was handed out never changes. Reads that copy read the chunks' mappings
+//! to the block manager (its mapping is remembered). Handing bytes out assembles the chunks
+//! with `select` and `concat` — the whole file for a client's cache (kept until the file next
+//! changes), the range asked for a read — and marks those chunks *shared*: a later write to a
+//! shared chunk first copies it to a fresh buffer (copy on write, at most 1 MiB), so whatever
+//! was handed out never changes. Reads that copy read the chunks' mappings
 //! directly. A chunk starts at 4 KiB and doubles as it fills; a missing chunk is a hole of
 //! zeros. Bytes of a chunk past the end of the file mean nothing and are zeroed when the file
 //! grows over them.
@@ -19,6 +19,19 @@ use crate::core::{FsError, Result};
 
 /// Bytes per chunk.
 pub const CHUNK: u64 = 1 << 20;
+
+/// The largest file (64 GiB: a sparse file's holes cost nothing, but its chunk table does).
+pub const MAX_FILE: u64 = 1 << 36;
+
+fn check_size(end: u64) -> Result<()> {
+    if end > MAX_FILE {
+        Err(FsError::TooBig(format!(
+            "{end} bytes (files hold at most {MAX_FILE})"
+        )))
+    } else {
+        Ok(())
+    }
+}
 
 /// The smallest chunk buffer.
 const MIN_CAP: u64 = 4096;
@@ -153,8 +166,11 @@ impl FileData {
 
     /// Zeros from the end of the file to `to` (holes stay holes).
     fn extend_zero(&mut self, d: &mut Domain, to: u64) -> Result<()> {
+        check_size(to)?;
         let mut at = self.len;
-        while at < to {
+        // Only chunks that exist hold bytes to zero; past them everything is a hole.
+        let last = (self.chunks.len() as u64).saturating_mul(CHUNK);
+        while at < to.min(last) {
             let i = usize_of(at / CHUNK)?;
             let start = i as u64 * CHUNK;
             let end = to.min(start + CHUNK);
@@ -176,6 +192,7 @@ impl FileData {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
+        check_size(end)?;
         self.changed(d)?;
         if offset > self.len {
             self.extend_zero(d, offset)?;
@@ -218,6 +235,7 @@ impl FileData {
         let end = offset
             .checked_add(n)
             .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
+        check_size(end)?;
         let mut at = offset;
         while at < end {
             let i = usize_of(at / CHUNK)?;
@@ -292,16 +310,48 @@ impl FileData {
         if self.whole.is_some() || self.len == 0 {
             return Ok(self.whole);
         }
+        self.whole = self.assemble(d, 0, self.len)?;
+        Ok(self.whole)
+    }
+
+    /// Up to `len` bytes from `offset` as a new aggregate of the service (`None` when
+    /// nothing is there), to hand out: its chunks are never written again.
+    pub fn range(&mut self, d: &mut Domain, offset: u64, len: u64) -> Result<Option<Agg>> {
+        let n = self.len.saturating_sub(offset).min(len);
+        if n == 0 {
+            return Ok(None);
+        }
+        match self.whole {
+            Some(w) => Ok(Some(d.select(w, offset, n)?)),
+            None => self.assemble(d, offset, n),
+        }
+    }
+
+    /// Bytes `offset..offset + n` (inside the file) as a new aggregate: the chunks' pieces,
+    /// zeros for holes.
+    fn assemble(&mut self, d: &mut Domain, offset: u64, n: u64) -> Result<Option<Agg>> {
         let mut acc: Option<Agg> = None;
-        for i in 0..usize_of(self.len.div_ceil(CHUNK))? {
-            let valid = self.valid(i);
+        // Holes share one buffer of zeros.
+        let mut zeros: Option<Agg> = None;
+        let mut at = offset;
+        while at < offset + n {
+            let i = usize_of(at / CHUNK)?;
+            let start = i as u64 * CHUNK;
+            let stop = (offset + n).min(start + CHUNK);
             let piece = match self.chunks.get_mut(i).and_then(Option::as_mut) {
                 Some(c) => {
                     c.shared = true;
-                    d.select(c.agg, 0, valid)?
+                    d.select(c.agg, at - start, stop - at)?
                 }
-                None => d.alloc(valid)?,
+                None => {
+                    let z = match zeros {
+                        Some(z) => z,
+                        None => *zeros.insert(d.alloc(CHUNK)?),
+                    };
+                    d.select(z, 0, stop - at)?
+                }
             };
+            at = stop;
             acc = Some(match acc {
                 None => piece,
                 Some(a) => {
@@ -312,12 +362,15 @@ impl FileData {
                 }
             });
         }
-        self.whole = acc;
+        if let Some(z) = zeros {
+            d.decref(z)?;
+        }
         Ok(acc)
     }
 
     /// Cuts or extends (with zeros) to `len` bytes.
     pub fn truncate(&mut self, d: &mut Domain, len: u64) -> Result<()> {
+        check_size(len)?;
         self.changed(d)?;
         if len > self.len {
             return self.extend_zero(d, len);

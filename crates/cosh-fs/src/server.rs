@@ -25,6 +25,11 @@ use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient, Wire
 /// waiting for it would let one client stall every other.
 const TICKET_WAIT: Duration = Duration::ZERO;
 
+/// The most bytes one `Share` hands out (a larger read is answered short, as read(2) may be)
+/// and the largest file a `Fetch` sends whole: a request must not keep the service from the
+/// others for long.
+const MAX_HANDOUT: u64 = 256 << 20;
+
 /// Entries per `List` page (names are at most 255 bytes: a page fits a message).
 const LIST_PAGE: usize = 128;
 
@@ -620,7 +625,7 @@ impl Server {
             }
             Request::Share { fh, offset, len } => {
                 let fh = self.own(t, fh)?;
-                match self.fs.read(fh, offset, len)? {
+                match self.fs.read(fh, offset, len.min(MAX_HANDOUT))? {
                     Some(agg) => {
                         let d = self.fs.domain();
                         let n = d.len(agg)?;
@@ -640,6 +645,7 @@ impl Server {
             }
             Request::Fetch { fh, max } => {
                 let fh = self.own(t, fh)?;
+                let max = max.min(MAX_HANDOUT);
                 let ino = self.fs.handle_ino(fh)?;
                 let version = self.versions.get(&ino).copied().unwrap_or(0);
                 let leased = self.leases.get(&ino).is_some_and(|&h| h != t);

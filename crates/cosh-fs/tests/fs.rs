@@ -311,3 +311,33 @@ fn aligned_aggregates_are_adopted_and_shared_chunks_are_copied_on_write() {
     fs.close(h).expect("close");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Far offsets make holes, not work; past the largest file size they are refused.
+#[test]
+fn far_writes_make_holes_and_huge_ones_are_refused() {
+    let (mut fs, dir) = fs("far");
+    fs.create("/sparse").expect("create");
+    let h = fs.open("/sparse").expect("open");
+    fs.write_bytes(h, 10, b"near").expect("write");
+    let far = cosh_fs::data::MAX_FILE - 4;
+    fs.write_bytes(h, far, b"far!")
+        .expect("a write at the very end");
+    assert_eq!(
+        fs.stat("/sparse").expect("stat").size,
+        cosh_fs::data::MAX_FILE
+    );
+    assert_eq!(fs.buffers(h).expect("buffers"), 2, "holes take no buffers");
+    assert_eq!(fs.read_bytes(h, far - 4, 8).expect("read"), b"\0\0\0\0far!");
+    assert_eq!(fs.read_bytes(h, 1 << 30, 4).expect("hole"), vec![0; 4]);
+    // An aggregate of a range across holes: zeros and the bytes, nothing else made.
+    let a = fs.read(h, far - 4, 8).expect("read").expect("bytes");
+    assert_eq!(fs.domain().read(a, 0, 8).expect("bytes"), b"\0\0\0\0far!");
+    fs.domain().decref(a).expect("decref");
+    let e = fs.write_bytes(h, far + 1, b"four").expect_err("too big");
+    assert_eq!(e.errno(), 27, "{e}");
+    assert_eq!(fs.ftruncate(h, u64::MAX).expect_err("too big").errno(), 27);
+    fs.ftruncate(h, 14).expect("shrink");
+    assert_eq!(fs.read_bytes(h, 0, 100).expect("read").len(), 14);
+    fs.close(h).expect("close");
+    let _ = std::fs::remove_dir_all(dir);
+}
