@@ -41,15 +41,15 @@ impl Setup {
         Setup { dir }
     }
 
-    /// Also a device pool (1) linked to the service's host pool (0); clients named with
+    /// Also a pool of `kind` (1) linked to the service's host pool (0); clients named with
     /// [`Setup::device_client`] live there.
-    fn start_with_device(tag: &str) -> Setup {
+    fn start_with_pool(tag: &str, kind: cosh_pool::PoolKind) -> Setup {
         let setup = Setup::start_pools(tag, true);
         let dir = &setup.dir;
         let mut config = cosh_blockmgr::Config::host_at(dir);
         config.socket = dir.join("device.sock");
         config.pool = cosh::PoolId(1);
-        config.kind = cosh_pool::PoolKind::Device;
+        config.kind = kind;
         config.links.insert(
             cosh::PoolId(0),
             cosh_blockmgr::LinkAddr::Unix(dir.join("host.sock")),
@@ -59,6 +59,7 @@ impl Setup {
         setup
     }
 
+    /// A client whose domain lives in the second pool.
     fn device_client(&self, name: &str) -> Client {
         let d = Domain::connect_with(
             &Options::new(name)
@@ -376,10 +377,19 @@ fn a_client_that_goes_away_leaves_nothing_open() {
 
 #[test]
 fn a_client_in_a_device_pool_writes_reads_and_caches_exactly() {
-    let s = Setup::start_with_device("device");
+    other_pool_client(cosh_pool::PoolKind::Device, "device");
+}
+
+#[test]
+fn a_client_in_a_non_coherent_pool_writes_reads_and_caches_exactly() {
+    other_pool_client(cosh_pool::PoolKind::Nc, "nc");
+}
+
+fn other_pool_client(kind: cosh_pool::PoolKind, tag: &str) {
+    let s = Setup::start_with_pool(tag, kind);
     let mut dev = s.device_client("dev");
     let mut host = s.client("host");
-    assert_eq!(dev.domain().pool_kind(), cosh_pool::PoolKind::Device);
+    assert_eq!(dev.domain().pool_kind(), kind);
     // Writes from the device: inline, and a large aggregate by strong move across pools.
     let f = dev.create("/from-device").expect("create");
     dev.write_from(f, 0, b"small").expect("write");
