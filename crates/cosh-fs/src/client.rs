@@ -3,7 +3,9 @@
 //! **Aggregate API.** [`Client::read`] returns an [`Extent`]: a range of a snapshot of the
 //! file, readable in place ([`Client::slices`]) without a copy; [`Client::read_agg`] makes it
 //! an aggregate of the client's domain, to transfer on. [`Client::write`] takes an aggregate
-//! and hands it to the service by strong move.
+//! and hands it to the service by strong move; [`Client::write_range`] writes a range of an
+//! aggregate the caller keeps (a strong copy). Aggregates of up to 64 KiB travel inside the
+//! request instead: copying that little is cheaper than a transfer.
 //!
 //! **Legacy API.** [`Client::read_into`] and [`Client::write_from`] copy into and out of the
 //! caller's buffer, once.
@@ -16,7 +18,11 @@
 //! answers a write to it, and the client looks at its socket before each read, so a read that
 //! starts after a write completed always sees it. A client caches at most
 //! [`Client::MAX_CACHED_FILES`] files (least recently used dropped first), which also bounds
-//! the notices the service ever has to queue for it.
+//! the notices the service ever has to queue for it. A file this client is writing is read
+//! from the service for a few reads before it is fetched whole again.
+//!
+//! **Write-behind.** The first small write to a file asks for its write lease; while the
+//! client holds it, small writes are sent without waiting ([`Client::set_write_behind`]).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -6,7 +6,16 @@
 //! answers a request that changed a file's content it sends every other client caching it an
 //! [`ToClient::Invalidate`]. Sends never wait: a client that does not read its socket (so a
 //! notice cannot be queued) is cut off rather than left with a stale cache, and a client that
-//! breaks the protocol is cut off too. A client that goes away has its handles closed.
+//! breaks the protocol is cut off too. A client that goes away has its handles closed and its
+//! leases ended.
+//!
+//! A client may hold a file's write lease and send small writes behind ([`Request::Lease`],
+//! [`Request::WriteBehind`]); nobody else caches a leased file, and before answering any
+//! request the service applies what every other lease holder has queued (see
+//! [`crate::proto`]).
+//!
+//! Every client that can connect has every right over every file: the socket's directory
+//! decides who can (the runtime directory is its user's alone, mode 0700).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};

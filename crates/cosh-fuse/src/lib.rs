@@ -120,13 +120,14 @@ impl CoshFuse {
     pub fn new(client: Client) -> CoshFuse {
         let mut paths = HashMap::new();
         paths.insert(INodeNo::ROOT.0, "/".to_string());
+        let (uid, gid) = owner_ids();
         CoshFuse {
             inner: Mutex::new(Inner {
                 client,
                 paths,
                 files: HashMap::new(),
-                uid: rustix_ids().0,
-                gid: rustix_ids().1,
+                uid,
+                gid,
             }),
         }
     }
@@ -153,7 +154,7 @@ impl CoshFuse {
 }
 
 /// This process's user and group (files appear to belong to whoever mounted them).
-fn rustix_ids() -> (u32, u32) {
+fn owner_ids() -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")
         .map(|m| (m.uid(), m.gid()))
@@ -514,6 +515,7 @@ impl Filesystem for CoshFuse {
     }
 }
 
+/// `O_TRUNC` and `O_EXCL` as Linux numbers them (the flags FUSE passes through).
 fn libc_o_trunc() -> i32 {
     0o1000
 }
