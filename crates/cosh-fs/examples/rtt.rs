@@ -1,5 +1,9 @@
-//! Round trips to a CoshFS service: `stat` (no aggregate work in the service) and small
-//! uncached reads and writes. Usage: `rtt BLOCK_MANAGER_SOCKET COSHFS_SOCKET [N]`.
+//! Round trips to a CoshFS service, medians: `stat` and `fstat` (no aggregate work in the
+//! service), a small uncached read, a small write (written behind), an allocation and free at
+//! the block manager, a cached read as an aggregate of the client's own and as an extent, and
+//! a small aggregate write. The service and block manager must be running, e.g. `coshd
+//! --socket DIR/host.sock` and `cosh --socket DIR/host.sock fs serve --fs-socket DIR/fs.sock`.
+//! Usage: `rtt BLOCK_MANAGER_SOCKET COSHFS_SOCKET [N]`.
 
 use std::time::Instant;
 
