@@ -1129,13 +1129,14 @@ impl Target for Coshfs {
     fn notes(&mut self) -> Vec<String> {
         let s = self.client.stats();
         vec![format!(
-            "client cache: {} hits, {} misses, {} uncached reads, {} invalidations, {} evictions, {} KiB fetched",
+            "client cache: {} hits, {} misses, {} uncached reads, {} invalidations, {} evictions, {} KiB fetched, {} fstats answered",
             s.hits,
             s.misses,
             s.uncached,
             s.invalidations,
             s.evictions,
-            s.fetched_bytes >> 10
+            s.fetched_bytes >> 10,
+            s.attr_hits
         )]
     }
 }

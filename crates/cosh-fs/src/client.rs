@@ -107,6 +107,8 @@ pub struct CacheStats {
     pub invalidations: u64,
     /// Cached files dropped to make room.
     pub evictions: u64,
+    /// `fstat`s answered from the cache.
+    pub attr_hits: u64,
 }
 
 /// A snapshot of a file (or a range of it) in the client's domain.
@@ -173,6 +175,8 @@ impl Extent {
 
 struct Cached {
     snap: Arc<Snapshot>,
+    /// The attributes that came with it.
+    stat: Stat,
     version: u64,
     used: u64,
 }
@@ -521,7 +525,9 @@ impl Client {
     /// Waits until the service has applied every write this client sent, and reports one that
     /// failed (as `fsync(2)` reports a failed write-behind).
     pub fn fsync(&mut self, fh: Fh) -> Result<()> {
-        self.fstat(fh)?;
+        self.ino(fh)?;
+        // A round trip: everything sent before it is applied when it is answered.
+        self.attr(&Request::Fstat { fh: fh.0 })?;
         self.deferred.take().map_or(Ok(()), Err)
     }
 
@@ -544,9 +550,15 @@ impl Client {
         self.attr(&Request::Stat { path: path.into() })
     }
 
-    /// Attributes of an open file.
+    /// Attributes of an open file (from the cache when the file is cached: any change to it
+    /// would have been notified).
     pub fn fstat(&mut self, fh: Fh) -> Result<Stat> {
-        self.ino(fh)?;
+        let ino = self.ino(fh)?;
+        self.catch_up()?;
+        if let Some(c) = self.cache.get(&ino) {
+            self.stats.attr_hits += 1;
+            return Ok(c.stat);
+        }
         self.attr(&Request::Fstat { fh: fh.0 })
     }
 
@@ -790,21 +802,23 @@ impl Client {
             self.written.remove(&ino);
         }
         let max = self.max_cached_file;
-        let (ino, version, len, ticket) = match self.call(&Request::Fetch { fh: fh.0, max })? {
-            // Too big for the cache, or being written behind by another client: the service
-            // answers each read.
-            Reply::Fetched { too_big: true, .. } | Reply::Fetched { leased: true, .. } => {
-                return Ok(None);
-            }
-            Reply::Fetched {
-                ino,
-                version,
-                len,
-                ticket,
-                ..
-            } => (ino, version, len, ticket),
-            r => return Err(unexpected(&r)),
-        };
+        let (ino, version, len, ticket, attrs) =
+            match self.call(&Request::Fetch { fh: fh.0, max })? {
+                // Too big for the cache, or being written behind by another client: the service
+                // answers each read.
+                Reply::Fetched { too_big: true, .. } | Reply::Fetched { leased: true, .. } => {
+                    return Ok(None);
+                }
+                Reply::Fetched {
+                    ino,
+                    version,
+                    len,
+                    ticket,
+                    stat: attrs,
+                    ..
+                } => (ino, version, len, ticket, stat(attrs)),
+                r => return Err(unexpected(&r)),
+            };
         let snap = match ticket {
             Some(t) => self.take(t, len)?,
             None => Arc::new(Snapshot {
@@ -827,6 +841,7 @@ impl Client {
             ino,
             Cached {
                 snap: snap.clone(),
+                stat: attrs,
                 version,
                 used: self.tick,
             },

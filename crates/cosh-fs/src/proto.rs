@@ -296,6 +296,9 @@ pub enum Reply {
         too_big: bool,
         /// Whether another client holds the file's write lease.
         leased: bool,
+        /// The file's attributes (cached with its content, and kept as exact: a notice
+        /// follows any change to either).
+        stat: WireStat,
     },
     /// To `Lease`.
     Leased {
@@ -323,7 +326,8 @@ pub enum Reply {
 pub enum ToClient {
     /// The answer to the client's request.
     Reply(Reply),
-    /// The file's content changed: cached copies older than `version` are stale.
+    /// The file (its content or its attributes) changed: cached copies older than `version`
+    /// are stale.
     Invalidate {
         /// The inode.
         ino: u64,

@@ -39,6 +39,9 @@ const TICKET_WAIT: Duration = Duration::ZERO;
 /// others for long.
 const MAX_HANDOUT: u64 = 256 << 20;
 
+/// No client: `changed(ino, NOBODY)` tells every client caching the file.
+const NOBODY: u64 = 0;
+
 /// Entries per `List` page (names are at most 255 bytes: a page fits a message).
 const LIST_PAGE: usize = 128;
 
@@ -579,20 +582,33 @@ impl Server {
                 self.fs.rmdir(&path)?;
                 Ok(Reply::Done)
             }
+            // Attribute changes are notified as content changes are (the file's link count,
+            // mode or time is cached with it) — to the client that made them too: it knows
+            // the path, not which file of its cache that is.
             Request::Unlink { path } => {
+                let ino = self.fs.stat(&path)?.ino;
                 self.fs.unlink(&path)?;
+                self.changed(ino, NOBODY);
                 Ok(Reply::Done)
             }
             Request::Rename { from, to } => {
+                let replaced = self.fs.stat(&to).ok().map(|s| s.ino);
                 self.fs.rename(&from, &to)?;
+                if let Some(ino) = replaced {
+                    self.changed(ino, NOBODY);
+                }
                 Ok(Reply::Done)
             }
             Request::Chmod { path, mode } => {
                 self.fs.chmod(&path, mode)?;
+                let ino = self.fs.stat(&path)?.ino;
+                self.changed(ino, NOBODY);
                 Ok(Reply::Done)
             }
             Request::SetMtime { path, mtime_ns } => {
                 self.fs.set_mtime(&path, mtime_ns)?;
+                let ino = self.fs.stat(&path)?.ino;
+                self.changed(ino, NOBODY);
                 Ok(Reply::Done)
             }
             Request::List { path, after } => {
@@ -658,7 +674,8 @@ impl Server {
                 let ino = self.fs.handle_ino(fh)?;
                 let version = self.versions.get(&ino).copied().unwrap_or(0);
                 let leased = self.leases.get(&ino).is_some_and(|&h| h != t);
-                let len = self.fs.fstat(fh)?.size;
+                let stat = wire(self.fs.fstat(fh)?);
+                let len = stat.size;
                 if len > max || leased {
                     return Ok(Reply::Fetched {
                         ino,
@@ -667,6 +684,7 @@ impl Server {
                         ticket: None,
                         too_big: len > max,
                         leased,
+                        stat,
                     });
                 }
                 let (content, len) = self.fs.content(fh)?;
@@ -690,6 +708,7 @@ impl Server {
                     ticket,
                     too_big: false,
                     leased: false,
+                    stat,
                 })
             }
             Request::Write { fh, offset, data } => {

@@ -559,3 +559,34 @@ fn ranges_of_a_kept_aggregate_are_written_and_the_aggregate_stays_the_callers() 
         .expect_err("past the end");
     assert_eq!(e.errno(), 22);
 }
+
+#[test]
+fn cached_attributes_follow_every_change_whoever_makes_it() {
+    let s = Setup::start("attrs");
+    let mut a = s.client("a");
+    let mut b = s.client("b");
+    let f = a.create("/f").expect("create");
+    a.write_from(f, 0, b"0123456789").expect("write");
+    a.close(f).expect("close");
+    let g = b.open("/f", OpenFlags::existing()).expect("open");
+    assert_eq!(whole(&mut b, g), b"0123456789");
+    let before = b.stats().attr_hits;
+    let st = b.fstat(g).expect("fstat");
+    assert_eq!((st.size, st.mode, st.nlink), (10, 0o644, 1));
+    assert_eq!(b.stats().attr_hits, before + 1, "answered from the cache");
+    // Another client's chmod, mtime and unlink are seen at once.
+    a.chmod("/f", 0o600).expect("chmod");
+    assert_eq!(b.fstat(g).expect("fstat").mode, 0o600);
+    assert_eq!(whole(&mut b, g), b"0123456789");
+    a.set_mtime("/f", 1_000_000_000).expect("utime");
+    assert_eq!(b.fstat(g).expect("fstat").mtime_ns, 1_000_000_000);
+    assert_eq!(whole(&mut b, g), b"0123456789");
+    // The client's own change, by path, too.
+    b.chmod("/f", 0o640).expect("chmod");
+    assert_eq!(b.fstat(g).expect("fstat").mode, 0o640);
+    assert_eq!(whole(&mut b, g), b"0123456789");
+    a.unlink("/f").expect("unlink");
+    assert_eq!(b.fstat(g).expect("fstat").nlink, 0);
+    // fsync still waits for the service, cache or not.
+    b.fsync(g).expect("fsync");
+}
