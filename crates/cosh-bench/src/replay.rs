@@ -1129,10 +1129,11 @@ impl Target for Coshfs {
     fn notes(&mut self) -> Vec<String> {
         let s = self.client.stats();
         vec![format!(
-            "client cache: {} hits, {} misses, {} uncached reads, {} invalidations, {} evictions, {} KiB fetched, {} fstats answered",
+            "client cache: {} hits, {} misses, {} uncached reads, {} reads of its own writes, {} invalidations, {} evictions, {} KiB fetched, {} fstats answered",
             s.hits,
             s.misses,
             s.uncached,
+            s.shadow_reads,
             s.invalidations,
             s.evictions,
             s.fetched_bytes >> 10,

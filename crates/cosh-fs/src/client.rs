@@ -109,6 +109,8 @@ pub struct CacheStats {
     pub evictions: u64,
     /// `fstat`s answered from the cache.
     pub attr_hits: u64,
+    /// Reads of a file this client holds the lease of and knows whole, answered locally.
+    pub shadow_reads: u64,
 }
 
 /// A snapshot of a file (or a range of it) in the client's domain.
@@ -207,6 +209,9 @@ pub struct Client {
     written: HashMap<u64, u32>,
     /// Write leases asked for: held (`true`) or refused.
     leases: HashMap<u64, bool>,
+    /// The whole content of leased files that were empty when leased: this client's own
+    /// writes are all there is, so its reads are answered here.
+    shadows: HashMap<u64, Vec<u8>>,
     write_behind: bool,
     /// A write-behind the service could not apply, for the next call to report.
     deferred: Option<FsError>,
@@ -263,6 +268,7 @@ impl Client {
             spin: Client::DEFAULT_SPIN,
             written: HashMap::new(),
             leases: HashMap::new(),
+            shadows: HashMap::new(),
             write_behind: true,
             deferred: None,
         };
@@ -341,12 +347,16 @@ impl Client {
         match m {
             ToClient::Reply(r) => Ok(Some(r)),
             ToClient::Deferred { errno, detail } => {
+                // A write the service did not apply may be in a shadow.
+                self.shadows.clear();
                 if self.deferred.is_none() {
                     self.deferred = Some(FsError::from_parts(errno, detail));
                 }
                 Ok(None)
             }
             ToClient::Invalidate { ino, version } => {
+                // Someone else changed it (or its attributes): the shadow may be wrong.
+                self.shadows.remove(&ino);
                 if self.cache.get(&ino).is_some_and(|c| c.version < version) {
                     self.stats.invalidations += 1;
                     self.cache.remove(&ino);
@@ -497,6 +507,9 @@ impl Client {
                 if flags.trunc {
                     // The truncation changed it (the service told everyone else).
                     self.wrote(stat.ino);
+                    if let Some(sh) = self.shadows.get_mut(&stat.ino) {
+                        sh.clear();
+                    }
                 }
                 self.handles.insert(fh, stat.ino);
                 Ok(Fh(fh))
@@ -517,6 +530,7 @@ impl Client {
         if !self.handles.values().any(|&i| i == ino) {
             // The service ends the lease with the last handle.
             self.leases.remove(&ino);
+            self.shadows.remove(&ino);
         }
         self.done(&Request::Close { fh: fh.0 })?;
         self.deferred.take().map_or(Ok(()), Err)
@@ -537,8 +551,11 @@ impl Client {
             return Ok(held);
         }
         match self.call(&Request::Lease { fh: fh.0 })? {
-            Reply::Leased { granted } => {
+            Reply::Leased { granted, size } => {
                 self.leases.insert(ino, granted);
+                if granted && size == 0 {
+                    self.shadows.insert(ino, Vec::new());
+                }
                 Ok(granted)
             }
             r => Err(unexpected(&r)),
@@ -635,6 +652,7 @@ impl Client {
             len,
         })?;
         self.wrote(s.ino);
+        self.shadows.remove(&s.ino);
         Ok(s)
     }
 
@@ -642,7 +660,15 @@ impl Client {
     pub fn ftruncate(&mut self, fh: Fh, len: u64) -> Result<Stat> {
         let ino = self.ino(fh)?;
         self.wrote(ino);
-        self.attr(&Request::Ftruncate { fh: fh.0, len })
+        let s = self.attr(&Request::Ftruncate { fh: fh.0, len })?;
+        if let Some(sh) = self.shadows.get_mut(&ino) {
+            if len <= Self::SHADOW_MAX {
+                sh.resize(len as usize, 0);
+            } else {
+                self.shadows.remove(&ino);
+            }
+        }
+        Ok(s)
     }
 
     // ---- reading ----
@@ -652,6 +678,14 @@ impl Client {
     pub fn read(&mut self, fh: Fh, offset: u64, len: u64) -> Result<Extent> {
         let ino = self.ino(fh)?;
         self.catch_up()?;
+        if let Some(bytes) = self.shadow_bytes(ino, offset, len) {
+            return Ok(Extent {
+                snap: None,
+                offset: 0,
+                len: bytes.len() as u64,
+                copied: Some(Arc::new(bytes)),
+            });
+        }
         if self.caching
             && let Some(snap) = self.cached(fh, ino)?
         {
@@ -659,6 +693,19 @@ impl Client {
         }
         self.read_uncached(fh, offset, len)
     }
+
+    /// Bytes of a leased file this client knows whole (see `shadows`).
+    fn shadow_bytes(&mut self, ino: u64, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let sh = self.shadows.get(&ino)?;
+        let from = offset.min(sh.len() as u64) as usize;
+        let n = (sh.len() - from).min(usize::try_from(len).unwrap_or(usize::MAX));
+        let bytes = sh[from..from + n].to_vec();
+        self.stats.shadow_reads += 1;
+        Some(bytes)
+    }
+
+    /// The largest file whose bytes a lease holder keeps.
+    const SHADOW_MAX: u64 = 16 << 20;
 
     /// A read the service answers: small ranges copied into the answer, larger ones shared.
     fn read_uncached(&mut self, fh: Fh, offset: u64, len: u64) -> Result<Extent> {
@@ -733,6 +780,13 @@ impl Client {
     pub fn read_into(&mut self, fh: Fh, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let ino = self.ino(fh)?;
         self.catch_up()?;
+        if let Some(sh) = self.shadows.get(&ino) {
+            self.stats.shadow_reads += 1;
+            let from = (offset.min(sh.len() as u64)) as usize;
+            let n = (sh.len() - from).min(buf.len());
+            buf[..n].copy_from_slice(&sh[from..from + n]);
+            return Ok(n);
+        }
         if self.caching
             && let Some(snap) = self.cached(fh, ino)?
         {
@@ -917,6 +971,8 @@ impl Client {
             self.domain.decref(data)?;
             return Ok(self.write_from(fh, offset, &bytes)? as u64);
         }
+        // Large writes are not copied into the shadow: it goes.
+        self.shadows.remove(&ino);
         let ticket =
             self.domain
                 .attach_transfer(data, self.server, Mode::Move, TransferFlags::strong())?;
@@ -962,6 +1018,7 @@ impl Client {
             return Ok(self.write_from(fh, offset, &bytes)? as u64);
         }
         self.wrote(ino);
+        self.shadows.remove(&ino);
         let part = self.domain.select(data, from, len)?;
         let ticket =
             self.domain
@@ -992,6 +1049,17 @@ impl Client {
         self.wrote(ino);
         if self.write_behind && self.lease(fh, ino)? {
             self.catch_up()?;
+            if let Some(sh) = self.shadows.get_mut(&ino) {
+                let end = offset.saturating_add(buf.len() as u64);
+                if end <= Self::SHADOW_MAX {
+                    if (sh.len() as u64) < end {
+                        sh.resize(end as usize, 0);
+                    }
+                    sh[offset as usize..end as usize].copy_from_slice(buf);
+                } else {
+                    self.shadows.remove(&ino);
+                }
+            }
             self.send(&Request::WriteBehind {
                 fh: fh.0,
                 offset,
@@ -999,6 +1067,7 @@ impl Client {
             })?;
             return Ok(buf.len());
         }
+        self.shadows.remove(&ino);
         match self.call(&Request::Write {
             fh: fh.0,
             offset,

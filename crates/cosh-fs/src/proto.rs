@@ -304,6 +304,9 @@ pub enum Reply {
     Leased {
         /// Whether the client now holds the lease.
         granted: bool,
+        /// The file's length then (a client that holds the lease of an empty file knows its
+        /// whole content from its own writes).
+        size: u64,
     },
     /// To `Write` and `WriteAgg`: bytes written and the file's new attributes.
     Written {

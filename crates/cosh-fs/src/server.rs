@@ -426,9 +426,11 @@ impl Server {
         let v = self.versions.entry(ino).or_insert(0);
         *v += 1;
         let version = *v;
-        let Some(set) = self.cachers.remove(&ino) else {
-            return;
-        };
+        let mut set = self.cachers.remove(&ino).unwrap_or_default();
+        // The lease holder hears of others' changes too (it may keep the file's bytes).
+        if let Some(&h) = self.leases.get(&ino) {
+            set.insert(h);
+        }
         for c in set {
             if let Some(conn) = self.clients.get_mut(&c) {
                 conn.cached.remove(&ino);
@@ -510,8 +512,12 @@ impl Server {
             Request::Lease { fh } => {
                 let fh = self.own(t, fh)?;
                 let ino = self.fs.handle_ino(fh)?;
+                let size = self.fs.fstat(fh)?.size;
                 if self.leases.get(&ino).is_some_and(|&h| h != t) {
-                    return Ok(Reply::Leased { granted: false });
+                    return Ok(Reply::Leased {
+                        granted: false,
+                        size,
+                    });
                 }
                 self.leases.insert(ino, t);
                 if let Some(c) = self.clients.get_mut(&t) {
@@ -519,7 +525,10 @@ impl Server {
                 }
                 // Nobody else may cache it while the lease lasts.
                 self.changed(ino, t);
-                Ok(Reply::Leased { granted: true })
+                Ok(Reply::Leased {
+                    granted: true,
+                    size,
+                })
             }
             Request::Open { path, flags, mode } => {
                 if flags & !proto::open::ALL != 0 {

@@ -590,3 +590,48 @@ fn cached_attributes_follow_every_change_whoever_makes_it() {
     // fsync still waits for the service, cache or not.
     b.fsync(g).expect("fsync");
 }
+
+#[test]
+fn a_lease_holder_reads_its_own_new_file_locally_and_still_sees_others_writes() {
+    let s = Setup::start("shadow");
+    let mut a = s.client("a");
+    let mut b = s.client("b");
+    let f = a.create("/new").expect("create");
+    let mut model: Vec<u8> = Vec::new();
+    // Appends, a gap and an overwrite, all written behind; reads come from A's own copy.
+    for (off, data) in [
+        (0u64, &b"hello "[..]),
+        (6, b"world"),
+        (20, b"gap"),
+        (2, b"LL"),
+    ] {
+        a.write_from(f, off, data).expect("write");
+        let end = off as usize + data.len();
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(data);
+        let mut buf = vec![0u8; 64];
+        let n = a.read_into(f, 0, &mut buf).expect("read");
+        assert_eq!(&buf[..n], &model[..], "after writing at {off}");
+        let e = a.read(f, 1, 8).expect("read");
+        let mut got = vec![0u8; e.len() as usize];
+        a.copy_out(&e, &mut got).expect("copy");
+        assert_eq!(got, &model[1..9.min(model.len())]);
+    }
+    assert!(a.stats().shadow_reads >= 8, "{:?}", a.stats());
+    a.ftruncate(f, 8).expect("truncate");
+    model.truncate(8);
+    assert_eq!(whole(&mut a, f), model);
+    // B cannot take the lease, so it writes through the service; A sees it at once.
+    let g = b.open("/new", OpenFlags::existing()).expect("open");
+    b.write_from(g, 0, b"B").expect("write");
+    model[0] = b'B';
+    assert_eq!(whole(&mut a, f), model);
+    assert_eq!(whole(&mut b, g), model);
+    // And A's later writes are seen by B as well.
+    a.write_from(f, 8, b"+A").expect("write");
+    model.extend_from_slice(b"+A");
+    assert_eq!(whole(&mut b, g), model);
+    assert_eq!(whole(&mut a, f), model);
+}
