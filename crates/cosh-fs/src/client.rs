@@ -111,6 +111,8 @@ pub struct CacheStats {
     pub attr_hits: u64,
     /// Reads of a file this client holds the lease of and knows whole, answered locally.
     pub shadow_reads: u64,
+    /// Writes sent behind (not waited for).
+    pub writes_behind: u64,
 }
 
 /// A snapshot of a file (or a range of it) in the client's domain.
@@ -1048,7 +1050,11 @@ impl Client {
         }
         self.wrote(ino);
         if self.write_behind && self.lease(fh, ino)? {
-            self.catch_up()?;
+            // No look at the socket here: notices matter to reads, and a failed write-behind
+            // is reported by the next call that asks the service anything.
+            if self.gone {
+                return Err(FsError::Unavailable("the service went away".into()));
+            }
             if let Some(sh) = self.shadows.get_mut(&ino) {
                 let end = offset.saturating_add(buf.len() as u64);
                 if end <= Self::SHADOW_MAX {
@@ -1060,6 +1066,7 @@ impl Client {
                     self.shadows.remove(&ino);
                 }
             }
+            self.stats.writes_behind += 1;
             self.send(&Request::WriteBehind {
                 fh: fh.0,
                 offset,

@@ -462,6 +462,7 @@ fn writes_behind_are_seen_by_the_next_read_anywhere() {
         }
     }
     assert_eq!(whole(&mut reader, r), model);
+    assert!(writer.stats().writes_behind >= 300, "{:?}", writer.stats());
     // While the writer holds the lease the reader does not cache the file; after, it does.
     assert_eq!(reader.stats().misses, 0, "{:?}", reader.stats());
     writer.close(w).expect("close");
