@@ -122,7 +122,8 @@ enum Cmd {
         /// The figure: fig2a (one-way transfer latency against size, every mode and
         /// strength, with memcpy, Unix socket, pipe and futex baselines in the same run) or
         /// fig2b (transfers across pools, with memcpy, process_vm_writev and TCP loopback),
-        /// fig2c (repeated file reads, CoshFS against tmpfs) or pipe (Cosh pipe against a
+        /// fig2c (repeated file reads, CoshFS against tmpfs), table3 (a trace replayed on
+        /// every target: `cosh bench table3 -- TRACE_DIR`) or pipe (Cosh pipe against a
         /// Linux pipe).
         figure: Figure,
         /// The figure's own options.
