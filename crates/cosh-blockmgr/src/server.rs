@@ -302,16 +302,7 @@ impl BlockManager {
         if let Some(dir) = config.socket.parent() {
             cosh_sys::runtime::ensure_runtime_dir(dir).map_err(StartError::Runtime)?;
         }
-        let listener =
-            SeqPacketListener::bind_exclusive(&config.socket).map_err(StartError::Bind)?;
-        let (signals, writer) = UnixStream::pair().map_err(StartError::Io)?;
-        signals.set_nonblocking(true).map_err(StartError::Io)?;
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            let w = writer.try_clone().map_err(StartError::Io)?;
-            signal_hook::low_level::pipe::register(signal, w).map_err(StartError::Io)?;
-        }
-        let sealer = Sealer::start().map_err(StartError::Runtime)?;
-        let config_dma = config.dma;
+        // The TCP listener first: once the socket answers, links can connect too.
         let tcp_listener = match config.listen {
             Some(addr) => {
                 let l = std::net::TcpListener::bind(addr).map_err(|e| {
@@ -322,6 +313,16 @@ impl BlockManager {
             }
             None => None,
         };
+        let listener =
+            SeqPacketListener::bind_exclusive(&config.socket).map_err(StartError::Bind)?;
+        let (signals, writer) = UnixStream::pair().map_err(StartError::Io)?;
+        signals.set_nonblocking(true).map_err(StartError::Io)?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = writer.try_clone().map_err(StartError::Io)?;
+            signal_hook::low_level::pipe::register(signal, w).map_err(StartError::Io)?;
+        }
+        let sealer = Sealer::start().map_err(StartError::Runtime)?;
+        let config_dma = config.dma;
         let (remote_tx, remote_rx) = std::sync::mpsc::channel();
         Ok(BlockManager {
             ledger: Ledger::new(config.policy),
