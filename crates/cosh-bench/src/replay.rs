@@ -1129,7 +1129,7 @@ impl Target for Coshfs {
     fn notes(&mut self) -> Vec<String> {
         let s = self.client.stats();
         vec![format!(
-            "client cache: {} hits, {} misses, {} uncached reads, {} reads of its own writes, {} invalidations, {} evictions, {} KiB fetched, {} fstats answered",
+            "client cache: {} hits, {} misses, {} uncached reads, {} reads of its own writes, {} invalidations, {} evictions, {} KiB fetched, {} fstats and {} stats answered",
             s.hits,
             s.misses,
             s.uncached,
@@ -1137,7 +1137,8 @@ impl Target for Coshfs {
             s.invalidations,
             s.evictions,
             s.fetched_bytes >> 10,
-            s.attr_hits
+            s.attr_hits,
+            s.lookup_hits
         )]
     }
 }

@@ -109,6 +109,8 @@ pub struct CacheStats {
     pub evictions: u64,
     /// `fstat`s answered from the cache.
     pub attr_hits: u64,
+    /// `stat`s answered from cached lookups.
+    pub lookup_hits: u64,
     /// Reads of a file this client holds the lease of and knows whole, answered locally.
     pub shadow_reads: u64,
     /// Writes sent behind (not waited for).
@@ -214,6 +216,11 @@ pub struct Client {
     /// The whole content of leased files that were empty when leased: this client's own
     /// writes are all there is, so its reads are answered here.
     shadows: HashMap<u64, Vec<u8>>,
+    /// Cached lookups: path → attributes (`None`: nothing has that name).
+    paths: HashMap<String, Option<Stat>>,
+    /// How many cached lookups name each file (the service keeps telling this client of
+    /// changes to a file while any does, or the file is cached).
+    path_inos: HashMap<u64, usize>,
     write_behind: bool,
     /// A write-behind the service could not apply, for the next call to report.
     deferred: Option<FsError>,
@@ -236,7 +243,11 @@ fn unexpected(r: &Reply) -> FsError {
 
 impl Client {
     /// The most files one client caches.
-    pub const MAX_CACHED_FILES: usize = 192;
+    pub const MAX_CACHED_FILES: usize = 128;
+
+    /// The most lookups one client caches (with the files, what bounds the notices the
+    /// service may have to queue for it).
+    pub const MAX_CACHED_PATHS: usize = 128;
 
     /// How long a request looks for its answer before it sleeps, unless set.
     pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
@@ -271,6 +282,8 @@ impl Client {
             written: HashMap::new(),
             leases: HashMap::new(),
             shadows: HashMap::new(),
+            paths: HashMap::new(),
+            path_inos: HashMap::new(),
             write_behind: true,
             deferred: None,
         };
@@ -348,6 +361,10 @@ impl Client {
     fn notice(&mut self, m: ToClient) -> Result<Option<Reply>> {
         match m {
             ToClient::Reply(r) => Ok(Some(r)),
+            ToClient::Namespace => {
+                self.paths_clear();
+                Ok(None)
+            }
             ToClient::Deferred { errno, detail } => {
                 // A write the service did not apply may be in a shadow.
                 self.shadows.clear();
@@ -357,8 +374,10 @@ impl Client {
                 Ok(None)
             }
             ToClient::Invalidate { ino, version } => {
-                // Someone else changed it (or its attributes): the shadow may be wrong.
+                // Someone else changed it (or its attributes): the shadow may be wrong, and
+                // so may any lookup that named it.
                 self.shadows.remove(&ino);
+                self.paths_drop_ino(ino);
                 if self.cache.get(&ino).is_some_and(|c| c.version < version) {
                     self.stats.invalidations += 1;
                     self.cache.remove(&ino);
@@ -477,8 +496,75 @@ impl Client {
     }
 
     fn drop_cached(&mut self, ino: u64) {
-        if self.cache.remove(&ino).is_some() {
+        if self.cache.remove(&ino).is_some() && !self.path_inos.contains_key(&ino) {
             self.forget.push(ino);
+        }
+    }
+
+    /// Tells the service (with the next request) that this client no longer needs to hear of
+    /// `ino`, unless it still caches it or a lookup of it.
+    fn release_ino(&mut self, ino: u64) {
+        if !self.cache.contains_key(&ino) && !self.path_inos.contains_key(&ino) {
+            self.forget.push(ino);
+        }
+    }
+
+    fn path_insert(&mut self, path: &str, stat: Option<Stat>) {
+        self.path_remove(path);
+        if self.paths.len() >= Self::MAX_CACHED_PATHS {
+            self.paths_clear();
+        }
+        if let Some(s) = stat {
+            *self.path_inos.entry(s.ino).or_insert(0) += 1;
+        }
+        self.paths.insert(path.to_string(), stat);
+    }
+
+    fn path_remove(&mut self, path: &str) {
+        if let Some(Some(s)) = self.paths.remove(path)
+            && let Some(n) = self.path_inos.get_mut(&s.ino)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.path_inos.remove(&s.ino);
+                self.release_ino(s.ino);
+            }
+        }
+    }
+
+    fn paths_clear(&mut self) {
+        self.paths.clear();
+        let inos: Vec<u64> = self.path_inos.drain().map(|(i, _)| i).collect();
+        for ino in inos {
+            self.release_ino(ino);
+        }
+    }
+
+    /// Drops every cached lookup that named `ino`.
+    fn paths_drop_ino(&mut self, ino: u64) {
+        if self.path_inos.remove(&ino).is_some() {
+            self.paths.retain(|_, s| s.is_none_or(|s| s.ino != ino));
+            self.release_ino(ino);
+        }
+    }
+
+    /// This client changed the name `path`: its lookup, its parent's, and those below it
+    /// are stale.
+    fn renamed(&mut self, path: &str) {
+        self.path_remove(path);
+        if let Some(cut) = path.rfind('/') {
+            let parent = if cut == 0 { "/" } else { &path[..cut] };
+            self.path_remove(parent);
+        }
+        let below = format!("{path}/");
+        let stale: Vec<String> = self
+            .paths
+            .keys()
+            .filter(|p| p.starts_with(&below))
+            .cloned()
+            .collect();
+        for p in stale {
+            self.path_remove(&p);
         }
     }
 
@@ -486,6 +572,7 @@ impl Client {
     /// whole again at once.
     fn wrote(&mut self, ino: u64) {
         self.drop_cached(ino);
+        self.paths_drop_ino(ino);
         if self.written.len() > 4 * Self::MAX_CACHED_FILES {
             self.written.clear();
         }
@@ -500,6 +587,10 @@ impl Client {
     /// Opens the file at `path` (absolute, within the service).
     pub fn open(&mut self, path: &str, flags: OpenFlags) -> Result<Fh> {
         let mode = if flags.mode == 0 { 0o644 } else { flags.mode };
+        if flags.create {
+            // It may make the name.
+            self.renamed(path);
+        }
         match self.call(&Request::Open {
             path: path.into(),
             flags: flags.bits(),
@@ -566,7 +657,27 @@ impl Client {
 
     /// Attributes of `path`.
     pub fn stat(&mut self, path: &str) -> Result<Stat> {
-        self.attr(&Request::Stat { path: path.into() })
+        if !self.caching {
+            return self.attr(&Request::Stat { path: path.into() });
+        }
+        self.catch_up()?;
+        if let Some(&known) = self.paths.get(path) {
+            self.stats.lookup_hits += 1;
+            return known.ok_or_else(|| FsError::NotFound(path.to_string()));
+        }
+        match self.call(&Request::Lookup { path: path.into() })? {
+            Reply::Looked {
+                stat: got,
+                cacheable,
+            } => {
+                let got = got.map(stat);
+                if cacheable {
+                    self.path_insert(path, got);
+                }
+                got.ok_or_else(|| FsError::NotFound(path.to_string()))
+            }
+            r => Err(unexpected(&r)),
+        }
     }
 
     /// Attributes of an open file (from the cache when the file is cached: any change to it
@@ -583,6 +694,7 @@ impl Client {
 
     /// Makes a directory (permission bits 0755).
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
+        self.renamed(path);
         self.done(&Request::Mkdir {
             path: path.into(),
             mode: 0o755,
@@ -591,16 +703,20 @@ impl Client {
 
     /// Removes an empty directory.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
+        self.renamed(path);
         self.done(&Request::Rmdir { path: path.into() })
     }
 
     /// Removes a file's name (open handles keep reading it).
     pub fn unlink(&mut self, path: &str) -> Result<()> {
+        self.renamed(path);
         self.done(&Request::Unlink { path: path.into() })
     }
 
     /// Renames `from` to `to`, replacing what `to` named.
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.renamed(from);
+        self.renamed(to);
         self.done(&Request::Rename {
             from: from.into(),
             to: to.into(),

@@ -223,6 +223,13 @@ pub enum Request {
         /// The handle.
         fh: u64,
     },
+    /// Attributes by path, for the client's lookup cache: a missing path is an answer
+    /// (`Looked { stat: None }`), and the service notifies the client of what would change
+    /// the answer (`Invalidate` for the file, `Namespace` for any name).
+    Lookup {
+        /// Absolute path.
+        path: String,
+    },
     /// With the lease: writes inline bytes at `offset`, with no reply.
     WriteBehind {
         /// The handle.
@@ -300,6 +307,14 @@ pub enum Reply {
         /// follows any change to either).
         stat: WireStat,
     },
+    /// To `Lookup`: the attributes, or `None` when nothing has that name.
+    Looked {
+        /// The attributes.
+        stat: Option<WireStat>,
+        /// Whether the answer may be cached (not while another client writes the file
+        /// behind under its lease: its size moves without the service being asked).
+        cacheable: bool,
+    },
     /// To `Lease`.
     Leased {
         /// Whether the client now holds the lease.
@@ -337,6 +352,8 @@ pub enum ToClient {
         /// The new version.
         version: u64,
     },
+    /// A name was made, removed or moved (by another client): cached lookups are stale.
+    Namespace,
     /// A write-behind failed: the client's next call reports it.
     Deferred {
         /// The errno.

@@ -102,6 +102,8 @@ pub struct Server {
     versions: HashMap<u64, u64>,
     /// Which client holds each leased file's write lease.
     leases: HashMap<u64, u64>,
+    /// Clients that cached a lookup since they were last told of a namespace change.
+    ns_watchers: BTreeSet<u64>,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
 }
@@ -146,6 +148,7 @@ impl Server {
             cachers: HashMap::new(),
             versions: HashMap::new(),
             leases: HashMap::new(),
+            ns_watchers: BTreeSet::new(),
             inbuf: vec![0; MAX_MESSAGE],
             outbuf: Vec::with_capacity(MAX_MESSAGE),
         })
@@ -404,6 +407,7 @@ impl Server {
                 self.leases.remove(ino);
             }
         }
+        self.ns_watchers.remove(&t);
         for h in c.handles {
             let _ = self.fs.close(h);
         }
@@ -437,6 +441,19 @@ impl Server {
             }
             if c != by && !self.send(c, &ToClient::Invalidate { ino, version }) {
                 self.drop_client(c);
+            }
+        }
+    }
+
+    /// A name was made, removed or moved by client `by`: every other client with cached
+    /// lookups is told before `by` is answered (`by` keeps its own cache right itself).
+    fn namespace_changed(&mut self, by: u64) {
+        let watchers = std::mem::take(&mut self.ns_watchers);
+        for w in watchers {
+            if w == by {
+                self.ns_watchers.insert(w);
+            } else if !self.send(w, &ToClient::Namespace) {
+                self.drop_client(w);
             }
         }
     }
@@ -543,6 +560,7 @@ impl Server {
                     Ok(_) => {}
                     Err(FsError::NotFound(_)) if create => {
                         self.fs.create_with_mode(&path, mode)?;
+                        self.namespace_changed(t);
                     }
                     Err(e) => return Err(e),
                 }
@@ -585,12 +603,39 @@ impl Server {
             Request::Fstat { fh } => Ok(Reply::Attr(wire(self.fs.fstat(self.own(t, fh)?)?))),
             Request::Mkdir { path, mode } => {
                 self.fs.mkdir_with_mode(&path, mode)?;
+                self.namespace_changed(t);
                 Ok(Reply::Done)
             }
             Request::Rmdir { path } => {
                 self.fs.rmdir(&path)?;
+                self.namespace_changed(t);
                 Ok(Reply::Done)
             }
+            Request::Lookup { path } => match self.fs.stat(&path) {
+                Ok(s) => {
+                    let leased = self.leases.get(&s.ino).is_some_and(|&h| h != t);
+                    if !leased {
+                        // Told of any change to the file, as a cache of it is.
+                        self.cachers.entry(s.ino).or_default().insert(t);
+                        if let Some(c) = self.clients.get_mut(&t) {
+                            c.cached.insert(s.ino);
+                        }
+                        self.ns_watchers.insert(t);
+                    }
+                    Ok(Reply::Looked {
+                        stat: Some(wire(s)),
+                        cacheable: !leased,
+                    })
+                }
+                Err(FsError::NotFound(_)) => {
+                    self.ns_watchers.insert(t);
+                    Ok(Reply::Looked {
+                        stat: None,
+                        cacheable: true,
+                    })
+                }
+                Err(e) => Err(e),
+            },
             // Attribute changes are notified as content changes are (the file's link count,
             // mode or time is cached with it) — to the client that made them too: it knows
             // the path, not which file of its cache that is.
@@ -598,6 +643,7 @@ impl Server {
                 let ino = self.fs.stat(&path)?.ino;
                 self.fs.unlink(&path)?;
                 self.changed(ino, NOBODY);
+                self.namespace_changed(t);
                 Ok(Reply::Done)
             }
             Request::Rename { from, to } => {
@@ -606,6 +652,7 @@ impl Server {
                 if let Some(ino) = replaced {
                     self.changed(ino, NOBODY);
                 }
+                self.namespace_changed(t);
                 Ok(Reply::Done)
             }
             Request::Chmod { path, mode } => {

@@ -636,3 +636,43 @@ fn a_lease_holder_reads_its_own_new_file_locally_and_still_sees_others_writes() 
     assert_eq!(whole(&mut b, g), model);
     assert_eq!(whole(&mut a, f), model);
 }
+
+#[test]
+fn cached_lookups_follow_every_namespace_change() {
+    let s = Setup::start("lookups");
+    let mut a = s.client("a");
+    let mut b = s.client("b");
+    a.mkdir("/d").expect("mkdir");
+    let x = a.create("/d/x").expect("create");
+    a.close(x).expect("close");
+    // Found and missing names are both remembered.
+    assert_eq!(b.stat("/d/x").expect("stat").size, 0);
+    assert_eq!(b.stat("/d/y").expect_err("missing").errno(), 2);
+    let hits = b.stats().lookup_hits;
+    assert!(b.stat("/d/x").is_ok() && b.stat("/d/y").is_err());
+    assert_eq!(b.stats().lookup_hits, hits + 2, "answered from the cache");
+    // Another client makes, moves and removes names: seen at once.
+    let y = a.create("/d/y").expect("create");
+    assert!(b.stat("/d/y").is_ok(), "a new name");
+    a.rename("/d/x", "/d/z").expect("rename");
+    assert_eq!(b.stat("/d/x").expect_err("moved").errno(), 2);
+    let z = b.stat("/d/z").expect("moved here");
+    // Its content and attributes too.
+    a.write_from(y, 0, b"grown").expect("write");
+    assert_eq!(b.stat("/d/y").expect("stat").size, 5);
+    a.chmod("/d/z", 0o600).expect("chmod");
+    assert_eq!(b.stat("/d/z").expect("stat").mode, 0o600);
+    a.close(y).expect("close");
+    a.unlink("/d/y").expect("unlink");
+    assert_eq!(b.stat("/d/y").expect_err("gone").errno(), 2);
+    // And the client's own changes, without asking anyone.
+    b.unlink("/d/z").expect("unlink");
+    assert_eq!(b.stat("/d/z").expect_err("gone").errno(), 2);
+    b.mkdir("/d/e").expect("mkdir");
+    assert!(b.stat("/d/e").expect("made").dir);
+    b.rename("/d", "/f").expect("rename a directory");
+    assert_eq!(b.stat("/d/e").expect_err("moved").errno(), 2);
+    assert!(b.stat("/f/e").expect("moved here").dir);
+    assert_eq!(a.stat("/d").expect_err("moved").errno(), 2);
+    assert_ne!(z.ino, 0);
+}
