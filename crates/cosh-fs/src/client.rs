@@ -19,7 +19,9 @@
 //! starts after a write completed always sees it. A client caches at most
 //! [`Client::MAX_CACHED_FILES`] files (least recently used dropped first), which also bounds
 //! the notices the service ever has to queue for it. A file this client is writing is read
-//! from the service for a few reads before it is fetched whole again.
+//! from the service for a few reads before it is fetched whole again. `stat` by path is
+//! cached too, found or missing ([`Client::MAX_CACHED_PATHS`]): the service tells the client
+//! of names others make, remove or move and of changes to the files it looked up.
 //!
 //! **Write-behind.** The first small write to a file asks for its write lease; while the
 //! client holds it, small writes are sent without waiting ([`Client::set_write_behind`]).
