@@ -14,7 +14,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,26 +78,12 @@ pub fn main_with(
         return Ok(());
     };
     if let Some(socket) = &args.serve_pool {
-        let mut config = cosh_blockmgr::Config::host();
-        config.socket = socket.clone();
-        config.pool = cosh::PoolId(args.pool_id);
-        config.kind = match args.pool_kind.as_str() {
-            "device" => cosh_pool::PoolKind::Device,
-            "nc" => cosh_pool::PoolKind::Nc,
-            "host" => cosh_pool::PoolKind::Host,
-            other => return Err(format!("unknown pool kind {other:?}")),
-        };
-        if let Some(other) = &args.link_to {
-            let id = if args.pool_id == 0 { 1 } else { 0 };
-            config.links.insert(
-                cosh::PoolId(id),
-                cosh_blockmgr::LinkAddr::Unix(other.clone()),
-            );
-        }
-        return cosh_blockmgr::BlockManager::bind(config)
-            .map_err(e)?
-            .run()
-            .map_err(e);
+        return crate::serve_block_manager(
+            socket,
+            args.pool_id,
+            &args.pool_kind,
+            args.link_to.as_deref(),
+        );
     }
     if let Some(socket) = &args.serve_fs {
         let pool = args
@@ -160,17 +146,6 @@ fn spawn(prefix: &[&str], args: &[&std::ffi::OsStr]) -> Result<Child, String> {
         .map_err(|x| format!("cannot start a helper: {x}"))
 }
 
-fn wait_for(socket: &Path, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cosh_sys::socket::SeqPacket::connect(socket).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("the {what} did not start"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
 /// Starts a block manager and a CoshFS service in processes of their own and connects a
 /// client in the same pool (also used by `cosh replay`).
 pub(crate) fn start(prefix: &[&str], tag: &str) -> Result<(Client, Helpers), String> {
@@ -199,7 +174,7 @@ pub(crate) fn start_with(
         first.extend(["--link-to".as_ref(), other.as_os_str()]);
     }
     helpers.children.push(spawn(prefix, &first)?);
-    wait_for(&pool, "block manager")?;
+    crate::wait_for_socket(&pool, "block manager")?;
     if let Some(kind) = client_pool {
         helpers.children.push(spawn(
             prefix,
@@ -214,7 +189,7 @@ pub(crate) fn start_with(
                 pool.as_os_str(),
             ],
         )?);
-        wait_for(&other, "client's block manager")?;
+        crate::wait_for_socket(&other, "client's block manager")?;
     }
     helpers.children.push(spawn(
         prefix,
@@ -225,7 +200,7 @@ pub(crate) fn start_with(
             pool.as_os_str(),
         ],
     )?);
-    wait_for(&fs, "CoshFS service")?;
+    crate::wait_for_socket(&fs, "CoshFS service")?;
     let client_socket = if client_pool.is_some() { &other } else { &pool };
     let domain = Domain::connect_with(
         &Options::new("bench-fs-client")

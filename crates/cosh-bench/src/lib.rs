@@ -435,6 +435,49 @@ fn parse_sample(answer: &str) -> Result<(u64, u64), String> {
 }
 
 /// Makes a FIFO (owner only) at `path`.
+/// Runs a block manager of pool `pool` with memory of `kind` (host, nc, device) at `socket`,
+/// linked to the pool at `link_to` (pool 1 from pool 0, else pool 0), until stopped: the
+/// helper process of the benchmarks that need one.
+pub(crate) fn serve_block_manager(
+    socket: &Path,
+    pool: u32,
+    kind: &str,
+    link_to: Option<&Path>,
+) -> Result<(), String> {
+    let mut config = cosh_blockmgr::Config::host();
+    config.socket = socket.to_path_buf();
+    config.pool = cosh::PoolId(pool);
+    config.kind = match kind {
+        "device" => cosh_pool::PoolKind::Device,
+        "nc" => cosh_pool::PoolKind::Nc,
+        "host" => cosh_pool::PoolKind::Host,
+        other => return Err(format!("unknown pool kind {other:?}")),
+    };
+    if let Some(other) = link_to {
+        let id = if pool == 0 { 1 } else { 0 };
+        config.links.insert(
+            cosh::PoolId(id),
+            cosh_blockmgr::LinkAddr::Unix(other.to_path_buf()),
+        );
+    }
+    cosh_blockmgr::BlockManager::bind(config)
+        .map_err(|x| x.to_string())?
+        .run()
+        .map_err(|x| x.to_string())
+}
+
+/// Waits (up to 10 s) until something answers at `socket`.
+pub(crate) fn wait_for_socket(socket: &Path, what: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cosh_sys::socket::SeqPacket::connect(socket).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the {what} did not start"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 pub(crate) fn make_fifo(path: &Path) -> Result<(), String> {
     rustix::fs::mknodat(
         rustix::fs::CWD,

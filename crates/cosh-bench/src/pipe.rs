@@ -49,12 +49,7 @@ pub fn main_with(
         return Ok(());
     };
     if let Some(socket) = &args.serve {
-        let mut config = cosh_blockmgr::Config::host();
-        config.socket = socket.clone();
-        return cosh_blockmgr::BlockManager::bind(config)
-            .map_err(e)?
-            .run()
-            .map_err(e);
+        return crate::serve_block_manager(socket, 0, "host", None);
     }
     if let Some(socket) = &args.consumer {
         return consumer(socket);
@@ -101,13 +96,7 @@ fn run(args: &Args, prefix: &[&str]) -> Result<(), String> {
     cosh_sys::runtime::ensure_runtime_dir(&dir).map_err(e)?;
     let socket = dir.join("host.sock");
     let mut manager = spawn(prefix, "--serve", &socket)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cosh_sys::socket::SeqPacket::connect(&socket).is_err() {
-        if Instant::now() > deadline {
-            return Err("the block manager did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    crate::wait_for_socket(&socket, "block manager")?;
     let mut child = spawn(prefix, "--consumer", &socket)?;
     let to = child.stdin.take().ok_or("no stdin")?;
     let from = BufReader::new(child.stdout.take().ok_or("no stdout")?);
