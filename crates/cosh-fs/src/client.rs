@@ -35,7 +35,7 @@ use cosh::{Agg, Domain, DomainId, Location, Mode, Ticket, TransferFlags};
 use cosh_sys::socket::SeqPacket;
 
 use crate::core::{DirEntry, FsError, Result, Stat};
-use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient, WireStat};
+use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient};
 
 /// How long the client waits for a transfer the service announced by ticket.
 const TICKET_WAIT: Duration = Duration::from_secs(5);
@@ -226,17 +226,6 @@ pub struct Client {
     write_behind: bool,
     /// A write-behind the service could not apply, for the next call to report.
     deferred: Option<FsError>,
-}
-
-fn stat(w: WireStat) -> Stat {
-    Stat {
-        ino: w.ino,
-        dir: w.dir,
-        size: w.size,
-        nlink: w.nlink,
-        mode: w.mode,
-        mtime_ns: w.mtime_ns,
-    }
 }
 
 fn unexpected(r: &Reply) -> FsError {
@@ -485,7 +474,7 @@ impl Client {
 
     fn attr(&mut self, request: &Request) -> Result<Stat> {
         match self.call(request)? {
-            Reply::Attr(s) => Ok(stat(s)),
+            Reply::Attr(s) => Ok(s),
             r => Err(unexpected(&r)),
         }
     }
@@ -672,7 +661,6 @@ impl Client {
                 stat: got,
                 cacheable,
             } => {
-                let got = got.map(stat);
                 if cacheable {
                     self.path_insert(path, got);
                 }
@@ -751,11 +739,7 @@ impl Client {
                 after,
             })? {
                 Reply::Entries { entries, more } => {
-                    all.extend(entries.into_iter().map(|e| DirEntry {
-                        name: e.name,
-                        ino: e.ino,
-                        dir: e.dir,
-                    }));
+                    all.extend(entries);
                     if !more {
                         return Ok(all);
                     }
@@ -990,7 +974,7 @@ impl Client {
                     ticket,
                     stat: attrs,
                     ..
-                } => (ino, version, len, ticket, stat(attrs)),
+                } => (ino, version, len, ticket, attrs),
                 r => return Err(unexpected(&r)),
             };
         let snap = match ticket {

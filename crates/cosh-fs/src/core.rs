@@ -116,8 +116,8 @@ impl FsError {
 /// The result type of this crate.
 pub type Result<T, E = FsError> = std::result::Result<T, E>;
 
-/// What `stat` says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What `stat` says (also what the protocol carries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stat {
     /// The inode number.
     pub ino: u64,
@@ -133,8 +133,8 @@ pub struct Stat {
     pub mtime_ns: i64,
 }
 
-/// One entry of a directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One entry of a directory (also what the protocol carries).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirEntry {
     /// The name.
     pub name: String,

@@ -19,6 +19,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::{DirEntry, Stat};
+
 /// The protocol version a client and a service must agree on.
 pub const VERSION: u32 = 1;
 
@@ -39,34 +41,6 @@ pub mod open {
     pub const TRUNC: u32 = 4;
     /// Every flag this version knows.
     pub const ALL: u32 = CREATE | EXCL | TRUNC;
-}
-
-/// A file's attributes on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireStat {
-    /// The inode.
-    pub ino: u64,
-    /// Whether it is a directory.
-    pub dir: bool,
-    /// Bytes (files), entries (directories).
-    pub size: u64,
-    /// Names that refer to it.
-    pub nlink: u64,
-    /// Permission bits.
-    pub mode: u32,
-    /// Last modification, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-}
-
-/// One directory entry on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireEntry {
-    /// The name.
-    pub name: String,
-    /// Its inode.
-    pub ino: u64,
-    /// Whether it is a directory.
-    pub dir: bool,
 }
 
 /// What a client asks (variants are only ever appended).
@@ -264,14 +238,14 @@ pub enum Reply {
         /// The handle.
         fh: u64,
         /// The attributes (after any truncation).
-        stat: WireStat,
+        stat: Stat,
     },
     /// To `Stat`, `Fstat`, `Truncate`, `Ftruncate`: the attributes.
-    Attr(WireStat),
+    Attr(Stat),
     /// To `List`.
     Entries {
         /// Up to a page of entries.
-        entries: Vec<WireEntry>,
+        entries: Vec<DirEntry>,
         /// Whether more follow.
         more: bool,
     },
@@ -305,12 +279,12 @@ pub enum Reply {
         leased: bool,
         /// The file's attributes (cached with its content, and kept as exact: a notice
         /// follows any change to either).
-        stat: WireStat,
+        stat: Stat,
     },
     /// To `Lookup`: the attributes, or `None` when nothing has that name.
     Looked {
         /// The attributes.
-        stat: Option<WireStat>,
+        stat: Option<Stat>,
         /// Whether the answer may be cached (not while another client writes the file
         /// behind under its lease: its size moves without the service being asked).
         cacheable: bool,
@@ -328,7 +302,7 @@ pub enum Reply {
         /// Bytes written.
         n: u64,
         /// The attributes after the write.
-        stat: WireStat,
+        stat: Stat,
     },
     /// The request failed.
     Failed {

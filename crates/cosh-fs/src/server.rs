@@ -25,8 +25,8 @@ use cosh::{Domain, DomainId, Mode, Options, Ticket, TransferFlags};
 use cosh_sys::socket::{SeqPacket, SeqPacketListener};
 use rustix::event::{PollFd, PollFlags};
 
-use crate::core::{Fs, FsError, Result, Stat};
-use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient, WireEntry, WireStat};
+use crate::core::{Fs, FsError, Result};
+use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient};
 
 /// How long the service waits for a transfer a client announced by ticket: not at all. A
 /// client sends the request only once its strong transfer or copy was answered, which is when
@@ -106,17 +106,6 @@ pub struct Server {
     ns_watchers: BTreeSet<u64>,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
-}
-
-fn wire(s: Stat) -> WireStat {
-    WireStat {
-        ino: s.ino,
-        dir: s.dir,
-        size: s.size,
-        nlink: s.nlink,
-        mode: s.mode,
-        mtime_ns: s.mtime_ns,
-    }
 }
 
 impl Server {
@@ -575,7 +564,7 @@ impl Server {
                 }
                 Ok(Reply::Opened {
                     fh,
-                    stat: wire(self.fs.fstat(fh)?),
+                    stat: self.fs.fstat(fh)?,
                 })
             }
             Request::Close { fh } => {
@@ -599,8 +588,8 @@ impl Server {
                 }
                 Ok(Reply::Done)
             }
-            Request::Stat { path } => Ok(Reply::Attr(wire(self.fs.stat(&path)?))),
-            Request::Fstat { fh } => Ok(Reply::Attr(wire(self.fs.fstat(self.own(t, fh)?)?))),
+            Request::Stat { path } => Ok(Reply::Attr(self.fs.stat(&path)?)),
+            Request::Fstat { fh } => Ok(Reply::Attr(self.fs.fstat(self.own(t, fh)?)?)),
             Request::Mkdir { path, mode } => {
                 self.fs.mkdir_with_mode(&path, mode)?;
                 self.namespace_changed(t);
@@ -623,7 +612,7 @@ impl Server {
                         self.ns_watchers.insert(t);
                     }
                     Ok(Reply::Looked {
-                        stat: Some(wire(s)),
+                        stat: Some(s),
                         cacheable: !leased,
                     })
                 }
@@ -674,14 +663,7 @@ impl Server {
                     None => 0,
                 };
                 let end = (start + LIST_PAGE).min(all.len());
-                let entries = all[start..end]
-                    .iter()
-                    .map(|e| WireEntry {
-                        name: e.name.clone(),
-                        ino: e.ino,
-                        dir: e.dir,
-                    })
-                    .collect();
+                let entries = all[start..end].to_vec();
                 Ok(Reply::Entries {
                     entries,
                     more: end < all.len(),
@@ -690,14 +672,14 @@ impl Server {
             Request::Truncate { path, len } => {
                 let ino = self.fs.truncate(&path, len)?;
                 self.changed(ino, t);
-                Ok(Reply::Attr(wire(self.fs.stat(&path)?)))
+                Ok(Reply::Attr(self.fs.stat(&path)?))
             }
             Request::Ftruncate { fh, len } => {
                 let fh = self.own(t, fh)?;
                 self.fs.ftruncate(fh, len)?;
                 let ino = self.fs.handle_ino(fh)?;
                 self.changed(ino, t);
-                Ok(Reply::Attr(wire(self.fs.fstat(fh)?)))
+                Ok(Reply::Attr(self.fs.fstat(fh)?))
             }
             Request::Read { fh, offset, len } => {
                 let fh = self.own(t, fh)?;
@@ -730,7 +712,7 @@ impl Server {
                 let ino = self.fs.handle_ino(fh)?;
                 let version = self.versions.get(&ino).copied().unwrap_or(0);
                 let leased = self.leases.get(&ino).is_some_and(|&h| h != t);
-                let stat = wire(self.fs.fstat(fh)?);
+                let stat = self.fs.fstat(fh)?;
                 let len = stat.size;
                 if len > max || leased {
                     return Ok(Reply::Fetched {
@@ -805,7 +787,7 @@ impl Server {
         }
         Ok(Reply::Written {
             n,
-            stat: wire(self.fs.fstat(fh)?),
+            stat: self.fs.fstat(fh)?,
         })
     }
 }
