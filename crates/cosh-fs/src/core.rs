@@ -559,13 +559,19 @@ impl Fs {
         file.truncate(d, len)
     }
 
-    /// Removes the name `path` of a file; open handles keep reading its data.
-    pub fn unlink(&mut self, path: &str) -> Result<()> {
+    /// The directory holding `path`, the last component, and the inode it names.
+    fn named<'p>(&mut self, path: &'p str) -> Result<(u64, &'p str, u64)> {
         let (dir, name) = self.parent(path)?;
         let ino = *self
             .entries_mut(dir)?
             .get(name)
             .ok_or_else(|| FsError::NotFound(path.to_string()))?;
+        Ok((dir, name, ino))
+    }
+
+    /// Removes the name `path` of a file; open handles keep reading its data.
+    pub fn unlink(&mut self, path: &str) -> Result<()> {
+        let (dir, name, ino) = self.named(path)?;
         match self.nodes.get_mut(&ino) {
             Some(Node::File { nlink, .. }) => *nlink -= 1,
             Some(Node::Dir { .. }) => return Err(FsError::IsADirectory(path.to_string())),
@@ -577,11 +583,7 @@ impl Fs {
 
     /// Removes the empty directory `path`.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
-        let (dir, name) = self.parent(path)?;
-        let ino = *self
-            .entries_mut(dir)?
-            .get(name)
-            .ok_or_else(|| FsError::NotFound(path.to_string()))?;
+        let (dir, name, ino) = self.named(path)?;
         match self.nodes.get(&ino) {
             Some(Node::Dir { entries, .. }) if !entries.is_empty() => {
                 return Err(FsError::NotEmpty(path.to_string()));
@@ -597,11 +599,7 @@ impl Fs {
     /// Renames `from` to `to`, replacing a file at `to` (as rename(2)); a directory cannot
     /// move into itself.
     pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        let (fdir, fname) = self.parent(from)?;
-        let ino = *self
-            .entries_mut(fdir)?
-            .get(fname)
-            .ok_or_else(|| FsError::NotFound(from.to_string()))?;
+        let (fdir, fname, ino) = self.named(from)?;
         let (tdir, tname) = self.parent(to)?;
         // A directory cannot go below itself.
         if matches!(self.nodes.get(&ino), Some(Node::Dir { .. })) {
