@@ -45,6 +45,31 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// The client's results with the kernel's error numbers.
+trait OrErrno<T> {
+    fn or_errno(self) -> Result<T, Errno>;
+}
+
+impl<T> OrErrno<T> for cosh_fs::Result<T> {
+    fn or_errno(self) -> Result<T, Errno> {
+        self.map_err(|e| errno(&e))
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, result: Result<FileAttr, Errno>) {
+    match result {
+        Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn name_of(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -97,7 +122,7 @@ impl Inner {
 
     /// Stats `path` and remembers its inode.
     fn known(&mut self, path: String) -> Result<FileAttr, Errno> {
-        let s = self.client.stat(&path).map_err(|e| errno(&e))?;
+        let s = self.client.stat(&path).or_errno()?;
         self.paths.insert(s.ino, path);
         Ok(self.attr(&s))
     }
@@ -107,8 +132,8 @@ impl Inner {
     }
 
     fn open_path(&mut self, path: &str, flags: CoshOpen) -> Result<(Fh, Stat), Errno> {
-        let fh = self.client.open(path, flags).map_err(|e| errno(&e))?;
-        let s = self.client.fstat(fh).map_err(|e| errno(&e))?;
+        let fh = self.client.open(path, flags).or_errno()?;
+        let s = self.client.fstat(fh).or_errno()?;
         self.files.insert(fh.raw(), fh);
         self.paths.insert(s.ino, path.to_string());
         Ok((fh, s))
@@ -135,13 +160,8 @@ impl CoshFuse {
     /// Waits for the service to apply this client's writes; reports one that failed.
     fn sync(&self, fh: FileHandle, reply: ReplyEmpty) {
         let mut i = self.lock();
-        match i
-            .fh(fh)
-            .and_then(|fh| i.client.fsync(fh).map_err(|e| errno(&e)))
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let result = i.fh(fh).and_then(|fh| i.client.fsync(fh).or_errno());
+        reply_empty(reply, result);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -164,19 +184,15 @@ fn owner_ids() -> (u32, u32) {
 impl Filesystem for CoshFuse {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mut i = self.lock();
-        match i.child(parent, name).and_then(|p| i.known(p)) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        let result = i.child(parent, name).and_then(|p| i.known(p));
+        reply_entry(reply, result);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let mut i = self.lock();
         let got = match fh.map(|f| i.fh(f)) {
-            Some(Ok(fh)) => i.client.fstat(fh).map_err(|e| errno(&e)),
-            _ => i
-                .path(ino)
-                .and_then(|p| i.client.stat(&p).map_err(|e| errno(&e))),
+            Some(Ok(fh)) => i.client.fstat(fh).or_errno(),
+            _ => i.path(ino).and_then(|p| i.client.stat(&p).or_errno()),
         };
         match got {
             Ok(s) => reply.attr(&TTL, &i.attr(&s)),
@@ -210,10 +226,10 @@ impl Filesystem for CoshFuse {
                     Some(Ok(fh)) => i.client.ftruncate(fh, len),
                     _ => i.client.truncate(&path, len),
                 }
-                .map_err(|e| errno(&e))?;
+                .or_errno()?;
             }
             if let Some(mode) = mode {
-                i.client.chmod(&path, mode).map_err(|e| errno(&e))?;
+                i.client.chmod(&path, mode).or_errno()?;
             }
             if let Some(t) = mtime {
                 let at = match t {
@@ -223,9 +239,9 @@ impl Filesystem for CoshFuse {
                 let ns = at
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-                i.client.set_mtime(&path, ns).map_err(|e| errno(&e))?;
+                i.client.set_mtime(&path, ns).or_errno()?;
             }
-            i.client.stat(&path).map_err(|e| errno(&e))
+            i.client.stat(&path).or_errno()
         })();
         match result {
             Ok(s) => reply.attr(&TTL, &i.attr(&s)),
@@ -245,38 +261,27 @@ impl Filesystem for CoshFuse {
         let mut i = self.lock();
         let result = (|| {
             let path = i.child(parent, name)?;
-            i.client.mkdir(&path).map_err(|e| errno(&e))?;
-            i.client
-                .chmod(&path, mode & !umask & 0o7777)
-                .map_err(|e| errno(&e))?;
+            i.client.mkdir(&path).or_errno()?;
+            i.client.chmod(&path, mode & !umask & 0o7777).or_errno()?;
             i.known(path)
         })();
-        match result {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, result);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut i = self.lock();
         let result = i
             .child(parent, name)
-            .and_then(|p| i.client.unlink(&p).map_err(|e| errno(&e)));
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .and_then(|p| i.client.unlink(&p).or_errno());
+        reply_empty(reply, result);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut i = self.lock();
         let result = i
             .child(parent, name)
-            .and_then(|p| i.client.rmdir(&p).map_err(|e| errno(&e)));
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .and_then(|p| i.client.rmdir(&p).or_errno());
+        reply_empty(reply, result);
     }
 
     fn rename(
@@ -299,7 +304,7 @@ impl Filesystem for CoshFuse {
             if flags.contains(RenameFlags::RENAME_NOREPLACE) && i.client.stat(&to).is_ok() {
                 return Err(Errno::EEXIST);
             }
-            i.client.rename(&from, &to).map_err(|e| errno(&e))?;
+            i.client.rename(&from, &to).or_errno()?;
             // Every known path at or below `from` moves.
             let below = format!("{from}/");
             for p in i.paths.values_mut() {
@@ -311,10 +316,7 @@ impl Filesystem for CoshFuse {
             }
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, result);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -382,11 +384,9 @@ impl Filesystem for CoshFuse {
     ) {
         let mut i = self.lock();
         let mut buf = vec![0u8; size as usize];
-        let result = i.fh(fh).and_then(|fh| {
-            i.client
-                .read_into(fh, offset, &mut buf)
-                .map_err(|e| errno(&e))
-        });
+        let result = i
+            .fh(fh)
+            .and_then(|fh| i.client.read_into(fh, offset, &mut buf).or_errno());
         match result {
             Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply.error(e),
@@ -408,7 +408,7 @@ impl Filesystem for CoshFuse {
         let mut i = self.lock();
         let result = i
             .fh(fh)
-            .and_then(|fh| i.client.write_from(fh, offset, data).map_err(|e| errno(&e)));
+            .and_then(|fh| i.client.write_from(fh, offset, data).or_errno());
         match result {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(e),
@@ -438,13 +438,10 @@ impl Filesystem for CoshFuse {
     ) {
         let mut i = self.lock();
         let result = match i.files.remove(&fh.0) {
-            Some(fh) => i.client.close(fh).map_err(|e| errno(&e)),
+            Some(fh) => i.client.close(fh).or_errno(),
             None => Err(Errno::EBADF),
         };
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, result);
     }
 
     fn fsync(
@@ -469,7 +466,7 @@ impl Filesystem for CoshFuse {
         let mut i = self.lock();
         let result = (|| {
             let path = i.path(ino)?;
-            let entries = i.client.readdir(&path).map_err(|e| errno(&e))?;
+            let entries = i.client.readdir(&path).or_errno()?;
             let mut all: Vec<(u64, FileType, String)> = vec![
                 (ino.0, FileType::Directory, ".".into()),
                 (ino.0, FileType::Directory, "..".into()),
@@ -505,13 +502,8 @@ impl Filesystem for CoshFuse {
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         let mut i = self.lock();
-        match i
-            .path(ino)
-            .and_then(|p| i.client.stat(&p).map_err(|e| errno(&e)))
-        {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let result = i.path(ino).and_then(|p| i.client.stat(&p).or_errno());
+        reply_empty(reply, result.map(|_| ()));
     }
 }
 
