@@ -26,6 +26,7 @@
 //! With `--dma-setup-us` and `--dma-mbps` the device's copies are paced by an emulated DMA
 //! engine, and every output says so.
 
+use crate::e;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -89,10 +90,6 @@ pub struct Args {
     /// Internal: run as the receiver, a domain of the pool at this socket.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub receiver: Option<PathBuf>,
-}
-
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
 }
 
 /// Runs `cosh bench fig2b` (`args` starts with the program name; helper processes are this

@@ -12,6 +12,7 @@
 //! - `... uncached`: the same with the client cache off, so every read asks the service (the
 //!   paper's path: small ranges copied inline, larger ones by weak share).
 
+use crate::e;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -63,10 +64,6 @@ pub struct Args {
     /// Internal: with `--serve-pool`, the other pool's socket (pool 1 for pool 0, else 0).
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub link_to: Option<PathBuf>,
-}
-
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
 }
 
 /// Runs `cosh bench fig2c` (helper processes are this program started with `prefix`).

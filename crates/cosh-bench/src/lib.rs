@@ -435,6 +435,11 @@ fn parse_sample(answer: &str) -> Result<(u64, u64), String> {
 }
 
 /// Makes a FIFO (owner only) at `path`.
+/// An error as the message the benchmarks return.
+pub(crate) fn e(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
 /// Runs a block manager of pool `pool` with memory of `kind` (host, nc, device) at `socket`,
 /// linked to the pool at `link_to` (pool 1 from pool 0, else pool 0), until stopped: the
 /// helper process of the benchmarks that need one.
@@ -461,9 +466,9 @@ pub(crate) fn serve_block_manager(
         );
     }
     cosh_blockmgr::BlockManager::bind(config)
-        .map_err(|x| x.to_string())?
+        .map_err(e)?
         .run()
-        .map_err(|x| x.to_string())
+        .map_err(e)
 }
 
 /// Waits (up to 10 s) until something answers at `socket`.

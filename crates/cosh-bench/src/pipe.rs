@@ -5,6 +5,7 @@
 //! everything and stops it when the consumer says it has read the last byte; medians of five
 //! passes after a warm-up.
 
+use crate::e;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -34,10 +35,6 @@ pub struct Args {
     /// Internal: run as the consumer on this socket.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub consumer: Option<PathBuf>,
-}
-
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
 }
 
 /// Runs `cosh bench pipe` (helpers are this program started with `prefix`).
