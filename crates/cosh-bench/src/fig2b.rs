@@ -26,7 +26,6 @@
 //! With `--dma-setup-us` and `--dma-mbps` the device's copies are paced by an emulated DMA
 //! engine, and every output says so.
 
-use crate::e;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -36,7 +35,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use cosh::{Domain, Mode, Options, Strength, TransferFlags};
 
-use crate::{Row, now_ns, parse_size, summarize};
+use crate::{Row, e, now_ns, parse_size, summarize};
 
 /// What `cosh bench fig2b` measures.
 #[derive(Parser, Debug, Clone)]

@@ -12,7 +12,6 @@
 //! - `... uncached`: the same with the client cache off, so every read asks the service (the
 //!   paper's path: small ranges copied inline, larger ones by weak share).
 
-use crate::e;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -23,7 +22,7 @@ use clap::Parser;
 use cosh::{Domain, Options};
 use cosh_fs::{Client, Fh};
 
-use crate::{Row, parse_size};
+use crate::{Row, e, parse_size};
 
 /// What `cosh bench fig2c` measures.
 #[derive(Parser, Debug, Clone)]

@@ -5,7 +5,6 @@
 //! everything and stops it when the consumer says it has read the last byte; medians of five
 //! passes after a warm-up.
 
-use crate::e;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -15,7 +14,7 @@ use clap::Parser;
 use cosh::{Domain, DomainId, Options};
 use cosh_pipe::{PipeReader, PipeWriter, Window};
 
-use crate::parse_size;
+use crate::{e, parse_size};
 
 /// What `cosh bench pipe` measures.
 #[derive(Parser, Debug, Clone)]
