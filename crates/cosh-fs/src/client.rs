@@ -1057,7 +1057,6 @@ impl Client {
     /// by strong move) at `offset`; returns the bytes written.
     pub fn write(&mut self, fh: Fh, offset: u64, data: Agg) -> Result<u64> {
         let ino = self.ino(fh)?;
-        self.wrote(ino);
         // Small aggregates are copied into the request: cheaper than a transfer.
         let pieces = match self.domain.read_pieces(data, 0) {
             Ok(p) => p,
@@ -1075,6 +1074,7 @@ impl Client {
             self.domain.decref(data)?;
             return Ok(self.write_from(fh, offset, &bytes)? as u64);
         }
+        self.wrote(ino);
         // Large writes are not copied into the shadow: it goes.
         self.shadows.remove(&ino);
         let ticket =
