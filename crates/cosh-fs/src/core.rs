@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use cosh::{Agg, Domain};
 
-use crate::data::FileData;
+use crate::data::{FileData, Mem};
 
 /// What a file system operation can fail with (each with the errno a POSIX program expects).
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ impl Node {
 
 /// The file system (see the crate documentation).
 pub struct Fs {
-    domain: Domain,
+    domain: Mem,
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     handles: HashMap<u64, u64>,
@@ -237,7 +237,7 @@ impl Fs {
             },
         );
         Fs {
-            domain,
+            domain: Mem::new(domain),
             nodes,
             next_ino: ROOT + 1,
             handles: HashMap::new(),
@@ -247,6 +247,11 @@ impl Fs {
 
     /// The service's domain (its aggregates are the files' contents).
     pub fn domain(&mut self) -> &mut Domain {
+        &mut self.domain
+    }
+
+    /// The service's domain with the chunk buffers it keeps spare (see [`crate::data`]).
+    pub fn memory(&mut self) -> &mut Mem {
         &mut self.domain
     }
 
@@ -464,12 +469,12 @@ impl Fs {
     }
 
     /// The open file's bytes and the domain, to work on both.
-    fn data(&mut self, handle: u64) -> Result<(&mut FileData, &mut Domain)> {
+    fn data(&mut self, handle: u64) -> Result<(&mut FileData, &mut Mem)> {
         let ino = self.handle_ino(handle)?;
         self.data_ino(ino, &format!("handle {handle}"))
     }
 
-    fn data_ino(&mut self, ino: u64, what: &str) -> Result<(&mut FileData, &mut Domain)> {
+    fn data_ino(&mut self, ino: u64, what: &str) -> Result<(&mut FileData, &mut Mem)> {
         let Fs { domain, nodes, .. } = self;
         match nodes.get_mut(&ino) {
             Some(Node::File { meta, data, .. }) => {

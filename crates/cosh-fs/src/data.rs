@@ -12,6 +12,14 @@
 //!
 //! A large aggregate written at a chunk boundary is adopted chunk by chunk where its pieces
 //! line up (no copy); what does not line up is copied into the chunks.
+//!
+//! Chunk buffers come from [`Mem`], the service's domain with a store of spare chunks: a
+//! buffer a file no longer needs (outgrown, cut off, deleted) that was never handed out is
+//! kept for the next chunk of its size, so files that come and go cost no request to the
+//! block manager — each of which costs a wake-up of another process.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 
 use cosh::{Agg, Domain, Location};
 
@@ -44,6 +52,94 @@ struct Chunk {
     cap: u64,
     /// Handed out (inside an assembled aggregate): never to be written again.
     shared: bool,
+}
+
+/// The service's domain, with its spare chunk buffers (see the module documentation).
+pub struct Mem {
+    domain: Domain,
+    /// Spare buffers by size: each a whole chunk's buffer, in one piece, never handed out.
+    spare: HashMap<u64, Vec<(Agg, Location)>>,
+    spare_bytes: u64,
+}
+
+impl Deref for Mem {
+    type Target = Domain;
+    fn deref(&self) -> &Domain {
+        &self.domain
+    }
+}
+
+impl DerefMut for Mem {
+    fn deref_mut(&mut self) -> &mut Domain {
+        &mut self.domain
+    }
+}
+
+impl Mem {
+    /// The most bytes kept spare.
+    pub const MAX_SPARE: u64 = 32 << 20;
+
+    /// `domain`, with no spare buffers yet.
+    pub fn new(domain: Domain) -> Mem {
+        Mem {
+            domain,
+            spare: HashMap::new(),
+            spare_bytes: 0,
+        }
+    }
+
+    /// Bytes kept spare now.
+    pub fn spare_bytes(&self) -> u64 {
+        self.spare_bytes
+    }
+
+    /// Buffers kept spare now.
+    pub fn spare_buffers(&self) -> usize {
+        self.spare.values().map(Vec::len).sum()
+    }
+
+    /// Gives every spare buffer back to the block manager.
+    pub fn release_spare(&mut self) -> Result<()> {
+        for (_, list) in std::mem::take(&mut self.spare) {
+            for (agg, _) in list {
+                self.domain.decref(agg)?;
+            }
+        }
+        self.spare_bytes = 0;
+        Ok(())
+    }
+
+    /// A writable buffer of `cap` bytes in one piece (its bytes mean nothing yet).
+    fn take(&mut self, cap: u64) -> Result<(Agg, Location)> {
+        if let Some(found) = self.spare.get_mut(&cap).and_then(Vec::pop) {
+            self.spare_bytes -= cap;
+            return Ok(found);
+        }
+        let d = &mut self.domain;
+        let agg = d.alloc_unzeroed(cap)?;
+        match d.write_pieces(agg, 0) {
+            Ok(p) if p.len() == 1 && p[0].0.len == cap => Ok((agg, p[0].0)),
+            other => {
+                d.decref(agg)?;
+                other?;
+                Err(FsError::Io(
+                    "the block manager gave a buffer of several pieces".into(),
+                ))
+            }
+        }
+    }
+
+    /// Takes back a chunk a file no longer needs: kept spare if it was never handed out, is a
+    /// size chunks come in and there is room; else given back to the block manager.
+    fn give(&mut self, c: Chunk) -> Result<()> {
+        let sized = c.cap.is_power_of_two() && (MIN_CAP..=CHUNK).contains(&c.cap);
+        if !c.shared && sized && c.loc.len == c.cap && self.spare_bytes + c.cap <= Self::MAX_SPARE {
+            self.spare_bytes += c.cap;
+            self.spare.entry(c.cap).or_default().push((c.agg, c.loc));
+            return Ok(());
+        }
+        Ok(self.domain.decref(c.agg)?)
+    }
 }
 
 /// One file's bytes (see the module documentation).
@@ -87,12 +183,12 @@ impl FileData {
     }
 
     /// Gives every buffer back.
-    pub fn free(self, d: &mut Domain) -> Result<()> {
+    pub fn free(self, d: &mut Mem) -> Result<()> {
         if let Some(w) = self.whole {
             d.decref(w)?;
         }
         for c in self.chunks.into_iter().flatten() {
-            d.decref(c.agg)?;
+            d.give(c)?;
         }
         Ok(())
     }
@@ -103,7 +199,7 @@ impl FileData {
         self.len.saturating_sub(start).min(CHUNK)
     }
 
-    fn changed(&mut self, d: &mut Domain) -> Result<()> {
+    fn changed(&mut self, d: &mut Mem) -> Result<()> {
         if let Some(w) = self.whole.take() {
             d.decref(w)?;
         }
@@ -111,7 +207,7 @@ impl FileData {
     }
 
     /// Makes chunk `i` writable in place with room for `need` bytes, keeping its content.
-    fn writable(&mut self, d: &mut Domain, i: usize, need: u64) -> Result<Location> {
+    fn writable(&mut self, d: &mut Mem, i: usize, need: u64) -> Result<Location> {
         if self.chunks.len() <= i {
             self.chunks.resize_with(i + 1, || None);
         }
@@ -135,17 +231,7 @@ impl FileData {
             .next_power_of_two()
             .min(CHUNK)
             .max(need);
-        let agg = d.alloc_unzeroed(cap)?;
-        let loc = match d.write_pieces(agg, 0) {
-            Ok(p) if p.len() == 1 && p[0].0.len == cap => p[0].0,
-            other => {
-                d.decref(agg)?;
-                other?;
-                return Err(FsError::Io(
-                    "the block manager gave a buffer of several pieces".into(),
-                ));
-            }
-        };
+        let (agg, loc) = d.take(cap)?;
         // What the file holds there now: the old chunk's bytes, or zeros for a hole.
         let keep = valid.min(cap).min(if old_cap == 0 { cap } else { old_cap });
         let old = match &self.chunks[i] {
@@ -159,13 +245,13 @@ impl FileData {
             cap,
             shared: false,
         }) {
-            d.decref(c.agg)?;
+            d.give(c)?;
         }
         Ok(loc)
     }
 
     /// Zeros from the end of the file to `to` (holes stay holes).
-    fn extend_zero(&mut self, d: &mut Domain, to: u64) -> Result<()> {
+    fn extend_zero(&mut self, d: &mut Mem, to: u64) -> Result<()> {
         check_size(to)?;
         let mut at = self.len;
         // Only chunks that exist hold bytes to zero; past them everything is a hole.
@@ -185,7 +271,7 @@ impl FileData {
     }
 
     /// Writes `data` at `offset`.
-    pub fn write_bytes(&mut self, d: &mut Domain, offset: u64, data: &[u8]) -> Result<()> {
+    pub fn write_bytes(&mut self, d: &mut Mem, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -218,7 +304,7 @@ impl FileData {
 
     /// Writes the aggregate `agg` (consumed) at `offset`; returns its length. Whole chunks
     /// that line up with one piece of it are adopted as they are; the rest is copied.
-    pub fn write_agg(&mut self, d: &mut Domain, offset: u64, agg: Agg) -> Result<u64> {
+    pub fn write_agg(&mut self, d: &mut Mem, offset: u64, agg: Agg) -> Result<u64> {
         let n = match d.len(agg) {
             Ok(n) => n,
             Err(e) => {
@@ -231,7 +317,7 @@ impl FileData {
         result.map(|()| n)
     }
 
-    fn write_agg_inner(&mut self, d: &mut Domain, offset: u64, agg: Agg, n: u64) -> Result<()> {
+    fn write_agg_inner(&mut self, d: &mut Mem, offset: u64, agg: Agg, n: u64) -> Result<()> {
         let end = offset
             .checked_add(n)
             .ok_or_else(|| FsError::Invalid("a write past 2^64 bytes".into()))?;
@@ -256,7 +342,7 @@ impl FileData {
     }
 
     /// Makes bytes `from..from + len` of `agg` chunk `i` if they are one piece.
-    fn adopt(&mut self, d: &mut Domain, i: usize, agg: Agg, from: u64, len: u64) -> Result<bool> {
+    fn adopt(&mut self, d: &mut Mem, i: usize, agg: Agg, from: u64, len: u64) -> Result<bool> {
         let part = d.select(agg, from, len)?;
         let loc = match d.write_pieces(part, 0) {
             Ok(p) if p.len() == 1 => p[0].0,
@@ -278,7 +364,7 @@ impl FileData {
             cap: len,
             shared: false,
         }) {
-            d.decref(old.agg)?;
+            d.give(old)?;
         }
         Ok(true)
     }
@@ -306,7 +392,7 @@ impl FileData {
 
     /// The whole file as one aggregate of the service (`None` when empty), to share or select
     /// from, not to consume; its chunks are never written again.
-    pub fn whole(&mut self, d: &mut Domain) -> Result<Option<Agg>> {
+    pub fn whole(&mut self, d: &mut Mem) -> Result<Option<Agg>> {
         if self.whole.is_some() || self.len == 0 {
             return Ok(self.whole);
         }
@@ -316,7 +402,7 @@ impl FileData {
 
     /// Up to `len` bytes from `offset` as a new aggregate of the service (`None` when
     /// nothing is there), to hand out: its chunks are never written again.
-    pub fn range(&mut self, d: &mut Domain, offset: u64, len: u64) -> Result<Option<Agg>> {
+    pub fn range(&mut self, d: &mut Mem, offset: u64, len: u64) -> Result<Option<Agg>> {
         let n = self.len.saturating_sub(offset).min(len);
         if n == 0 {
             return Ok(None);
@@ -329,7 +415,7 @@ impl FileData {
 
     /// Bytes `offset..offset + n` (inside the file) as a new aggregate: the chunks' pieces,
     /// zeros for holes.
-    fn assemble(&mut self, d: &mut Domain, offset: u64, n: u64) -> Result<Option<Agg>> {
+    fn assemble(&mut self, d: &mut Mem, offset: u64, n: u64) -> Result<Option<Agg>> {
         let mut acc: Option<Agg> = None;
         // Holes share one buffer of zeros.
         let mut zeros: Option<Agg> = None;
@@ -369,7 +455,7 @@ impl FileData {
     }
 
     /// Cuts or extends (with zeros) to `len` bytes.
-    pub fn truncate(&mut self, d: &mut Domain, len: u64) -> Result<()> {
+    pub fn truncate(&mut self, d: &mut Mem, len: u64) -> Result<()> {
         check_size(len)?;
         self.changed(d)?;
         if len > self.len {
@@ -378,7 +464,7 @@ impl FileData {
         let keep = usize_of(len.div_ceil(CHUNK))?;
         while self.chunks.len() > keep {
             if let Some(c) = self.chunks.pop().flatten() {
-                d.decref(c.agg)?;
+                d.give(c)?;
             }
         }
         self.len = len;
