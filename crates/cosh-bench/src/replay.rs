@@ -1128,18 +1128,24 @@ impl Target for Coshfs {
 
     fn notes(&mut self) -> Vec<String> {
         let s = self.client.stats();
-        vec![format!(
-            "client cache: {} hits, {} misses, {} uncached reads, {} reads of its own writes, {} invalidations, {} evictions, {} KiB fetched, {} fstats and {} stats answered",
-            s.hits,
-            s.misses,
-            s.uncached,
-            s.shadow_reads,
-            s.invalidations,
-            s.evictions,
-            s.fetched_bytes >> 10,
-            s.attr_hits,
-            s.lookup_hits
-        )]
+        vec![
+            format!(
+                "client cache: {} hits, {} misses, {} uncached reads, {} reads of its own writes, {} invalidations, {} evictions, {} KiB fetched, {} fstats and {} stats answered",
+                s.hits,
+                s.misses,
+                s.uncached,
+                s.shadow_reads,
+                s.invalidations,
+                s.evictions,
+                s.fetched_bytes >> 10,
+                s.attr_hits,
+                s.lookup_hits
+            ),
+            format!(
+                "writes: {} behind ({} through the shared write log), {} waited for a full log",
+                s.writes_behind, s.writes_logged, s.log_full
+            ),
+        ]
     }
 }
 

@@ -35,6 +35,7 @@ use cosh::{Agg, Domain, DomainId, Location, Mode, Ticket, TransferFlags};
 use cosh_sys::socket::SeqPacket;
 
 use crate::core::{DirEntry, FsError, Result, Stat};
+use crate::log::LogWriter;
 use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient};
 
 /// How long the client waits for a transfer the service announced by ticket.
@@ -117,6 +118,10 @@ pub struct CacheStats {
     pub shadow_reads: u64,
     /// Writes sent behind (not waited for).
     pub writes_behind: u64,
+    /// Of those, the writes appended to the write log shared with the service.
+    pub writes_logged: u64,
+    /// Writes that found the write log full and waited for the service instead.
+    pub log_full: u64,
 }
 
 /// A snapshot of a file (or a range of it) in the client's domain.
@@ -226,6 +231,11 @@ pub struct Client {
     write_behind: bool,
     /// A write-behind the service could not apply, for the next call to report.
     deferred: Option<FsError>,
+    /// The write log shared with the service, once made (see [`crate::log`]).
+    log: Option<LogWriter>,
+    /// The service's notice count (see [`crate::log`]) when this client last read its socket
+    /// dry.
+    notices_seen: u64,
 }
 
 fn unexpected(r: &Reply) -> FsError {
@@ -277,6 +287,8 @@ impl Client {
             path_inos: HashMap::new(),
             write_behind: true,
             deferred: None,
+            log: None,
+            notices_seen: 0,
         };
         let me = c.domain.id();
         match c.call(&Request::Hello {
@@ -293,9 +305,15 @@ impl Client {
             .attach_transfer(proof, c.server, Mode::Copy, TransferFlags::strong());
         c.domain.decref(proof)?;
         match c.call(&Request::Prove { ticket: ticket?.0 })? {
-            Reply::Done => Ok(c),
-            r => Err(unexpected(&r)),
+            Reply::Done => {}
+            r => return Err(unexpected(&r)),
         }
+        // Memory both map is the service's memory too only in its pool, and only coherent
+        // memory makes appended bytes visible without a transfer.
+        if c.server.pool == me.pool && c.domain.coherent() {
+            c.start_log()?;
+        }
+        Ok(c)
     }
 
     /// The client's domain.
@@ -390,19 +408,29 @@ impl Client {
         if self.gone {
             return Err(FsError::Unavailable("the service went away".into()));
         }
-        loop {
-            match self.sock.try_recv(&mut self.inbuf) {
-                Ok(Some(m)) => {
-                    let msg = proto::decode::<ToClient>(&self.inbuf[..m.len])
-                        .map_err(|e| self.lost(format!("an undecodable message: {e}")))?;
-                    if let Some(r) = self.notice(msg)? {
-                        return Err(self.lost(format!("a reply nobody asked for: {r:?}")));
+        // With a shared page, the socket is read only when the service counted a notice
+        // since it was last read dry (a count read before reading it, so a notice counted
+        // meanwhile is looked for next time).
+        let count = self.log.as_mut().map(LogWriter::notices);
+        let look = count.is_none_or(|n| n != self.notices_seen);
+        if look {
+            loop {
+                match self.sock.try_recv(&mut self.inbuf) {
+                    Ok(Some(m)) => {
+                        let msg = proto::decode::<ToClient>(&self.inbuf[..m.len])
+                            .map_err(|e| self.lost(format!("an undecodable message: {e}")))?;
+                        if let Some(r) = self.notice(msg)? {
+                            return Err(self.lost(format!("a reply nobody asked for: {r:?}")));
+                        }
                     }
+                    Ok(None) => return Err(self.lost("the service closed the connection".into())),
+                    Err(e) if e.would_block() => break,
+                    Err(e) => return Err(self.lost(e.to_string())),
                 }
-                Ok(None) => return Err(self.lost("the service closed the connection".into())),
-                Err(e) if e.would_block() => break,
-                Err(e) => return Err(self.lost(e.to_string())),
             }
+        }
+        if let Some(n) = count {
+            self.notices_seen = n;
         }
         if let Some(e) = self.deferred.take() {
             return Err(e);
@@ -459,8 +487,29 @@ impl Client {
     fn send(&mut self, request: &Request) -> Result<()> {
         proto::encode(request, &mut self.outbuf)
             .map_err(|e| FsError::Invalid(format!("cannot encode the request: {e}")))?;
-        if let Err(e) = self.sock.send(&self.outbuf, &[]) {
+        let sent = match (&request, &self.log) {
+            (Request::Log { .. }, Some(log)) => self.sock.send(&self.outbuf, &[log.fd()]),
+            _ => self.sock.send(&self.outbuf, &[]),
+        };
+        if let Err(e) = sent {
             return Err(self.lost(e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Makes a write log and hands it to the service; without one, write-behinds travel as
+    /// messages and every look for notices is a system call.
+    fn start_log(&mut self) -> Result<()> {
+        let Ok(log) = LogWriter::create(crate::log::WORDS) else {
+            return Ok(());
+        };
+        let words = log.words();
+        self.log = Some(log);
+        if self.call(&Request::Log { words }).is_err() {
+            self.log = None;
+        }
+        if self.gone {
+            return Err(FsError::Unavailable("the service went away".into()));
         }
         Ok(())
     }
@@ -1168,13 +1217,39 @@ impl Client {
                     self.shadows.remove(&ino);
                 }
             }
-            self.stats.writes_behind += 1;
-            self.send(&Request::WriteBehind {
+            let logged = match self.log.as_mut().map(|l| l.append(fh.0, offset, buf)) {
+                None => {
+                    self.send(&Request::WriteBehind {
+                        fh: fh.0,
+                        offset,
+                        data: buf.to_vec(),
+                    })?;
+                    true
+                }
+                Some(Ok(logged)) => {
+                    if logged {
+                        self.stats.writes_logged += 1;
+                    } else {
+                        self.stats.log_full += 1;
+                    }
+                    logged
+                }
+                Some(Err(e)) => return Err(self.lost(format!("the write log broke: {e}"))),
+            };
+            if logged {
+                self.stats.writes_behind += 1;
+                return Ok(buf.len());
+            }
+            // The log is full: this write waits for its answer, which comes once the service
+            // has taken everything logged before it (the shadow has it already).
+            return match self.call(&Request::Write {
                 fh: fh.0,
                 offset,
                 data: buf.to_vec(),
-            })?;
-            return Ok(buf.len());
+            })? {
+                Reply::Written { n, .. } => Ok(n as usize),
+                r => Err(unexpected(&r)),
+            };
         }
         self.shadows.remove(&ino);
         match self.call(&Request::Write {

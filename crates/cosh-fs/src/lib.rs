@@ -9,13 +9,15 @@
 //!   snapshot [`Extent`] readable in place, [`Client::write`] takes an aggregate), the legacy
 //!   API ([`Client::read_into`], [`Client::write_from`]: one copy), and the client cache that
 //!   serves repeated reads without asking the service, kept exact by notices.
-//! - [`proto`]: the messages between them.
+//! - [`proto`]: the messages between them; [`log`]: the write log in shared memory that
+//!   carries a lease holder's small writes without a message each.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod core;
 pub mod data;
+pub mod log;
 pub mod proto;
 pub mod server;
 

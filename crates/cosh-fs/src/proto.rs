@@ -10,8 +10,10 @@
 //! the service's socket. No other client caches a leased file, and before the service
 //! answers any request it applies every write-behind already queued by any lease holder
 //! (reading their sockets twice over), so a request that starts after such a write completed
-//! sees it. A write-behind that fails is reported by [`ToClient::Deferred`], returned by the
-//! client's next call. Bytes travel either inline (up
+//! sees it. A client that shares coherent memory with the service appends its write-behinds
+//! to a write log in memory both map instead ([`Request::Log`], [`crate::log`]), which the
+//! service likewise empties before it answers anyone. A write-behind that fails is reported
+//! by [`ToClient::Deferred`], returned by the client's next call. Bytes travel either inline (up
 //! to [`INLINE_MAX`]: small reads and writes are copied, which is cheaper than a transfer) or
 //! as Cosh transfers named by a ticket: a write's aggregate by strong move, a read's range or
 //! a whole file by weak share. Every request is answered (`Uncache` excepted), and a failure
@@ -213,6 +215,12 @@ pub enum Request {
         /// The bytes (at most [`INLINE_MAX`]).
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+    },
+    /// Hands the service a write log ([`crate::log`]), the memfd attached to this message:
+    /// from now on this client's write-behinds are frames in it. One per client.
+    Log {
+        /// The ring's size in 8-byte words.
+        words: u64,
     },
 }
 

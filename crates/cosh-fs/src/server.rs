@@ -12,12 +12,14 @@
 //! A client may hold a file's write lease and send small writes behind ([`Request::Lease`],
 //! [`Request::WriteBehind`]); nobody else caches a leased file, and before answering any
 //! request the service applies what every other lease holder has queued (see
-//! [`crate::proto`]).
+//! [`crate::proto`]): in its socket, and in its write log ([`crate::log`]) if it handed one
+//! over. Write logs are also emptied whenever the service has nothing else to do.
 //!
 //! Every client that can connect has every right over every file: the socket's directory
 //! decides who can (the runtime directory is its user's alone, mode 0700).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use cosh_sys::socket::{SeqPacket, SeqPacketListener};
 use rustix::event::{PollFd, PollFlags};
 
 use crate::core::{Fs, FsError, Result};
+use crate::log::LogReader;
 use crate::proto::{self, INLINE_MAX, MAX_MESSAGE, Reply, Request, ToClient};
 
 /// How long the service waits for a transfer a client announced by ticket: not at all. A
@@ -87,6 +90,10 @@ struct Conn {
     leased: HashSet<u64>,
     /// A request read early (while settling write-behinds), to answer in its turn.
     pending: VecDeque<Request>,
+    /// The client's write log, once it handed one over.
+    log: Option<LogReader>,
+    /// The memfd attached to the `Log` request being handled.
+    log_fd: Option<OwnedFd>,
 }
 
 /// The service (see the module documentation).
@@ -159,15 +166,29 @@ impl Server {
     pub fn run(mut self) -> Result<(), ServeError> {
         let mut last = std::time::Instant::now();
         loop {
-            let timeout = (last.elapsed() < Server::SPIN).then_some(Duration::ZERO);
+            let idle = last.elapsed();
+            let timeout = if idle < Server::SPIN {
+                Some(Duration::ZERO)
+            } else if self.fs.memory().spare_buffers() > 0 {
+                Some(Server::KEEP_SPARE)
+            } else {
+                None
+            };
             if self.turn(timeout)? {
                 last = std::time::Instant::now();
+            } else if last.elapsed() >= Server::KEEP_SPARE {
+                // Quiet for a while: the spare chunk buffers go back to the pool.
+                let _ = self.fs.memory().release_spare();
             }
         }
     }
 
     /// How long [`Server::run`] keeps looking for requests after one before it sleeps.
     pub const SPIN: Duration = Duration::from_micros(200);
+
+    /// How long the service keeps spare chunk buffers (see [`crate::data`]) while nothing
+    /// happens.
+    pub const KEEP_SPARE: Duration = Duration::from_secs(1);
 
     /// Handles what is ready, waiting up to `timeout` (`None`: until something is); says
     /// whether anything was.
@@ -214,7 +235,9 @@ impl Server {
                 ready.push(t);
             }
         }
-        let any = accept || !ready.is_empty();
+        // Nothing to answer: a good time to apply the write logs. A client writing into its
+        // log is busy with the service: it keeps the service looking as a request would.
+        let any = accept || !ready.is_empty() || self.drain_all() > 0;
         if accept {
             self.accept();
         }
@@ -243,6 +266,8 @@ impl Server {
                 cached: HashSet::new(),
                 leased: HashSet::new(),
                 pending: VecDeque::new(),
+                log: None,
+                log_fd: None,
             },
         );
     }
@@ -250,6 +275,8 @@ impl Server {
     /// Reads and answers every request waiting on client `t`.
     fn serve(&mut self, t: u64) {
         loop {
+            // What the client logged came before anything it sends now.
+            self.drain(t);
             let queued = self.clients.get_mut(&t).and_then(|c| c.pending.pop_front());
             let request = match queued {
                 Some(r) => r,
@@ -276,6 +303,10 @@ impl Server {
                     detail: e.detail(),
                 },
             };
+            if let Some(c) = self.clients.get_mut(&t) {
+                // Memory sent with a request that did not take it is not kept.
+                c.log_fd = None;
+            }
             if !self.send(t, &ToClient::Reply(reply)) {
                 return self.drop_client(t);
             }
@@ -285,10 +316,17 @@ impl Server {
     /// The next message from client `t`: `None` if none is waiting, `Err` if the client
     /// closed, failed or broke the protocol.
     fn next_message(&mut self, t: u64) -> Option<Result<Request, ()>> {
-        let c = self.clients.get(&t)?;
+        let c = self.clients.get_mut(&t)?;
         match c.sock.recv(&mut self.inbuf) {
-            Ok(Some(m)) if m.fds.is_empty() => {
-                Some(proto::decode::<Request>(&self.inbuf[..m.len]).map_err(|_| ()))
+            Ok(Some(mut m)) => {
+                let request = proto::decode::<Request>(&self.inbuf[..m.len]).map_err(|_| ());
+                match (&request, m.fds.len()) {
+                    (_, 0) => {}
+                    // Only a log comes with memory, and only one memfd.
+                    (Ok(Request::Log { .. }), 1) => c.log_fd = m.fds.pop(),
+                    _ => return Some(Err(())),
+                }
+                Some(request)
             }
             Err(e) if e.would_block() => None,
             _ => Some(Err(())),
@@ -300,21 +338,65 @@ impl Server {
         match request {
             Request::Uncache { inos } => self.uncache(t, &inos),
             Request::WriteBehind { fh, offset, data } => {
-                if let Err(e) = self.write_behind(t, fh, offset, &data) {
-                    let told = self.send(
-                        t,
-                        &ToClient::Deferred {
-                            errno: e.errno(),
-                            detail: e.detail(),
-                        },
-                    );
-                    if !told {
-                        self.drop_client(t);
-                    }
-                }
+                let done = self.write_behind(t, fh, offset, &data);
+                self.deferred(t, done);
             }
             _ => {}
         }
+    }
+
+    /// Tells client `t` of a write-behind that failed (cutting it off if it cannot be told).
+    fn deferred(&mut self, t: u64, done: Result<()>) {
+        if let Err(e) = done {
+            let told = self.send(
+                t,
+                &ToClient::Deferred {
+                    errno: e.errno(),
+                    detail: e.detail(),
+                },
+            );
+            if !told {
+                self.drop_client(t);
+            }
+        }
+    }
+
+    /// Applies everything in client `t`'s write log (a corrupt log cuts the client off);
+    /// says how many writes it found.
+    fn drain(&mut self, t: u64) -> usize {
+        let Some(mut log) = self.clients.get_mut(&t).and_then(|c| c.log.take()) else {
+            return 0;
+        };
+        let mut found = 0;
+        loop {
+            match log.take() {
+                Ok(Some(e)) => {
+                    found += 1;
+                    let done = self.write_behind(t, e.fh, e.offset, e.data);
+                    self.deferred(t, done);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.drop_client(t);
+                    return found;
+                }
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&t) {
+            c.log = Some(log);
+        }
+        found
+    }
+
+    /// Applies every client's write log; says how many writes it found.
+    fn drain_all(&mut self) -> usize {
+        let logged: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.log.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        logged.into_iter().map(|t| self.drain(t)).sum()
     }
 
     fn write_behind(&mut self, t: u64, fh: u64, offset: u64, data: &[u8]) -> Result<()> {
@@ -340,11 +422,15 @@ impl Server {
     /// their sockets twice over, so that anything queued before the request being answered is
     /// in. A request met on the way waits in its client's queue.
     fn settle(&mut self, except: u64) {
+        self.drain_all();
         for _ in 0..2 {
             let holders: Vec<u64> = self
                 .clients
                 .iter()
-                .filter(|(k, c)| **k != except && !c.leased.is_empty() && c.pending.is_empty())
+                .filter(|(k, c)| {
+                    // A client with a write log writes nothing behind through its socket.
+                    **k != except && !c.leased.is_empty() && c.pending.is_empty() && c.log.is_none()
+                })
                 .map(|(k, _)| *k)
                 .collect();
             for h in holders {
@@ -379,7 +465,14 @@ impl Server {
         if proto::encode(message, &mut self.outbuf).is_err() {
             return false;
         }
-        c.sock.send(&self.outbuf, &[]).is_ok()
+        let sent = c.sock.send(&self.outbuf, &[]).is_ok();
+        if sent
+            && !matches!(message, ToClient::Reply(_))
+            && let Some(log) = self.clients.get_mut(&t).and_then(|c| c.log.as_mut())
+        {
+            log.noticed();
+        }
+        sent
     }
 
     fn drop_client(&mut self, t: u64) {
@@ -515,6 +608,23 @@ impl Server {
             Request::Uncache { .. } | Request::WriteBehind { .. } => Err(FsError::Invalid(
                 "a message without an answer was handled as a request".into(),
             )),
+            Request::Log { words } => {
+                let c = self
+                    .clients
+                    .get_mut(&t)
+                    .ok_or_else(|| FsError::Invalid("no such client".into()))?;
+                let fd = c
+                    .log_fd
+                    .take()
+                    .ok_or_else(|| FsError::Invalid("a log without its memory".into()))?;
+                if c.log.is_some() {
+                    return Err(FsError::Invalid("a client has one write log".into()));
+                }
+                let log = LogReader::attach(fd, words)
+                    .map_err(|e| FsError::Invalid(format!("unusable write log: {e}")))?;
+                c.log = Some(log);
+                Ok(Reply::Done)
+            }
             Request::Lease { fh } => {
                 let fh = self.own(t, fh)?;
                 let ino = self.fs.handle_ino(fh)?;

@@ -413,6 +413,11 @@ fn other_pool_client(kind: cosh_pool::PoolKind, tag: &str) {
     let mut changed = vec![3u8; 100_000];
     changed[50_000..50_007].copy_from_slice(b"changed");
     assert_eq!(whole(&mut dev, r), changed);
+    // Another pool shares no coherent memory with the service: no write log there.
+    dev.write_from(f, 0, b"SMALL").expect("write behind");
+    want[..5].copy_from_slice(b"SMALL");
+    let st = dev.stats();
+    assert!(st.writes_behind >= 1 && st.writes_logged == 0, "{st:?}");
     // The host holds the file's write lease now: the device reads it from the service.
     let st = dev.stats();
     assert!(
@@ -462,7 +467,10 @@ fn writes_behind_are_seen_by_the_next_read_anywhere() {
         }
     }
     assert_eq!(whole(&mut reader, r), model);
-    assert!(writer.stats().writes_behind >= 300, "{:?}", writer.stats());
+    // In the service's pool they travel through the shared write log.
+    let st = writer.stats();
+    assert!(st.writes_behind >= 300, "{st:?}");
+    assert_eq!(st.writes_logged, st.writes_behind, "{st:?}");
     // While the writer holds the lease the reader does not cache the file; after, it does.
     assert_eq!(reader.stats().misses, 0, "{:?}", reader.stats());
     writer.close(w).expect("close");
@@ -482,6 +490,33 @@ fn writes_behind_are_seen_by_the_next_read_anywhere() {
     assert!(writer.stat("/log").is_ok(), "reported once");
     writer.write_from(w, u64::MAX - 2, b"abc").expect("sent");
     assert_eq!(writer.close(w).expect_err("reported by close").errno(), 22);
+}
+
+#[test]
+fn overlapping_writes_through_a_full_write_log_land_in_order() {
+    let s = Setup::start("fulllog");
+    let mut writer = s.client("writer");
+    let mut reader = s.client("reader");
+    let w = writer.create("/f").expect("create");
+    let r = reader.open("/f", OpenFlags::existing()).expect("open");
+    // Far more than the log holds, each write overlapping the last: whether a write went
+    // through the log or waited for a full one, the later bytes must win.
+    let mut model = vec![0u8; 3 << 20];
+    let piece = 64 * 1024;
+    for i in 0..200usize {
+        let at = (i * 12_345) % (model.len() - piece);
+        let bytes = vec![(i % 251) as u8 + 1; piece];
+        writer.write_from(w, at as u64, &bytes).expect("write");
+        model[at..at + piece].copy_from_slice(&bytes);
+        if i % 50 == 49 {
+            let end = model.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            assert_eq!(whole(&mut reader, r), model[..end]);
+        }
+    }
+    let end = model.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    assert_eq!(whole(&mut reader, r), model[..end]);
+    let st = writer.stats();
+    assert_eq!(st.writes_logged + st.log_full, 200, "{st:?}");
 }
 
 #[test]
