@@ -13,10 +13,13 @@
 //! A large aggregate written at a chunk boundary is adopted chunk by chunk where its pieces
 //! line up (no copy); what does not line up is copied into the chunks.
 //!
-//! Chunk buffers come from [`Mem`], the service's domain with a store of spare chunks: a
-//! buffer a file no longer needs (outgrown, cut off, deleted) that was never handed out is
-//! kept for the next chunk of its size, so files that come and go cost no request to the
-//! block manager — each of which costs a wake-up of another process.
+//! Chunk buffers come from [`Mem`], the service's domain with its own small allocator, so
+//! that files that come and go cost few requests to the block manager (each of which wakes
+//! another process): a chunk smaller than 1 MiB is a slot of an *arena*, a 1 MiB buffer
+//! carved into slots of one size; a slot a file no longer needs is free again unless it was
+//! handed out (then it is never written again, and the arena's buffer goes back to the block
+//! manager once no slot is in use). Whole 1 MiB buffers never handed out are kept spare for
+//! the next chunk or arena.
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -45,21 +48,44 @@ fn check_size(end: u64) -> Result<()> {
 const MIN_CAP: u64 = 4096;
 
 struct Chunk {
-    /// The whole buffer.
+    /// The buffer it is in: its own, or its arena's.
     agg: Agg,
+    /// Where it starts in `agg`.
+    base: u64,
     /// Where it is (one piece).
     loc: Location,
     cap: u64,
     /// Handed out (inside an assembled aggregate): never to be written again.
     shared: bool,
+    /// The arena it was carved from, if any.
+    arena: Option<u64>,
 }
 
-/// The service's domain, with its spare chunk buffers (see the module documentation).
+/// A whole-chunk buffer carved into slots of one size, for chunks smaller than [`CHUNK`]: one
+/// request to the block manager serves many small files.
+struct Arena {
+    agg: Agg,
+    loc: Location,
+    slot: u64,
+    /// Offsets of slots never handed out and free now.
+    free: Vec<u64>,
+    /// Slots in use.
+    live: u32,
+    /// Whether a slot was freed after being handed out: such a slot is never used again (a
+    /// snapshot may still show it), so the buffer goes back to the block manager, not to the
+    /// spare ones, once no slot is in use.
+    lost: bool,
+}
+
+/// The service's domain, with its spare buffers and arenas (see the module documentation).
 pub struct Mem {
     domain: Domain,
-    /// Spare buffers by size: each a whole chunk's buffer, in one piece, never handed out.
-    spare: HashMap<u64, Vec<(Agg, Location)>>,
-    spare_bytes: u64,
+    /// Spare whole-chunk buffers, never handed out.
+    spare: Vec<(Agg, Location)>,
+    arenas: HashMap<u64, Arena>,
+    next_arena: u64,
+    /// Arenas with a free slot, by slot size (an id may be stale: checked when used).
+    open: HashMap<u64, Vec<u64>>,
 }
 
 impl Deref for Mem {
@@ -76,49 +102,52 @@ impl DerefMut for Mem {
 }
 
 impl Mem {
-    /// The most bytes kept spare.
-    pub const MAX_SPARE: u64 = 32 << 20;
+    /// The most whole-chunk buffers kept spare (32 MiB).
+    pub const MAX_SPARE: usize = 32;
 
     /// `domain`, with no spare buffers yet.
     pub fn new(domain: Domain) -> Mem {
         Mem {
             domain,
-            spare: HashMap::new(),
-            spare_bytes: 0,
+            spare: Vec::new(),
+            arenas: HashMap::new(),
+            next_arena: 0,
+            open: HashMap::new(),
         }
     }
 
     /// Bytes kept spare now.
     pub fn spare_bytes(&self) -> u64 {
-        self.spare_bytes
+        self.spare.len() as u64 * CHUNK
     }
 
     /// Buffers kept spare now.
     pub fn spare_buffers(&self) -> usize {
-        self.spare.values().map(Vec::len).sum()
+        self.spare.len()
+    }
+
+    /// Arenas small chunks are carved from now.
+    pub fn arenas(&self) -> usize {
+        self.arenas.len()
     }
 
     /// Gives every spare buffer back to the block manager.
     pub fn release_spare(&mut self) -> Result<()> {
-        for (_, list) in std::mem::take(&mut self.spare) {
-            for (agg, _) in list {
-                self.domain.decref(agg)?;
-            }
+        for (agg, _) in std::mem::take(&mut self.spare) {
+            self.domain.decref(agg)?;
         }
-        self.spare_bytes = 0;
         Ok(())
     }
 
-    /// A writable buffer of `cap` bytes in one piece (its bytes mean nothing yet).
-    fn take(&mut self, cap: u64) -> Result<(Agg, Location)> {
-        if let Some(found) = self.spare.get_mut(&cap).and_then(Vec::pop) {
-            self.spare_bytes -= cap;
+    /// A writable whole-chunk buffer in one piece (its bytes mean nothing yet).
+    fn whole_buffer(&mut self) -> Result<(Agg, Location)> {
+        if let Some(found) = self.spare.pop() {
             return Ok(found);
         }
         let d = &mut self.domain;
-        let agg = d.alloc_unzeroed(cap)?;
+        let agg = d.alloc_unzeroed(CHUNK)?;
         match d.write_pieces(agg, 0) {
-            Ok(p) if p.len() == 1 && p[0].0.len == cap => Ok((agg, p[0].0)),
+            Ok(p) if p.len() == 1 && p[0].0.len == CHUNK => Ok((agg, p[0].0)),
             other => {
                 d.decref(agg)?;
                 other?;
@@ -129,16 +158,109 @@ impl Mem {
         }
     }
 
-    /// Takes back a chunk a file no longer needs: kept spare if it was never handed out, is a
-    /// size chunks come in and there is room; else given back to the block manager.
+    /// A fresh chunk of `cap` bytes (a power of two up to [`CHUNK`]; its bytes mean nothing
+    /// yet): a whole buffer, or a slot of an arena.
+    fn take(&mut self, cap: u64) -> Result<Chunk> {
+        if cap >= CHUNK {
+            let (agg, loc) = self.whole_buffer()?;
+            return Ok(Chunk {
+                agg,
+                base: 0,
+                loc,
+                cap,
+                shared: false,
+                arena: None,
+            });
+        }
+        while let Some(&id) = self.open.get(&cap).and_then(|ids| ids.last()) {
+            let found = self.arenas.get_mut(&id).and_then(|a| {
+                let base = a.free.pop()?;
+                a.live += 1;
+                Some((a.agg, base, a.loc, a.free.is_empty()))
+            });
+            match found {
+                Some((agg, base, loc, full)) => {
+                    if full && let Some(ids) = self.open.get_mut(&cap) {
+                        ids.pop();
+                    }
+                    return Ok(Chunk {
+                        agg,
+                        base,
+                        loc: Location {
+                            offset: loc.offset + base,
+                            len: cap,
+                            ..loc
+                        },
+                        cap,
+                        shared: false,
+                        arena: Some(id),
+                    });
+                }
+                None => {
+                    if let Some(ids) = self.open.get_mut(&cap) {
+                        ids.pop();
+                    }
+                }
+            }
+        }
+        let (agg, loc) = self.whole_buffer()?;
+        let id = self.next_arena;
+        self.next_arena += 1;
+        self.arenas.insert(
+            id,
+            Arena {
+                agg,
+                loc,
+                slot: cap,
+                // The first slot is taken now, the others are handed out from the front.
+                free: (1..CHUNK / cap).rev().map(|k| k * cap).collect(),
+                live: 0,
+                lost: false,
+            },
+        );
+        self.open.entry(cap).or_default().push(id);
+        self.take(cap)
+    }
+
+    /// Takes back a chunk a file no longer needs. A slot of an arena is free again unless it
+    /// was handed out; an arena with no slot in use goes (its buffer spare if none was
+    /// handed out). A whole buffer never handed out is kept spare while there is room; the
+    /// rest goes back to the block manager.
     fn give(&mut self, c: Chunk) -> Result<()> {
-        let sized = c.cap.is_power_of_two() && (MIN_CAP..=CHUNK).contains(&c.cap);
-        if !c.shared && sized && c.loc.len == c.cap && self.spare_bytes + c.cap <= Self::MAX_SPARE {
-            self.spare_bytes += c.cap;
-            self.spare.entry(c.cap).or_default().push((c.agg, c.loc));
+        let Some(id) = c.arena else {
+            if !c.shared
+                && c.cap == CHUNK
+                && c.loc.len == CHUNK
+                && self.spare.len() < Self::MAX_SPARE
+            {
+                self.spare.push((c.agg, c.loc));
+                return Ok(());
+            }
+            return Ok(self.domain.decref(c.agg)?);
+        };
+        let Some(a) = self.arenas.get_mut(&id) else {
+            return Err(FsError::Io(format!("a chunk of arena {id}, which is gone")));
+        };
+        a.live = a.live.saturating_sub(1);
+        if c.shared {
+            a.lost = true;
+        } else {
+            a.free.push(c.base);
+            if a.free.len() == 1 {
+                self.open.entry(a.slot).or_default().push(id);
+            }
+        }
+        if a.live > 0 {
             return Ok(());
         }
-        Ok(self.domain.decref(c.agg)?)
+        let Some(a) = self.arenas.remove(&id) else {
+            return Ok(());
+        };
+        if !a.lost && self.spare.len() < Self::MAX_SPARE {
+            self.spare.push((a.agg, a.loc));
+            return Ok(());
+        }
+        Ok(self.domain.decref(a.agg)?)
     }
 }
 
@@ -231,7 +353,8 @@ impl FileData {
             .next_power_of_two()
             .min(CHUNK)
             .max(need);
-        let (agg, loc) = d.take(cap)?;
+        let fresh = d.take(cap)?;
+        let loc = fresh.loc;
         // What the file holds there now: the old chunk's bytes, or zeros for a hole.
         let keep = valid.min(cap).min(if old_cap == 0 { cap } else { old_cap });
         let old = match &self.chunks[i] {
@@ -239,12 +362,7 @@ impl FileData {
             None => vec![0; usize_of(keep)?],
         };
         inside_mut(d.location_bytes_mut(&loc)?, 0..old.len())?.copy_from_slice(&old);
-        if let Some(c) = self.chunks[i].replace(Chunk {
-            agg,
-            loc,
-            cap,
-            shared: false,
-        }) {
+        if let Some(c) = self.chunks[i].replace(fresh) {
             d.give(c)?;
         }
         Ok(loc)
@@ -360,9 +478,11 @@ impl FileData {
         }
         if let Some(old) = self.chunks[i].replace(Chunk {
             agg: part,
+            base: 0,
             loc,
             cap: len,
             shared: false,
+            arena: None,
         }) {
             d.give(old)?;
         }
@@ -427,7 +547,7 @@ impl FileData {
             let piece = match self.chunks.get_mut(i).and_then(Option::as_mut) {
                 Some(c) => {
                     c.shared = true;
-                    d.select(c.agg, at - start, stop - at)?
+                    d.select(c.agg, c.base + at - start, stop - at)?
                 }
                 None => {
                     let z = match zeros {

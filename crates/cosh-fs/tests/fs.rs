@@ -351,3 +351,54 @@ fn far_writes_make_holes_and_huge_ones_are_refused() {
     fs.close(h).expect("close");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn small_files_share_arenas_and_handed_out_bytes_never_change() {
+    let (mut fs, dir) = fs("arenas");
+    let content = |i: usize| vec![(i % 250) as u8 + 1; 3000];
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let path = format!("/f{i}");
+        fs.create(&path).expect("create");
+        let h = fs.open(&path).expect("open");
+        fs.write_bytes(h, 0, &content(i)).expect("write");
+        handles.push(h);
+    }
+    // Two hundred 3,000-byte files are slots of one buffer: one request to the block
+    // manager, not two hundred.
+    assert_eq!(fs.memory().arenas(), 1);
+    assert_eq!(holds(&mut fs), 1);
+    // A handed-out file keeps what it said, however its slot is reused afterwards.
+    let shown = fs.read(handles[0], 0, 3000).expect("read").expect("bytes");
+    fs.write_bytes(handles[0], 0, b"changed").expect("write");
+    fs.unlink("/f1").expect("unlink");
+    fs.close(handles[1]).expect("close");
+    for i in 200..260 {
+        let path = format!("/g{i}");
+        fs.create(&path).expect("create");
+        let h = fs.open(&path).expect("open");
+        fs.write_bytes(h, 0, &content(i)).expect("write");
+        handles.push(h);
+    }
+    assert_eq!(fs.domain().read(shown, 0, 3000).expect("read"), content(0));
+    let mut changed = content(0);
+    changed[..7].copy_from_slice(b"changed");
+    assert_eq!(contents(&mut fs, handles[0]), changed);
+    for (k, &h) in handles.iter().enumerate().skip(2) {
+        assert_eq!(contents(&mut fs, h), content(k), "file {k}");
+    }
+    fs.domain().decref(shown).expect("decref");
+    // Every file gone: nothing is held but spare buffers (none from an arena whose slot was
+    // handed out).
+    for (k, h) in handles.into_iter().enumerate() {
+        if k != 1 {
+            fs.close(h).expect("close");
+        }
+    }
+    for name in fs.readdir("/").expect("readdir") {
+        fs.unlink(&format!("/{name}")).expect("unlink");
+    }
+    assert_eq!(fs.memory().arenas(), 0);
+    assert_holds_nothing(&mut fs);
+    let _ = std::fs::remove_dir_all(dir);
+}
