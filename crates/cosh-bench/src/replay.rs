@@ -1221,10 +1221,11 @@ pub fn main_with(
     let mut results: Vec<(String, Vec<Duration>, bool)> = Vec::new();
     let mut service: Option<(Client, crate::fig2c::Helpers)> = None;
     let mut device: Option<(Client, crate::fig2c::Helpers)> = None;
-    for name in &args.targets {
-        let mut times = Vec::new();
-        let mut exact = true;
-        for run in 0..args.runs {
+    // Runs go round the targets (each target's first run, then each one's second, ...), so
+    // that the machine's ups and downs fall on every target alike.
+    let mut tally: Vec<(Vec<Duration>, bool)> = vec![(Vec::new(), true); args.targets.len()];
+    for run in 0..args.runs {
+        for (k, name) in args.targets.iter().enumerate() {
             let bar = indicatif::ProgressBar::new(trace.records.len() as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(&format!(
@@ -1282,9 +1283,11 @@ pub fn main_with(
             if run == 0 || !outcome.ok() {
                 print_outcome(name, &outcome);
             }
-            exact &= outcome.ok();
-            times.push(outcome.elapsed);
+            tally[k].1 &= outcome.ok();
+            tally[k].0.push(outcome.elapsed);
         }
+    }
+    for (name, (mut times, exact)) in args.targets.iter().zip(tally) {
         times.sort();
         results.push((name.clone(), times, exact));
     }
