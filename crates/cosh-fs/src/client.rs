@@ -127,6 +127,9 @@ pub struct CacheStats {
 /// A snapshot of a file (or a range of it) in the client's domain.
 struct Snapshot {
     agg: Option<Agg>,
+    /// The content itself, when the service sent a small file inline (then there is no
+    /// aggregate and there are no pieces).
+    copied: Option<Vec<u8>>,
     len: u64,
     pieces: Vec<Location>,
     /// Where each piece ends, counted from the start of the snapshot.
@@ -248,7 +251,12 @@ impl Client {
 
     /// The most lookups one client caches (with the files, what bounds the notices the
     /// service may have to queue for it).
-    pub const MAX_CACHED_PATHS: usize = 128;
+    pub const MAX_CACHED_PATHS: usize = 512;
+
+    /// The most files the cached lookups may name (the service may have to queue a notice
+    /// for each, as for each cached file: together what bounds the notices it queues for a
+    /// client); lookups of missing names are bounded by [`Client::MAX_CACHED_PATHS`] alone.
+    pub const MAX_LOOKED_UP_FILES: usize = 128;
 
     /// How long a request looks for its answer before it sleeps, unless set.
     pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
@@ -551,7 +559,10 @@ impl Client {
 
     fn path_insert(&mut self, path: &str, stat: Option<Stat>) {
         self.path_remove(path);
-        if self.paths.len() >= Self::MAX_CACHED_PATHS {
+        let new_file = stat.is_some_and(|s| !self.path_inos.contains_key(&s.ino));
+        if self.paths.len() >= Self::MAX_CACHED_PATHS
+            || (new_file && self.path_inos.len() >= Self::MAX_LOOKED_UP_FILES)
+        {
             self.paths_clear();
         }
         if let Some(s) = stat {
@@ -618,6 +629,10 @@ impl Client {
         }
         self.written.insert(ino, 0);
     }
+
+    /// How long a write waits for room in a full write log before it waits for an answer
+    /// instead.
+    const LOG_PATIENCE: Duration = Duration::from_micros(200);
 
     /// Reads of a file this client is writing before the cache takes it whole again.
     const READS_BEFORE_FETCH: u32 = 8;
@@ -915,6 +930,18 @@ impl Client {
             }
             return Ok(Some(agg));
         }
+        if let Some(s) = &e.snap
+            && s.copied.is_some()
+        {
+            let bytes = self.slices(e)?.concat();
+            let e = Extent {
+                snap: None,
+                copied: Some(Arc::new(bytes)),
+                offset: 0,
+                len: e.len,
+            };
+            return self.extent_agg(&e);
+        }
         match &e.snap {
             Some(s) if e.len > 0 => match s.agg {
                 Some(agg) if e.offset == 0 && e.len == s.len => {
@@ -958,6 +985,14 @@ impl Client {
         let Some(snap) = &e.snap else {
             return Ok(Vec::new());
         };
+        if let Some(bytes) = &snap.copied {
+            let range = usize::try_from(e.offset)
+                .ok()
+                .zip(usize::try_from(e.offset + e.len).ok())
+                .and_then(|(a, b)| bytes.get(a..b))
+                .ok_or_else(|| FsError::Io("an extent past its snapshot".into()))?;
+            return Ok(vec![range]);
+        }
         let mut out = Vec::new();
         let end = e.offset + e.len;
         let mut i = snap.ends.partition_point(|&x| x <= e.offset);
@@ -1009,7 +1044,7 @@ impl Client {
             self.written.remove(&ino);
         }
         let max = self.max_cached_file;
-        let (ino, version, len, ticket, attrs) =
+        let (ino, version, len, ticket, data, attrs) =
             match self.call(&Request::Fetch { fh: fh.0, max })? {
                 // Too big for the cache, or being written behind by another client: the service
                 // answers each read.
@@ -1021,20 +1056,30 @@ impl Client {
                     version,
                     len,
                     ticket,
+                    data,
                     stat: attrs,
                     ..
-                } => (ino, version, len, ticket, attrs),
+                } => (ino, version, len, ticket, data, attrs),
                 r => return Err(unexpected(&r)),
             };
-        let snap = match ticket {
-            Some(t) => self.take(t, len)?,
-            None => Arc::new(Snapshot {
-                agg: None,
-                len: 0,
-                pieces: Vec::new(),
-                ends: Vec::new(),
-                released: self.released.clone(),
-            }),
+        let snap = match (ticket, data) {
+            (Some(t), _) => self.take(t, len)?,
+            (None, data) => {
+                let got = data.as_ref().map_or(0, |d| d.len() as u64);
+                if got != len {
+                    return Err(FsError::Io(format!(
+                        "the service sent {got} bytes for a {len}-byte file"
+                    )));
+                }
+                Arc::new(Snapshot {
+                    agg: None,
+                    copied: data,
+                    len,
+                    pieces: Vec::new(),
+                    ends: Vec::new(),
+                    released: self.released.clone(),
+                })
+            }
         };
         self.stats.misses += 1;
         self.stats.fetched_bytes += len;
@@ -1082,6 +1127,7 @@ impl Client {
         }
         Ok(Arc::new(Snapshot {
             agg: Some(got.agg),
+            copied: None,
             len,
             pieces,
             ends,
@@ -1217,7 +1263,12 @@ impl Client {
                     self.shadows.remove(&ino);
                 }
             }
-            let logged = match self.log.as_mut().map(|l| l.append(fh.0, offset, buf)) {
+            let patience = Self::LOG_PATIENCE;
+            let logged = match self
+                .log
+                .as_mut()
+                .map(|l| l.append_within(fh.0, offset, buf, patience))
+            {
                 None => {
                     self.send(&Request::WriteBehind {
                         fh: fh.0,

@@ -196,6 +196,30 @@ impl LogWriter {
     }
 }
 
+impl LogWriter {
+    /// Like [`LogWriter::append`], but a full log is tried again for up to `patience`: the
+    /// service takes entries while it is awake, and a little waiting costs less than a write
+    /// that waits for its answer.
+    pub fn append_within(
+        &mut self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        patience: std::time::Duration,
+    ) -> Result<bool, String> {
+        let started = std::time::Instant::now();
+        loop {
+            if self.append(fh, offset, data)? {
+                return Ok(true);
+            }
+            if started.elapsed() >= patience {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// One write taken from a log.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry<'a> {

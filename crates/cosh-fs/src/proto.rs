@@ -279,8 +279,13 @@ pub enum Reply {
         version: u64,
         /// Its length.
         len: u64,
-        /// The transfer to take (`None` when empty or too big).
+        /// The transfer to take (`None` when empty, too big, or sent inline).
         ticket: Option<u64>,
+        /// The content itself, for a file of at most [`INLINE_MAX`] bytes: copying that
+        /// little costs less than sharing it, and leaves the service's buffers writable in
+        /// place.
+        #[serde(with = "serde_bytes")]
+        data: Option<Vec<u8>>,
         /// Whether the file was bigger than the client's limit.
         too_big: bool,
         /// Whether another client holds the file's write lease.

@@ -830,20 +830,26 @@ impl Server {
                         version,
                         len,
                         ticket: None,
+                        data: None,
                         too_big: len > max,
                         leased,
                         stat,
                     });
                 }
-                let (content, len) = self.fs.content(fh)?;
-                let ticket = match content {
-                    Some(agg) => Some(
-                        self.fs
-                            .domain()
-                            .attach_transfer(agg, domain, Mode::Share, TransferFlags::weak())?
-                            .0,
-                    ),
-                    None => None,
+                let (ticket, data) = if len <= INLINE_MAX as u64 {
+                    (None, Some(self.fs.read_bytes(fh, 0, len)?))
+                } else {
+                    let (content, _) = self.fs.content(fh)?;
+                    let ticket = match content {
+                        Some(agg) => Some(
+                            self.fs
+                                .domain()
+                                .attach_transfer(agg, domain, Mode::Share, TransferFlags::weak())?
+                                .0,
+                        ),
+                        None => None,
+                    };
+                    (ticket, None)
                 };
                 self.cachers.entry(ino).or_default().insert(t);
                 if let Some(c) = self.clients.get_mut(&t) {
@@ -854,6 +860,7 @@ impl Server {
                     version,
                     len,
                     ticket,
+                    data,
                     too_big: false,
                     leased: false,
                     stat,

@@ -493,6 +493,63 @@ fn writes_behind_are_seen_by_the_next_read_anywhere() {
 }
 
 #[test]
+fn a_client_busy_elsewhere_can_be_told_of_every_change_it_caches() {
+    let s = Setup::start("notices");
+    let mut idle = s.client("idle");
+    let mut busy = s.client("busy");
+    // The idle client caches as many files and looks up as many files as it may, each
+    // another file (and misses many more names).
+    let files = Client::MAX_CACHED_FILES;
+    let names = Client::MAX_LOOKED_UP_FILES;
+    let mut handles = Vec::new();
+    for i in 0..files + names {
+        let f = busy.create(&format!("/f{i}")).expect("create");
+        busy.write_from(f, 0, b"old").expect("write");
+        busy.close(f).expect("close");
+    }
+    for i in 0..files {
+        let f = idle
+            .open(&format!("/f{i}"), OpenFlags::existing())
+            .expect("open");
+        assert_eq!(whole(&mut idle, f), b"old");
+        handles.push(f);
+    }
+    for i in files..files + names {
+        assert_eq!(idle.stat(&format!("/f{i}")).expect("stat").size, 3);
+    }
+    for i in 0..Client::MAX_CACHED_PATHS - names {
+        assert!(idle.stat(&format!("/missing{i}")).is_err());
+    }
+    let before = idle.stats();
+    for i in files..files + names {
+        assert_eq!(idle.stat(&format!("/f{i}")).expect("stat").size, 3);
+    }
+    assert_eq!(
+        idle.stats().lookup_hits - before.lookup_hits,
+        names as u64,
+        "every lookup is still cached"
+    );
+    let before = idle.stats();
+    // Another client changes every one of them while the idle client reads nothing.
+    for i in 0..files + names {
+        let f = busy
+            .open(&format!("/f{i}"), OpenFlags::existing())
+            .expect("open");
+        busy.write_from(f, 0, b"NEW!").expect("write");
+        busy.close(f).expect("close");
+    }
+    // Every notice was queued: the idle client was not cut off, and sees every change.
+    for (i, f) in handles.into_iter().enumerate() {
+        assert_eq!(whole(&mut idle, f), b"NEW!", "file {i}");
+    }
+    for i in files..files + names {
+        assert_eq!(idle.stat(&format!("/f{i}")).expect("stat").size, 4);
+    }
+    let after = idle.stats();
+    assert_eq!(after.invalidations - before.invalidations, files as u64);
+}
+
+#[test]
 fn overlapping_writes_through_a_full_write_log_land_in_order() {
     let s = Setup::start("fulllog");
     let mut writer = s.client("writer");
