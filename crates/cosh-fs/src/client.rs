@@ -226,6 +226,10 @@ pub struct Client {
     /// The whole content of leased files that were empty when leased: this client's own
     /// writes are all there is, so its reads are answered here.
     shadows: HashMap<u64, Vec<u8>>,
+    /// The attributes of files this client holds the lease of: only its own writes change
+    /// them, or the service says otherwise (a notice drops them), so `fstat` is answered
+    /// here.
+    lease_attrs: HashMap<u64, Stat>,
     /// Cached lookups: path → attributes (`None`: nothing has that name).
     paths: HashMap<String, Option<Stat>>,
     /// How many cached lookups name each file (the service keeps telling this client of
@@ -291,6 +295,7 @@ impl Client {
             written: HashMap::new(),
             leases: HashMap::new(),
             shadows: HashMap::new(),
+            lease_attrs: HashMap::new(),
             paths: HashMap::new(),
             path_inos: HashMap::new(),
             write_behind: true,
@@ -383,8 +388,9 @@ impl Client {
                 Ok(None)
             }
             ToClient::Deferred { errno, detail } => {
-                // A write the service did not apply may be in a shadow.
+                // A write the service did not apply may be in a shadow, and in attributes.
                 self.shadows.clear();
+                self.lease_attrs.clear();
                 if self.deferred.is_none() {
                     self.deferred = Some(FsError::from_parts(errno, detail));
                 }
@@ -394,6 +400,7 @@ impl Client {
                 // Someone else changed it (or its attributes): the shadow may be wrong, and
                 // so may any lookup that named it.
                 self.shadows.remove(&ino);
+                self.lease_attrs.remove(&ino);
                 self.paths_drop_ino(ino);
                 if self.cache.get(&ino).is_some_and(|c| c.version < version) {
                     self.stats.invalidations += 1;
@@ -630,6 +637,14 @@ impl Client {
         self.written.insert(ino, 0);
     }
 
+    /// The service answered a change to `ino` with its attributes: kept if this client holds
+    /// the file's lease.
+    fn attrs_now(&mut self, ino: u64, stat: Stat) {
+        if let Some(s) = self.lease_attrs.get_mut(&ino) {
+            *s = stat;
+        }
+    }
+
     /// How long a write waits for room in a full write log before it waits for an answer
     /// instead.
     const LOG_PATIENCE: Duration = Duration::from_micros(200);
@@ -655,6 +670,7 @@ impl Client {
                 if flags.trunc {
                     // The truncation changed it (the service told everyone else).
                     self.wrote(stat.ino);
+                    self.attrs_now(stat.ino, stat);
                     if let Some(sh) = self.shadows.get_mut(&stat.ino) {
                         sh.clear();
                     }
@@ -679,6 +695,7 @@ impl Client {
             // The service ends the lease with the last handle.
             self.leases.remove(&ino);
             self.shadows.remove(&ino);
+            self.lease_attrs.remove(&ino);
         }
         self.done(&Request::Close { fh: fh.0 })?;
         self.deferred.take().map_or(Ok(()), Err)
@@ -699,10 +716,13 @@ impl Client {
             return Ok(held);
         }
         match self.call(&Request::Lease { fh: fh.0 })? {
-            Reply::Leased { granted, size } => {
+            Reply::Leased { granted, stat } => {
                 self.leases.insert(ino, granted);
-                if granted && size == 0 {
-                    self.shadows.insert(ino, Vec::new());
+                if granted {
+                    self.lease_attrs.insert(ino, stat);
+                    if stat.size == 0 {
+                        self.shadows.insert(ino, Vec::new());
+                    }
                 }
                 Ok(granted)
             }
@@ -742,6 +762,10 @@ impl Client {
         if let Some(c) = self.cache.get(&ino) {
             self.stats.attr_hits += 1;
             return Ok(c.stat);
+        }
+        if let Some(&s) = self.lease_attrs.get(&ino) {
+            self.stats.attr_hits += 1;
+            return Ok(s);
         }
         self.attr(&Request::Fstat { fh: fh.0 })
     }
@@ -829,6 +853,7 @@ impl Client {
         let ino = self.ino(fh)?;
         self.wrote(ino);
         let s = self.attr(&Request::Ftruncate { fh: fh.0, len })?;
+        self.attrs_now(ino, s);
         if let Some(sh) = self.shadows.get_mut(&ino) {
             if len <= Self::SHADOW_MAX {
                 sh.resize(len as usize, 0);
@@ -1180,7 +1205,10 @@ impl Client {
             offset,
             ticket: ticket.0,
         })? {
-            Reply::Written { n, .. } => Ok(n),
+            Reply::Written { n, stat } => {
+                self.attrs_now(ino, stat);
+                Ok(n)
+            }
             r => Err(unexpected(&r)),
         }
     }
@@ -1228,7 +1256,10 @@ impl Client {
             offset,
             ticket: ticket?.0,
         })? {
-            Reply::Written { n, .. } => Ok(n),
+            Reply::Written { n, stat } => {
+                self.attrs_now(ino, stat);
+                Ok(n)
+            }
             r => Err(unexpected(&r)),
         }
     }
@@ -1263,16 +1294,18 @@ impl Client {
                     self.shadows.remove(&ino);
                 }
             }
+            let made_ns = crate::core::now_ns();
             let patience = Self::LOG_PATIENCE;
             let logged = match self
                 .log
                 .as_mut()
-                .map(|l| l.append_within(fh.0, offset, buf, patience))
+                .map(|l| l.append_within(fh.0, offset, made_ns, buf, patience))
             {
                 None => {
                     self.send(&Request::WriteBehind {
                         fh: fh.0,
                         offset,
+                        made_ns,
                         data: buf.to_vec(),
                     })?;
                     true
@@ -1289,6 +1322,18 @@ impl Client {
             };
             if logged {
                 self.stats.writes_behind += 1;
+                // The attributes the service will have once it applies the write.
+                let end = offset.checked_add(buf.len() as u64);
+                match (self.lease_attrs.get_mut(&ino), end) {
+                    (Some(s), Some(end)) if end <= crate::data::MAX_FILE => {
+                        s.size = s.size.max(end);
+                        s.mtime_ns = made_ns;
+                    }
+                    // A write the service will refuse: ask it afterwards.
+                    _ => {
+                        self.lease_attrs.remove(&ino);
+                    }
+                }
                 return Ok(buf.len());
             }
             // The log is full: this write waits for its answer, which comes once the service
@@ -1298,7 +1343,10 @@ impl Client {
                 offset,
                 data: buf.to_vec(),
             })? {
-                Reply::Written { n, .. } => Ok(n as usize),
+                Reply::Written { n, stat } => {
+                    self.attrs_now(ino, stat);
+                    Ok(n as usize)
+                }
                 r => Err(unexpected(&r)),
             };
         }
@@ -1308,7 +1356,10 @@ impl Client {
             offset,
             data: buf.to_vec(),
         })? {
-            Reply::Written { n, .. } => Ok(n as usize),
+            Reply::Written { n, stat } => {
+                self.attrs_now(ino, stat);
+                Ok(n as usize)
+            }
             r => Err(unexpected(&r)),
         }
     }

@@ -145,7 +145,7 @@ pub struct DirEntry {
 }
 
 /// Now, in nanoseconds since the Unix epoch.
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -511,6 +511,23 @@ impl Fs {
         let (file, d) = self.data(handle)?;
         file.write_bytes(d, offset, data)?;
         Ok(data.len() as u64)
+    }
+
+    /// [`Fs::write_bytes`], with the file's modification time set to `mtime_ns`: the time the
+    /// writer made a write that is applied later (written behind).
+    pub fn write_bytes_made_at(
+        &mut self,
+        handle: u64,
+        offset: u64,
+        data: &[u8],
+        mtime_ns: i64,
+    ) -> Result<u64> {
+        let n = self.write_bytes(handle, offset, data)?;
+        let ino = self.handle_ino(handle)?;
+        if let Some(Node::File { meta, .. }) = self.nodes.get_mut(&ino) {
+            meta.mtime_ns = mtime_ns;
+        }
+        Ok(n)
     }
 
     /// Copies up to `len` bytes of the open file from `offset` (fewer at its end), straight

@@ -3,8 +3,9 @@
 //!
 //! The client makes a ring of 8-byte words in a memfd, maps it and hands the memfd to the
 //! service ([`crate::proto::Request::Log`]), which maps it too. Each small write the client
-//! makes under a lease is then one entry appended to the ring — three header words (length,
-//! handle, offset) and the bytes, padded to a word — and nothing else: no message, no
+//! makes under a lease is then one entry appended to the ring — four header words (length,
+//! handle, offset, the time the write was made) and the bytes, padded to a word — and
+//! nothing else: no message, no
 //! doorbell. Both sides touch the ring only with atomic word loads and stores; the client
 //! publishes an entry by advancing `head` (release) once it is whole, the service frees room
 //! by advancing `tail`.
@@ -44,9 +45,9 @@ use cosh_sys::memfd::Memfd;
 
 use crate::proto::INLINE_MAX;
 
-/// Words in the ring of a log the client makes (1 MiB: room for fifteen of the largest
-/// writes).
-pub const WORDS: u64 = 1 << 17;
+/// Words in the ring of a log the client makes (4 MiB: a client writing a large file in
+/// small pieces runs ahead of the service rather than waiting for it).
+pub const WORDS: u64 = 1 << 19;
 
 /// The most words a service accepts in a ring (64 MiB of memory).
 pub const MAX_WORDS: u64 = 1 << 23;
@@ -59,8 +60,8 @@ const W_TAIL: usize = 16;
 const W_NOTICES: usize = 24;
 const W_RING: usize = 32;
 
-/// Header words of each entry: the length, the handle, the offset.
-const HEADER: u64 = 3;
+/// Header words of each entry: the length, the handle, the offset, the time.
+const HEADER: u64 = 4;
 
 fn check_size(words: u64) -> Result<(), String> {
     if !words.is_power_of_two() || words > MAX_WORDS {
@@ -141,9 +142,16 @@ impl LogWriter {
     }
 
     /// Appends a write of `data` (at most [`INLINE_MAX`] bytes) at `offset` through handle
-    /// `fh`; `Ok(false)` when the log has no room for it now. An error means the service
+    /// `fh`, made at `made_ns` (nanoseconds since the Unix epoch: the file's new modification
+    /// time); `Ok(false)` when the log has no room for it now. An error means the service
     /// broke the ring (moved its position impossibly).
-    pub fn append(&mut self, fh: u64, offset: u64, data: &[u8]) -> Result<bool, String> {
+    pub fn append(
+        &mut self,
+        fh: u64,
+        offset: u64,
+        made_ns: i64,
+        data: &[u8],
+    ) -> Result<bool, String> {
         if data.len() > INLINE_MAX {
             return Err(format!(
                 "a logged write of {} bytes (at most {INLINE_MAX})",
@@ -173,6 +181,7 @@ impl LogWriter {
             put(data.len() as u64);
             put(fh);
             put(offset);
+            put(made_ns as u64);
             let mut chunks = data.chunks_exact(8);
             for c in &mut chunks {
                 let mut v = [0u8; 8];
@@ -204,12 +213,13 @@ impl LogWriter {
         &mut self,
         fh: u64,
         offset: u64,
+        made_ns: i64,
         data: &[u8],
         patience: std::time::Duration,
     ) -> Result<bool, String> {
         let started = std::time::Instant::now();
         loop {
-            if self.append(fh, offset, data)? {
+            if self.append(fh, offset, made_ns, data)? {
                 return Ok(true);
             }
             if started.elapsed() >= patience {
@@ -227,6 +237,8 @@ pub struct Entry<'a> {
     pub fh: u64,
     /// The first byte.
     pub offset: u64,
+    /// When the write was made (nanoseconds since the Unix epoch).
+    pub made_ns: i64,
     /// The bytes.
     pub data: &'a [u8],
 }
@@ -304,7 +316,7 @@ impl LogReader {
                     avail * 8
                 ));
             }
-            let (fh, offset) = (get(1), get(2));
+            let (fh, offset, made_ns) = (get(1), get(2), get(3) as i64);
             let len = len as usize;
             data.clear();
             for i in 0..(len as u64).div_ceil(8) {
@@ -313,13 +325,14 @@ impl LogReader {
             data.truncate(len);
             let next = tail + entry_words(len);
             w[W_TAIL].store(next, Ordering::Release);
-            Ok(Some((fh, offset, next)))
+            Ok(Some((fh, offset, made_ns, next)))
         })?;
-        Ok(taken.map(|(fh, offset, next)| {
+        Ok(taken.map(|(fh, offset, made_ns, next)| {
             self.tail = next;
             Entry {
                 fh,
                 offset,
+                made_ns,
                 data: &self.data,
             }
         }))
@@ -336,29 +349,30 @@ mod tests {
         let fd = w.fd().try_clone_to_owned().expect("ok");
         let mut r = LogReader::attach(fd, 512).expect("ok");
         assert_eq!(r.take().expect("ok"), None);
-        assert!(w.append(3, 10, b"hello").expect("ok"));
-        assert!(w.append(4, 0, &[7u8; 1000]).expect("ok"));
+        assert!(w.append(3, 10, 7, b"hello").expect("ok"));
+        assert!(w.append(4, 0, 8, &[7u8; 1000]).expect("ok"));
         assert_eq!(
             r.take().expect("ok"),
             Some(Entry {
                 fh: 3,
                 offset: 10,
+                made_ns: 7,
                 data: b"hello"
             })
         );
         let e = r.take().expect("ok").expect("ok");
-        assert_eq!((e.fh, e.offset, e.data.len()), (4, 0, 1000));
+        assert_eq!((e.fh, e.offset, e.made_ns, e.data.len()), (4, 0, 8, 1000));
         assert!(e.data.iter().all(|&b| b == 7));
         assert_eq!(r.take().expect("ok"), None);
-        // 512 words hold exactly four 1,000-byte writes (128 words each).
+        // 516 words would hold four 1,000-byte writes (129 words each): 512 hold three.
         let fits = (0..8)
-            .take_while(|_| w.append(1, 0, &[1u8; 1000]).expect("ok"))
+            .take_while(|_| w.append(1, 0, 0, &[1u8; 1000]).expect("ok"))
             .count();
-        assert_eq!(fits, 4);
-        assert!(!w.append(1, 0, &[1u8; 1000]).expect("ok"));
+        assert_eq!(fits, 3);
+        assert!(!w.append(1, 0, 0, &[1u8; 1000]).expect("ok"));
         // Taking one makes room for one.
         assert!(r.take().expect("ok").is_some());
-        assert!(w.append(1, 0, &[1u8; 1000]).expect("ok"));
+        assert!(w.append(1, 0, 0, &[1u8; 1000]).expect("ok"));
         // The notice count is the service's to move.
         assert_eq!(w.notices(), 0);
         r.noticed();
@@ -369,7 +383,7 @@ mod tests {
     #[test]
     fn oversized_writes_and_bad_logs_are_refused() {
         let mut w = LogWriter::create(64).expect("ok");
-        assert!(w.append(1, 0, &vec![0u8; INLINE_MAX + 1]).is_err());
+        assert!(w.append(1, 0, 0, &vec![0u8; INLINE_MAX + 1]).is_err());
         assert!(LogWriter::create(100).is_err());
         let fd = w.fd().try_clone_to_owned().expect("ok");
         // The announced size must be the ring's.
@@ -399,7 +413,7 @@ mod tests {
         assert!(r.take().is_err());
         // An entry longer than what was published.
         poke(&w, W_HEAD, 0);
-        assert!(w.append(1, 2, b"abc").expect("ok"));
+        assert!(w.append(1, 2, 0, b"abc").expect("ok"));
         poke(&w, W_RING, 1000);
         assert!(r.take().is_err());
         // One longer than any write.
@@ -408,7 +422,7 @@ mod tests {
         assert!(r.take().is_err());
         // The client's end refuses a tail the service moved past its head.
         poke(&w, W_TAIL, 1 << 30);
-        assert!(w.append(1, 0, b"x").is_err());
+        assert!(w.append(1, 0, 0, b"x").is_err());
         // Memory that is not a log.
         let other = Memfd::create("not-a-log", bytes_for(64)).expect("ok");
         assert!(LogReader::attach(other.into(), 64).is_err());

@@ -212,6 +212,9 @@ pub enum Request {
         fh: u64,
         /// The first byte.
         offset: u64,
+        /// When the client made the write (nanoseconds since the Unix epoch): the file's
+        /// modification time once it is applied.
+        made_ns: i64,
         /// The bytes (at most [`INLINE_MAX`]).
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -306,9 +309,10 @@ pub enum Reply {
     Leased {
         /// Whether the client now holds the lease.
         granted: bool,
-        /// The file's length then (a client that holds the lease of an empty file knows its
-        /// whole content from its own writes).
-        size: u64,
+        /// The file's attributes then: while the client holds the lease, only its own writes
+        /// change them unless it is told otherwise (and a client that holds the lease of an
+        /// empty file knows its whole content from its own writes).
+        stat: Stat,
     },
     /// To `Write` and `WriteAgg`: bytes written and the file's new attributes.
     Written {

@@ -337,8 +337,13 @@ impl Server {
     fn apply_quiet(&mut self, t: u64, request: Request) {
         match request {
             Request::Uncache { inos } => self.uncache(t, &inos),
-            Request::WriteBehind { fh, offset, data } => {
-                let done = self.write_behind(t, fh, offset, &data);
+            Request::WriteBehind {
+                fh,
+                offset,
+                made_ns,
+                data,
+            } => {
+                let done = self.write_behind(t, fh, offset, made_ns, &data);
                 self.deferred(t, done);
             }
             _ => {}
@@ -372,7 +377,7 @@ impl Server {
             match log.take() {
                 Ok(Some(e)) => {
                     found += 1;
-                    let done = self.write_behind(t, e.fh, e.offset, e.data);
+                    let done = self.write_behind(t, e.fh, e.offset, e.made_ns, e.data);
                     self.deferred(t, done);
                 }
                 Ok(None) => break,
@@ -399,7 +404,14 @@ impl Server {
         logged.into_iter().map(|t| self.drain(t)).sum()
     }
 
-    fn write_behind(&mut self, t: u64, fh: u64, offset: u64, data: &[u8]) -> Result<()> {
+    fn write_behind(
+        &mut self,
+        t: u64,
+        fh: u64,
+        offset: u64,
+        made_ns: i64,
+        data: &[u8],
+    ) -> Result<()> {
         let fh = self.own(t, fh)?;
         let ino = self.fs.handle_ino(fh)?;
         if self.leases.get(&ino) != Some(&t) {
@@ -413,7 +425,7 @@ impl Server {
                 data.len()
             )));
         }
-        self.fs.write_bytes(fh, offset, data)?;
+        self.fs.write_bytes_made_at(fh, offset, data, made_ns)?;
         self.changed(ino, t);
         Ok(())
     }
@@ -628,11 +640,11 @@ impl Server {
             Request::Lease { fh } => {
                 let fh = self.own(t, fh)?;
                 let ino = self.fs.handle_ino(fh)?;
-                let size = self.fs.fstat(fh)?.size;
+                let stat = self.fs.fstat(fh)?;
                 if self.leases.get(&ino).is_some_and(|&h| h != t) {
                     return Ok(Reply::Leased {
                         granted: false,
-                        size,
+                        stat,
                     });
                 }
                 self.leases.insert(ino, t);
@@ -643,7 +655,7 @@ impl Server {
                 self.changed(ino, t);
                 Ok(Reply::Leased {
                     granted: true,
-                    size,
+                    stat,
                 })
             }
             Request::Open { path, flags, mode } => {

@@ -15,23 +15,27 @@ struct Setup {
     dir: PathBuf,
 }
 
+/// What linked pools of these tests prove themselves with.
+const LINK_TOKEN: &str = "a-token-for-these-tests-only";
+
 impl Setup {
     /// A block manager and a CoshFS service, each on a thread of this process.
     fn start(tag: &str) -> Setup {
-        Setup::start_pools(tag, false)
+        Setup::start_pools(tag, None)
     }
 
-    fn start_pools(tag: &str, device: bool) -> Setup {
+    /// The service's pool (0), linked to pool 1 where `link` says, listening on TCP at
+    /// `listen`.
+    fn start_pools(tag: &str, link: Option<(cosh_blockmgr::LinkAddr, Option<u16>)>) -> Setup {
         let dir = std::env::temp_dir().join(format!("cosh-fs-svc-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         cosh_sys::runtime::ensure_runtime_dir(&dir).expect("dir");
         let mut config = cosh_blockmgr::Config::host_at(&dir);
         config.socket = dir.join("host.sock");
-        if device {
-            config.links.insert(
-                cosh::PoolId(1),
-                cosh_blockmgr::LinkAddr::Unix(dir.join("device.sock")),
-            );
+        if let Some((addr, listen)) = link {
+            config.links.insert(cosh::PoolId(1), addr);
+            config.listen = listen.map(|port| ([127, 0, 0, 1], port).into());
+            config.link_token = Some(LINK_TOKEN.into());
         }
         let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind");
         std::thread::spawn(move || manager.run());
@@ -44,9 +48,12 @@ impl Setup {
     /// Also a pool of `kind` (1) linked to the service's host pool (0); clients named with
     /// [`Setup::device_client`] live there.
     fn start_with_pool(tag: &str, kind: cosh_pool::PoolKind) -> Setup {
-        let setup = Setup::start_pools(tag, true);
-        let dir = &setup.dir;
-        let mut config = cosh_blockmgr::Config::host_at(dir);
+        let dir = std::env::temp_dir().join(format!("cosh-fs-svc-{tag}-{}", std::process::id()));
+        let setup = Setup::start_pools(
+            tag,
+            Some((cosh_blockmgr::LinkAddr::Unix(dir.join("device.sock")), None)),
+        );
+        let mut config = cosh_blockmgr::Config::host_at(&dir);
         config.socket = dir.join("device.sock");
         config.pool = cosh::PoolId(1);
         config.kind = kind;
@@ -55,6 +62,34 @@ impl Setup {
             cosh_blockmgr::LinkAddr::Unix(dir.join("host.sock")),
         );
         let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind device");
+        std::thread::spawn(move || manager.run());
+        setup
+    }
+
+    /// Also a pool (1) of another host: linked to the service's pool over TCP (loopback
+    /// here), both ways, so every byte between them travels on the stream.
+    fn start_with_remote_pool(tag: &str) -> Setup {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (host_port, remote_port) = (port(), port());
+        let tcp = |port| cosh_blockmgr::LinkAddr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+        };
+        let setup = Setup::start_pools(tag, Some((tcp(remote_port), Some(host_port))));
+        let dir = &setup.dir;
+        let mut config = cosh_blockmgr::Config::host_at(dir);
+        config.socket = dir.join("device.sock");
+        config.pool = cosh::PoolId(1);
+        config.links.insert(cosh::PoolId(0), tcp(host_port));
+        config.listen = Some(([127, 0, 0, 1], remote_port).into());
+        config.link_token = Some(LINK_TOKEN.into());
+        let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind remote");
         std::thread::spawn(move || manager.run());
         setup
     }
@@ -385,8 +420,34 @@ fn a_client_in_a_non_coherent_pool_writes_reads_and_caches_exactly() {
     other_pool_client(cosh_pool::PoolKind::Nc, "nc");
 }
 
+#[test]
+fn a_client_in_a_remote_pool_writes_reads_and_caches_exactly() {
+    let s = Setup::start_with_remote_pool("remote");
+    other_pool(&s, cosh_pool::PoolKind::Host);
+    // Every byte went over the TCP links, both ways.
+    let status = Setup::domain_at(&s.dir, "look").status().expect("status");
+    assert!(
+        status.transfers.exported > 0 && status.transfers.imported > 0,
+        "{status:?}"
+    );
+    assert!(
+        status
+            .links
+            .iter()
+            .any(|l| l.pool == 1 && l.remote && l.open)
+            && status.links.iter().all(|l| l.remote),
+        "{:?}",
+        status.links
+    );
+}
+
 fn other_pool_client(kind: cosh_pool::PoolKind, tag: &str) {
-    let s = Setup::start_with_pool(tag, kind);
+    other_pool(&Setup::start_with_pool(tag, kind), kind);
+}
+
+/// A client in pool 1 (of `kind`) and one in the service's pool, each writing and reading
+/// what the other wrote.
+fn other_pool(s: &Setup, kind: cosh_pool::PoolKind) {
     let mut dev = s.device_client("dev");
     let mut host = s.client("host");
     assert_eq!(dev.domain().pool_kind(), kind);
@@ -547,6 +608,45 @@ fn a_client_busy_elsewhere_can_be_told_of_every_change_it_caches() {
     }
     let after = idle.stats();
     assert_eq!(after.invalidations - before.invalidations, files as u64);
+}
+
+#[test]
+fn a_lease_holder_knows_its_files_attributes_as_the_service_does() {
+    let s = Setup::start("leaseattrs");
+    let mut writer = s.client("writer");
+    let mut other = s.client("other");
+    let f = writer.create("/f").expect("create");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as i64
+    };
+    writer.write_from(f, 0, b"lease").expect("write");
+    let asked = writer.stats().attr_hits;
+    for i in 1..=50u64 {
+        let made = now();
+        writer.write_from(f, i * 100, &[7u8; 100]).expect("write");
+        // Answered by the writer itself: its writes are all that changed the file...
+        let mine = writer.fstat(f).expect("fstat");
+        assert_eq!(mine.size, (i + 1) * 100);
+        assert!(mine.mtime_ns >= made && mine.mtime_ns <= now(), "{mine:?}");
+        // ... and exactly what the service says once it applied them.
+        assert_eq!(other.stat("/f").expect("stat"), mine);
+    }
+    assert_eq!(writer.stats().attr_hits - asked, 50);
+    // Changes made by others reach the lease holder.
+    other.chmod("/f", 0o600).expect("chmod");
+    assert_eq!(writer.fstat(f).expect("fstat").mode, 0o600);
+    let g = other.open("/f", OpenFlags::existing()).expect("open");
+    other.write_from(g, 10_000, b"x").expect("write");
+    assert_eq!(writer.fstat(f).expect("fstat").size, 10_001);
+    writer.write_from(f, 20_000, b"y").expect("write");
+    assert_eq!(writer.fstat(f).expect("fstat").size, 20_001);
+    assert_eq!(
+        other.fstat(g).expect("fstat"),
+        writer.fstat(f).expect("fstat")
+    );
 }
 
 #[test]
