@@ -257,10 +257,10 @@ impl Client {
     /// service may have to queue for it).
     pub const MAX_CACHED_PATHS: usize = 512;
 
-    /// The most files the cached lookups may name (the service may have to queue a notice
-    /// for each, as for each cached file: together what bounds the notices it queues for a
-    /// client); lookups of missing names are bounded by [`Client::MAX_CACHED_PATHS`] alone.
-    pub const MAX_LOOKED_UP_FILES: usize = 128;
+    /// The most files the cache and the cached lookups may name together: the service may
+    /// have to queue a notice for each, so this bounds what it queues for a client (lookups
+    /// of missing names are bounded by [`Client::MAX_CACHED_PATHS`] alone).
+    pub const MAX_NOTIFIED_FILES: usize = 256;
 
     /// How long a request looks for its answer before it sleeps, unless set.
     pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
@@ -566,16 +566,35 @@ impl Client {
 
     fn path_insert(&mut self, path: &str, stat: Option<Stat>) {
         self.path_remove(path);
-        let new_file = stat.is_some_and(|s| !self.path_inos.contains_key(&s.ino));
+        let new_file = stat.is_some_and(|s| self.notified(s.ino).is_none());
         if self.paths.len() >= Self::MAX_CACHED_PATHS
-            || (new_file && self.path_inos.len() >= Self::MAX_LOOKED_UP_FILES)
+            || (new_file && self.notified_files() >= Self::MAX_NOTIFIED_FILES)
         {
             self.paths_clear();
         }
         if let Some(s) = stat {
             *self.path_inos.entry(s.ino).or_insert(0) += 1;
+            // The answer just told the service to tell this client of the file again: a
+            // forgetting not yet sent would undo that.
+            self.forget.retain(|&i| i != s.ino);
         }
         self.paths.insert(path.to_string(), stat);
+    }
+
+    /// Whether the service tells this client of changes to `ino` (a file it caches or
+    /// looked up).
+    fn notified(&self, ino: u64) -> Option<()> {
+        (self.cache.contains_key(&ino) || self.path_inos.contains_key(&ino)).then_some(())
+    }
+
+    /// How many files the service tells this client of: each may call for one notice.
+    fn notified_files(&self) -> usize {
+        self.path_inos.len()
+            + self
+                .cache
+                .keys()
+                .filter(|i| !self.path_inos.contains_key(i))
+                .count()
     }
 
     fn path_remove(&mut self, path: &str) {
@@ -610,8 +629,7 @@ impl Client {
     /// are stale.
     fn renamed(&mut self, path: &str) {
         self.path_remove(path);
-        if let Some(cut) = path.rfind('/') {
-            let parent = if cut == 0 { "/" } else { &path[..cut] };
+        if let Some(parent) = proto::parent_of(path) {
             self.path_remove(parent);
         }
         let below = format!("{path}/");
@@ -630,7 +648,10 @@ impl Client {
     /// whole again at once.
     fn wrote(&mut self, ino: u64) {
         self.drop_cached(ino);
-        self.paths_drop_ino(ino);
+        // Lookups of a leased file are answered with the attributes kept with the lease.
+        if !self.lease_attrs.contains_key(&ino) {
+            self.paths_drop_ino(ino);
+        }
         if self.written.len() > 4 * Self::MAX_CACHED_FILES {
             self.written.clear();
         }
@@ -666,7 +687,12 @@ impl Client {
             flags: flags.bits(),
             mode,
         })? {
-            Reply::Opened { fh, stat } => {
+            Reply::Opened {
+                fh,
+                stat,
+                cacheable,
+                parent,
+            } => {
                 if flags.trunc {
                     // The truncation changed it (the service told everyone else).
                     self.wrote(stat.ino);
@@ -676,6 +702,13 @@ impl Client {
                     }
                 }
                 self.handles.insert(fh, stat.ino);
+                // What the service said is what a lookup would say now.
+                if self.caching {
+                    if cacheable {
+                        self.path_insert(path, Some(stat));
+                    }
+                    self.parent_now(path, parent);
+                }
                 Ok(Fh(fh))
             }
             r => Err(unexpected(&r)),
@@ -692,10 +725,17 @@ impl Client {
         let ino = self.ino(fh)?;
         self.handles.remove(&fh.0);
         if !self.handles.values().any(|&i| i == ino) {
-            // The service ends the lease with the last handle.
+            // The service ends the lease with the last handle; what the lease's attributes
+            // say is what lookups of the file say from now on.
             self.leases.remove(&ino);
             self.shadows.remove(&ino);
-            self.lease_attrs.remove(&ino);
+            if let Some(s) = self.lease_attrs.remove(&ino) {
+                for known in self.paths.values_mut().flatten() {
+                    if known.ino == ino {
+                        *known = s;
+                    }
+                }
+            }
         }
         self.done(&Request::Close { fh: fh.0 })?;
         self.deferred.take().map_or(Ok(()), Err)
@@ -738,6 +778,8 @@ impl Client {
         self.catch_up()?;
         if let Some(&known) = self.paths.get(path) {
             self.stats.lookup_hits += 1;
+            // A file this client holds the lease of: its own writes moved the attributes.
+            let known = known.map(|s| self.lease_attrs.get(&s.ino).copied().unwrap_or(s));
             return known.ok_or_else(|| FsError::NotFound(path.to_string()));
         }
         match self.call(&Request::Lookup { path: path.into() })? {
@@ -773,22 +815,66 @@ impl Client {
     /// Makes a directory (permission bits 0755).
     pub fn mkdir(&mut self, path: &str) -> Result<()> {
         self.renamed(path);
-        self.done(&Request::Mkdir {
+        let r = self.call(&Request::Mkdir {
             path: path.into(),
             mode: 0o755,
-        })
+        })?;
+        self.name_changed(path, r)
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&mut self, path: &str) -> Result<()> {
         self.renamed(path);
-        self.done(&Request::Rmdir { path: path.into() })
+        let r = self.call(&Request::Rmdir { path: path.into() })?;
+        self.name_changed(path, r)
     }
 
     /// Removes a file's name (open handles keep reading it).
     pub fn unlink(&mut self, path: &str) -> Result<()> {
         self.renamed(path);
-        self.done(&Request::Unlink { path: path.into() })
+        let r = self.call(&Request::Unlink { path: path.into() })?;
+        self.name_changed(path, r)
+    }
+
+    /// The answer to a change of the name `path`: the attributes of its directory now.
+    fn name_changed(&mut self, path: &str, r: Reply) -> Result<()> {
+        match r {
+            Reply::Changed { parent } => {
+                if self.caching {
+                    self.parent_now(path, Some(parent));
+                }
+                Ok(())
+            }
+            Reply::Done => Ok(()),
+            r => Err(unexpected(&r)),
+        }
+    }
+
+    /// The service said what the directory holding `path` is now: cached as its lookup.
+    fn parent_now(&mut self, path: &str, parent: Option<Stat>) {
+        if let (Some(dir), Some(stat)) = (proto::parent_of(path), parent) {
+            self.path_insert(dir, Some(stat));
+        }
+    }
+
+    /// The answer to a change of the attributes of `path`: what a lookup would say now.
+    fn attributes_changed(&mut self, path: &str, r: Reply) -> Result<()> {
+        match r {
+            Reply::Looked { stat, cacheable } => {
+                if let Some(s) = stat
+                    && self.leases.get(&s.ino) == Some(&true)
+                {
+                    // The notice of this very change dropped the lease's attributes.
+                    self.lease_attrs.insert(s.ino, s);
+                }
+                if self.caching && cacheable {
+                    self.path_insert(path, stat);
+                }
+                Ok(())
+            }
+            Reply::Done => Ok(()),
+            r => Err(unexpected(&r)),
+        }
     }
 
     /// Renames `from` to `to`, replacing what `to` named.
@@ -803,18 +889,20 @@ impl Client {
 
     /// Sets permission bits.
     pub fn chmod(&mut self, path: &str, mode: u32) -> Result<()> {
-        self.done(&Request::Chmod {
+        let r = self.call(&Request::Chmod {
             path: path.into(),
             mode,
-        })
+        })?;
+        self.attributes_changed(path, r)
     }
 
     /// Sets the modification time (nanoseconds since the Unix epoch).
     pub fn set_mtime(&mut self, path: &str, mtime_ns: i64) -> Result<()> {
-        self.done(&Request::SetMtime {
+        let r = self.call(&Request::SetMtime {
             path: path.into(),
             mtime_ns,
-        })
+        })?;
+        self.attributes_changed(path, r)
     }
 
     /// The entries of a directory, sorted by name.
@@ -1114,6 +1202,10 @@ impl Client {
             self.stats.evictions += 1;
             self.drop_cached(old);
         }
+        if self.notified(ino).is_none() && self.notified_files() >= Self::MAX_NOTIFIED_FILES {
+            self.paths_clear();
+        }
+        self.forget.retain(|&i| i != ino);
         self.cache.insert(
             ino,
             Cached {
@@ -1276,8 +1368,9 @@ impl Client {
             }
             return Ok(self.write(fh, offset, agg)? as usize);
         }
+        let leased = self.write_behind && self.lease(fh, ino)?;
         self.wrote(ino);
-        if self.write_behind && self.lease(fh, ino)? {
+        if leased {
             // No look at the socket here: notices matter to reads, and a failed write-behind
             // is reported by the next call that asks the service anything.
             if self.gone {

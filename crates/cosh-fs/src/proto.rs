@@ -33,6 +33,13 @@ pub const INLINE_MAX: usize = 64 * 1024;
 /// directory entries).
 pub const MAX_MESSAGE: usize = INLINE_MAX + 4096;
 
+/// The directory holding `path` (`None` for the root or a path without a slash).
+pub fn parent_of(path: &str) -> Option<&str> {
+    let trimmed = path.trim_end_matches('/');
+    let cut = trimmed.rfind('/')?;
+    Some(if cut == 0 { "/" } else { &trimmed[..cut] })
+}
+
 /// Open flags (`Request::Open`), combined with `|`.
 pub mod open {
     /// Create the file if it does not exist.
@@ -250,6 +257,16 @@ pub enum Reply {
         fh: u64,
         /// The attributes (after any truncation).
         stat: Stat,
+        /// Whether the client may cache `stat` as its lookup of the path (as `Looked`).
+        cacheable: bool,
+        /// The attributes of the directory holding the file, now (cacheable as its lookup).
+        parent: Option<Stat>,
+    },
+    /// To `Mkdir`, `Rmdir`, `Unlink`: the attributes of the directory that held the name,
+    /// after the change (cacheable as its lookup).
+    Changed {
+        /// The parent directory's attributes.
+        parent: Stat,
     },
     /// To `Stat`, `Fstat`, `Truncate`, `Ftruncate`: the attributes.
     Attr(Stat),
@@ -297,7 +314,8 @@ pub enum Reply {
         /// follows any change to either).
         stat: Stat,
     },
-    /// To `Lookup`: the attributes, or `None` when nothing has that name.
+    /// To `Lookup`, `Chmod`, `SetMtime`: the attributes, or `None` when nothing has that
+    /// name.
     Looked {
         /// The attributes.
         stat: Option<Stat>,

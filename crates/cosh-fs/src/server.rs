@@ -525,15 +525,22 @@ impl Server {
         *v += 1;
         let version = *v;
         let mut set = self.cachers.remove(&ino).unwrap_or_default();
+        // The changer knows of its own change, and stays told of others' (its lookups of
+        // the file stay right as it corrects them itself).
+        if set.remove(&by) {
+            self.cachers.entry(ino).or_default().insert(by);
+        }
         // The lease holder hears of others' changes too (it may keep the file's bytes).
-        if let Some(&h) = self.leases.get(&ino) {
+        if let Some(&h) = self.leases.get(&ino)
+            && h != by
+        {
             set.insert(h);
         }
         for c in set {
             if let Some(conn) = self.clients.get_mut(&c) {
                 conn.cached.remove(&ino);
             }
-            if c != by && !self.send(c, &ToClient::Invalidate { ino, version }) {
+            if !self.send(c, &ToClient::Invalidate { ino, version }) {
                 self.drop_client(c);
             }
         }
@@ -549,6 +556,37 @@ impl Server {
             } else if !self.send(w, &ToClient::Namespace) {
                 self.drop_client(w);
             }
+        }
+    }
+
+    /// Client `t` is told `stat` and may cache it as a lookup of its path (not while another
+    /// client holds the file's lease: its size moves without the service being asked): from
+    /// now on it is told of any change to the file, as a cache of it is, and of any name
+    /// made, removed or moved. Says whether it may.
+    fn looked_up(&mut self, t: u64, stat: crate::core::Stat) -> bool {
+        if self.leases.get(&stat.ino).is_some_and(|&h| h != t) {
+            return false;
+        }
+        self.cachers.entry(stat.ino).or_default().insert(t);
+        if let Some(c) = self.clients.get_mut(&t) {
+            c.cached.insert(stat.ino);
+        }
+        self.ns_watchers.insert(t);
+        true
+    }
+
+    /// The attributes of the directory holding `path`, cacheable by client `t` as its
+    /// lookup.
+    fn parent_looked_up(&mut self, t: u64, path: &str) -> Option<crate::core::Stat> {
+        let stat = self.fs.stat(proto::parent_of(path)?).ok()?;
+        self.looked_up(t, stat).then_some(stat)
+    }
+
+    /// The answer to a change of a name within a directory: its attributes now.
+    fn changed_in(&mut self, t: u64, path: &str) -> Result<Reply> {
+        match self.parent_looked_up(t, path) {
+            Some(parent) => Ok(Reply::Changed { parent }),
+            None => Ok(Reply::Done),
         }
     }
 
@@ -684,9 +722,12 @@ impl Server {
                     let ino = self.fs.handle_ino(fh)?;
                     self.changed(ino, t);
                 }
+                let stat = self.fs.fstat(fh)?;
                 Ok(Reply::Opened {
                     fh,
-                    stat: self.fs.fstat(fh)?,
+                    stat,
+                    cacheable: self.looked_up(t, stat),
+                    parent: self.parent_looked_up(t, &path),
                 })
             }
             Request::Close { fh } => {
@@ -715,29 +756,18 @@ impl Server {
             Request::Mkdir { path, mode } => {
                 self.fs.mkdir_with_mode(&path, mode)?;
                 self.namespace_changed(t);
-                Ok(Reply::Done)
+                self.changed_in(t, &path)
             }
             Request::Rmdir { path } => {
                 self.fs.rmdir(&path)?;
                 self.namespace_changed(t);
-                Ok(Reply::Done)
+                self.changed_in(t, &path)
             }
             Request::Lookup { path } => match self.fs.stat(&path) {
-                Ok(s) => {
-                    let leased = self.leases.get(&s.ino).is_some_and(|&h| h != t);
-                    if !leased {
-                        // Told of any change to the file, as a cache of it is.
-                        self.cachers.entry(s.ino).or_default().insert(t);
-                        if let Some(c) = self.clients.get_mut(&t) {
-                            c.cached.insert(s.ino);
-                        }
-                        self.ns_watchers.insert(t);
-                    }
-                    Ok(Reply::Looked {
-                        stat: Some(s),
-                        cacheable: !leased,
-                    })
-                }
+                Ok(s) => Ok(Reply::Looked {
+                    stat: Some(s),
+                    cacheable: self.looked_up(t, s),
+                }),
                 Err(FsError::NotFound(_)) => {
                     self.ns_watchers.insert(t);
                     Ok(Reply::Looked {
@@ -755,7 +785,7 @@ impl Server {
                 self.fs.unlink(&path)?;
                 self.changed(ino, NOBODY);
                 self.namespace_changed(t);
-                Ok(Reply::Done)
+                self.changed_in(t, &path)
             }
             Request::Rename { from, to } => {
                 let replaced = self.fs.stat(&to).ok().map(|s| s.ino);
@@ -768,15 +798,21 @@ impl Server {
             }
             Request::Chmod { path, mode } => {
                 self.fs.chmod(&path, mode)?;
-                let ino = self.fs.stat(&path)?.ino;
-                self.changed(ino, NOBODY);
-                Ok(Reply::Done)
+                let stat = self.fs.stat(&path)?;
+                self.changed(stat.ino, NOBODY);
+                Ok(Reply::Looked {
+                    stat: Some(stat),
+                    cacheable: self.looked_up(t, stat),
+                })
             }
             Request::SetMtime { path, mtime_ns } => {
                 self.fs.set_mtime(&path, mtime_ns)?;
-                let ino = self.fs.stat(&path)?.ino;
-                self.changed(ino, NOBODY);
-                Ok(Reply::Done)
+                let stat = self.fs.stat(&path)?;
+                self.changed(stat.ino, NOBODY);
+                Ok(Reply::Looked {
+                    stat: Some(stat),
+                    cacheable: self.looked_up(t, stat),
+                })
             }
             Request::List { path, after } => {
                 let all = self.fs.list(&path)?;

@@ -558,10 +558,12 @@ fn a_client_busy_elsewhere_can_be_told_of_every_change_it_caches() {
     let s = Setup::start("notices");
     let mut idle = s.client("idle");
     let mut busy = s.client("busy");
-    // The idle client caches as many files and looks up as many files as it may, each
-    // another file (and misses many more names).
+    // The idle client is told of as many files as it may be: it caches some (opening them
+    // looked them up, and their directory, too) and looks up the others; it also misses
+    // many names.
     let files = Client::MAX_CACHED_FILES;
-    let names = Client::MAX_LOOKED_UP_FILES;
+    let names = Client::MAX_NOTIFIED_FILES - files - 1;
+    let missing = Client::MAX_CACHED_PATHS - files - names - 1;
     let mut handles = Vec::new();
     for i in 0..files + names {
         let f = busy.create(&format!("/f{i}")).expect("create");
@@ -578,16 +580,16 @@ fn a_client_busy_elsewhere_can_be_told_of_every_change_it_caches() {
     for i in files..files + names {
         assert_eq!(idle.stat(&format!("/f{i}")).expect("stat").size, 3);
     }
-    for i in 0..Client::MAX_CACHED_PATHS - names {
+    for i in 0..missing {
         assert!(idle.stat(&format!("/missing{i}")).is_err());
     }
     let before = idle.stats();
-    for i in files..files + names {
+    for i in 0..files + names {
         assert_eq!(idle.stat(&format!("/f{i}")).expect("stat").size, 3);
     }
     assert_eq!(
         idle.stats().lookup_hits - before.lookup_hits,
-        names as u64,
+        (files + names) as u64,
         "every lookup is still cached"
     );
     let before = idle.stats();
@@ -647,6 +649,41 @@ fn a_lease_holder_knows_its_files_attributes_as_the_service_does() {
         other.fstat(g).expect("fstat"),
         writer.fstat(f).expect("fstat")
     );
+}
+
+#[test]
+fn lookups_a_client_keeps_through_its_own_changes_stay_exact() {
+    let s = Setup::start("ownlookups");
+    let mut a = s.client("a");
+    let mut b = s.client("b");
+    a.mkdir("/d").expect("mkdir");
+    let f = a.create("/d/f").expect("create");
+    for i in 0..10 {
+        a.write_from(f, i * 10, &[1u8; 10]).expect("write");
+    }
+    let hits = a.stats().lookup_hits;
+    // The file's lookup follows the client's writes behind; its directory's, the create.
+    assert_eq!(a.stat("/d/f").expect("stat").size, 100);
+    assert_eq!(a.stat("/d").expect("stat").size, 1);
+    a.set_mtime("/d/f", 12_345).expect("utime");
+    assert_eq!(a.stat("/d/f").expect("stat").mtime_ns, 12_345);
+    a.close(f).expect("close");
+    let mine = a.stat("/d/f").expect("stat");
+    assert_eq!(
+        a.stats().lookup_hits - hits,
+        4,
+        "all answered by the client"
+    );
+    assert_eq!(b.stat("/d/f").expect("stat"), mine);
+    // Another client's write, after the lease: the client hears of it.
+    let g = b.open("/d/f", OpenFlags::existing()).expect("open");
+    b.write_from(g, 200, b"x").expect("write");
+    b.close(g).expect("close");
+    assert_eq!(a.stat("/d/f").expect("stat").size, 201);
+    a.unlink("/d/f").expect("unlink");
+    assert_eq!(a.stat("/d").expect("stat").size, 0);
+    assert!(a.stat("/d/f").is_err());
+    assert_eq!(a.stat("/d").expect("stat"), b.stat("/d").expect("stat"));
 }
 
 #[test]
