@@ -1415,6 +1415,9 @@ impl Client {
             };
             if logged {
                 self.stats.writes_behind += 1;
+                if self.log.as_mut().is_some_and(LogWriter::must_wake) {
+                    self.send(&Request::Wake)?;
+                }
                 // The attributes the service will have once it applies the write.
                 let end = offset.checked_add(buf.len() as u64);
                 match (self.lease_attrs.get_mut(&ino), end) {

@@ -27,6 +27,7 @@
 //! |---|---|
 //! | 0 | magic ("CoshLog1") |
 //! | 1 | the ring's size in words (a power of two) |
+//! | 2 | set by the service when it is about to sleep, taken by a client that must wake it |
 //! | 8 | `head`: words ever appended, written by the client |
 //! | 16 | `tail`: words ever taken, written by the service |
 //! | 24 | notices the service has sent the client, counted by the service |
@@ -36,6 +37,12 @@
 //! send), so a client that must look at its socket before it trusts its cache looks at this
 //! word instead, and reads the socket only when the count moved: no system call per cached
 //! read.
+//!
+//! **Waking the service.** A service with nothing to do sleeps in `poll`, where entries do not
+//! wake it. Before it sleeps it sets the sleep word, fences, and looks at the log once more;
+//! a client fences after publishing an entry and looks at the sleep word: of the two, at
+//! least one sees the other's store, so either the service finds the entry or the client
+//! takes the word and wakes the service with a message (one per sleep, not per write).
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +62,7 @@ pub const MAX_WORDS: u64 = 1 << 23;
 const MAGIC: u64 = u64::from_le_bytes(*b"CoshLog1");
 const W_MAGIC: usize = 0;
 const W_SIZE: usize = 1;
+const W_ASLEEP: usize = 2;
 const W_HEAD: usize = 8;
 const W_TAIL: usize = 16;
 const W_NOTICES: usize = 24;
@@ -130,6 +138,18 @@ impl LogWriter {
     /// The ring's size in words.
     pub fn words(&self) -> u64 {
         self.words
+    }
+
+    /// After an append: whether the service went to sleep and must be woken (taking the
+    /// sleep word, so that one wake-up is sent per sleep).
+    pub fn must_wake(&mut self) -> bool {
+        let size = self.words;
+        with_words(&mut self.map, size, |w| {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            Ok(w[W_ASLEEP].load(Ordering::Relaxed) == 1
+                && w[W_ASLEEP].swap(0, Ordering::AcqRel) == 1)
+        })
+        .unwrap_or(false)
     }
 
     /// How many notices the service has sent so far (every one counted is in the socket).
@@ -281,6 +301,19 @@ impl LogReader {
         })
     }
 
+    /// Says the service is about to sleep (`true`) or is awake (`false`). After saying it
+    /// sleeps, the service must look at the log once more before it does.
+    pub fn set_asleep(&mut self, asleep: bool) {
+        let size = self.words;
+        let _ = with_words(&mut self.map, size, |w| {
+            w[W_ASLEEP].store(u64::from(asleep), Ordering::Relaxed);
+            if asleep {
+                std::sync::atomic::fence(Ordering::SeqCst);
+            }
+            Ok(())
+        });
+    }
+
     /// Counts a notice sent to the client.
     pub fn noticed(&mut self) {
         let size = self.words;
@@ -391,6 +424,20 @@ mod tests {
         // Memory that is not a sealed memfd is refused.
         let plain = std::fs::File::open("/dev/null").expect("ok");
         assert!(LogReader::attach(plain.into(), 64).is_err());
+    }
+
+    #[test]
+    fn a_sleeping_service_is_woken_once_per_sleep() {
+        let mut w = LogWriter::create(64).expect("log");
+        let mut r = LogReader::attach(w.fd().try_clone_to_owned().expect("fd"), 64).expect("ok");
+        assert!(!w.must_wake(), "awake");
+        r.set_asleep(true);
+        assert!(w.append(1, 0, 0, b"x").expect("append"));
+        assert!(w.must_wake(), "asleep: wake it");
+        assert!(!w.must_wake(), "one wake-up per sleep");
+        r.set_asleep(true);
+        r.set_asleep(false);
+        assert!(!w.must_wake(), "it woke by itself");
     }
 
     /// What a hostile client can do to the words the service reads.

@@ -226,6 +226,8 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Wakes the service to take what a write log holds (no reply).
+    Wake,
     /// Hands the service a write log ([`crate::log`]), the memfd attached to this message:
     /// from now on this client's write-behinds are frames in it. One per client.
     Log {
@@ -235,9 +237,13 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether the service answers this request (`Uncache` and `WriteBehind` it does not).
+    /// Whether the service answers this request (`Uncache`, `WriteBehind` and `Wake` it
+    /// does not).
     pub fn answered(&self) -> bool {
-        !matches!(self, Request::Uncache { .. } | Request::WriteBehind { .. })
+        !matches!(
+            self,
+            Request::Uncache { .. } | Request::WriteBehind { .. } | Request::Wake
+        )
     }
 }
 

@@ -169,12 +169,21 @@ impl Server {
             let idle = last.elapsed();
             let timeout = if idle < Server::SPIN {
                 Some(Duration::ZERO)
+            } else if self.asleep(true) > 0 {
+                // A client wrote while the service was about to sleep.
+                self.asleep(false);
+                last = std::time::Instant::now();
+                continue;
             } else if self.fs.memory().spare_buffers() > 0 {
                 Some(Server::KEEP_SPARE)
             } else {
                 None
             };
-            if self.turn(timeout)? {
+            let any = self.turn(timeout)?;
+            if timeout != Some(Duration::ZERO) {
+                self.asleep(false);
+            }
+            if any {
                 last = std::time::Instant::now();
             } else if last.elapsed() >= Server::KEEP_SPARE {
                 // Quiet for a while: the spare chunk buffers go back to the pool.
@@ -391,6 +400,17 @@ impl Server {
             c.log = Some(log);
         }
         found
+    }
+
+    /// Tells every write log the service is about to sleep (`true`: then takes what they
+    /// hold once more, and says how many writes it found) or is awake (`false`).
+    fn asleep(&mut self, asleep: bool) -> usize {
+        for c in self.clients.values_mut() {
+            if let Some(log) = c.log.as_mut() {
+                log.set_asleep(asleep);
+            }
+        }
+        if asleep { self.drain_all() } else { 0 }
     }
 
     /// Applies every client's write log; says how many writes it found.
@@ -655,9 +675,9 @@ impl Server {
             Request::Hello { .. } | Request::Prove { .. } => {
                 Err(FsError::Invalid("Hello and Prove come once, first".into()))
             }
-            Request::Uncache { .. } | Request::WriteBehind { .. } => Err(FsError::Invalid(
-                "a message without an answer was handled as a request".into(),
-            )),
+            Request::Uncache { .. } | Request::WriteBehind { .. } | Request::Wake => Err(
+                FsError::Invalid("a message without an answer was handled as a request".into()),
+            ),
             Request::Log { words } => {
                 let c = self
                     .clients
