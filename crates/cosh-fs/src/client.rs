@@ -225,7 +225,7 @@ pub struct Client {
     leases: HashMap<u64, bool>,
     /// The whole content of leased files that were empty when leased: this client's own
     /// writes are all there is, so its reads are answered here.
-    shadows: HashMap<u64, Vec<u8>>,
+    shadows: HashMap<u64, Arc<Vec<u8>>>,
     /// The attributes of files this client holds the lease of: only its own writes change
     /// them, or the service says otherwise (a notice drops them), so `fstat` is answered
     /// here.
@@ -670,6 +670,35 @@ impl Client {
         }
     }
 
+    /// Writes `buf` as an aggregate of this client's, by strong move.
+    fn write_by_transfer(&mut self, fh: Fh, offset: u64, buf: &[u8]) -> Result<usize> {
+        let agg = self.domain.alloc_unzeroed(buf.len() as u64)?;
+        if let Err(e) = self.domain.write(agg, 0, buf) {
+            self.domain.decref(agg)?;
+            return Err(e.into());
+        }
+        Ok(self.write(fh, offset, agg)? as usize)
+    }
+
+    /// Whether a write of `len` bytes (more than travel inline) at `offset` goes through the
+    /// write log (one entry per 64 KiB, applied whole): under the lease, with a log, and at most
+    /// [`Client::LOGGED_WRITE_MAX`] — cheaper than a transfer, which costs requests to both
+    /// block managers' ends and copies as much.
+    fn may_log_large(&mut self, fh: Fh, ino: u64, offset: u64, len: u64) -> Result<bool> {
+        let fits = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= crate::data::MAX_FILE);
+        Ok(fits
+            && len <= Self::LOGGED_WRITE_MAX
+            && self.log.is_some()
+            && self.write_behind
+            && self.lease(fh, ino)?)
+    }
+
+    /// The largest write (of bytes the caller keeps) sent through the write log rather than
+    /// as a transfer: three quarters of the log.
+    pub const LOGGED_WRITE_MAX: u64 = 3 << 20;
+
     /// How long a write waits for room in a full write log before it waits for an answer
     /// instead.
     const LOG_PATIENCE: Duration = Duration::from_micros(200);
@@ -702,7 +731,7 @@ impl Client {
                     self.wrote(stat.ino);
                     self.attrs_now(stat.ino, stat);
                     if let Some(sh) = self.shadows.get_mut(&stat.ino) {
-                        sh.clear();
+                        Arc::make_mut(sh).clear();
                     }
                 }
                 self.handles.insert(fh, stat.ino);
@@ -765,7 +794,7 @@ impl Client {
                 if granted {
                     self.lease_attrs.insert(ino, stat);
                     if stat.size == 0 {
-                        self.shadows.insert(ino, Vec::new());
+                        self.shadows.insert(ino, Arc::new(Vec::new()));
                     }
                 }
                 Ok(granted)
@@ -948,7 +977,7 @@ impl Client {
         self.attrs_now(ino, s);
         if let Some(sh) = self.shadows.get_mut(&ino) {
             if len <= Self::SHADOW_MAX {
-                sh.resize(len as usize, 0);
+                Arc::make_mut(sh).resize(len as usize, 0);
             } else {
                 self.shadows.remove(&ino);
             }
@@ -963,12 +992,16 @@ impl Client {
     pub fn read(&mut self, fh: Fh, offset: u64, len: u64) -> Result<Extent> {
         let ino = self.ino(fh)?;
         self.catch_up()?;
-        if let Some(bytes) = self.shadow_bytes(ino, offset, len) {
+        if let Some(sh) = self.shadows.get(&ino) {
+            // The shadow as it is now (the next write copies it if this extent still holds it).
+            self.stats.shadow_reads += 1;
+            let offset = offset.min(sh.len() as u64);
+            let len = len.min(sh.len() as u64 - offset);
             return Ok(Extent {
                 snap: None,
-                offset: 0,
-                len: bytes.len() as u64,
-                copied: Some(Arc::new(bytes)),
+                offset,
+                len,
+                copied: Some(sh.clone()),
             });
         }
         if self.caching
@@ -977,16 +1010,6 @@ impl Client {
             return Ok(Self::cut(snap, offset, len));
         }
         self.read_uncached(fh, offset, len)
-    }
-
-    /// Bytes of a leased file this client knows whole (see `shadows`).
-    fn shadow_bytes(&mut self, ino: u64, offset: u64, len: u64) -> Option<Vec<u8>> {
-        let sh = self.shadows.get(&ino)?;
-        let from = offset.min(sh.len() as u64) as usize;
-        let n = (sh.len() - from).min(usize::try_from(len).unwrap_or(usize::MAX));
-        let bytes = sh[from..from + n].to_vec();
-        self.stats.shadow_reads += 1;
-        Some(bytes)
     }
 
     /// The largest file whose bytes a lease holder keeps.
@@ -1037,6 +1060,7 @@ impl Client {
     /// The extent as an aggregate of the client's domain (`None` when empty).
     pub fn extent_agg(&mut self, e: &Extent) -> Result<Option<Agg>> {
         if let Some(bytes) = &e.copied {
+            let bytes = Self::copied_range(bytes, e)?;
             if bytes.is_empty() {
                 return Ok(None);
             }
@@ -1097,18 +1121,13 @@ impl Client {
     /// The bytes of an extent, in place, piece by piece.
     pub fn slices<'a>(&'a self, e: &'a Extent) -> Result<Vec<&'a [u8]>> {
         if let Some(bytes) = &e.copied {
-            return Ok(vec![bytes.as_slice()]);
+            return Ok(vec![Self::copied_range(bytes, e)?]);
         }
         let Some(snap) = &e.snap else {
             return Ok(Vec::new());
         };
         if let Some(bytes) = &snap.copied {
-            let range = usize::try_from(e.offset)
-                .ok()
-                .zip(usize::try_from(e.offset + e.len).ok())
-                .and_then(|(a, b)| bytes.get(a..b))
-                .ok_or_else(|| FsError::Io("an extent past its snapshot".into()))?;
-            return Ok(vec![range]);
+            return Ok(vec![Self::copied_range(bytes, e)?]);
         }
         let mut out = Vec::new();
         let end = e.offset + e.len;
@@ -1129,6 +1148,15 @@ impl Client {
             i += 1;
         }
         Ok(out)
+    }
+
+    /// The bytes of an extent the client holds a copy of.
+    fn copied_range<'a>(bytes: &'a [u8], e: &Extent) -> Result<&'a [u8]> {
+        usize::try_from(e.offset)
+            .ok()
+            .zip(usize::try_from(e.offset + e.len).ok())
+            .and_then(|(a, b)| bytes.get(a..b))
+            .ok_or_else(|| FsError::Io("an extent past its bytes".into()))
     }
 
     /// Copies an extent into `out` (as much as fits); returns how many bytes.
@@ -1322,6 +1350,10 @@ impl Client {
         len: u64,
     ) -> Result<u64> {
         let ino = self.ino(fh)?;
+        if len > INLINE_MAX as u64 && self.may_log_large(fh, ino, offset, len)? {
+            let bytes = self.domain.read(data, from, len)?;
+            return Ok(self.write_from(fh, offset, &bytes)? as u64);
+        }
         if len <= INLINE_MAX as u64 {
             let mut bytes = Vec::with_capacity(len as usize);
             for p in self.domain.read_pieces(data, from)? {
@@ -1364,13 +1396,9 @@ impl Client {
     /// larger ones); returns the bytes written.
     pub fn write_from(&mut self, fh: Fh, offset: u64, buf: &[u8]) -> Result<usize> {
         let ino = self.ino(fh)?;
-        if buf.len() > INLINE_MAX {
-            let agg = self.domain.alloc_unzeroed(buf.len() as u64)?;
-            if let Err(e) = self.domain.write(agg, 0, buf) {
-                self.domain.decref(agg)?;
-                return Err(e.into());
-            }
-            return Ok(self.write(fh, offset, agg)? as usize);
+        let large = buf.len() > INLINE_MAX;
+        if large && !self.may_log_large(fh, ino, offset, buf.len() as u64)? {
+            return self.write_by_transfer(fh, offset, buf);
         }
         let leased = self.write_behind && self.lease(fh, ino)?;
         self.wrote(ino);
@@ -1383,6 +1411,8 @@ impl Client {
             if let Some(sh) = self.shadows.get_mut(&ino) {
                 let end = offset.saturating_add(buf.len() as u64);
                 if end <= Self::SHADOW_MAX {
+                    // Extents handed out keep the bytes they were cut from.
+                    let sh = Arc::make_mut(sh);
                     if (sh.len() as u64) < end {
                         sh.resize(end as usize, 0);
                     }
@@ -1438,6 +1468,9 @@ impl Client {
             }
             // The log is full: this write waits for its answer, which comes once the service
             // has taken everything logged before it (the shadow has it already).
+            if large {
+                return self.write_by_transfer(fh, offset, buf);
+            }
             return match self.call(&Request::Write {
                 fh: fh.0,
                 offset,

@@ -161,10 +161,12 @@ impl LogWriter {
         .unwrap_or(u64::MAX)
     }
 
-    /// Appends a write of `data` (at most [`INLINE_MAX`] bytes) at `offset` through handle
-    /// `fh`, made at `made_ns` (nanoseconds since the Unix epoch: the file's new modification
-    /// time); `Ok(false)` when the log has no room for it now. An error means the service
-    /// broke the ring (moved its position impossibly).
+    /// Appends a write of `data` at `offset` through handle `fh`, made at `made_ns`
+    /// (nanoseconds since the Unix epoch: the file's new modification time); `Ok(false)` when
+    /// the log has no room for it now. A write of more than [`INLINE_MAX`] bytes takes one
+    /// entry per [`INLINE_MAX`] bytes, all published at once, so the service applies it whole
+    /// or not at all. An error means the service broke the ring (moved its position
+    /// impossibly).
     pub fn append(
         &mut self,
         fh: u64,
@@ -172,14 +174,19 @@ impl LogWriter {
         made_ns: i64,
         data: &[u8],
     ) -> Result<bool, String> {
-        if data.len() > INLINE_MAX {
+        let (size, head) = (self.words, self.head);
+        let pieces = || data.chunks(INLINE_MAX).enumerate();
+        let need: u64 = if data.is_empty() {
+            entry_words(0)
+        } else {
+            pieces().map(|(_, p)| entry_words(p.len())).sum()
+        };
+        if need > size {
             return Err(format!(
-                "a logged write of {} bytes (at most {INLINE_MAX})",
+                "a logged write of {} bytes, more than the log holds",
                 data.len()
             ));
         }
-        let (size, head) = (self.words, self.head);
-        let need = entry_words(data.len());
         with_words(&mut self.map, size, |w| {
             let tail = w[W_TAIL].load(Ordering::Acquire);
             let used = head.wrapping_sub(tail);
@@ -198,21 +205,29 @@ impl LogWriter {
                 ring[(at & mask) as usize].store(v, Ordering::Relaxed);
                 at += 1;
             };
-            put(data.len() as u64);
-            put(fh);
-            put(offset);
-            put(made_ns as u64);
-            let mut chunks = data.chunks_exact(8);
-            for c in &mut chunks {
-                let mut v = [0u8; 8];
-                v.copy_from_slice(c);
-                put(u64::from_le_bytes(v));
-            }
-            let rest = chunks.remainder();
-            if !rest.is_empty() {
-                let mut v = [0u8; 8];
-                v[..rest.len()].copy_from_slice(rest);
-                put(u64::from_le_bytes(v));
+            let empty: &[u8] = &[];
+            let all: Vec<(usize, &[u8])> = if data.is_empty() {
+                vec![(0, empty)]
+            } else {
+                pieces().collect()
+            };
+            for (k, piece) in all {
+                put(piece.len() as u64);
+                put(fh);
+                put(offset.wrapping_add((k * INLINE_MAX) as u64));
+                put(made_ns as u64);
+                let mut chunks = piece.chunks_exact(8);
+                for c in &mut chunks {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(c);
+                    put(u64::from_le_bytes(v));
+                }
+                let rest = chunks.remainder();
+                if !rest.is_empty() {
+                    let mut v = [0u8; 8];
+                    v[..rest.len()].copy_from_slice(rest);
+                    put(u64::from_le_bytes(v));
+                }
             }
             w[W_HEAD].store(head + need, Ordering::Release);
             Ok(true)
@@ -416,7 +431,10 @@ mod tests {
     #[test]
     fn oversized_writes_and_bad_logs_are_refused() {
         let mut w = LogWriter::create(64).expect("ok");
-        assert!(w.append(1, 0, 0, &vec![0u8; INLINE_MAX + 1]).is_err());
+        assert!(
+            w.append(1, 0, 0, &vec![0u8; 1000]).is_err(),
+            "more than the log holds"
+        );
         assert!(LogWriter::create(100).is_err());
         let fd = w.fd().try_clone_to_owned().expect("ok");
         // The announced size must be the ring's.
@@ -424,6 +442,23 @@ mod tests {
         // Memory that is not a sealed memfd is refused.
         let plain = std::fs::File::open("/dev/null").expect("ok");
         assert!(LogReader::attach(plain.into(), 64).is_err());
+    }
+
+    #[test]
+    fn a_large_write_is_several_entries_published_together() {
+        let mut w = LogWriter::create(1 << 16).expect("log");
+        let mut r =
+            LogReader::attach(w.fd().try_clone_to_owned().expect("fd"), 1 << 16).expect("ok");
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(w.append(9, 1000, 5, &data).expect("append"));
+        let mut got = Vec::new();
+        while let Some(e) = r.take().expect("take") {
+            assert_eq!((e.fh, e.made_ns), (9, 5));
+            assert_eq!(e.offset, 1000 + got.len() as u64);
+            assert!(e.data.len() <= INLINE_MAX);
+            got.extend_from_slice(e.data);
+        }
+        assert_eq!(got, data);
     }
 
     #[test]

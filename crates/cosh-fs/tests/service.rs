@@ -464,7 +464,9 @@ fn other_pool(s: &Setup, kind: cosh_pool::PoolKind) {
         .open("/from-device", OpenFlags::existing())
         .expect("open");
     assert_eq!(whole(&mut host, h), want);
-    // The device caches what the host writes (a copy in its own pool), and sees every change.
+    // The device caches what the host writes (a copy in its own pool), and sees every change
+    // (the host waits for each write here, so it takes no lease).
+    host.set_write_behind(false);
     let g = host.create("/from-host").expect("create");
     host.write_from(g, 0, &vec![3u8; 100_000]).expect("write");
     let r = dev.open("/from-host", OpenFlags::existing()).expect("open");
@@ -474,23 +476,28 @@ fn other_pool(s: &Setup, kind: cosh_pool::PoolKind) {
     let mut changed = vec![3u8; 100_000];
     changed[50_000..50_007].copy_from_slice(b"changed");
     assert_eq!(whole(&mut dev, r), changed);
+    let st = dev.stats();
+    assert!(
+        st.hits >= 1 && st.invalidations == 1 && st.misses == 2 && st.uncached == 0,
+        "{st:?}"
+    );
     // Another pool shares no coherent memory with the service: no write log there.
     dev.write_from(f, 0, b"SMALL").expect("write behind");
     want[..5].copy_from_slice(b"SMALL");
     let st = dev.stats();
     assert!(st.writes_behind >= 1 && st.writes_logged == 0, "{st:?}");
-    // The host holds the file's write lease now: the device reads it from the service.
-    let st = dev.stats();
-    assert!(
-        st.hits >= 1 && st.invalidations == 1 && st.uncached == 1,
-        "{st:?}"
-    );
+    // Writing behind, the host takes the file's write lease: the device reads it from the
+    // service.
+    host.set_write_behind(true);
+    host.write_from(g, 0, &[3u8; 10]).expect("write");
+    assert_eq!(whole(&mut dev, r), changed);
+    assert_eq!(dev.stats().uncached, 1, "{:?}", dev.stats());
     // Once the host closes it, the device caches it again.
     host.close(g).expect("close");
     assert_eq!(whole(&mut dev, r), changed);
     assert_eq!(whole(&mut dev, r), changed);
     let st = dev.stats();
-    assert!(st.hits >= 2 && st.misses == 2, "{st:?}");
+    assert!(st.hits >= 2 && st.misses == 3, "{st:?}");
     // Uncached reads across pools too, small (copied) and large (shared, so copied by the
     // copy engine into the device's pool).
     dev.set_caching(false);
@@ -850,6 +857,13 @@ fn a_lease_holder_reads_its_own_new_file_locally_and_still_sees_others_writes() 
         assert_eq!(got, &model[1..9.min(model.len())]);
     }
     assert!(a.stats().shadow_reads >= 8, "{:?}", a.stats());
+    // An extent of the client's own copy is a snapshot too: later writes leave it be.
+    let held = a.read(f, 0, 5).expect("read");
+    a.write_from(f, 0, b"XXXXX").expect("write");
+    let mut got = [0u8; 5];
+    a.copy_out(&held, &mut got).expect("copy");
+    assert_eq!(&got, &model[..5]);
+    model[..5].copy_from_slice(b"XXXXX");
     a.ftruncate(f, 8).expect("truncate");
     model.truncate(8);
     assert_eq!(whole(&mut a, f), model);
