@@ -859,11 +859,11 @@ fn a_lease_holder_reads_its_own_new_file_locally_and_still_sees_others_writes() 
     assert!(a.stats().shadow_reads >= 8, "{:?}", a.stats());
     // An extent of the client's own copy is a snapshot too: later writes leave it be.
     let held = a.read(f, 0, 5).expect("read");
-    a.write_from(f, 0, b"XXXXX").expect("write");
+    a.write_from(f, 0, b"ZZZZZ").expect("write");
     let mut got = [0u8; 5];
     a.copy_out(&held, &mut got).expect("copy");
     assert_eq!(&got, &model[..5]);
-    model[..5].copy_from_slice(b"XXXXX");
+    model[..5].copy_from_slice(b"ZZZZZ");
     a.ftruncate(f, 8).expect("truncate");
     model.truncate(8);
     assert_eq!(whole(&mut a, f), model);
