@@ -356,14 +356,18 @@ fn far_writes_make_holes_and_huge_ones_are_refused() {
 fn small_files_share_arenas_and_handed_out_bytes_never_change() {
     let (mut fs, dir) = fs("arenas");
     let content = |i: usize| vec![(i % 250) as u8 + 1; 3000];
+    // Files `name{i}` for `i` in `range`, each with `content(i)`, left open.
+    let make = |fs: &mut Fs, name: &str, range: std::ops::Range<usize>, handles: &mut Vec<u64>| {
+        for i in range {
+            let path = format!("/{name}{i}");
+            fs.create(&path).expect("create");
+            let h = fs.open(&path).expect("open");
+            fs.write_bytes(h, 0, &content(i)).expect("write");
+            handles.push(h);
+        }
+    };
     let mut handles = Vec::new();
-    for i in 0..200 {
-        let path = format!("/f{i}");
-        fs.create(&path).expect("create");
-        let h = fs.open(&path).expect("open");
-        fs.write_bytes(h, 0, &content(i)).expect("write");
-        handles.push(h);
-    }
+    make(&mut fs, "f", 0..200, &mut handles);
     // Two hundred 3,000-byte files are slots of one buffer: one request to the block
     // manager, not two hundred.
     assert_eq!(fs.memory().arenas(), 1);
@@ -373,13 +377,7 @@ fn small_files_share_arenas_and_handed_out_bytes_never_change() {
     fs.write_bytes(handles[0], 0, b"changed").expect("write");
     fs.unlink("/f1").expect("unlink");
     fs.close(handles[1]).expect("close");
-    for i in 200..260 {
-        let path = format!("/g{i}");
-        fs.create(&path).expect("create");
-        let h = fs.open(&path).expect("open");
-        fs.write_bytes(h, 0, &content(i)).expect("write");
-        handles.push(h);
-    }
+    make(&mut fs, "g", 200..260, &mut handles);
     assert_eq!(fs.domain().read(shown, 0, 3000).expect("read"), content(0));
     let mut changed = content(0);
     changed[..7].copy_from_slice(b"changed");
