@@ -1,0 +1,196 @@
+//! The C API from C: the paper's pipe (`pipe_write`/`pipe_read`) and its file system's
+//! `write_handler`/`read_handler`, written against `include/cosh.h`, compiled with gcc and
+//! linked with the static library, run as separate processes with byte-for-byte checks; a
+//! program that misuses every call and gets error codes back; and all of them under valgrind
+//! where it is installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where cargo put this crate's libraries: beside this test in `target/<profile>/deps` (a
+/// library built for the test), or one up (one built by `cargo build`).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let deps = exe.parent().expect("deps").to_path_buf();
+    if deps.join("libcosh_capi.a").exists() {
+        return deps;
+    }
+    deps.parent().map_or(deps.clone(), Path::to_path_buf)
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A block manager on a thread of this process, and its socket.
+fn block_manager(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cosh-capi-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    cosh_sys::runtime::ensure_runtime_dir(&dir).expect("dir");
+    let mut config = cosh_blockmgr::Config::host_at(&dir);
+    config.socket = dir.join("host.sock");
+    let socket = config.socket.clone();
+    let manager = cosh_blockmgr::BlockManager::bind(config).expect("bind");
+    std::thread::spawn(move || manager.run());
+    socket
+}
+
+/// Compiles `tests/c/NAME.c` against cosh.h and the static library (as a program of its own
+/// for each `tag`: tests run at once); `None` (with a message) where gcc is missing.
+fn compile(name: &str, tag: &str) -> Option<PathBuf> {
+    if !have("gcc") {
+        eprintln!("skipped: gcc is not installed");
+        return None;
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = lib_dir().join("libcosh_capi.a");
+    assert!(lib.exists(), "{} was not built", lib.display());
+    let out = lib_dir().join(format!("c-{name}-{tag}"));
+    let status = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+        .arg("-I")
+        .arg(here.join("include"))
+        .arg(here.join("tests/c").join(format!("{name}.c")))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&out)
+        .status()
+        .expect("gcc");
+    assert!(status.success(), "gcc failed on {name}.c");
+    Some(out)
+}
+
+/// The command to run `program`, under valgrind when `checked`.
+fn command(program: &Path, checked: bool) -> Command {
+    if checked {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "-q",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn pipe(checked: bool, count: &str) {
+    let tag = if checked { "pipe-vg" } else { "pipe" };
+    let Some(prog) = compile("pipe", tag) else {
+        return;
+    };
+    let socket = block_manager(tag);
+    let consumer = command(&prog, checked)
+        .arg(&socket)
+        .args(["consumer", count])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("consumer");
+    let producer = command(&prog, checked)
+        .arg(&socket)
+        .args(["producer", count])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("producer");
+    let consumer = consumer.wait_with_output().expect("consumer");
+    assert!(producer.status.success(), "producer: {:?}", producer.status);
+    assert!(consumer.status.success(), "consumer: {:?}", consumer.status);
+    assert_eq!(
+        String::from_utf8_lossy(&producer.stdout),
+        format!("sent {count}\n")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&consumer.stdout),
+        format!("received {count}\n")
+    );
+}
+
+fn file_system(checked: bool, rounds: &str) {
+    let tag = if checked { "fs-vg" } else { "fs" };
+    let Some(prog) = compile("fs", tag) else {
+        return;
+    };
+    let socket = block_manager(tag);
+    let mut server = command(&prog, checked)
+        .arg(&socket)
+        .arg("server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let (to_server, from_server) = (
+        server.stdin.take().expect("stdin"),
+        server.stdout.take().expect("stdout"),
+    );
+    // The client's requests are the server's input, and the server's answers the client's.
+    let client = command(&prog, checked)
+        .arg(&socket)
+        .args(["client", rounds])
+        .stdin(Stdio::from(from_server))
+        .stdout(Stdio::from(to_server))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("client");
+    let server = server.wait().expect("server");
+    let said = String::from_utf8_lossy(&client.stderr);
+    assert!(
+        client.status.success(),
+        "client: {:?}: {said}",
+        client.status
+    );
+    assert!(server.success(), "server: {server:?}");
+    assert!(said.contains(&format!("{rounds} rounds exact")), "{said}");
+}
+
+fn misuse(checked: bool) {
+    let tag = if checked { "misuse-vg" } else { "misuse" };
+    let Some(prog) = compile("misuse", tag) else {
+        return;
+    };
+    let socket = block_manager(tag);
+    let out = command(&prog, checked)
+        .arg(&socket)
+        .output()
+        .expect("misuse");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_papers_pipe_runs_across_two_c_processes() {
+    pipe(false, "200");
+}
+
+#[test]
+fn the_papers_file_system_handlers_run_across_two_c_processes() {
+    file_system(false, "50");
+}
+
+#[test]
+fn bad_handles_wrong_rights_and_double_releases_are_error_codes() {
+    misuse(false);
+}
+
+#[test]
+fn the_c_programs_run_clean_under_valgrind() {
+    if !have("valgrind") {
+        eprintln!("skipped: valgrind is not installed");
+        return;
+    }
+    misuse(true);
+    pipe(true, "20");
+    file_system(true, "5");
+}
