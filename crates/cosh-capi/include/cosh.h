@@ -11,6 +11,21 @@
 
 
 /*
+ `cosh_fs_open` flag: create the file if it does not exist.
+ */
+#define COSH_FS_CREATE 1
+
+/*
+ `cosh_fs_open` flag: with `COSH_FS_CREATE`, fail if it exists.
+ */
+#define COSH_FS_EXCL 2
+
+/*
+ `cosh_fs_open` flag: cut the file to zero bytes.
+ */
+#define COSH_FS_TRUNC 4
+
+/*
  An aggregate of the process's domain (opaque: see the module documentation).
  */
 typedef struct cosh_agg cosh_agg;
@@ -19,6 +34,11 @@ typedef struct cosh_agg cosh_agg;
  An iteration over an aggregate's pieces (opaque).
  */
 typedef struct cosh_agg_iter cosh_agg_iter;
+
+/*
+ A CoshFS client of a C program (opaque).
+ */
+typedef struct cosh_fs cosh_fs;
 
 /*
  A domain's id (its pool in the high 32 bits).
@@ -45,6 +65,36 @@ typedef uint32_t cosh_tx_flags;
  A ticket naming one attached transfer between a source and a destination.
  */
 typedef uint64_t cosh_attach_ticket;
+
+/*
+ The attributes `cosh_fs_stat` gives of a file or directory.
+ */
+typedef struct cosh_fs_attrs {
+  /*
+   The inode number.
+   */
+  uint64_t ino;
+  /*
+   Bytes (files), entries (directories).
+   */
+  uint64_t size;
+  /*
+   Names that refer to it.
+   */
+  uint64_t nlink;
+  /*
+   Last modification, nanoseconds since the Unix epoch.
+   */
+  int64_t mtime_ns;
+  /*
+   Permission bits.
+   */
+  uint32_t mode;
+  /*
+   1 for a directory, 0 for a file.
+   */
+  uint32_t is_dir;
+} cosh_fs_attrs;
 
 /*
  What a call that returns `int` says: [`COSH_OK`], or one of the negative codes below
@@ -384,6 +434,93 @@ int cosh_name_register(const char *name);
  `name` is NULL or a NUL-terminated string; `id` is writable.
  */
 int cosh_name_lookup(const char *name, uint32_t timeout_ms, cosh_domainid *id);
+
+/*
+ Connects a CoshFS client: a domain of its own named `name` at the block manager whose
+ socket is `block_manager`, speaking to the CoshFS service at `service`. NULL on failure.
+ Release it with `cosh_fs_disconnect`.
+
+ # Safety
+ The three strings are NULL or NUL-terminated.
+ */
+struct cosh_fs *cosh_fs_connect(const char *name, const char *block_manager, const char *service);
+
+/*
+ Closes the client's open files and disconnects it (reporting a write made behind that
+ failed, as `close(2)` would); the handle names nothing afterwards.
+ */
+int cosh_fs_disconnect(struct cosh_fs *fs);
+
+/*
+ Opens `path` (flags: `COSH_FS_CREATE`, `COSH_FS_EXCL`, `COSH_FS_TRUNC`; `mode` for a new
+ file, 0 for 0644). Returns a file handle (≥ 0) or a negative errno.
+
+ # Safety
+ `path` is NULL or NUL-terminated.
+ */
+int64_t cosh_fs_open(struct cosh_fs *fs, const char *path, uint32_t flags, uint32_t mode);
+
+/*
+ Closes a file handle; a negative errno reports a write made behind that failed.
+ */
+int cosh_fs_close(struct cosh_fs *fs, int64_t fh);
+
+/*
+ Reads up to `len` bytes at `offset` into `buf`; returns how many (0 at or past the end) or
+ a negative errno. A read that starts after a write completed sees it.
+
+ # Safety
+ `buf` points to `len` writable bytes (or is NULL when `len` is 0).
+ */
+int64_t cosh_fs_read(struct cosh_fs *fs, int64_t fh, uint64_t offset, void *buf, size_t len);
+
+/*
+ Writes `len` bytes from `buf` at `offset`; returns `len` or a negative errno. Small writes
+ to a file this client holds the write lease of are made behind (see `cosh_fs_fsync`).
+
+ # Safety
+ `buf` points to `len` readable bytes (or is NULL when `len` is 0).
+ */
+int64_t cosh_fs_write(struct cosh_fs *fs, int64_t fh, uint64_t offset, const void *buf, size_t len);
+
+/*
+ Waits until the service has applied every write of this client, and reports one that
+ failed (a negative errno).
+ */
+int cosh_fs_fsync(struct cosh_fs *fs, int64_t fh);
+
+/*
+ The attributes of `path` (`fh` < 0) or of the open file `fh`, in `*out`.
+
+ # Safety
+ `path` is NULL or NUL-terminated (it may be NULL when `fh` ≥ 0); `out` is writable.
+ */
+int cosh_fs_stat(struct cosh_fs *fs, const char *path, int64_t fh, struct cosh_fs_attrs *out);
+
+/*
+ Makes the directory `path` (0755).
+
+ # Safety
+ `path` is NULL or NUL-terminated.
+ */
+int cosh_fs_mkdir(struct cosh_fs *fs, const char *path);
+
+/*
+ Removes the name `path` of a file (open handles keep reading it) or, with `dir` not 0, the
+ empty directory `path`.
+
+ # Safety
+ `path` is NULL or NUL-terminated.
+ */
+int cosh_fs_remove(struct cosh_fs *fs, const char *path, int dir);
+
+/*
+ Renames `from` to `to`, replacing what `to` named.
+
+ # Safety
+ Both are NULL or NUL-terminated.
+ */
+int cosh_fs_rename(struct cosh_fs *fs, const char *from, const char *to);
 
 #ifdef __cplusplus
 }  // extern "C"

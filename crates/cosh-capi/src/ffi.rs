@@ -563,6 +563,270 @@ pub unsafe extern "C" fn cosh_name_lookup(
     })
 }
 
+/// Runs one `cosh_fs_*` call: failures are negative errno values (`-EINVAL` for a bad
+/// argument, `-EBADF` for a bad handle, `-EIO` for a bug caught at the boundary).
+fn fs_call<T: From<i32>>(f: impl FnOnce() -> Outcome<T>) -> T {
+    call(
+        |code| {
+            T::from(match code {
+                COSH_ERR_INVALID => -EINVAL,
+                crate::COSH_ERR_PANIC => -EIO,
+                c => c,
+            })
+        },
+        f,
+    )
+}
+
+const EINVAL: i32 = 22;
+const EIO: i32 = 5;
+
+/// Connects a CoshFS client: a domain of its own named `name` at the block manager whose
+/// socket is `block_manager`, speaking to the CoshFS service at `service`. NULL on failure.
+/// Release it with `cosh_fs_disconnect`.
+///
+/// # Safety
+/// The three strings are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_connect(
+    name: *const c_char,
+    block_manager: *const c_char,
+    service: *const c_char,
+) -> *mut crate::fs::cosh_fs {
+    call(
+        |_| std::ptr::null_mut(),
+        || {
+            // SAFETY: the caller's contract, as documented.
+            let (name, bm, svc) = unsafe {
+                (
+                    text(name, "name")?,
+                    text(block_manager, "block_manager")?,
+                    text(service, "service")?,
+                )
+            };
+            crate::fs::connect(name, bm, svc)
+        },
+    )
+}
+
+/// Closes the client's open files and disconnects it (reporting a write made behind that
+/// failed, as `close(2)` would); the handle names nothing afterwards.
+#[unsafe(no_mangle)]
+pub extern "C" fn cosh_fs_disconnect(fs: *mut crate::fs::cosh_fs) -> c_int {
+    fs_call(|| {
+        crate::fs::with_client(fs, true, |c, handles| {
+            let mut first = Ok(());
+            for (_, fh) in handles.drain() {
+                let closed = c.close(fh);
+                if first.is_ok() {
+                    first = closed;
+                }
+            }
+            first
+        })?;
+        Ok(COSH_OK)
+    })
+}
+
+/// Opens `path` (flags: `COSH_FS_CREATE`, `COSH_FS_EXCL`, `COSH_FS_TRUNC`; `mode` for a new
+/// file, 0 for 0644). Returns a file handle (≥ 0) or a negative errno.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_open(
+    fs: *mut crate::fs::cosh_fs,
+    path: *const c_char,
+    flags: u32,
+    mode: u32,
+) -> i64 {
+    fs_call(|| {
+        // SAFETY: the caller's contract, as documented.
+        let path = unsafe { text(path, "path") }?;
+        crate::fs::with_client(fs, false, |c, handles| {
+            let fh = c.open(path, crate::fs::open_flags(flags, mode)?)?;
+            handles.insert(fh.raw(), fh);
+            Ok(fh.raw() as i64)
+        })
+    })
+}
+
+/// Closes a file handle; a negative errno reports a write made behind that failed.
+#[unsafe(no_mangle)]
+pub extern "C" fn cosh_fs_close(fs: *mut crate::fs::cosh_fs, fh: i64) -> c_int {
+    fs_call(|| {
+        crate::fs::with_client(fs, false, |c, handles| {
+            let h = crate::fs::handle(handles, fh)?;
+            handles.remove(&h.raw());
+            c.close(h)
+        })?;
+        Ok(COSH_OK)
+    })
+}
+
+/// Reads up to `len` bytes at `offset` into `buf`; returns how many (0 at or past the end) or
+/// a negative errno. A read that starts after a write completed sees it.
+///
+/// # Safety
+/// `buf` points to `len` writable bytes (or is NULL when `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_read(
+    fs: *mut crate::fs::cosh_fs,
+    fh: i64,
+    offset: u64,
+    buf: *mut c_void,
+    len: usize,
+) -> i64 {
+    fs_call(|| {
+        if len > 0 && buf.is_null() {
+            return Err(Failure::new(-EINVAL, "buf is NULL"));
+        }
+        let out: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: not NULL (checked above), and the caller promises `len` writable bytes
+            // nothing else touches during the call.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+        };
+        crate::fs::with_client(fs, false, |c, handles| {
+            let h = crate::fs::handle(handles, fh)?;
+            Ok(c.read_into(h, offset, out)? as i64)
+        })
+    })
+}
+
+/// Writes `len` bytes from `buf` at `offset`; returns `len` or a negative errno. Small writes
+/// to a file this client holds the write lease of are made behind (see `cosh_fs_fsync`).
+///
+/// # Safety
+/// `buf` points to `len` readable bytes (or is NULL when `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_write(
+    fs: *mut crate::fs::cosh_fs,
+    fh: i64,
+    offset: u64,
+    buf: *const c_void,
+    len: usize,
+) -> i64 {
+    fs_call(|| {
+        if len > 0 && buf.is_null() {
+            return Err(Failure::new(-EINVAL, "buf is NULL"));
+        }
+        let data: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: not NULL (checked above), and the caller promises `len` readable bytes
+            // not written during the call.
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+        };
+        crate::fs::with_client(fs, false, |c, handles| {
+            let h = crate::fs::handle(handles, fh)?;
+            Ok(c.write_from(h, offset, data)? as i64)
+        })
+    })
+}
+
+/// Waits until the service has applied every write of this client, and reports one that
+/// failed (a negative errno).
+#[unsafe(no_mangle)]
+pub extern "C" fn cosh_fs_fsync(fs: *mut crate::fs::cosh_fs, fh: i64) -> c_int {
+    fs_call(|| {
+        crate::fs::with_client(fs, false, |c, handles| {
+            let h = crate::fs::handle(handles, fh)?;
+            c.fsync(h)
+        })?;
+        Ok(COSH_OK)
+    })
+}
+
+/// The attributes of `path` (`fh` < 0) or of the open file `fh`, in `*out`.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated (it may be NULL when `fh` ≥ 0); `out` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_stat(
+    fs: *mut crate::fs::cosh_fs,
+    path: *const c_char,
+    fh: i64,
+    out: *mut crate::fs::cosh_fs_attrs,
+) -> c_int {
+    fs_call(|| {
+        if out.is_null() {
+            return Err(Failure::new(-EINVAL, "out is NULL"));
+        }
+        let path = if fh < 0 {
+            // SAFETY: the caller's contract, as documented.
+            Some(unsafe { text(path, "path") }?)
+        } else {
+            None
+        };
+        let stat = crate::fs::with_client(fs, false, |c, handles| match path {
+            Some(p) => c.stat(p),
+            None => c.fstat(crate::fs::handle(handles, fh)?),
+        })?;
+        // SAFETY: checked not NULL above; the caller promises it is writable.
+        unsafe { put(out, stat.into(), "out") }?;
+        Ok(COSH_OK)
+    })
+}
+
+/// Makes the directory `path` (0755).
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_mkdir(fs: *mut crate::fs::cosh_fs, path: *const c_char) -> c_int {
+    fs_call(|| {
+        // SAFETY: the caller's contract, as documented.
+        let path = unsafe { text(path, "path") }?;
+        crate::fs::with_client(fs, false, |c, _| c.mkdir(path))?;
+        Ok(COSH_OK)
+    })
+}
+
+/// Removes the name `path` of a file (open handles keep reading it) or, with `dir` not 0, the
+/// empty directory `path`.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_remove(
+    fs: *mut crate::fs::cosh_fs,
+    path: *const c_char,
+    dir: c_int,
+) -> c_int {
+    fs_call(|| {
+        // SAFETY: the caller's contract, as documented.
+        let path = unsafe { text(path, "path") }?;
+        crate::fs::with_client(fs, false, |c, _| {
+            if dir != 0 {
+                c.rmdir(path)
+            } else {
+                c.unlink(path)
+            }
+        })?;
+        Ok(COSH_OK)
+    })
+}
+
+/// Renames `from` to `to`, replacing what `to` named.
+///
+/// # Safety
+/// Both are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_fs_rename(
+    fs: *mut crate::fs::cosh_fs,
+    from: *const c_char,
+    to: *const c_char,
+) -> c_int {
+    fs_call(|| {
+        // SAFETY: the caller's contract, as documented.
+        let (from, to) = unsafe { (text(from, "from")?, text(to, "to")?) };
+        crate::fs::with_client(fs, false, |c, _| c.rename(from, to))?;
+        Ok(COSH_OK)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //!   Every one catches panics (a panic never crosses into C: it becomes [`COSH_ERR_PANIC`]),
 //!   checks every handle and pointer it is given, and reports failures by return code with a
 //!   message for [`ffi::cosh_last_error`].
+//! - [`fs`]: CoshFS clients for C (`cosh_fs_*`), each with a domain of its own.
 //! - This module: the codes, the handles and the process's domain, in safe Rust.
 //!
 //! **Handles.** A `cosh_agg *` names an aggregate of the process's domain: its number with a
@@ -20,6 +21,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod ffi;
+pub mod fs;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -1,8 +1,9 @@
 //! The C API from C: the paper's pipe (`pipe_write`/`pipe_read`) and its file system's
 //! `write_handler`/`read_handler`, written against `include/cosh.h`, compiled with gcc and
 //! linked with the static library, run as separate processes with byte-for-byte checks; a
-//! program that misuses every call and gets error codes back; and all of them under valgrind
-//! where it is installed.
+//! program that misuses every call and gets error codes back; all of them under valgrind where
+//! it is installed; and a program built with what `pkg-config` says of an installed libcosh,
+//! linked with the shared library.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -169,6 +170,43 @@ fn misuse(checked: bool) {
     );
 }
 
+/// A block manager and a CoshFS service on threads of this process: their sockets.
+fn file_service(tag: &str) -> (PathBuf, PathBuf) {
+    let socket = block_manager(tag);
+    let dir = socket.parent().expect("dir").to_path_buf();
+    let domain =
+        cosh::Domain::connect_with(&cosh::Options::new("coshfs").socket(&socket).no_spawn())
+            .expect("connect");
+    let service = dir.join("fs.sock");
+    let server = cosh_fs::Server::with_domain(domain, &service).expect("serve");
+    std::thread::spawn(move || server.run());
+    (socket, service)
+}
+
+fn fs_client(checked: bool) {
+    let tag = if checked { "fsclient-vg" } else { "fsclient" };
+    let Some(prog) = compile("fsclient", tag) else {
+        return;
+    };
+    let (socket, service) = file_service(tag);
+    let out = command(&prog, checked)
+        .arg(&socket)
+        .arg(&service)
+        .output()
+        .expect("fsclient");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_c_program_uses_coshfs_through_the_file_calls() {
+    fs_client(false);
+}
+
 #[test]
 fn the_papers_pipe_runs_across_two_c_processes() {
     pipe(false, "200");
@@ -193,4 +231,58 @@ fn the_c_programs_run_clean_under_valgrind() {
     misuse(true);
     pipe(true, "20");
     file_system(true, "5");
+    fs_client(true);
+}
+
+#[test]
+fn installed_with_pkg_config_a_program_builds_against_the_shared_library() {
+    if !have("gcc") || !have("pkg-config") {
+        eprintln!("skipped: gcc or pkg-config is not installed");
+        return;
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let prefix = std::env::temp_dir().join(format!("cosh-capi-prefix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&prefix);
+    let installed = Command::new(here.join("install.sh"))
+        .arg(&prefix)
+        .env("COSH_LIB_DIR", lib_dir())
+        .output()
+        .expect("install.sh");
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "cosh"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .expect("pkg-config");
+    assert!(flags.status.success(), "pkg-config does not know cosh");
+    let flags = String::from_utf8_lossy(&flags.stdout).to_string();
+    assert!(flags.contains("-lcosh"), "{flags}");
+    let prog = prefix.join("misuse");
+    let built = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Werror"])
+        .arg(here.join("tests/c/misuse.c"))
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(&prog)
+        .status()
+        .expect("gcc");
+    assert!(built.success(), "gcc with {flags}");
+    // The program names the library by its soname, found where it was installed.
+    let socket = block_manager("installed");
+    let out = Command::new(&prog)
+        .arg(&socket)
+        .env("LD_LIBRARY_PATH", prefix.join("lib"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&prefix);
 }

@@ -1,0 +1,132 @@
+//! CoshFS clients for C (`cosh_fs_*` in [`crate::ffi`]): each owns a domain of its own,
+//! connected to the block manager the caller names, and speaks to the CoshFS service with the
+//! legacy API (bytes copied into and out of the caller's buffers). Failures are negative
+//! errno values (`-ENOENT`, `-EEXIST`, `-EBADF`, ...), as C file code expects.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ::cosh_fs::{Client, Fh, FsError, OpenFlags, Stat};
+use cosh::{Domain, Options};
+
+use crate::{Failure, Outcome};
+
+/// `EBADF`: not a connected client, or not an open file of it.
+const EBADF: i32 = 9;
+
+/// A CoshFS client of a C program (opaque).
+pub struct cosh_fs {
+    _opaque: [u8; 0],
+}
+
+/// The attributes `cosh_fs_stat` gives of a file or directory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cosh_fs_attrs {
+    /// The inode number.
+    pub ino: u64,
+    /// Bytes (files), entries (directories).
+    pub size: u64,
+    /// Names that refer to it.
+    pub nlink: u64,
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// 1 for a directory, 0 for a file.
+    pub is_dir: u32,
+}
+
+impl From<Stat> for cosh_fs_attrs {
+    fn from(s: Stat) -> cosh_fs_attrs {
+        cosh_fs_attrs {
+            ino: s.ino,
+            size: s.size,
+            nlink: s.nlink,
+            mtime_ns: s.mtime_ns,
+            mode: s.mode,
+            is_dir: u32::from(s.dir),
+        }
+    }
+}
+
+/// `cosh_fs_open` flag: create the file if it does not exist.
+pub const COSH_FS_CREATE: u32 = 1;
+/// `cosh_fs_open` flag: with `COSH_FS_CREATE`, fail if it exists.
+pub const COSH_FS_EXCL: u32 = 2;
+/// `cosh_fs_open` flag: cut the file to zero bytes.
+pub const COSH_FS_TRUNC: u32 = 4;
+
+const TAG: usize = 0xE;
+
+struct Open {
+    client: Client,
+    handles: HashMap<u64, Fh>,
+}
+
+static CLIENTS: Mutex<Option<HashMap<usize, Open>>> = Mutex::new(None);
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// A failure of the file system: its errno, negated.
+fn fs_failure(e: FsError) -> Failure {
+    Failure::new(-e.errno(), e.to_string())
+}
+
+/// Connects a new client (a domain named `name` at the block manager at `block_manager`) to
+/// the service at `service`; returns its handle.
+pub(crate) fn connect(name: &str, block_manager: &str, service: &str) -> Outcome<*mut cosh_fs> {
+    let domain = Domain::connect_with(&Options::new(name).socket(block_manager).no_spawn())?;
+    let client = Client::connect(domain, std::path::Path::new(service)).map_err(fs_failure)?;
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    all.get_or_insert_with(HashMap::new).insert(
+        id,
+        Open {
+            client,
+            handles: HashMap::new(),
+        },
+    );
+    Ok((id << 4 | TAG) as *mut cosh_fs)
+}
+
+/// Runs `f` with the client a handle names (`end`: and disconnects it afterwards).
+pub(crate) fn with_client<T>(
+    handle: *const cosh_fs,
+    end: bool,
+    f: impl FnOnce(&mut Client, &mut HashMap<u64, Fh>) -> Result<T, FsError>,
+) -> Outcome<T> {
+    let bits = handle as usize;
+    let bad = || Failure::new(-EBADF, format!("{handle:p} is not a connected cosh_fs"));
+    if bits & 0xF != TAG {
+        return Err(bad());
+    }
+    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = all.get_or_insert_with(HashMap::new);
+    if end {
+        let mut open = map.remove(&(bits >> 4)).ok_or_else(bad)?;
+        return f(&mut open.client, &mut open.handles).map_err(fs_failure);
+    }
+    let open = map.get_mut(&(bits >> 4)).ok_or_else(bad)?;
+    f(&mut open.client, &mut open.handles).map_err(fs_failure)
+}
+
+/// The handle a C program names by `fh`.
+pub(crate) fn handle(handles: &HashMap<u64, Fh>, fh: i64) -> Result<Fh, FsError> {
+    u64::try_from(fh)
+        .ok()
+        .and_then(|k| handles.get(&k).copied())
+        .ok_or(FsError::BadHandle(fh as u64))
+}
+
+/// Decodes `cosh_fs_open` flags.
+pub(crate) fn open_flags(flags: u32, mode: u32) -> Result<OpenFlags, FsError> {
+    if flags & !(COSH_FS_CREATE | COSH_FS_EXCL | COSH_FS_TRUNC) != 0 {
+        return Err(FsError::Invalid(format!("unknown open flags {flags:#x}")));
+    }
+    Ok(OpenFlags {
+        create: flags & COSH_FS_CREATE != 0,
+        excl: flags & COSH_FS_EXCL != 0,
+        trunc: flags & COSH_FS_TRUNC != 0,
+        mode,
+    })
+}
