@@ -41,6 +41,11 @@ typedef struct cosh_agg_iter cosh_agg_iter;
 typedef struct cosh_fs cosh_fs;
 
 /*
+ One end of a Cosh pipe of a C program (opaque).
+ */
+typedef struct cosh_pipe cosh_pipe;
+
+/*
  A domain's id (its pool in the high 32 bits).
  */
 typedef uint64_t cosh_domainid;
@@ -521,6 +526,46 @@ int cosh_fs_remove(struct cosh_fs *fs, const char *path, int dir);
  Both are NULL or NUL-terminated.
  */
 int cosh_fs_rename(struct cosh_fs *fs, const char *from, const char *to);
+
+/*
+ Opens one end of the Cosh pipe `name` (a byte stream between two processes, met by name
+ at the block manager whose socket is `block_manager`): the sending end if `send` is not 0,
+ else the receiving end, which lets `window` bytes be in flight (the sender waits beyond).
+ Waits up to `wait_ms` milliseconds for the other end. NULL on failure. Close it with
+ `cosh_pipe_close`. An end is used by one thread at a time.
+
+ # Safety
+ `block_manager` and `name` are NULL or NUL-terminated.
+ */
+struct cosh_pipe *cosh_pipe_open(const char *block_manager,
+                                 const char *name,
+                                 int send,
+                                 uint32_t wait_ms,
+                                 uint64_t window);
+
+/*
+ Writes all `len` bytes of `buf` into the sending end (waiting for credit if the receiver
+ is behind); returns `len` or a negative code.
+
+ # Safety
+ `buf` points to `len` readable bytes (or is NULL when `len` is 0).
+ */
+int64_t cosh_pipe_write(struct cosh_pipe *pipe, const void *buf, size_t len);
+
+/*
+ Reads up to `len` bytes from the receiving end into `buf`, waiting for some; returns how
+ many, 0 once the sender has closed and everything was read, or a negative code.
+
+ # Safety
+ `buf` points to `len` writable bytes (or is NULL when `len` is 0).
+ */
+int64_t cosh_pipe_read(struct cosh_pipe *pipe, void *buf, size_t len);
+
+/*
+ Closes an end (the handle names nothing afterwards): the sender's close ends the stream
+ after what it wrote; the receiver's tells the sender to stop.
+ */
+int cosh_pipe_close(struct cosh_pipe *pipe);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -827,6 +827,101 @@ pub unsafe extern "C" fn cosh_fs_rename(
     })
 }
 
+/// Opens one end of the Cosh pipe `name` (a byte stream between two processes, met by name
+/// at the block manager whose socket is `block_manager`): the sending end if `send` is not 0,
+/// else the receiving end, which lets `window` bytes be in flight (the sender waits beyond).
+/// Waits up to `wait_ms` milliseconds for the other end. NULL on failure. Close it with
+/// `cosh_pipe_close`. An end is used by one thread at a time.
+///
+/// # Safety
+/// `block_manager` and `name` are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_pipe_open(
+    block_manager: *const c_char,
+    name: *const c_char,
+    send: c_int,
+    wait_ms: u32,
+    window: u64,
+) -> *mut crate::pipe::cosh_pipe {
+    call(
+        |_| std::ptr::null_mut(),
+        || {
+            // SAFETY: the caller's contract, as documented.
+            let (bm, name) =
+                unsafe { (text(block_manager, "block_manager")?, text(name, "name")?) };
+            crate::pipe::open(
+                bm,
+                name,
+                send != 0,
+                Duration::from_millis(u64::from(wait_ms)),
+                window,
+            )
+        },
+    )
+}
+
+/// Writes all `len` bytes of `buf` into the sending end (waiting for credit if the receiver
+/// is behind); returns `len` or a negative code.
+///
+/// # Safety
+/// `buf` points to `len` readable bytes (or is NULL when `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_pipe_write(
+    pipe: *mut crate::pipe::cosh_pipe,
+    buf: *const c_void,
+    len: usize,
+) -> i64 {
+    call(i64::from, || {
+        if len > 0 && buf.is_null() {
+            return Err(Failure::new(COSH_ERR_INVALID, "buf is NULL"));
+        }
+        let data: &[u8] = if len == 0 {
+            &[]
+        } else {
+            // SAFETY: not NULL (checked above), and the caller promises `len` readable bytes
+            // not written during the call.
+            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+        };
+        crate::pipe::write(pipe, data)
+    })
+}
+
+/// Reads up to `len` bytes from the receiving end into `buf`, waiting for some; returns how
+/// many, 0 once the sender has closed and everything was read, or a negative code.
+///
+/// # Safety
+/// `buf` points to `len` writable bytes (or is NULL when `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cosh_pipe_read(
+    pipe: *mut crate::pipe::cosh_pipe,
+    buf: *mut c_void,
+    len: usize,
+) -> i64 {
+    call(i64::from, || {
+        if len > 0 && buf.is_null() {
+            return Err(Failure::new(COSH_ERR_INVALID, "buf is NULL"));
+        }
+        let out: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: not NULL (checked above), and the caller promises `len` writable bytes
+            // nothing else touches during the call.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+        };
+        crate::pipe::read(pipe, out)
+    })
+}
+
+/// Closes an end (the handle names nothing afterwards): the sender's close ends the stream
+/// after what it wrote; the receiver's tells the sender to stop.
+#[unsafe(no_mangle)]
+pub extern "C" fn cosh_pipe_close(pipe: *mut crate::pipe::cosh_pipe) -> c_int {
+    call(status, || {
+        crate::pipe::close(pipe)?;
+        Ok(COSH_OK)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

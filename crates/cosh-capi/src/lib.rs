@@ -7,6 +7,7 @@
 //!   checks every handle and pointer it is given, and reports failures by return code with a
 //!   message for [`ffi::cosh_last_error`].
 //! - [`fs`]: CoshFS clients for C (`cosh_fs_*`), each with a domain of its own.
+//! - [`pipe`]: Cosh pipes for C (`cosh_pipe_*`), byte streams between processes.
 //! - This module: the codes, the handles and the process's domain, in safe Rust.
 //!
 //! **Handles.** A `cosh_agg *` names an aggregate of the process's domain: its number with a
@@ -22,6 +23,7 @@
 
 pub mod ffi;
 pub mod fs;
+pub mod pipe;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -202,6 +202,47 @@ fn fs_client(checked: bool) {
     );
 }
 
+fn stream(checked: bool, mib: &str) {
+    let tag = if checked { "stream-vg" } else { "stream" };
+    let Some(prog) = compile("stream", tag) else {
+        return;
+    };
+    let socket = block_manager(tag);
+    let receiver = command(&prog, checked)
+        .arg(&socket)
+        .args(["s", "recv", mib])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("receiver");
+    let sender = command(&prog, checked)
+        .arg(&socket)
+        .args(["s", "send", mib])
+        .output()
+        .expect("sender");
+    let receiver = receiver.wait_with_output().expect("receiver");
+    let bytes = mib.parse::<u64>().expect("MiB") << 20;
+    assert!(
+        sender.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    assert!(
+        receiver.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&receiver.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&receiver.stdout),
+        format!("received {bytes} bytes\n")
+    );
+}
+
+#[test]
+fn a_byte_stream_flows_between_two_c_processes_through_a_cosh_pipe() {
+    stream(false, "24");
+}
+
 #[test]
 fn a_c_program_uses_coshfs_through_the_file_calls() {
     fs_client(false);
@@ -232,6 +273,7 @@ fn the_c_programs_run_clean_under_valgrind() {
     pipe(true, "20");
     file_system(true, "5");
     fs_client(true);
+    stream(true, "2");
 }
 
 #[test]
