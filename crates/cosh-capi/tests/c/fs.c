@@ -134,7 +134,7 @@ static int client_main(int rounds) {
             return fail("attach_transfer");
         /* After a strong move the sender keeps no rights. */
         if (cosh_agg_getrights(data) != COSH_RIGHTS_NONE) return fail("rights after move");
-        cosh_agg_decref(data);
+        if (cosh_agg_decref(data) != COSH_OK) return fail("release after move");
         printf("W %llu %zu %llu\n", (unsigned long long)me, off, (unsigned long long)t);
         fflush(stdout);
         if (!fgets(line, sizeof line, stdin) || strcmp(line, "done\n") != 0) return fail("write");
