@@ -616,7 +616,7 @@ pub extern "C" fn cosh_fs_disconnect(fs: *mut crate::fs::cosh_fs) -> c_int {
     fs_call(|| {
         crate::fs::with_client(fs, true, |c, handles| {
             let mut first = Ok(());
-            for (_, fh) in handles.drain() {
+            for (_, fh) in std::mem::take(handles) {
                 let closed = c.close(fh);
                 if first.is_ok() {
                     first = closed;

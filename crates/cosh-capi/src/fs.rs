@@ -3,7 +3,7 @@
 //! legacy API (bytes copied into and out of the caller's buffers). Failures are negative
 //! errno values (`-ENOENT`, `-EEXIST`, `-EBADF`, ...), as C file code expects.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use ::cosh_fs::{Client, Fh, FsError, OpenFlags, Stat};
@@ -61,10 +61,10 @@ const TAG: usize = 0xE;
 
 struct Open {
     client: Client,
-    handles: HashMap<u64, Fh>,
+    handles: BTreeMap<u64, Fh>,
 }
 
-static CLIENTS: Mutex<Option<HashMap<usize, Open>>> = Mutex::new(None);
+static CLIENTS: Mutex<Option<BTreeMap<usize, Open>>> = Mutex::new(None);
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// A failure of the file system: its errno, negated.
@@ -79,11 +79,11 @@ pub(crate) fn connect(name: &str, block_manager: &str, service: &str) -> Outcome
     let client = Client::connect(domain, std::path::Path::new(service)).map_err(fs_failure)?;
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    all.get_or_insert_with(HashMap::new).insert(
+    all.get_or_insert_with(BTreeMap::new).insert(
         id,
         Open {
             client,
-            handles: HashMap::new(),
+            handles: BTreeMap::new(),
         },
     );
     Ok((id << 4 | TAG) as *mut cosh_fs)
@@ -93,7 +93,7 @@ pub(crate) fn connect(name: &str, block_manager: &str, service: &str) -> Outcome
 pub(crate) fn with_client<T>(
     handle: *const cosh_fs,
     end: bool,
-    f: impl FnOnce(&mut Client, &mut HashMap<u64, Fh>) -> Result<T, FsError>,
+    f: impl FnOnce(&mut Client, &mut BTreeMap<u64, Fh>) -> Result<T, FsError>,
 ) -> Outcome<T> {
     let bits = handle as usize;
     let bad = || Failure::new(-EBADF, format!("{handle:p} is not a connected cosh_fs"));
@@ -101,7 +101,7 @@ pub(crate) fn with_client<T>(
         return Err(bad());
     }
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    let map = all.get_or_insert_with(HashMap::new);
+    let map = all.get_or_insert_with(BTreeMap::new);
     if end {
         let mut open = map.remove(&(bits >> 4)).ok_or_else(bad)?;
         return f(&mut open.client, &mut open.handles).map_err(fs_failure);
@@ -111,7 +111,7 @@ pub(crate) fn with_client<T>(
 }
 
 /// The handle a C program names by `fh`.
-pub(crate) fn handle(handles: &HashMap<u64, Fh>, fh: i64) -> Result<Fh, FsError> {
+pub(crate) fn handle(handles: &BTreeMap<u64, Fh>, fh: i64) -> Result<Fh, FsError> {
     u64::try_from(fh)
         .ok()
         .and_then(|k| handles.get(&k).copied())

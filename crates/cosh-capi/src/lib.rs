@@ -26,7 +26,7 @@ pub mod fs;
 pub mod pipe;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::sync::{Mutex, MutexGuard};
 
@@ -297,14 +297,14 @@ pub(crate) struct Iter {
     pub(crate) write: bool,
 }
 
-static ITERS: Mutex<Option<HashMap<usize, Iter>>> = Mutex::new(None);
+static ITERS: Mutex<Option<BTreeMap<usize, Iter>>> = Mutex::new(None);
 static NEXT_ITER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// Keeps `iter`; returns its handle.
 pub(crate) fn iter_new(iter: Iter) -> *mut cosh_agg_iter {
     let id = NEXT_ITER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut all = ITERS.lock().unwrap_or_else(|p| p.into_inner());
-    all.get_or_insert_with(HashMap::new).insert(id, iter);
+    all.get_or_insert_with(BTreeMap::new).insert(id, iter);
     (id << TAG_BITS | ITER_TAG) as *mut cosh_agg_iter
 }
 
@@ -326,7 +326,7 @@ pub(crate) fn with_iter<T>(
     }
     let id = bits >> TAG_BITS;
     let mut all = ITERS.lock().unwrap_or_else(|p| p.into_inner());
-    let map = all.get_or_insert_with(HashMap::new);
+    let map = all.get_or_insert_with(BTreeMap::new);
     if end {
         let mut it = map.remove(&id).ok_or_else(bad)?;
         return f(&mut it);
@@ -337,6 +337,16 @@ pub(crate) fn with_iter<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_stops_at_the_boundary_as_a_code() {
+        let code = call(|c| c, || -> Outcome<cosh_status> { panic!("a bug") });
+        assert_eq!(code, COSH_ERR_PANIC);
+        let said = LAST_ERROR.with(|e| e.borrow().to_string_lossy().into_owned());
+        assert!(said.contains("panic"), "{said}");
+        // And the next call works.
+        assert_eq!(call(|c| c, || Ok(COSH_OK)), COSH_OK);
+    }
 
     #[test]
     fn the_c_constants_are_the_libraries_own() {

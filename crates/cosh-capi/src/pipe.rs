@@ -3,7 +3,7 @@
 //! bounding what is in flight. Each end has a domain of its own and meets the other by name
 //! at their block manager (`NAME.send` and `NAME.recv`, as `cosh pipe send|recv NAME` does).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ enum End {
 
 type Shared = Arc<Mutex<Option<End>>>;
 
-static PIPES: Mutex<Option<HashMap<usize, Shared>>> = Mutex::new(None);
+static PIPES: Mutex<Option<BTreeMap<usize, Shared>>> = Mutex::new(None);
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 const TAG: usize = 0x6;
 
@@ -74,7 +74,7 @@ pub(crate) fn open(
     };
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut all = PIPES.lock().unwrap_or_else(|p| p.into_inner());
-    all.get_or_insert_with(HashMap::new)
+    all.get_or_insert_with(BTreeMap::new)
         .insert(id, Arc::new(Mutex::new(Some(end))));
     Ok((id << 4 | TAG) as *mut cosh_pipe)
 }
@@ -92,7 +92,7 @@ fn end_of(handle: *const cosh_pipe, forget: bool) -> Outcome<Shared> {
         return Err(bad());
     }
     let mut all = PIPES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = all.get_or_insert_with(HashMap::new);
+    let map = all.get_or_insert_with(BTreeMap::new);
     let found = if forget {
         map.remove(&(bits >> 4))
     } else {

@@ -74,8 +74,8 @@ fn command(program: &Path, checked: bool) -> Command {
             "-q",
             "--error-exitcode=99",
             "--leak-check=full",
-            "--errors-for-leak-kinds=definite",
-            "--show-leak-kinds=definite",
+            "--errors-for-leak-kinds=definite,possible",
+            "--show-leak-kinds=definite,possible",
         ])
         .arg(program);
         c
