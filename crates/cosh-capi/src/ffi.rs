@@ -63,6 +63,40 @@ unsafe fn put<T>(out: *mut T, value: T, what: &str) -> Outcome<()> {
     Ok(())
 }
 
+/// `len` bytes the caller lends for reading.
+///
+/// # Safety
+/// `buf` points to `len` readable bytes not written during the call (or is NULL when `len`
+/// is 0).
+unsafe fn lent<'a>(buf: *const c_void, len: usize) -> Outcome<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if buf.is_null() {
+        return Err(Failure::new(COSH_ERR_INVALID, "the buffer is NULL"));
+    }
+    // SAFETY: not NULL (checked above), and the caller promises `len` readable bytes that
+    // nothing writes while the slice is used (within the call).
+    Ok(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
+}
+
+/// `len` bytes the caller lends for writing.
+///
+/// # Safety
+/// `buf` points to `len` writable bytes nothing else touches during the call (or is NULL
+/// when `len` is 0).
+unsafe fn lent_mut<'a>(buf: *mut c_void, len: usize) -> Outcome<&'a mut [u8]> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if buf.is_null() {
+        return Err(Failure::new(COSH_ERR_INVALID, "the buffer is NULL"));
+    }
+    // SAFETY: not NULL (checked above), and the caller promises `len` writable bytes that
+    // nothing else reads or writes while the slice is used (within the call).
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) })
+}
+
 fn connect(options: Options) -> Outcome<()> {
     let mut guard = domain();
     if guard.is_some() {
@@ -361,16 +395,8 @@ pub unsafe extern "C" fn cosh_agg_write(
 ) -> c_int {
     call(status, || {
         let a = agg_of(agg)?;
-        if len > 0 && src.is_null() {
-            return Err(Failure::new(COSH_ERR_INVALID, "src is NULL"));
-        }
-        let bytes: &[u8] = if len == 0 {
-            &[]
-        } else {
-            // SAFETY: not NULL (checked above) and the caller promises `len` readable bytes
-            // that are not written during the call.
-            unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }
-        };
+        // SAFETY: the caller's contract, as documented.
+        let bytes = unsafe { lent(src, len) }?;
         with_domain(|d| Ok(d.write(a, offset as u64, bytes)?))?;
         Ok(COSH_OK)
     })
@@ -678,16 +704,8 @@ pub unsafe extern "C" fn cosh_fs_read(
     len: usize,
 ) -> i64 {
     fs_call(|| {
-        if len > 0 && buf.is_null() {
-            return Err(Failure::new(-EINVAL, "buf is NULL"));
-        }
-        let out: &mut [u8] = if len == 0 {
-            &mut []
-        } else {
-            // SAFETY: not NULL (checked above), and the caller promises `len` writable bytes
-            // nothing else touches during the call.
-            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
-        };
+        // SAFETY: the caller's contract, as documented.
+        let out = unsafe { lent_mut(buf, len) }?;
         crate::fs::with_client(fs, false, |c, handles| {
             let h = crate::fs::handle(handles, fh)?;
             Ok(c.read_into(h, offset, out)? as i64)
@@ -709,16 +727,8 @@ pub unsafe extern "C" fn cosh_fs_write(
     len: usize,
 ) -> i64 {
     fs_call(|| {
-        if len > 0 && buf.is_null() {
-            return Err(Failure::new(-EINVAL, "buf is NULL"));
-        }
-        let data: &[u8] = if len == 0 {
-            &[]
-        } else {
-            // SAFETY: not NULL (checked above), and the caller promises `len` readable bytes
-            // not written during the call.
-            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
-        };
+        // SAFETY: the caller's contract, as documented.
+        let data = unsafe { lent(buf, len) }?;
         crate::fs::with_client(fs, false, |c, handles| {
             let h = crate::fs::handle(handles, fh)?;
             Ok(c.write_from(h, offset, data)? as i64)
@@ -872,16 +882,8 @@ pub unsafe extern "C" fn cosh_pipe_write(
     len: usize,
 ) -> i64 {
     call(i64::from, || {
-        if len > 0 && buf.is_null() {
-            return Err(Failure::new(COSH_ERR_INVALID, "buf is NULL"));
-        }
-        let data: &[u8] = if len == 0 {
-            &[]
-        } else {
-            // SAFETY: not NULL (checked above), and the caller promises `len` readable bytes
-            // not written during the call.
-            unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
-        };
+        // SAFETY: the caller's contract, as documented.
+        let data = unsafe { lent(buf, len) }?;
         crate::pipe::write(pipe, data)
     })
 }
@@ -898,16 +900,8 @@ pub unsafe extern "C" fn cosh_pipe_read(
     len: usize,
 ) -> i64 {
     call(i64::from, || {
-        if len > 0 && buf.is_null() {
-            return Err(Failure::new(COSH_ERR_INVALID, "buf is NULL"));
-        }
-        let out: &mut [u8] = if len == 0 {
-            &mut []
-        } else {
-            // SAFETY: not NULL (checked above), and the caller promises `len` writable bytes
-            // nothing else touches during the call.
-            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
-        };
+        // SAFETY: the caller's contract, as documented.
+        let out = unsafe { lent_mut(buf, len) }?;
         crate::pipe::read(pipe, out)
     })
 }
