@@ -1,11 +1,13 @@
 //! The C functions of libcosh (declared in `include/cosh.h`). The only module of the crate
-//! with unsafe code: reading C strings and writing through out-parameters, each after a NULL
-//! check, with a SAFETY argument resting on the contract the function's documentation states.
+//! with unsafe code: reading C strings, taking buffers the caller lends, and writing through
+//! out-parameters, each after a NULL check, with a SAFETY argument resting on the contract the
+//! function's documentation states.
 //!
 //! Conventions for every function: functions returning `int` return `COSH_OK` or a negative
-//! `COSH_ERR_*` code; functions returning a `cosh_agg *` return NULL on failure; either way
-//! `cosh_last_error()` then says why. Nothing here panics into C. Thread safety: any thread
-//! may call any function; calls on the process's domain are serialized.
+//! `COSH_ERR_*` code (`cosh_fs_*`: a negative errno); functions returning a pointer return
+//! NULL on failure; either way `cosh_last_error()` then says why. Nothing here panics into C.
+//! Thread safety: any thread may call any function; calls on the process's domain are
+//! serialized.
 //!
 //! **Ownership.** Every `cosh_agg *` a function returns is a new reference the caller owns
 //! and must release with `cosh_agg_decref` (or hand on by `cosh_agg_transfer` with
