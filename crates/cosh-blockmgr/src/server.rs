@@ -313,14 +313,16 @@ impl BlockManager {
             }
             None => None,
         };
-        let listener =
-            SeqPacketListener::bind_exclusive(&config.socket).map_err(StartError::Bind)?;
+        // The signals before the socket too: once the socket answers, SIGINT and SIGTERM stop
+        // the block manager cleanly (a signal in between used to kill it outright).
         let (signals, writer) = UnixStream::pair().map_err(StartError::Io)?;
         signals.set_nonblocking(true).map_err(StartError::Io)?;
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             let w = writer.try_clone().map_err(StartError::Io)?;
             signal_hook::low_level::pipe::register(signal, w).map_err(StartError::Io)?;
         }
+        let listener =
+            SeqPacketListener::bind_exclusive(&config.socket).map_err(StartError::Bind)?;
         let sealer = Sealer::start().map_err(StartError::Runtime)?;
         let config_dma = config.dma;
         let (remote_tx, remote_rx) = std::sync::mpsc::channel();
