@@ -1471,19 +1471,14 @@ impl Client {
             if large {
                 return self.write_by_transfer(fh, offset, buf);
             }
-            return match self.call(&Request::Write {
-                fh: fh.0,
-                offset,
-                data: buf.to_vec(),
-            })? {
-                Reply::Written { n, stat } => {
-                    self.attrs_now(ino, stat);
-                    Ok(n as usize)
-                }
-                r => Err(unexpected(&r)),
-            };
+            return self.write_waiting(fh, ino, offset, buf);
         }
         self.shadows.remove(&ino);
+        self.write_waiting(fh, ino, offset, buf)
+    }
+
+    /// Writes `buf` (at most [`INLINE_MAX`] bytes) inside a request and waits for the answer.
+    fn write_waiting(&mut self, fh: Fh, ino: u64, offset: u64, buf: &[u8]) -> Result<usize> {
         match self.call(&Request::Write {
             fh: fh.0,
             offset,
