@@ -1,5 +1,5 @@
-//! The block manager as a program: one per socket, clean shutdown, clients that start it, and
-//! clients that misbehave on the wire.
+//! The block manager as a program: one per socket, clean shutdown, clients that start it,
+//! clients that misbehave on the wire, and clients of one that dies.
 
 mod support;
 
@@ -171,4 +171,59 @@ fn clients_of_a_dead_block_manager_get_a_clear_error() {
     let err = d.len(x).expect_err("nobody answers");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("block manager"), "{err}");
+}
+
+#[test]
+fn a_killed_block_manager_wakes_its_waiting_clients_and_a_new_one_serves_its_socket() {
+    let mut daemon = Daemon::start("restart");
+    let (dir, socket) = (daemon.dir.clone(), daemon.socket.clone());
+    let mut idle = daemon.connect("idle");
+    let x = idle.alloc(10).expect("alloc");
+    // A client waiting for a transfer that will never come.
+    let mut waiter = daemon.connect("waiter");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let got = waiter.receive(None, None);
+        tx.send(std::time::Instant::now()).expect("send");
+        got.map(|_| ()).map_err(|e| (e.kind(), e.to_string()))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = std::time::Instant::now();
+    daemon.child.kill().expect("SIGKILL");
+    daemon.child.wait().expect("reaped");
+    // The waiting client is woken with a clear error within a second, not left hanging.
+    let woke = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the waiting client hangs");
+    assert!(
+        woke.duration_since(killed) < Duration::from_secs(1),
+        "woken after {:?}",
+        woke.duration_since(killed)
+    );
+    let (kind, message) = waiting.join().expect("thread").expect_err("nobody sent");
+    assert_eq!(kind, ErrorKind::Unavailable, "{message}");
+    // So is the idle one, at its next call.
+    let asked = std::time::Instant::now();
+    let err = idle.len(x).expect_err("nobody answers");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    // A new block manager takes the socket the dead one left behind, and serves.
+    let mut again = Daemon::start_at(dir, socket, &[]);
+    let mut fresh = again.connect("fresh");
+    let y = fresh.alloc(10).expect("alloc");
+    fresh.write(y, 0, b"new").expect("write");
+    assert_eq!(fresh.read(y, 0, 3).expect("read"), b"new");
+    assert_eq!(fresh.status().expect("status").domain_count, 1);
+    drop(fresh);
+    assert!(again.terminate().success());
+    // Nothing is left behind: buffers are memfds, which leave no file anywhere, and the socket
+    // goes with a clean stop. The empty lock file that decides between block managers starting
+    // at once stays, by design (removing it would let a second one lock a file the first no
+    // longer names).
+    let left: Vec<_> = std::fs::read_dir(&again.dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["host.sock.lock"], "left behind: {left:?}");
 }
