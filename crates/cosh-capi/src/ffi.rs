@@ -23,9 +23,9 @@ use cosh::{DomainId, Options, Ticket};
 
 use crate::{
     COSH_ANY_DOMAIN, COSH_BAD_LENGTH, COSH_BAD_RIGHTS, COSH_ERR_EXISTS, COSH_ERR_INVALID, COSH_OK,
-    Failure, Iter, Outcome, agg_handle, agg_of, call, cosh_agg, cosh_agg_iter, cosh_attach_ticket,
-    cosh_domainid, cosh_rights, cosh_status, cosh_tx_flags, cosh_tx_mode, domain, flags_of,
-    iter_new, mode_code, mode_of, rights_code, rights_of, strength_code, with_domain, with_iter,
+    Failure, ITERS, Iter, Outcome, agg_handle, agg_of, call, cosh_agg, cosh_agg_iter,
+    cosh_attach_ticket, cosh_domainid, cosh_rights, cosh_status, cosh_tx_flags, cosh_tx_mode,
+    domain, flags_of, mode_code, mode_of, rights_code, rights_of, strength_code, with_domain,
 };
 
 fn status(code: cosh_status) -> cosh_status {
@@ -321,11 +321,11 @@ pub extern "C" fn cosh_agg_iter_start(
                         .collect()
                 })
             })?;
-            Ok(iter_new(Iter {
+            Ok(ITERS.add(Iter {
                 pieces,
                 next: 0,
                 write,
-            }))
+            }) as *mut cosh_agg_iter)
         },
     )
 }
@@ -347,12 +347,12 @@ pub unsafe extern "C" fn cosh_agg_iter_next(
         if base.is_null() || len.is_null() {
             return Err(Failure::new(COSH_ERR_INVALID, "base or len is NULL"));
         }
-        let piece = with_iter(iter, false, |it| {
+        let piece = ITERS.with(iter as usize, |it| {
             let p = it.pieces.get(it.next).copied();
             if p.is_some() {
                 it.next += 1;
             }
-            Ok(p.map(|p| (p, it.write)))
+            p.map(|p| (p, it.write))
         })?;
         let Some((piece, write)) = piece else {
             return Ok(0);
@@ -379,7 +379,7 @@ pub unsafe extern "C" fn cosh_agg_iter_next(
 #[unsafe(no_mangle)]
 pub extern "C" fn cosh_agg_iter_end(iter: *mut cosh_agg_iter) -> c_int {
     call(status, || {
-        with_iter(iter, true, |_| Ok(()))?;
+        ITERS.take(iter as usize)?;
         Ok(COSH_OK)
     })
 }

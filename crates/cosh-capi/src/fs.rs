@@ -4,12 +4,11 @@
 //! errno values (`-ENOENT`, `-EEXIST`, `-EBADF`, ...), as C file code expects.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use ::cosh_fs::{Client, Fh, FsError, OpenFlags, Stat};
 use cosh::{Domain, Options};
 
-use crate::{Failure, Outcome};
+use crate::{Failure, Outcome, Registry};
 
 /// `EBADF`: not a connected client, or not an open file of it.
 const EBADF: i32 = 9;
@@ -57,19 +56,21 @@ pub const COSH_FS_EXCL: u32 = 2;
 /// `cosh_fs_open` flag: cut the file to zero bytes.
 pub const COSH_FS_TRUNC: u32 = 4;
 
-const TAG: usize = 0xE;
-
 struct Open {
     client: Client,
     handles: BTreeMap<u64, Fh>,
 }
 
-static CLIENTS: Mutex<Option<BTreeMap<usize, Open>>> = Mutex::new(None);
-static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+static CLIENTS: Registry<Open> = Registry::new(0xE, "a connected cosh_fs");
 
 /// A failure of the file system: its errno, negated.
 fn fs_failure(e: FsError) -> Failure {
     Failure::new(-e.errno(), e.to_string())
+}
+
+/// A handle that names no client: `-EBADF`, as for a closed file.
+fn bad_client(f: Failure) -> Failure {
+    Failure::new(-EBADF, f.message)
 }
 
 /// Connects a new client (a domain named `name` at the block manager at `block_manager`) to
@@ -77,16 +78,10 @@ fn fs_failure(e: FsError) -> Failure {
 pub(crate) fn connect(name: &str, block_manager: &str, service: &str) -> Outcome<*mut cosh_fs> {
     let domain = Domain::connect_with(&Options::new(name).socket(block_manager).no_spawn())?;
     let client = Client::connect(domain, std::path::Path::new(service)).map_err(fs_failure)?;
-    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    all.get_or_insert_with(BTreeMap::new).insert(
-        id,
-        Open {
-            client,
-            handles: BTreeMap::new(),
-        },
-    );
-    Ok((id << 4 | TAG) as *mut cosh_fs)
+    Ok(CLIENTS.add(Open {
+        client,
+        handles: BTreeMap::new(),
+    }) as *mut cosh_fs)
 }
 
 /// Runs `f` with the client a handle names (`end`: and disconnects it afterwards).
@@ -96,18 +91,15 @@ pub(crate) fn with_client<T>(
     f: impl FnOnce(&mut Client, &mut BTreeMap<u64, Fh>) -> Result<T, FsError>,
 ) -> Outcome<T> {
     let bits = handle as usize;
-    let bad = || Failure::new(-EBADF, format!("{handle:p} is not a connected cosh_fs"));
-    if bits & 0xF != TAG {
-        return Err(bad());
-    }
-    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
-    let map = all.get_or_insert_with(BTreeMap::new);
-    if end {
-        let mut open = map.remove(&(bits >> 4)).ok_or_else(bad)?;
-        return f(&mut open.client, &mut open.handles).map_err(fs_failure);
-    }
-    let open = map.get_mut(&(bits >> 4)).ok_or_else(bad)?;
-    f(&mut open.client, &mut open.handles).map_err(fs_failure)
+    let done = if end {
+        let mut open = CLIENTS.take(bits).map_err(bad_client)?;
+        f(&mut open.client, &mut open.handles)
+    } else {
+        CLIENTS
+            .with(bits, |open| f(&mut open.client, &mut open.handles))
+            .map_err(bad_client)?
+    };
+    done.map_err(fs_failure)
 }
 
 /// The handle a C program names by `fh`.

@@ -209,23 +209,86 @@ pub(crate) fn with_domain<T>(f: impl FnOnce(&mut Domain) -> Outcome<T>) -> Outco
 
 const TAG_BITS: u32 = 4;
 const AGG_TAG: usize = 0xA;
-const ITER_TAG: usize = 0xC;
+
+/// A number with `tag` in its low bits: what C sees as a handle.
+fn tagged(id: usize, tag: usize) -> usize {
+    id << TAG_BITS | tag
+}
+
+/// The number behind a handle that carries `tag`; `None` for anything else.
+fn untagged(bits: usize, tag: usize) -> Option<usize> {
+    (bits & ((1 << TAG_BITS) - 1) == tag).then_some(bits >> TAG_BITS)
+}
 
 /// The handle C sees for `agg`.
 pub(crate) fn agg_handle(agg: Agg) -> *mut cosh_agg {
-    ((agg.0 as usize) << TAG_BITS | AGG_TAG) as *mut cosh_agg
+    tagged(agg.0 as usize, AGG_TAG) as *mut cosh_agg
 }
 
 /// The aggregate a handle names, or why it names none.
 pub(crate) fn agg_of(handle: *const cosh_agg) -> Outcome<Agg> {
-    let bits = handle as usize;
-    if bits & ((1 << TAG_BITS) - 1) != AGG_TAG {
-        return Err(Failure::new(
-            COSH_ERR_BAD_HANDLE,
-            format!("{handle:p} is not a cosh_agg handle"),
-        ));
+    untagged(handle as usize, AGG_TAG)
+        .map(|id| Agg(id as u64))
+        .ok_or_else(|| {
+            Failure::new(
+                COSH_ERR_BAD_HANDLE,
+                format!("{handle:p} is not a cosh_agg handle"),
+            )
+        })
+}
+
+/// Objects C holds by handle (iterations, file system clients, pipe ends): each kept under a
+/// number of its own, named by that number with the registry's tag, so that a handle of the
+/// wrong kind, a stray pointer or one already ended is refused, never followed.
+pub(crate) struct Registry<T> {
+    tag: usize,
+    /// What C calls it, for messages.
+    what: &'static str,
+    next: std::sync::atomic::AtomicUsize,
+    items: Mutex<BTreeMap<usize, T>>,
+}
+
+impl<T> Registry<T> {
+    pub(crate) const fn new(tag: usize, what: &'static str) -> Registry<T> {
+        Registry {
+            tag,
+            what,
+            next: std::sync::atomic::AtomicUsize::new(1),
+            items: Mutex::new(BTreeMap::new()),
+        }
     }
-    Ok(Agg((bits >> TAG_BITS) as u64))
+
+    fn items(&self) -> MutexGuard<'_, BTreeMap<usize, T>> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `item`; returns its handle's bits.
+    pub(crate) fn add(&self, item: T) -> usize {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.items().insert(id, item);
+        tagged(id, self.tag)
+    }
+
+    fn bad(&self, bits: usize) -> Failure {
+        Failure::new(
+            COSH_ERR_BAD_HANDLE,
+            format!("{:p} is not {}", bits as *const u8, self.what),
+        )
+    }
+
+    /// Runs `f` on what a handle names (holding the registry meanwhile).
+    pub(crate) fn with<R>(&self, bits: usize, f: impl FnOnce(&mut T) -> R) -> Outcome<R> {
+        let id = untagged(bits, self.tag).ok_or_else(|| self.bad(bits))?;
+        let mut items = self.items();
+        let item = items.get_mut(&id).ok_or_else(|| self.bad(bits))?;
+        Ok(f(item))
+    }
+
+    /// Forgets what a handle names, handing it back.
+    pub(crate) fn take(&self, bits: usize) -> Outcome<T> {
+        let id = untagged(bits, self.tag).ok_or_else(|| self.bad(bits))?;
+        self.items().remove(&id).ok_or_else(|| self.bad(bits))
+    }
 }
 
 /// Decodes a transfer mode.
@@ -297,42 +360,8 @@ pub(crate) struct Iter {
     pub(crate) write: bool,
 }
 
-static ITERS: Mutex<Option<BTreeMap<usize, Iter>>> = Mutex::new(None);
-static NEXT_ITER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
-/// Keeps `iter`; returns its handle.
-pub(crate) fn iter_new(iter: Iter) -> *mut cosh_agg_iter {
-    let id = NEXT_ITER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut all = ITERS.lock().unwrap_or_else(|p| p.into_inner());
-    all.get_or_insert_with(BTreeMap::new).insert(id, iter);
-    (id << TAG_BITS | ITER_TAG) as *mut cosh_agg_iter
-}
-
-/// Runs `f` on the iteration a handle names (`end`: and forgets it).
-pub(crate) fn with_iter<T>(
-    handle: *const cosh_agg_iter,
-    end: bool,
-    f: impl FnOnce(&mut Iter) -> Outcome<T>,
-) -> Outcome<T> {
-    let bits = handle as usize;
-    let bad = || {
-        Failure::new(
-            COSH_ERR_BAD_HANDLE,
-            format!("{handle:p} is not an iteration in progress"),
-        )
-    };
-    if bits & ((1 << TAG_BITS) - 1) != ITER_TAG {
-        return Err(bad());
-    }
-    let id = bits >> TAG_BITS;
-    let mut all = ITERS.lock().unwrap_or_else(|p| p.into_inner());
-    let map = all.get_or_insert_with(BTreeMap::new);
-    if end {
-        let mut it = map.remove(&id).ok_or_else(bad)?;
-        return f(&mut it);
-    }
-    f(map.get_mut(&id).ok_or_else(bad)?)
-}
+/// Iterations in progress.
+pub(crate) static ITERS: Registry<Iter> = Registry::new(0xC, "an iteration in progress");
 
 #[cfg(test)]
 mod tests {

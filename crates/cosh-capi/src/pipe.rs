@@ -3,7 +3,6 @@
 //! bounding what is in flight. Each end has a domain of its own and meets the other by name
 //! at their block manager (`NAME.send` and `NAME.recv`, as `cosh pipe send|recv NAME` does).
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use ::cosh_pipe::{PipeReader, PipeWriter, Window};
 use cosh::{Domain, ErrorKind, Options};
 
-use crate::{COSH_ERR_BAD_HANDLE, COSH_ERR_UNAVAILABLE, Failure, Outcome};
+use crate::{COSH_ERR_BAD_HANDLE, COSH_ERR_UNAVAILABLE, Failure, Outcome, Registry};
 
 /// One end of a Cosh pipe of a C program (opaque).
 pub struct cosh_pipe {
@@ -25,9 +24,8 @@ enum End {
 
 type Shared = Arc<Mutex<Option<End>>>;
 
-static PIPES: Mutex<Option<BTreeMap<usize, Shared>>> = Mutex::new(None);
-static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-const TAG: usize = 0x6;
+/// Each end is locked on its own: one thread's wait holds no other pipe.
+static PIPES: Registry<Shared> = Registry::new(0x6, "an open cosh_pipe");
 
 fn broken(e: impl std::fmt::Display) -> Failure {
     Failure::new(COSH_ERR_UNAVAILABLE, format!("the pipe broke: {e}"))
@@ -72,33 +70,16 @@ pub(crate) fn open(
         };
         End::Recv(PipeReader::open(d, other, window).map_err(broken)?)
     };
-    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut all = PIPES.lock().unwrap_or_else(|p| p.into_inner());
-    all.get_or_insert_with(BTreeMap::new)
-        .insert(id, Arc::new(Mutex::new(Some(end))));
-    Ok((id << 4 | TAG) as *mut cosh_pipe)
+    Ok(PIPES.add(Arc::new(Mutex::new(Some(end)))) as *mut cosh_pipe)
 }
 
 /// The end a handle names (`forget`: and drops it from the table).
 fn end_of(handle: *const cosh_pipe, forget: bool) -> Outcome<Shared> {
-    let bits = handle as usize;
-    let bad = || {
-        Failure::new(
-            COSH_ERR_BAD_HANDLE,
-            format!("{handle:p} is not an open cosh_pipe"),
-        )
-    };
-    if bits & 0xF != TAG {
-        return Err(bad());
-    }
-    let mut all = PIPES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = all.get_or_insert_with(BTreeMap::new);
-    let found = if forget {
-        map.remove(&(bits >> 4))
+    if forget {
+        PIPES.take(handle as usize)
     } else {
-        map.get(&(bits >> 4)).cloned()
-    };
-    found.ok_or_else(bad)
+        PIPES.with(handle as usize, |end| end.clone())
+    }
 }
 
 /// Writes all of `data` into the sending end.
