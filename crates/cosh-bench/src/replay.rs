@@ -154,17 +154,17 @@ fn headers(r: &mut csv::Reader<impl std::io::Read>) -> Result<HashMap<String, us
         .collect())
 }
 
-fn entries(path: &Path) -> Result<Vec<Entry>, String> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let h = headers(&mut r)?;
+fn entries(input: impl std::io::Read, what: &str) -> Result<Vec<Entry>, String> {
+    let mut r = csv::Reader::from_reader(input);
+    let h = headers(&mut r).map_err(|e| format!("{what}: {e}"))?;
     for need in ["path", "type", "size"] {
         if !h.contains_key(need) {
-            return Err(format!("{}: no {need:?} column", path.display()));
+            return Err(format!("{what}: no {need:?} column"));
         }
     }
     let mut out = Vec::new();
     for row in r.records() {
-        let row = row.map_err(|e| format!("{}: {e}", path.display()))?;
+        let row = row.map_err(|e| format!("{what}: {e}"))?;
         out.push(Entry {
             path: field(&row, &h, "path").to_string(),
             kind: field(&row, &h, "type").to_string(),
@@ -172,6 +172,12 @@ fn entries(path: &Path) -> Result<Vec<Entry>, String> {
         });
     }
     Ok(out)
+}
+
+fn open(path: &Path) -> Result<std::io::BufReader<std::fs::File>, String> {
+    std::fs::File::open(path)
+        .map(std::io::BufReader::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Trace {
@@ -191,8 +197,26 @@ impl Trace {
                 )
             })?)
         };
-        let mut r = csv::Reader::from_reader(std::io::BufReader::new(input));
-        let h = headers(&mut r)?;
+        let initial = dir.join("initial_files.csv");
+        let final_files = dir.join("final_files.csv");
+        Trace::parse(
+            dir,
+            std::io::BufReader::new(input),
+            (open(&initial)?, &initial.display().to_string()),
+            (open(&final_files)?, &final_files.display().to_string()),
+        )
+    }
+
+    /// Reads a trace from its three parts (`trace.csv`, `initial_files.csv`,
+    /// `final_files.csv`, each with the name to give in errors); `dir` is only remembered.
+    pub fn parse(
+        dir: &Path,
+        trace: impl std::io::Read,
+        initial: (impl std::io::Read, &str),
+        final_files: (impl std::io::Read, &str),
+    ) -> Result<Trace, String> {
+        let mut r = csv::Reader::from_reader(trace);
+        let h = headers(&mut r).map_err(|e| format!("trace: {e}"))?;
         for need in ["seq", "op", "path", "offset", "result"] {
             if !h.contains_key(need) {
                 return Err(format!("the trace has no {need:?} column"));
@@ -222,8 +246,8 @@ impl Trace {
         records.sort_by_key(|r| r.seq);
         Ok(Trace {
             dir: dir.to_path_buf(),
-            initial: entries(&dir.join("initial_files.csv"))?,
-            final_files: entries(&dir.join("final_files.csv"))?,
+            initial: entries(initial.0, initial.1)?,
+            final_files: entries(final_files.0, final_files.1)?,
             records,
         })
     }
