@@ -54,6 +54,19 @@ pub enum Error {
         /// The socket path.
         path: std::path::PathBuf,
     },
+    /// A mapping was refused because the process is at the kernel's limit on memory mappings
+    /// (`vm.max_map_count`).
+    #[error(
+        "cannot map a buffer: this process has {mappings} memory mappings and the kernel allows \
+         {max} (vm.max_map_count); release aggregates or connections it no longer needs, or \
+         raise the limit"
+    )]
+    OutOfMappings {
+        /// Mappings the process has.
+        mappings: usize,
+        /// The kernel's limit.
+        max: usize,
+    },
     /// A length does not fit in this machine's address space.
     #[error("a length of {len} bytes does not fit in this address space")]
     TooLong {
@@ -67,6 +80,7 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::Sys { errno, .. } => Some(*errno),
+            Error::OutOfMappings { .. } => Some(Errno::NOMEM),
             _ => None,
         }
     }
@@ -79,6 +93,22 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a failed `mmap` means: `ENOMEM` near the limit on mappings says so, with the counts.
+pub(crate) fn mmap_error(errno: Errno) -> Error {
+    if errno == Errno::NOMEM {
+        let mappings = std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().count());
+        let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|m| m.trim().parse::<usize>().ok());
+        if let (Ok(mappings), Some(max)) = (mappings, max)
+            && mappings + 16 >= max
+        {
+            return Error::OutOfMappings { mappings, max };
+        }
+    }
+    Error::Sys { op: "mmap", errno }
+}
 
 /// Wraps a rustix result with the name of the operation.
 pub(crate) fn sys<T>(op: &'static str, r: rustix::io::Result<T>) -> Result<T> {

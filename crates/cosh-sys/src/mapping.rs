@@ -94,9 +94,8 @@ impl<P: Protection> Mapping<P> {
         // SAFETY: a null hint lets the kernel choose fresh address space, so no existing
         // memory of this process is replaced; `fd` is a valid descriptor for the duration of
         // the call; the region returned is owned by the new Mapping alone.
-        let ptr = sys("mmap", unsafe {
-            rustix::mm::mmap(std::ptr::null_mut(), len, P::PROT, flags, fd, 0)
-        })?;
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, P::PROT, flags, fd, 0) }
+            .map_err(crate::error::mmap_error)?;
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::Sys {
             op: "mmap",
             errno: rustix::io::Errno::NOMEM,
