@@ -66,6 +66,23 @@ pub struct Config {
     pub max_pending: usize,
     /// The most names one domain may register.
     pub max_names: usize,
+    /// The most bytes one domain may hold in buffers it made (allocations, and copies made
+    /// for its transfers) that are still alive, wherever they are now; past it, allocations
+    /// and copying transfers fail with `over_quota` (0: no limit).
+    pub max_domain_bytes: u64,
+    /// The most such buffers one domain may hold (0: no limit).
+    pub max_domain_buffers: u64,
+    /// The same for all the domains of one uid together, but the block manager's own uid
+    /// (its services); 0: no limit.
+    pub max_uid_bytes: u64,
+    /// The most such buffers of one uid (0: no limit).
+    pub max_uid_buffers: u64,
+    /// The most transfers one domain may have waiting for their receivers, all receivers
+    /// together: a sender that floods a receiver that never receives gets `over_quota`.
+    pub max_sender_pending: usize,
+    /// The most connections (domains) of one uid at a time; more are turned away with
+    /// `over_quota`.
+    pub max_uid_connections: usize,
     /// After handling requests, how long to keep looking at the clients' rings before
     /// sleeping (zero: sleep at once). Spinning saves clients the doorbell wake-up of their
     /// next request, at the price of a busy core.
@@ -115,6 +132,12 @@ impl Config {
             max_aggregates: 1 << 20,
             max_pending: 1 << 16,
             max_names: 64,
+            max_domain_bytes: default_pool_limit() / 4 * 3,
+            max_domain_buffers: 8192,
+            max_uid_bytes: default_pool_limit() / 4 * 3,
+            max_uid_buffers: 8192,
+            max_sender_pending: 4096,
+            max_uid_connections: 1024,
             spin: std::time::Duration::ZERO,
             links: std::collections::BTreeMap::new(),
             listen: None,
@@ -375,6 +398,53 @@ pub fn default_pool_limit() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+/// The block manager's open-descriptor limit (`RLIMIT_NOFILE`, soft), after raising the soft
+/// limit to the hard one.
+pub fn descriptor_limit() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(hard) = limit.maximum
+        && limit.current != Some(hard)
+    {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            },
+        );
+    }
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// How a block manager shares its descriptors out: at most `connections` clients, at most
+/// `slots` buffers (one memfd each), with room left for the rest (links, rings, eventfds,
+/// the copy and seal threads' own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DescriptorBudget {
+    /// The descriptor limit it shares out.
+    pub limit: usize,
+    /// Clients connected at once.
+    pub connections: usize,
+    /// Buffers held at once.
+    pub slots: usize,
+}
+
+impl DescriptorBudget {
+    /// The budget for a limit of `limit` descriptors: a client costs up to four (its socket,
+    /// its ring memory, two doorbells) and a sixteenth of the limit goes to clients; 64 are
+    /// kept for everything else.
+    pub fn for_limit(limit: usize) -> DescriptorBudget {
+        let connections = (limit / 16).max(1);
+        DescriptorBudget {
+            limit,
+            connections,
+            slots: limit.saturating_sub(64 + 4 * connections).max(1),
+        }
+    }
 }
 
 /// Why a block manager could not start or stopped with an error.

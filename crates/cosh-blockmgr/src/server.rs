@@ -39,7 +39,7 @@ mod links;
 
 use crate::copier::Copier;
 use crate::sealer::{Job, Sealer};
-use crate::store::{SlotId, Store};
+use crate::store::{Quota, SlotId, Store, StoreError};
 use crate::{Config, StartError};
 
 /// A request that failed: the error frame to send.
@@ -57,12 +57,25 @@ impl From<CoreError> for Failure {
     }
 }
 
+/// A buffer the store could not provide: over the domain's quota, or out of memory or
+/// descriptors.
+fn store_failure(e: &StoreError) -> Failure {
+    let kind = match e {
+        StoreError::OverQuota { .. } | StoreError::UidOverQuota { .. } => ErrorKind::OverQuota,
+        _ => ErrorKind::Unavailable,
+    };
+    fail(kind, e.to_string())
+}
+
 fn fail(kind: ErrorKind, message: impl Into<String>) -> Failure {
     Failure {
         kind,
         message: message.into(),
     }
 }
+
+/// How many gone domains of other pools a block manager remembers.
+const MAX_GONE_REMOTE: usize = 1 << 16;
 
 /// A transfer waiting for its sender's revoke or for the seal worker.
 struct PendingTransfer {
@@ -245,7 +258,15 @@ pub struct BlockManager {
     clients: BTreeMap<u64, Client>,
     next_client: u64,
     by_domain: HashMap<DomainId, u64>,
-    names: BTreeMap<String, DomainId>,
+    /// Registered names, by the registrant's uid: each user has a namespace of its own, so
+    /// nobody can squat a name another user's programs look up.
+    names: BTreeMap<(u32, String), DomainId>,
+    /// The block manager's own uid: names its services (and root's) register are seen by
+    /// everyone.
+    own_uid: u32,
+    /// Domains of other pools their block managers said are gone (the most recent
+    /// [`MAX_GONE_REMOTE`]), oldest first.
+    gone_remote: (BTreeSet<DomainId>, std::collections::VecDeque<DomainId>),
     counts: TransferCounts,
     started: Instant,
     stop: bool,
@@ -253,6 +274,10 @@ pub struct BlockManager {
     inbox: Vec<u8>,
     /// Each domain's current slab and the next free offset in it.
     slabs: HashMap<DomainId, (BufferId, u64)>,
+    /// How the descriptors are shared out.
+    budget: crate::DescriptorBudget,
+    /// A descriptor kept to be given up when the limit is reached (see `accept`).
+    spare_fd: Option<std::fs::File>,
     /// The eventfd clients ring when they put a request in a ring while this loop sleeps.
     doorbell: EventFd,
     /// When a request was last handled (for spinning before sleep).
@@ -324,11 +349,33 @@ impl BlockManager {
         let listener =
             SeqPacketListener::bind_exclusive(&config.socket).map_err(StartError::Bind)?;
         let sealer = Sealer::start().map_err(StartError::Runtime)?;
+        let budget = crate::DescriptorBudget::for_limit(crate::descriptor_limit());
+        // Kept open to be closed when the descriptors run out anyway: then one more
+        // connection can be accepted, told why, and closed (rather than left in the backlog,
+        // the listener readable for ever).
+        let spare_fd = std::fs::File::open("/dev/null").ok();
         let config_dma = config.dma;
         let (remote_tx, remote_rx) = std::sync::mpsc::channel();
         Ok(BlockManager {
             ledger: Ledger::new(config.policy),
-            store: Store::new(config.free_budget, config.pool_limit),
+            spare_fd,
+            store: Store::new(
+                config.free_budget,
+                config.pool_limit,
+                (
+                    Quota {
+                        bytes: config.max_domain_bytes,
+                        buffers: config.max_domain_buffers,
+                    },
+                    Quota {
+                        bytes: config.max_uid_bytes,
+                        buffers: config.max_uid_buffers,
+                    },
+                    rustix::process::geteuid().as_raw(),
+                ),
+                budget.slots,
+            ),
+            budget,
             config,
             listener,
             signals,
@@ -337,6 +384,8 @@ impl BlockManager {
             next_client: 1,
             by_domain: HashMap::new(),
             names: BTreeMap::new(),
+            own_uid: rustix::process::geteuid().as_raw(),
+            gone_remote: Default::default(),
             counts: TransferCounts::default(),
             started: Instant::now(),
             stop: false,
@@ -845,6 +894,40 @@ impl BlockManager {
     }
 
     /// Ends a parked receive with [`Response::Woken`] (and the notices it carries).
+    /// Block manager `from` says its domain `domain` is gone: receives waiting for it are
+    /// woken to find out (after whatever of its is still being copied in).
+    fn remote_gone(&mut self, from: cosh_core::PoolId, domain: DomainId) -> Result<(), String> {
+        if domain.pool != from || from == self.config.pool {
+            return Err(format!("pool {from} says domain {domain} is gone"));
+        }
+        let (set, order) = &mut self.gone_remote;
+        if set.insert(domain) {
+            order.push_back(domain);
+            if order.len() > MAX_GONE_REMOTE
+                && let Some(old) = order.pop_front()
+            {
+                set.remove(&old);
+            }
+        }
+        let waiting: Vec<DomainId> = self
+            .clients
+            .values()
+            .filter(|c| matches!(&c.phase, Phase::Waiting(w, _) if w.source() == Some(domain)))
+            .filter_map(|c| c.domain)
+            .collect();
+        for receiver in waiting {
+            self.end_wait(receiver);
+        }
+        Ok(())
+    }
+
+    /// A link from pool `pool` (re)opened: its domain ids start afresh.
+    fn forget_gone_of(&mut self, pool: cosh_core::PoolId) {
+        let (set, order) = &mut self.gone_remote;
+        set.retain(|d| d.pool != pool);
+        order.retain(|d| d.pool != pool);
+    }
+
     fn end_wait(&mut self, domain: DomainId) {
         let Some(&token) = self.by_domain.get(&domain) else {
             return;
@@ -964,12 +1047,57 @@ impl BlockManager {
     }
 
     fn accept(&mut self) {
-        let Ok(sock) = self.listener.accept() else {
-            return;
+        let sock = match self.listener.accept() {
+            Ok(sock) => sock,
+            Err(e) if e.errno() == Some(rustix::io::Errno::MFILE) => {
+                // Out of descriptors: give up the spare one for a moment to take the
+                // connection off the backlog and say why, rather than leave the listener
+                // readable (the loop would spin on it).
+                self.spare_fd = None;
+                if let Ok(sock) = self.listener.accept() {
+                    self.turn_away(
+                        &sock,
+                        ErrorKind::Unavailable,
+                        "the block manager is out of descriptors; try again later".into(),
+                    );
+                }
+                self.spare_fd = std::fs::File::open("/dev/null").ok();
+                return;
+            }
+            Err(_) => return,
         };
         let Ok(creds) = sock.peer_credentials() else {
             return;
         };
+        let of_uid = self
+            .clients
+            .values()
+            .filter(|c| c.creds.uid == creds.uid)
+            .count();
+        if of_uid >= self.config.max_uid_connections {
+            self.turn_away(
+                &sock,
+                ErrorKind::OverQuota,
+                format!(
+                    "uid {} already has {of_uid} connections to this block manager, the most \
+                     one user may have; close some first",
+                    creds.uid
+                ),
+            );
+            return;
+        }
+        if self.clients.len() >= self.budget.connections {
+            self.turn_away(
+                &sock,
+                ErrorKind::Unavailable,
+                format!(
+                    "the block manager serves {} connections, the most its descriptor limit \
+                     leaves room for; try again later",
+                    self.clients.len()
+                ),
+            );
+            return;
+        }
         if sock.set_nonblocking(true).is_err() {
             return;
         }
@@ -1042,6 +1170,22 @@ impl BlockManager {
         }
     }
 
+    /// Tells a connection it is not served, and why (it is closed when dropped).
+    fn turn_away(&mut self, sock: &SeqPacket, kind: ErrorKind, message: String) {
+        let _ = sock.set_nonblocking(true);
+        if let Ok(bytes) = encode(&Message::Error { kind, message }) {
+            let _ = sock.send(&bytes, &[]);
+        }
+        // Closing a socket with unread messages makes the peer's next read fail with
+        // ECONNRESET before it sees the error: stop taking messages (a later hello fails to
+        // send, and the client reads the error), then drop what already came.
+        let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Read);
+        let mut buf = std::mem::take(&mut self.inbox);
+        buf.resize(MAX_FRAME, 0);
+        while let Ok(Some(_)) = sock.try_recv(&mut buf) {}
+        self.inbox = buf;
+    }
+
     /// Answers a protocol violation with an error frame and drops the client.
     fn reject(&mut self, token: u64, why: &str) {
         if let Some(c) = self.clients.get(&token) {
@@ -1108,6 +1252,8 @@ impl BlockManager {
                     client.name = truncate(&name, MAX_STATUS_NAME);
                     client.phase = Phase::Idle;
                     self.by_domain.insert(domain, token);
+                    let uid = self.uid_of(token);
+                    self.store.set_uid(domain, uid);
                     self.send(token, &Message::Welcome { version, domain }, &[]);
                 }
                 Err(refusal) => {
@@ -1222,6 +1368,11 @@ impl BlockManager {
         client.sock.send(bytes, fds).is_ok()
     }
 
+    /// The uid of the client behind `token`.
+    fn uid_of(&self, token: u64) -> u32 {
+        self.clients.get(&token).map_or(u32::MAX, |c| c.creds.uid)
+    }
+
     fn domain_of(&self, token: u64) -> Result<DomainId, Failure> {
         self.clients
             .get(&token)
@@ -1250,7 +1401,7 @@ impl BlockManager {
         {
             let release = self.ledger.decref(domain, allocation.agg)?;
             self.released(&release);
-            return Err(fail(ErrorKind::Unavailable, e.to_string()));
+            return Err(store_failure(&e));
         }
         // A whole buffer of its own may travel on direct rings: say where it is.
         if let Some(info) = self.ledger.direct_info(domain, allocation.agg)
@@ -1425,6 +1576,17 @@ impl BlockManager {
                 if dest.pool != self.config.pool {
                     return self.export_transfer(token, request);
                 }
+                let mine = self.ledger.queued_from(dest, domain);
+                if mine >= self.config.max_sender_pending {
+                    return Err(fail(
+                        ErrorKind::OverQuota,
+                        format!(
+                            "domain {domain} has {mine} transfers waiting for domain {dest}, \
+                             the most one sender may have queued for one receiver; wait until \
+                             {dest} receives some"
+                        ),
+                    ));
+                }
                 let waiting = self.ledger.pending_count(dest);
                 if waiting >= self.config.max_pending
                     || self.ledger.aggregate_count(dest) >= self.config.max_aggregates
@@ -1471,8 +1633,18 @@ impl BlockManager {
             }
             Request::Register { name } => {
                 ops::check_name(&name).map_err(|m| fail(ErrorKind::Protocol, m))?;
+                if name.contains('@') {
+                    return Err(fail(
+                        ErrorKind::Protocol,
+                        format!(
+                            "the name {name:?} contains '@', which marks a user in lookups \
+                             (NAME@UID); register it without"
+                        ),
+                    ));
+                }
+                let uid = self.uid_of(token);
                 let held = self.names.values().filter(|d| **d == domain).count();
-                match self.names.get(&name) {
+                match self.names.get(&(uid, name.clone())) {
                     None if held >= self.config.max_names => Err(fail(
                         ErrorKind::Unavailable,
                         format!("domain {domain} already holds {held} names, the most allowed"),
@@ -1482,20 +1654,38 @@ impl BlockManager {
                         format!("the name {name:?} is taken by domain {holder}"),
                     )),
                     _ => {
-                        self.names.insert(name, domain);
+                        self.names.insert((uid, name), domain);
                         now(Response::Done)
                     }
                 }
             }
-            Request::Lookup { name } => match self.names.get(&name) {
-                Some(d) => now(Response::Domain {
-                    domain: d.to_bits(),
-                }),
-                None => Err(fail(
-                    ErrorKind::UnknownName,
-                    format!("no domain is registered as {name:?}; is its process running?"),
-                )),
-            },
+            Request::Lookup { name } => {
+                // NAME@UID: that user's name. NAME: the caller's own user's, else the block
+                // manager's (its services), else root's — never another user's.
+                let uid = self.uid_of(token);
+                let found = match name.rsplit_once('@') {
+                    Some((base, owner)) if owner.parse::<u32>().is_ok() => owner
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(|o| self.names.get(&(o, base.to_string()))),
+                    _ => [uid, self.own_uid, 0]
+                        .iter()
+                        .find_map(|u| self.names.get(&(*u, name.clone()))),
+                };
+                match found {
+                    Some(d) => now(Response::Domain {
+                        domain: d.to_bits(),
+                    }),
+                    None => Err(fail(
+                        ErrorKind::UnknownName,
+                        format!(
+                            "no domain of your user (or of the block manager's) is registered \
+                             as {name:?}; is its process running? (NAME@UID finds another \
+                             user's)"
+                        ),
+                    )),
+                }
+            }
             Request::Status => now(Response::Status(Box::new(self.status()))),
             Request::OpenDirect { to } => self.open_direct(token, domain, DomainId::from_bits(to)),
             Request::AttachDirect { from } => {
@@ -1574,7 +1764,7 @@ impl BlockManager {
             if let Err(e) = self.store.provide(b.id, b.len, domain, true) {
                 let release = self.ledger.decref(domain, allocation.agg)?;
                 self.released(&release);
-                return Err(fail(ErrorKind::Unavailable, e.to_string()));
+                return Err(store_failure(&e));
             }
             self.slabs.insert(domain, (b.id, size));
         }
@@ -1632,6 +1822,21 @@ impl BlockManager {
                     c.phase = Phase::Waiting(wait, deadline);
                 }
                 Ok(Answer::Later)
+            }
+            Err(e)
+                if may_still_come(&e)
+                    && wait
+                        .source()
+                        .is_some_and(|s| self.gone_remote.0.contains(&s)) =>
+            {
+                let source = wait.source().map(|s| s.to_string()).unwrap_or_default();
+                Err(fail(
+                    ErrorKind::UnknownDomain,
+                    format!(
+                        "domain {source} of another pool disconnected; nothing more will come \
+                         from it"
+                    ),
+                ))
             }
             Err(e) if may_still_come(&e) && timeout_ms != Some(0) => {
                 let deadline =
@@ -1905,15 +2110,19 @@ impl BlockManager {
         if run > 0 {
             runs.push(run);
         }
+        // The copies count against the sender's quota: a sender cannot fill its receiver's.
         let mut reserved = Vec::with_capacity(runs.len());
         for len in &runs {
-            match self.store.reserve(*len, receiver, false) {
+            match self
+                .store
+                .reserve_charged(*len, receiver, request.sender, false)
+            {
                 Ok(slot) => reserved.push(slot),
                 Err(e) => {
                     for slot in reserved {
                         self.store.unreserve(slot, receiver);
                     }
-                    return Err(fail(ErrorKind::Unavailable, e.to_string()));
+                    return Err(store_failure(&e));
                 }
             }
         }
@@ -2166,6 +2375,7 @@ impl BlockManager {
         self.by_domain.remove(&domain);
         self.slabs.remove(&domain);
         self.names.retain(|_, d| *d != domain);
+        self.tell_links_gone(domain);
         if let Ok(release) = self.ledger.remove_domain(domain) {
             self.released(&release);
         }
@@ -2226,7 +2436,10 @@ impl BlockManager {
                 break;
             }
             let (aggregates, held) = per_domain.remove(&d).unwrap_or_default();
+            let (quota_bytes, quota_buffers) = self.store.charged(d);
             domains.push(DomainStatus {
+                quota_bytes,
+                quota_buffers,
                 domain: d.to_bits(),
                 name: c.name.clone(),
                 pid: u32::try_from(c.creds.pid).unwrap_or(0),
@@ -2259,6 +2472,18 @@ impl BlockManager {
                 setup_us: u64::try_from(m.setup.as_micros()).unwrap_or(u64::MAX),
                 bytes_per_second: m.bytes_per_second,
             }),
+            limits: ops::Limits {
+                domain_bytes: self.config.max_domain_bytes,
+                domain_buffers: self.config.max_domain_buffers,
+                uid_bytes: self.config.max_uid_bytes,
+                uid_buffers: self.config.max_uid_buffers,
+                sender_pending: self.config.max_sender_pending as u64,
+                receiver_pending: self.config.max_pending as u64,
+                uid_connections: self.config.max_uid_connections as u64,
+                connections: self.budget.connections as u64,
+                buffers: self.budget.slots as u64,
+                descriptors: self.budget.limit as u64,
+            },
         }
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct Slot {
     exposed: BTreeSet<DomainId>,
     /// The domain the slot was made or recycled for.
     owner: DomainId,
+    /// The domain (and its uid) whose quotas it counts against while in use (`None`: free).
+    charged: Option<(DomainId, u32)>,
     sealed: bool,
     /// Pools whose block manager was given a read-only descriptor over a link (trusted: they
     /// read only what a transfer names, so they do not keep the slot from being recycled).
@@ -78,6 +80,55 @@ pub(crate) enum StoreError {
          ({in_use} in use); free some aggregates, or give the block manager a larger --pool-mib"
     )]
     Full { len: u64, in_use: u64, limit: u64 },
+    /// The domain's user is at its quota of live bytes or buffers.
+    #[error(
+        "uid {uid} is at its quota: its domains made {bytes} bytes in {buffers} buffers that \
+         are still alive, and a buffer of {len} more would pass its limit of {max_bytes} bytes \
+         in {max_buffers} buffers; free some aggregates (or let receivers take them) first"
+    )]
+    UidOverQuota {
+        uid: u32,
+        len: u64,
+        bytes: u64,
+        buffers: u64,
+        max_bytes: u64,
+        max_buffers: u64,
+    },
+    /// The domain is at its quota of live bytes or buffers.
+    #[error(
+        "domain {domain} is at its quota: it made {bytes} bytes in {buffers} buffers that are \
+         still alive, and a buffer of {len} more would pass its limit of {max_bytes} bytes in \
+         {max_buffers} buffers; free some aggregates (or let receivers take them) first"
+    )]
+    OverQuota {
+        domain: DomainId,
+        len: u64,
+        bytes: u64,
+        buffers: u64,
+        max_bytes: u64,
+        max_buffers: u64,
+    },
+    /// The block manager holds as many buffers as its descriptor limit allows.
+    #[error(
+        "the block manager holds {slots} buffers, the most its limit of {max} open descriptors \
+         leaves room for; free some aggregates, or raise the block manager's RLIMIT_NOFILE"
+    )]
+    Descriptors { slots: usize, max: usize },
+}
+
+/// What one domain may hold in buffers it made (or copies made on its behalf) that are still
+/// alive; 0 means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Quota {
+    pub(crate) bytes: u64,
+    pub(crate) buffers: u64,
+}
+
+/// What one domain holds against its quota.
+#[derive(Clone, Copy, Debug, Default)]
+struct Charge {
+    bytes: u64,
+    buffers: u64,
 }
 
 /// Counters for status.
@@ -105,10 +156,28 @@ pub(crate) struct Store {
     evicted: Vec<(SlotId, Vec<DomainId>)>,
     /// Destroyed slots that linked block managers map: they are told to forget them.
     link_forgets: Vec<(PoolId, SlotId)>,
+    /// Each domain's quota, and what it holds.
+    quota: Quota,
+    charges: HashMap<DomainId, Charge>,
+    /// Each uid's quota (all its domains together), what each holds, and the one uid exempt
+    /// (the block manager's own: its services).
+    uid_quota: Quota,
+    uid_charges: HashMap<u32, Charge>,
+    exempt_uid: u32,
+    /// The uid of each connected domain.
+    uids: HashMap<DomainId, u32>,
+    /// The most slots (each one an open descriptor of the block manager).
+    max_slots: usize,
 }
 
 impl Store {
-    pub(crate) fn new(free_budget: u64, limit: u64) -> Self {
+    pub(crate) fn new(
+        free_budget: u64,
+        limit: u64,
+        quotas: (Quota, Quota, u32),
+        max_slots: usize,
+    ) -> Self {
+        let (quota, uid_quota, exempt_uid) = quotas;
         Store {
             slots: HashMap::new(),
             next_slot: 1,
@@ -120,7 +189,101 @@ impl Store {
             limit,
             evicted: Vec::new(),
             link_forgets: Vec::new(),
+            quota,
+            charges: HashMap::new(),
+            uid_quota,
+            uid_charges: HashMap::new(),
+            exempt_uid,
+            uids: HashMap::new(),
+            max_slots,
         }
+    }
+
+    /// `domain` runs as `uid` (its buffers count against that uid's quota too).
+    pub(crate) fn set_uid(&mut self, domain: DomainId, uid: u32) {
+        self.uids.insert(domain, uid);
+    }
+
+    /// Fails if `domain` (or its uid) may not take `class` more bytes in one more buffer.
+    fn check_quota(&self, domain: DomainId, len: u64, class: u64) -> Result<(), StoreError> {
+        let over = |q: Quota, c: Charge| {
+            (q.bytes > 0 && c.bytes + class > q.bytes)
+                || (q.buffers > 0 && c.buffers + 1 > q.buffers)
+        };
+        let c = self.charges.get(&domain).copied().unwrap_or_default();
+        if over(self.quota, c) {
+            return Err(StoreError::OverQuota {
+                domain,
+                len,
+                bytes: c.bytes,
+                buffers: c.buffers,
+                max_bytes: self.quota.bytes,
+                max_buffers: self.quota.buffers,
+            });
+        }
+        if let Some(&uid) = self.uids.get(&domain)
+            && uid != self.exempt_uid
+        {
+            let c = self.uid_charges.get(&uid).copied().unwrap_or_default();
+            if over(self.uid_quota, c) {
+                return Err(StoreError::UidOverQuota {
+                    uid,
+                    len,
+                    bytes: c.bytes,
+                    buffers: c.buffers,
+                    max_bytes: self.uid_quota.bytes,
+                    max_buffers: self.uid_quota.buffers,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts slot `id` (in use now) against `domain`'s quota (and its uid's), instead of
+    /// whoever it counted against before.
+    pub(crate) fn charge(&mut self, id: SlotId, domain: DomainId) {
+        self.uncharge(id);
+        let uid = self.uids.get(&domain).copied().unwrap_or(self.exempt_uid);
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        slot.charged = Some((domain, uid));
+        let len = slot.memfd.len();
+        for c in [
+            self.charges.entry(domain).or_default(),
+            self.uid_charges.entry(uid).or_default(),
+        ] {
+            c.bytes += len;
+            c.buffers += 1;
+        }
+    }
+
+    /// Slot `id` leaves use: it no longer counts against anyone's quota.
+    fn uncharge(&mut self, id: SlotId) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let len = slot.memfd.len();
+        let Some((domain, uid)) = slot.charged.take() else {
+            return;
+        };
+        fn take(c: &mut Charge, len: u64) -> bool {
+            c.bytes = c.bytes.saturating_sub(len);
+            c.buffers = c.buffers.saturating_sub(1);
+            c.buffers == 0
+        }
+        if self.charges.get_mut(&domain).is_some_and(|c| take(c, len)) {
+            self.charges.remove(&domain);
+        }
+        if self.uid_charges.get_mut(&uid).is_some_and(|c| take(c, len)) {
+            self.uid_charges.remove(&uid);
+        }
+    }
+
+    /// Bytes and buffers `domain` holds against its quota.
+    pub(crate) fn charged(&self, domain: DomainId) -> (u64, u64) {
+        let c = self.charges.get(&domain).copied().unwrap_or_default();
+        (c.bytes, c.buffers)
     }
 
     /// Removes a slot, keeping the byte count.
@@ -197,9 +360,10 @@ impl Store {
         }
     }
 
-    /// Destroys free slots, largest first, until `class` more bytes fit under the limit.
+    /// Destroys free slots, largest first, until `class` more bytes fit under the limit and
+    /// one more slot under the descriptor limit.
     fn make_room(&mut self, len: u64, class: u64) -> Result<(), StoreError> {
-        while self.total + class > self.limit {
+        while self.total + class > self.limit || self.slots.len() >= self.max_slots {
             let victim = self
                 .free
                 .iter()
@@ -211,6 +375,12 @@ impl Store {
                 })
                 .max();
             let Some((c, domain)) = victim else {
+                if self.slots.len() >= self.max_slots {
+                    return Err(StoreError::Descriptors {
+                        slots: self.slots.len(),
+                        max: self.max_slots,
+                    });
+                }
                 return Err(StoreError::Full {
                     len,
                     in_use: self.total,
@@ -267,6 +437,7 @@ impl Store {
     /// Gives back a slot from [`Store::reserve`] that was never bound (it goes to its
     /// domain's free list, or is destroyed).
     pub(crate) fn unreserve(&mut self, id: SlotId, domain: DomainId) {
+        self.uncharge(id);
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
@@ -279,14 +450,28 @@ impl Store {
     }
 
     /// A slot for a buffer of `len` bytes for `domain`, not yet bound to a buffer: a recycled
-    /// one of `domain`'s if any fits (zeroed if `zero`), else a fresh prefaulted one.
+    /// one of `domain`'s if any fits (zeroed if `zero`), else a fresh prefaulted one. It
+    /// counts against `domain`'s quota.
     pub(crate) fn reserve(
         &mut self,
         len: u64,
         domain: DomainId,
         zero: bool,
     ) -> Result<SlotId, StoreError> {
+        self.reserve_charged(len, domain, domain, zero)
+    }
+
+    /// [`Store::reserve`], counting the slot against `payer`'s quota (the sender of a transfer
+    /// whose copy it holds) rather than the domain it is made for.
+    pub(crate) fn reserve_charged(
+        &mut self,
+        len: u64,
+        domain: DomainId,
+        payer: DomainId,
+        zero: bool,
+    ) -> Result<SlotId, StoreError> {
         let class = class_len(len);
+        self.check_quota(payer, len, class)?;
         let recycled = self
             .free
             .get_mut(&domain)
@@ -325,6 +510,7 @@ impl Store {
                         map: None,
                         exposed: BTreeSet::new(),
                         owner: domain,
+                        charged: None,
                         sealed: false,
                         links: BTreeSet::new(),
                         shared: None,
@@ -336,6 +522,7 @@ impl Store {
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.owner = domain;
         }
+        self.charge(id, payer);
         Ok(id)
     }
 
@@ -498,6 +685,7 @@ impl Store {
         alive: impl Fn(DomainId) -> bool,
     ) -> Option<(SlotId, Vec<DomainId>)> {
         let id = self.by_buffer.remove(&buffer)?;
+        self.uncharge(id);
         let slot = self.slots.get(&id)?;
         let class = slot.len();
         let viewers: Vec<DomainId> = slot.exposed.iter().copied().collect();
@@ -550,6 +738,7 @@ impl Store {
         alive: impl Fn(DomainId) -> bool,
     ) -> Vec<(SlotId, Vec<DomainId>)> {
         let mut gone = Vec::new();
+        self.uids.remove(&domain);
         self.free_bytes.remove(&domain);
         for (_, ids) in self.free.remove(&domain).unwrap_or_default() {
             for id in ids {

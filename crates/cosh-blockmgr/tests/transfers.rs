@@ -298,7 +298,8 @@ fn absurd_sizes_are_refused_before_anything_changes() {
 
 #[test]
 fn a_full_pool_refuses_clearly_and_makes_room_from_recycled_memory() {
-    let daemon = Daemon::start_with("full", &["--pool-mib", "4"]);
+    // No quota per domain: the pool's own limit is what this test is about.
+    let daemon = Daemon::start_with("full", &["--pool-mib", "4", "--domain-quota-mib", "0"]);
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     let x = a.alloc(3 * MIB).expect("3 MiB fit");
     let err = b.alloc(2 * MIB).expect_err("5 MiB do not");

@@ -192,6 +192,13 @@ typedef int32_t cosh_status;
 #define COSH_ERR_FAULT -12
 
 /*
+ A quota of the block manager: the domain made too many bytes or buffers that are still
+ alive, has too many transfers waiting for their receivers, or its user too many
+ connections. Free some (or let receivers catch up) and try again.
+ */
+#define COSH_ERR_QUOTA -13
+
+/*
  A bug in libcosh (a panic, caught at the boundary).
  */
 #define COSH_ERR_PANIC -99

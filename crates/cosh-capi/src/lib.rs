@@ -84,6 +84,10 @@ pub const COSH_ERR_RELATED: cosh_status = -10;
 pub const COSH_ERR_EXISTS: cosh_status = -11;
 /// A fault: the domain has no mapping of a buffer it reached for.
 pub const COSH_ERR_FAULT: cosh_status = -12;
+/// A quota of the block manager: the domain made too many bytes or buffers that are still
+/// alive, has too many transfers waiting for their receivers, or its user too many
+/// connections. Free some (or let receivers catch up) and try again.
+pub const COSH_ERR_QUOTA: cosh_status = -13;
 /// A bug in libcosh (a panic, caught at the boundary).
 pub const COSH_ERR_PANIC: cosh_status = -99;
 
@@ -149,6 +153,7 @@ impl From<cosh::Error> for Failure {
             ErrorKind::SelfTransfer => COSH_ERR_INVALID,
             ErrorKind::Unavailable | ErrorKind::StalePlan => COSH_ERR_UNAVAILABLE,
             ErrorKind::Protocol => COSH_ERR_PROTOCOL,
+            ErrorKind::OverQuota => COSH_ERR_QUOTA,
         };
         Failure::new(code, e.to_string())
     }

@@ -624,22 +624,45 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
             human(dma.bytes_per_second)
         );
     }
+    let l = &s.limits;
+    let or_none = |n: u64, show: &dyn Fn(u64) -> String| {
+        if n == 0 {
+            "no limit".to_string()
+        } else {
+            show(n)
+        }
+    };
+    println!(
+        "quotas per domain: {} in {} buffers made and alive, {} transfers waiting per receiver; \
+         per uid (but the block manager's): {} in {} buffers, {} connections",
+        or_none(l.domain_bytes, &human),
+        or_none(l.domain_buffers, &|n| n.to_string()),
+        l.sender_pending,
+        or_none(l.uid_bytes, &human),
+        or_none(l.uid_buffers, &|n| n.to_string()),
+        l.uid_connections
+    );
+    println!(
+        "limits: {} connections and {} buffers (of {} descriptors), {} transfers waiting per receiver",
+        l.connections, l.buffers, l.descriptors, l.receiver_pending
+    );
     println!("domains: {}", s.domain_count);
     if !s.domains.is_empty() {
         println!(
-            "  {:<14} {:<20} {:>8} {:>6} {:>10} {:>8} {:>10}",
-            "domain", "name", "pid", "uid", "aggregates", "buffers", "bytes"
+            "  {:<14} {:<20} {:>8} {:>6} {:>10} {:>8} {:>10} {:>10}",
+            "domain", "name", "pid", "uid", "aggregates", "buffers", "bytes", "quota used"
         );
         for d in &s.domains {
             println!(
-                "  {:<14} {:<20} {:>8} {:>6} {:>10} {:>8} {:>10}",
+                "  {:<14} {:<20} {:>8} {:>6} {:>10} {:>8} {:>10} {:>10}",
                 cosh::DomainId::from_bits(d.domain).to_string(),
                 d.name,
                 d.pid,
                 d.uid,
                 d.aggregates,
                 d.buffers,
-                human(d.bytes)
+                human(d.bytes),
+                human(d.quota_bytes)
             );
         }
     }

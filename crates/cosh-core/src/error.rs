@@ -232,11 +232,15 @@ pub enum ErrorKind {
     Unavailable,
     /// A message broke the wire protocol (malformed, unexpected, or over a limit).
     Protocol,
+    /// The domain (or its user) is at one of its quotas — bytes or buffers it made that are
+    /// still alive, transfers it sent that wait for their receivers, connections of one uid —
+    /// and must free or wait for some before making more.
+    OverQuota,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::UnknownDomain,
         ErrorKind::UnknownAggregate,
         ErrorKind::OutOfRange,
@@ -255,6 +259,7 @@ impl ErrorKind {
         ErrorKind::NameTaken,
         ErrorKind::Unavailable,
         ErrorKind::Protocol,
+        ErrorKind::OverQuota,
     ];
 
     /// The stable snake-case name used in scenario files.
@@ -278,6 +283,7 @@ impl ErrorKind {
             ErrorKind::NameTaken => "name_taken",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Protocol => "protocol",
+            ErrorKind::OverQuota => "over_quota",
         }
     }
 

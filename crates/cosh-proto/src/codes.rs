@@ -24,6 +24,7 @@ pub fn error_code(kind: ErrorKind) -> u16 {
         ErrorKind::NameTaken => 16,
         ErrorKind::Unavailable => 17,
         ErrorKind::Protocol => 18,
+        ErrorKind::OverQuota => 19,
     }
 }
 

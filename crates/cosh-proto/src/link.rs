@@ -125,6 +125,12 @@ pub enum LinkMessage {
         /// The transfer.
         id: u64,
     },
+    /// Source → destination: this domain of the source's pool disconnected (after every
+    /// transfer of its sent before): receives waiting for it end with `unknown_domain`.
+    Gone {
+        /// The domain, as `DomainId::to_bits` makes it.
+        domain: u64,
+    },
 }
 
 /// Whether a transfer's sender is answered when the destination accepts it rather than once

@@ -212,6 +212,36 @@ pub struct DomainStatus {
     pub buffers: u64,
     /// Bytes of those buffers.
     pub bytes: u64,
+    /// Bytes of live buffers it made (or that were copied for its transfers), counted
+    /// against its quota.
+    pub quota_bytes: u64,
+    /// Those buffers, counted.
+    pub quota_buffers: u64,
+}
+
+/// The block manager's limits, as status shows them (0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of live buffers one domain may have made.
+    pub domain_bytes: u64,
+    /// Such buffers, counted.
+    pub domain_buffers: u64,
+    /// Bytes of live buffers the domains of one uid (but the block manager's) may have made.
+    pub uid_bytes: u64,
+    /// Such buffers, counted.
+    pub uid_buffers: u64,
+    /// Transfers one sender may have waiting for one receiver.
+    pub sender_pending: u64,
+    /// Transfers that may wait for one receiver.
+    pub receiver_pending: u64,
+    /// Connections one uid may have.
+    pub uid_connections: u64,
+    /// Connections in all (what the descriptor limit leaves room for).
+    pub connections: u64,
+    /// Buffers in all, free ones included (each is an open descriptor).
+    pub buffers: u64,
+    /// The block manager's open-descriptor limit.
+    pub descriptors: u64,
 }
 
 /// Counters of transfers by mode and by how they were carried out.
@@ -306,6 +336,8 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     /// The DMA model pacing copies from other pools, if one is on.
     pub dma: Option<DmaStatus>,
+    /// Its limits and quotas.
+    pub limits: Limits,
 }
 
 /// The most links a status lists.

@@ -240,10 +240,10 @@ fn negotiation_picks_the_newest_common_version_or_refuses_clearly() {
 mod operations {
     use cosh_proto::ops::{DirectRecord, MAX_MAPPERS, decode_record, encode_record};
     use cosh_proto::ops::{
-        DmaStatus, DomainStatus, LinkStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES, MAX_REVOKE,
-        MAX_STATUS_DOMAINS, MAX_STATUS_LINKS, MAX_STATUS_NAME, MapRequest, MappedBuffer, Request,
-        Response, Status, TransferCounts, TransferReport, WireAccess, WireMode, WirePiece,
-        WireRights, WireStrength,
+        DmaStatus, DomainStatus, Limits, LinkStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES,
+        MAX_REVOKE, MAX_STATUS_DOMAINS, MAX_STATUS_LINKS, MAX_STATUS_NAME, MapRequest,
+        MappedBuffer, Request, Response, Status, TransferCounts, TransferReport, WireAccess,
+        WireMode, WirePiece, WireRights, WireStrength,
     };
     use cosh_proto::{MAX_FRAME, Message, decode, encode};
     use proptest::prelude::*;
@@ -551,6 +551,8 @@ mod operations {
                     aggregates: u64::MAX,
                     buffers: u64::MAX,
                     bytes: u64::MAX,
+                    quota_bytes: u64::MAX,
+                    quota_buffers: u64::MAX,
                 })
                 .collect(),
             buffers: u64::MAX,
@@ -589,6 +591,18 @@ mod operations {
                 setup_us: u64::MAX,
                 bytes_per_second: u64::MAX,
             }),
+            limits: Limits {
+                domain_bytes: u64::MAX,
+                domain_buffers: u64::MAX,
+                uid_bytes: u64::MAX,
+                uid_buffers: u64::MAX,
+                sender_pending: u64::MAX,
+                receiver_pending: u64::MAX,
+                uid_connections: u64::MAX,
+                connections: u64::MAX,
+                buffers: u64::MAX,
+                descriptors: u64::MAX,
+            },
         }
     }
 

@@ -397,8 +397,19 @@ impl Domain {
             nc_eviction: 0,
             nc_skip: options.nc_skip,
         };
-        domain.send(&hello)?;
-        match domain.recv()?.0 {
+        // A block manager that turns the connection away answers before it reads the hello
+        // and closes: the hello may then fail to go, but the answer is still there to read.
+        let sent = domain.send(&hello);
+        let answer = domain.recv();
+        if let Err(e) = sent
+            && !matches!(
+                answer,
+                Ok((Message::Error { .. } | Message::Refused { .. }, _))
+            )
+        {
+            return Err(e);
+        }
+        match answer?.0 {
             Message::Welcome { domain: id, .. } => {
                 domain.id = id;
                 if options.rings {
@@ -419,6 +430,8 @@ impl Domain {
                 Ok(domain)
             }
             Message::Refused { reason } => Err(Error::Connect(reason)),
+            // Turned away before the handshake (a quota of connections): the kind says why.
+            Message::Error { kind, message } => Err(Error::Cosh { kind, message }),
             other => Err(Error::Protocol(format!(
                 "expected welcome, got {}",
                 other.name()

@@ -36,6 +36,28 @@ struct Args {
     /// The most aggregates one domain may hold.
     #[arg(long, default_value_t = 1 << 20, value_name = "N")]
     max_aggregates: usize,
+    /// One domain's quota of live buffers it made (allocations, and copies made for its
+    /// transfers, wherever they are now), in MiB; past it, allocations and copying transfers
+    /// fail with over_quota (default: three quarters of the pool; 0: no quota).
+    #[arg(long, value_name = "MIB")]
+    domain_quota_mib: Option<u64>,
+    /// One domain's quota of such buffers, counted (0: no quota).
+    #[arg(long, default_value_t = 8192, value_name = "N")]
+    domain_quota_buffers: u64,
+    /// The same quota for all the domains of one user together, in MiB (the block manager's
+    /// own user, whose services may need more, is exempt; default: three quarters of the
+    /// pool; 0: no quota).
+    #[arg(long, value_name = "MIB")]
+    uid_quota_mib: Option<u64>,
+    /// One user's quota of such buffers, counted (0: no quota).
+    #[arg(long, default_value_t = 8192, value_name = "N")]
+    uid_quota_buffers: u64,
+    /// The most transfers one sender may have waiting for one receiver (over_quota past it).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    max_sender_pending: usize,
+    /// The most connections one uid may have at a time (over_quota past it).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_uid_connections: usize,
     /// Microseconds to keep looking at clients' rings after handling requests, before
     /// sleeping (0: sleep at once; spinning costs a core but saves wake-ups).
     #[arg(long, default_value_t = 0, value_name = "US")]
@@ -130,6 +152,14 @@ fn main() -> ExitCode {
     if let Some(mib) = args.pool_mib {
         config.pool_limit = mib.saturating_mul(1024 * 1024);
     }
+    let quota =
+        |mib: Option<u64>| mib.map_or(config.pool_limit / 4 * 3, |m| m.saturating_mul(1024 * 1024));
+    config.max_domain_bytes = quota(args.domain_quota_mib);
+    config.max_uid_bytes = quota(args.uid_quota_mib);
+    config.max_domain_buffers = args.domain_quota_buffers;
+    config.max_uid_buffers = args.uid_quota_buffers;
+    config.max_sender_pending = args.max_sender_pending;
+    config.max_uid_connections = args.max_uid_connections;
     let manager = match BlockManager::bind(config) {
         Ok(m) => m,
         Err(e) => {

@@ -278,6 +278,15 @@ impl BlockManager {
         request: TransferRequest,
     ) -> Result<Answer, Failure> {
         let pool = request.receiver.pool;
+        if self.gone_remote.0.contains(&request.receiver) {
+            return Err(fail(
+                ErrorKind::UnknownDomain,
+                format!(
+                    "domain {} of another pool disconnected; nothing can be sent to it",
+                    request.receiver
+                ),
+            ));
+        }
         // Reach the destination before touching the sender's rights.
         self.out_link(pool)?;
         let holder = self.holder();
@@ -583,6 +592,12 @@ impl BlockManager {
                 };
                 self.finish_export(f.token, answer);
             }
+            Ok(Message::Link(LinkMessage::Gone { domain })) => {
+                if let Err(why) = self.remote_gone(pool, DomainId::from_bits(domain)) {
+                    self.link_lost(pool, &why);
+                    return false;
+                }
+            }
             Ok(Message::Refused { reason }) => {
                 self.link_lost(pool, &format!("it refused the link: {reason}"));
                 return false;
@@ -638,6 +653,7 @@ impl BlockManager {
             && link.outbox.send(&link.sock, bytes, Vec::new()).is_ok()
         {
             self.in_links.insert(token, link);
+            self.forget_gone_of(pool);
         }
     }
 
@@ -718,6 +734,13 @@ impl BlockManager {
                     link.mapped.remove(&s);
                 }
                 Ok(())
+            }
+            LinkMessage::Gone { domain } => {
+                if !fds.is_empty() {
+                    return Err("descriptors with gone".into());
+                }
+                let from = link.pool;
+                self.remote_gone(from, DomainId::from_bits(domain))
             }
             LinkMessage::Deliver {
                 id,
@@ -1311,6 +1334,7 @@ impl BlockManager {
                 if let Some(l) = self.remote_in.get_mut(&key) {
                     l.pool = Some(PoolId(pool));
                 }
+                self.forget_gone_of(PoolId(pool));
                 let opened = Message::Link(LinkMessage::Opened {
                     pool: self.config.pool.0,
                     version,
@@ -1377,6 +1401,11 @@ impl BlockManager {
                 }
             }
             (Some(_), FromIo::Frame(Message::Link(LinkMessage::Forget { .. }))) => {}
+            (Some(from), FromIo::Frame(Message::Link(LinkMessage::Gone { domain }))) => {
+                if let Err(why) = self.remote_gone(from, DomainId::from_bits(domain)) {
+                    self.drop_remote_in(key, Some(protocol_error(&why)));
+                }
+            }
             (_, FromIo::Frame(other)) => {
                 let why = format!("unexpected {} message", other.name());
                 self.drop_remote_in(key, Some(protocol_error(&why)));
@@ -1473,6 +1502,48 @@ impl BlockManager {
             .chain(remote)
             .take(cosh_proto::ops::MAX_STATUS_LINKS)
             .collect()
+    }
+
+    /// Tells every block manager this one sends transfers to that `domain` is gone (after
+    /// whatever it sent them).
+    pub(super) fn tell_links_gone(&mut self, domain: DomainId) {
+        let Ok(bytes) = encode(&Message::Link(LinkMessage::Gone {
+            domain: domain.to_bits(),
+        })) else {
+            return;
+        };
+        // Where its transfers went (after them, in order), and where transfers to it may
+        // come from (so their senders stop).
+        let mut broken = Vec::new();
+        for (pool, link) in &mut self.out_links {
+            if let Err(e) = link.send(bytes.clone(), Vec::new(), Vec::new()) {
+                broken.push((*pool, e));
+            }
+        }
+        for (pool, e) in broken {
+            self.link_lost(pool, &e);
+        }
+        let mut dropped = Vec::new();
+        for (token, link) in &mut self.in_links {
+            if let Err(e) = link.outbox.send(&link.sock, bytes.clone(), Vec::new()) {
+                dropped.push((*token, e.to_string()));
+            }
+        }
+        for (token, why) in dropped {
+            self.drop_in_link(token, &why);
+        }
+        let remote: Vec<u64> = self
+            .remote_in
+            .iter()
+            .filter(|(_, l)| l.pool.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        let gone = Message::Link(LinkMessage::Gone {
+            domain: domain.to_bits(),
+        });
+        for key in remote {
+            self.remote_send(key, &gone);
+        }
     }
 
     /// Tells linked block managers which of their mappings of this pool's slots to drop.
