@@ -186,6 +186,149 @@ fn fd_attack(name: &str, fd: &std::os::fd::OwnedFd, at: &Location) -> String {
     out.join(" ")
 }
 
+thread_local! {
+    /// The block manager's socket, for commands that open connections of their own.
+    static SOCKET: std::cell::RefCell<PathBuf> = std::cell::RefCell::new(PathBuf::new());
+    /// Connections opened by `conns`.
+    static CONNS: std::cell::RefCell<Vec<cosh_sys::socket::SeqPacket>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What the block manager sent on `sock` within 2 s: a message's name (an error's kind),
+/// `closed`, or `silent`.
+fn heard(sock: &cosh_sys::socket::SeqPacket) -> String {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(sock, PollFlags::IN)];
+    let two_seconds = Timespec {
+        tv_sec: 2,
+        tv_nsec: 0,
+    };
+    if !matches!(rustix::event::poll(&mut fds, Some(&two_seconds)), Ok(n) if n > 0) {
+        return "silent".into();
+    }
+    let mut buf = vec![0u8; cosh_proto::MAX_FRAME];
+    match sock.recv(&mut buf) {
+        Ok(Some(m)) => match cosh_proto::decode(&buf[..m.len]) {
+            Ok(cosh_proto::Message::Error { kind, .. }) => format!("error:{}", kind.name()),
+            Ok(other) => other.name().to_string(),
+            Err(_) => "garbage".into(),
+        },
+        Ok(None) | Err(_) => "closed".into(),
+    }
+}
+
+/// A connection of its own to the block manager, welcomed (a hello sent and answered) when
+/// `hello`; `Err` with what the block manager said otherwise.
+fn raw_connection(hello: bool) -> Result<cosh_sys::socket::SeqPacket, String> {
+    let socket = SOCKET.with(|s| s.borrow().clone());
+    let sock = cosh_sys::socket::SeqPacket::connect(&socket).map_err(|e| e.to_string())?;
+    if hello {
+        let bytes = cosh_proto::encode(&cosh_proto::Message::Hello {
+            min_version: 1,
+            max_version: 1,
+            name: "raw".into(),
+        })
+        .map_err(|e| e.to_string())?;
+        sock.send(&bytes, &[]).map_err(|e| e.to_string())?;
+        match heard(&sock).as_str() {
+            "welcome" => {}
+            other => return Err(other.to_string()),
+        }
+    }
+    Ok(sock)
+}
+
+/// Sends `bytes` (with `fds` descriptors of /dev/null attached) on a connection of its own,
+/// after a hello if `hello`; reports the block manager's answer and what followed it.
+fn raw(hello: bool, bytes: &[u8], fds: usize) -> Answer {
+    let sock = raw_connection(hello).map_err(bad)?;
+    let nulls = (0..fds)
+        .map(|_| std::fs::File::open("/dev/null"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let borrowed: Vec<std::os::fd::BorrowedFd<'_>> =
+        nulls.iter().map(std::os::fd::AsFd::as_fd).collect();
+    if let Err(e) = sock.send(bytes, &borrowed) {
+        return Ok(format!("answer=send-refused({}) then=closed", e));
+    }
+    let answer = heard(&sock);
+    let then = if answer == "closed" {
+        "closed".to_string()
+    } else {
+        heard(&sock)
+    };
+    Ok(format!("answer={answer} then={then}"))
+}
+
+/// Writes `value` over word `word` of this process's request ring (the memory it shares with
+/// the block manager), through /proc/self/mem.
+fn ring_scribble(word: u64, value: u32) -> Answer {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| bad(e.to_string()))?;
+    let start = maps
+        .lines()
+        .find(|l| l.contains("cosh-rings"))
+        .and_then(|l| l.split('-').next())
+        .and_then(|a| u64::from_str_radix(a, 16).ok())
+        .ok_or_else(|| bad("no ring mapped"))?;
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/mem")
+        .map_err(|e| bad(e.to_string()))?;
+    mem.write_all_at(&value.to_le_bytes(), start + 4 * word)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(format!("at={start:#x}"))
+}
+
+/// Shares `agg` strongly with `dest` while another thread keeps writing into its first piece
+/// through a read/write descriptor, before, during and for 50 ms after the transfer; reports
+/// how many of those writes the kernel let through after the transfer was answered.
+fn race(d: &mut Domain, agg: Agg, dest: DomainId) -> Answer {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let at = d
+        .write_pieces(agg, 0)?
+        .into_iter()
+        .map(|p| p.0)
+        .next()
+        .ok_or_else(|| bad("an empty aggregate"))?;
+    let file = std::fs::File::from(d.descriptor(&at, cosh::Access::Write)?);
+    let (stop, after, landed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let writer = {
+        let (stop, after, landed) = (stop.clone(), after.clone(), landed.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let offset = at.offset + (i * 4099) % at.len.max(1);
+                i += 1;
+                if file.write_at(b"RACE", offset).is_ok() && after.load(Ordering::Relaxed) {
+                    landed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(5));
+    let report = d.transfer(agg, dest, Mode::Share, TransferFlags::strong());
+    after.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    let tries = writer.join().unwrap_or(0);
+    let report = report?;
+    Ok(format!(
+        "tries={tries} landed_after={} sealed={} refused={} copied={}",
+        landed.load(Ordering::Relaxed),
+        report.sealed_buffers,
+        report.refused_seals,
+        report.copied_bytes
+    ))
+}
+
 fn incoming(i: cosh::Incoming) -> String {
     format!(
         "{} {} {} {}",
@@ -204,6 +347,47 @@ fn run(d: &mut Domain, line: &str) -> Answer {
     let agg = |word: Option<&str>| num(word).map(Agg);
     match command {
         "id" => Ok(d.id().to_bits().to_string()),
+        // raw HELLO FDS HEX: sends HEX on a connection of its own (after a hello if HELLO is
+        // 1), with FDS descriptors attached; says what the block manager answered
+        "raw" => {
+            let hello = num(w.next())? == 1;
+            let fds = usize::try_from(num(w.next())?).unwrap_or(usize::MAX);
+            raw(hello, &unhex(w.next())?, fds)
+        }
+        // conns N: opens N more welcomed connections and keeps them
+        "conns" => {
+            let n = num(w.next())?;
+            let mut refused = "-".to_string();
+            let mut opened = 0;
+            for _ in 0..n {
+                match raw_connection(true) {
+                    Ok(c) => {
+                        CONNS.with(|k| k.borrow_mut().push(c));
+                        opened += 1;
+                    }
+                    Err(e) => {
+                        refused = e;
+                        break;
+                    }
+                }
+            }
+            Ok(format!("opened={opened} refused={refused}"))
+        }
+        "dropconns" => {
+            CONNS.with(|k| k.borrow_mut().clear());
+            Ok(String::new())
+        }
+        // ringscribble WORD VALUE: corrupts this domain's request ring
+        "ringscribble" => {
+            let word = num(w.next())?;
+            let value = u32::try_from(num(w.next())?).map_err(|_| bad("a 32-bit value"))?;
+            ring_scribble(word, value)
+        }
+        // race AGG DEST: a strong share while another thread writes into the aggregate
+        "race" => {
+            let a = agg(w.next())?;
+            race(d, a, domain(w.next())?)
+        }
         "alloc" => Ok(d.alloc(num(w.next())?)?.0.to_string()),
         // alloc and fill with a byte pattern: fill LEN SEED
         "fill" => {
@@ -434,6 +618,7 @@ fn run(d: &mut Domain, line: &str) -> Answer {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    SOCKET.with(|s| *s.borrow_mut() = args.socket.clone());
     let options = Options::new(&args.name).socket(&args.socket).no_spawn();
     let mut d = match Domain::connect_with(&options) {
         Ok(d) => d,
