@@ -2111,11 +2111,14 @@ impl BlockManager {
             runs.push(run);
         }
         // The copies count against the sender's quota: a sender cannot fill its receiver's.
+        // Copies that will be sealed (a strong share's) take fresh slots: a recycled one may
+        // still be mapped writable by the receiver, and the seal would be refused.
+        let seal_copies = mode == Mode::Share && !weak;
         let mut reserved = Vec::with_capacity(runs.len());
         for len in &runs {
             match self
                 .store
-                .reserve_charged(*len, receiver, request.sender, false)
+                .reserve_charged(*len, receiver, request.sender, false, !seal_copies)
             {
                 Ok(slot) => reserved.push(slot),
                 Err(e) => {
@@ -2170,18 +2173,20 @@ impl BlockManager {
                 .map_err(|e| fail(ErrorKind::Unavailable, e))?;
             copied_bytes += op.from.len;
         }
-        let mut fresh_seals = 0;
+        let (mut fresh_seals, mut refused) = (0, refused);
         for nb in committed.new_buffers.iter().filter(|nb| nb.seal) {
-            // A fresh copy nobody else has seen: no pipe can pin its pages, so the seal is
-            // quick and safe on the main loop.
+            // A fresh copy in a fresh slot nobody else has seen: no pipe can pin its pages and
+            // nobody maps it writable, so the seal is quick and safe on the main loop. (The
+            // transfer is committed: a refusal could only be counted, not undone.)
             if let Some(slot) = self.store.slot_of(nb.id)
                 && let Some(memfd) = self.store.prepare_seal(slot)
             {
-                memfd
-                    .seal_write()
-                    .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
-                self.store.mark_sealed(slot);
-                fresh_seals += 1;
+                if memfd.seal_write().is_ok() {
+                    self.store.mark_sealed(slot);
+                    fresh_seals += 1;
+                } else {
+                    refused += 1;
+                }
             }
         }
         match mode {

@@ -458,23 +458,27 @@ impl Store {
         domain: DomainId,
         zero: bool,
     ) -> Result<SlotId, StoreError> {
-        self.reserve_charged(len, domain, domain, zero)
+        self.reserve_charged(len, domain, domain, zero, true)
     }
 
     /// [`Store::reserve`], counting the slot against `payer`'s quota (the sender of a transfer
-    /// whose copy it holds) rather than the domain it is made for.
+    /// whose copy it holds) rather than the domain it is made for; with `recycle` false, a
+    /// fresh slot even if a recycled one fits (a slot that will be sealed must be one that no
+    /// domain maps writable).
     pub(crate) fn reserve_charged(
         &mut self,
         len: u64,
         domain: DomainId,
         payer: DomainId,
         zero: bool,
+        recycle: bool,
     ) -> Result<SlotId, StoreError> {
         let class = class_len(len);
         self.check_quota(payer, len, class)?;
         let recycled = self
             .free
             .get_mut(&domain)
+            .filter(|_| recycle)
             .and_then(|classes| classes.get_mut(&class))
             .and_then(Vec::pop);
         let id = match recycled {

@@ -384,3 +384,29 @@ fn a_strong_share_revokes_by_round_trip_when_the_sender_never_listed_its_slots()
         .expect("receive");
     assert_eq!(b.read(got.agg, 1, 3).expect("read"), b"abc");
 }
+
+/// A small strong share is copied for the receiver, and the copy is sealed: it must not land
+/// in a slot recycled from the receiver's own allocations, which the receiver still maps
+/// writable (the seal would be refused, and the transfer used to fail).
+#[test]
+fn a_small_strong_share_to_a_domain_with_recycled_memory_is_sealed() {
+    let daemon = Daemon::start("share-recycled");
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    for round in 0..4u8 {
+        // b's own buffer, written (mapped writable) and freed: recycled into b's free list.
+        let own = b.alloc(4096).expect("alloc");
+        b.write(own, 0, &[round; 64]).expect("write");
+        b.decref(own).expect("decref");
+        let x = a.alloc(4096).expect("alloc");
+        a.write(x, 0, b"shared").expect("write");
+        let report = a
+            .transfer(x, b.id(), Mode::Share, TransferFlags::strong())
+            .expect("the share succeeds");
+        assert_eq!(report.copied_bytes, 4096, "{report:?}");
+        let got = b.receive(Some(a.id()), None).expect("receive");
+        assert_eq!(b.read(got.agg, 0, 6).expect("read"), b"shared");
+        assert_eq!(b.rights(got.agg).expect("rights"), Rights::Read);
+        b.decref(got.agg).expect("decref");
+        a.decref(x).expect("decref");
+    }
+}

@@ -906,14 +906,17 @@ impl BlockManager {
         &mut self,
         receiver: DomainId,
         len: u64,
+        sealed: bool,
     ) -> Result<(Option<SlotId>, Option<Mapping<ReadWrite>>), Failure> {
         if len == 0 {
             return Ok((None, None));
         }
+        // A buffer to be sealed (a strong share's) takes a fresh slot: a recycled one may
+        // still be mapped writable by the receiver, and the seal would be refused.
         let slot = self
             .store
-            .reserve(len, receiver, false)
-            .map_err(|e| fail(ErrorKind::Unavailable, e.to_string()))?;
+            .reserve_charged(len, receiver, receiver, false, !sealed)
+            .map_err(|e| super::store_failure(&e))?;
         let Some(map) = self.store.lend_write_map(slot) else {
             self.store.unreserve(slot, receiver);
             return Err(fail(
@@ -957,7 +960,8 @@ impl BlockManager {
                 len: n,
             });
         }
-        let (slot, to) = self.reserve_import(receiver, len)?;
+        let sealed = d.mode == Mode::Share && d.strength == Strength::Strong;
+        let (slot, to) = self.reserve_import(receiver, len, sealed)?;
         let key = (token, d.id);
         // A short copy with nothing of this link ahead of it on the engine is made here and
         // now: handing it to the engine and back would cost two wake-ups, more than the copy.
@@ -1366,9 +1370,10 @@ impl BlockManager {
                     let why = format!("a transfer from {} on the link of pool {from}", d.source);
                     return self.drop_remote_in(key, Some(protocol_error(&why)));
                 }
+                let sealed = d.mode == Mode::Share && d.strength == Strength::Strong;
                 let taken = self
                     .check_import(d.receiver, len)
-                    .and_then(|()| self.reserve_import(d.receiver, len));
+                    .and_then(|()| self.reserve_import(d.receiver, len, sealed));
                 match taken {
                     Ok((slot, to)) => {
                         self.importing.insert(
