@@ -435,14 +435,17 @@ impl Store {
     }
 
     /// Gives back a slot from [`Store::reserve`] that was never bound (it goes to its
-    /// domain's free list, or is destroyed).
+    /// domain's free list if that domain is still connected, or is destroyed).
     pub(crate) fn unreserve(&mut self, id: SlotId, domain: DomainId) {
         self.uncharge(id);
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
         let class = slot.len();
-        if slot.exposed.iter().all(|d| *d == domain) && !slot.sealed {
+        // Only a connected domain has a free list: one that left meanwhile (a receiver killed
+        // while a transfer to it was being copied in) would keep the slot for ever.
+        let alive = self.uids.contains_key(&domain);
+        if alive && slot.exposed.iter().all(|d| *d == domain) && !slot.sealed {
             self.keep_free(domain, class, id);
         } else {
             self.destroy(id);
