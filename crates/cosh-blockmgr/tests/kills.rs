@@ -1,8 +1,8 @@
 //! The kill storm: clients in two linked pools (one coherent, one not) transfer to each
 //! other in every mode, within a pool and across, and one side of each pair is killed with
 //! SIGKILL at a random moment. After every round each block manager's accounting is back to
-//! its baseline — no domain, buffer or byte left, and as many descriptors and mappings as
-//! before the first round — and every survivor received only intact data (each aggregate
+//! its baseline — no domain, buffer or byte left, and as many descriptors and shared-memory
+//! mappings as before the first round — and every survivor received only intact data (each aggregate
 //! carries a stamp of its index, checked in full).
 //!
 //! CI runs 3 rounds of 4 pairs (12 kills); `COSH_TEST_SCALE=N` runs N times as many (the
@@ -34,16 +34,42 @@ fn field<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// The block manager's open descriptors and mappings, from /proc.
+/// The block manager's open descriptors and mappings of shared memory, from /proc.
 fn resources(d: &Daemon) -> (usize, usize) {
     let pid = d.child.id();
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|e| e.count())
         .unwrap_or(0);
+    // Mappings of shared memory (buffers, rings): the allocator's own mappings of private
+    // memory come and go with the heap.
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|m| m.lines().count())
+        .map(|m| m.lines().filter(|l| l.contains("/memfd:")).count())
         .unwrap_or(0);
     (fds, maps)
+}
+
+/// What the block manager's descriptors point at, and its mappings of shared memory, for a
+/// failure message.
+fn inventory(d: &Daemon) -> String {
+    let pid = d.child.id();
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|e| {
+            e.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    let maps: Vec<String> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| {
+            m.lines()
+                .filter(|l| l.contains("memfd"))
+                .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("descriptors {fds:?}; shared mappings {maps:?}")
 }
 
 /// Waits (up to 5 s) until `daemon`, seen by `observer`, holds nothing but the observer and
@@ -95,6 +121,7 @@ fn killed_clients_leave_nothing_behind_and_survivors_see_intact_data() {
         .iter()
         .map(|d| Peer::spawn(d, "observer"))
         .collect();
+    let inventories: Vec<String> = pools.daemons.iter().map(inventory).collect();
     let baselines: Vec<(usize, usize)> = pools
         .daemons
         .iter()
@@ -168,12 +195,20 @@ fn killed_clients_leave_nothing_behind_and_survivors_see_intact_data() {
         }
         drop(pairs);
         // Every client of the round is dead: each block manager is back to its baseline.
-        for ((d, o), b) in pools.daemons.iter().zip(&mut observers).zip(&baselines) {
+        for (((d, o), b), before) in pools
+            .daemons
+            .iter()
+            .zip(&mut observers)
+            .zip(&baselines)
+            .zip(&inventories)
+        {
             let seen = settled(d, o, Some(*b));
             assert_eq!(
                 seen,
                 format!("domains=1 buffers=0 bytes=0 fds={} maps={}", b.0, b.1),
-                "round {round} (seed {seed:#x})"
+                "round {round} (seed {seed:#x}); before: {before}; now: {}; status: {}",
+                inventory(d),
+                o.ask("status").unwrap_or_default()
             );
         }
     }
