@@ -61,7 +61,7 @@ impl From<CoreError> for Failure {
 /// descriptors.
 fn store_failure(e: &StoreError) -> Failure {
     let kind = match e {
-        StoreError::OverQuota { .. } | StoreError::UidOverQuota { .. } => ErrorKind::OverQuota,
+        StoreError::OverQuota { .. } => ErrorKind::OverQuota,
         _ => ErrorKind::Unavailable,
     };
     fail(kind, e.to_string())

@@ -80,28 +80,15 @@ pub(crate) enum StoreError {
          ({in_use} in use); free some aggregates, or give the block manager a larger --pool-mib"
     )]
     Full { len: u64, in_use: u64, limit: u64 },
-    /// The domain's user is at its quota of live bytes or buffers.
+    /// A domain, or all the domains of its uid, at a quota of live bytes or buffers.
     #[error(
-        "uid {uid} is at its quota: its domains made {bytes} bytes in {buffers} buffers that \
-         are still alive, and a buffer of {len} more would pass its limit of {max_bytes} bytes \
-         in {max_buffers} buffers; free some aggregates (or let receivers take them) first"
-    )]
-    UidOverQuota {
-        uid: u32,
-        len: u64,
-        bytes: u64,
-        buffers: u64,
-        max_bytes: u64,
-        max_buffers: u64,
-    },
-    /// The domain is at its quota of live bytes or buffers.
-    #[error(
-        "domain {domain} is at its quota: it made {bytes} bytes in {buffers} buffers that are \
-         still alive, and a buffer of {len} more would pass its limit of {max_bytes} bytes in \
-         {max_buffers} buffers; free some aggregates (or let receivers take them) first"
+        "{who} at its quota: it made {bytes} bytes in {buffers} buffers that are still alive, \
+         and a buffer of {len} more would pass its limit of {max_bytes} bytes in {max_buffers} \
+         buffers; free some aggregates (or let receivers take them) first"
     )]
     OverQuota {
-        domain: DomainId,
+        /// `domain p0.d3 is`, or `uid 1000 (all its domains together) is`.
+        who: String,
         len: u64,
         bytes: u64,
         buffers: u64,
@@ -210,30 +197,28 @@ impl Store {
             (q.bytes > 0 && c.bytes + class > q.bytes)
                 || (q.buffers > 0 && c.buffers + 1 > q.buffers)
         };
+        let refuse = |who: String, q: Quota, c: Charge| StoreError::OverQuota {
+            who,
+            len,
+            bytes: c.bytes,
+            buffers: c.buffers,
+            max_bytes: q.bytes,
+            max_buffers: q.buffers,
+        };
         let c = self.charges.get(&domain).copied().unwrap_or_default();
         if over(self.quota, c) {
-            return Err(StoreError::OverQuota {
-                domain,
-                len,
-                bytes: c.bytes,
-                buffers: c.buffers,
-                max_bytes: self.quota.bytes,
-                max_buffers: self.quota.buffers,
-            });
+            return Err(refuse(format!("domain {domain} is"), self.quota, c));
         }
         if let Some(&uid) = self.uids.get(&domain)
             && uid != self.exempt_uid
         {
             let c = self.uid_charges.get(&uid).copied().unwrap_or_default();
             if over(self.uid_quota, c) {
-                return Err(StoreError::UidOverQuota {
-                    uid,
-                    len,
-                    bytes: c.bytes,
-                    buffers: c.buffers,
-                    max_bytes: self.uid_quota.bytes,
-                    max_buffers: self.uid_quota.buffers,
-                });
+                return Err(refuse(
+                    format!("uid {uid} (all its domains together) is"),
+                    self.uid_quota,
+                    c,
+                ));
             }
         }
         Ok(())

@@ -90,12 +90,7 @@ fn settled(daemon: &Daemon, observer: &mut Peer, baseline: Option<(usize, usize)
 #[test]
 fn killed_clients_leave_nothing_behind_and_survivors_see_intact_data() {
     let pools = Linked::start("kills", &["host", "nc"], &[]);
-    let scale: usize = std::env::var("COSH_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let rounds = 3 * scale;
+    let rounds = 3 * support::scale() as usize;
     // Warm up the links between the pools (each block manager opens its link at the first
     // transfer across), then take the baseline with one observer per pool connected.
     {

@@ -32,12 +32,7 @@ fn rss(pid: u32) -> u64 {
 
 #[test]
 fn sixty_four_clients_transfer_at_once_with_bounded_memory() {
-    let scale: u64 = std::env::var("COSH_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let per_client = 500 * scale;
+    let per_client = 500 * support::scale();
     let daemon = Daemon::start("load");
     let pid = daemon.child.id();
     let mut domains: Vec<Domain> = (0..CLIENTS)

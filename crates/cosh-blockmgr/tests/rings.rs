@@ -200,11 +200,7 @@ fn a_spinning_block_manager_serves_the_same() {
 /// only with `COSH_TEST_SCALE` ≥ 2.
 #[test]
 fn forget_notices_never_crowd_out_an_answer() {
-    let scale: u32 = std::env::var("COSH_TEST_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    if scale < 2 {
+    if support::scale() < 2 {
         eprintln!("skipped: set COSH_TEST_SCALE=2 or more");
         return;
     }

@@ -13,6 +13,15 @@ use cosh::{Agg, Domain, Location, Options};
 use cosh_core::api::{Cosh, Incoming};
 use cosh_core::{Access, DomainId, ErrorKind, Mode, PoolId, Rights, Ticket, TransferFlags};
 
+/// `$COSH_TEST_SCALE` (default 1): how many times the heavy tests multiply their work.
+pub fn scale() -> u64 {
+    std::env::var("COSH_TEST_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The coshd built with these tests.
 pub fn coshd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_coshd"))
