@@ -893,7 +893,6 @@ impl BlockManager {
         Applied::Done
     }
 
-    /// Ends a parked receive with [`Response::Woken`] (and the notices it carries).
     /// Block manager `from` says its domain `domain` is gone: receives waiting for it are
     /// woken to find out (after whatever of its is still being copied in).
     fn remote_gone(&mut self, from: cosh_core::PoolId, domain: DomainId) -> Result<(), String> {
@@ -928,6 +927,7 @@ impl BlockManager {
         order.retain(|d| d.pool != pool);
     }
 
+    /// Ends a parked receive with [`Response::Woken`] (and the notices it carries).
     fn end_wait(&mut self, domain: DomainId) {
         let Some(&token) = self.by_domain.get(&domain) else {
             return;
@@ -1663,12 +1663,12 @@ impl BlockManager {
                 // NAME@UID: that user's name. NAME: the caller's own user's, else the block
                 // manager's (its services), else root's — never another user's.
                 let uid = self.uid_of(token);
-                let found = match name.rsplit_once('@') {
-                    Some((base, owner)) if owner.parse::<u32>().is_ok() => owner
-                        .parse::<u32>()
-                        .ok()
-                        .and_then(|o| self.names.get(&(o, base.to_string()))),
-                    _ => [uid, self.own_uid, 0]
+                let explicit = name
+                    .rsplit_once('@')
+                    .and_then(|(base, owner)| Some((base, owner.parse::<u32>().ok()?)));
+                let found = match explicit {
+                    Some((base, owner)) => self.names.get(&(owner, base.to_string())),
+                    None => [uid, self.own_uid, 0]
                         .iter()
                         .find_map(|u| self.names.get(&(*u, name.clone()))),
                 };

@@ -226,7 +226,7 @@ impl Store {
 
     /// Counts slot `id` (in use now) against `domain`'s quota (and its uid's), instead of
     /// whoever it counted against before.
-    pub(crate) fn charge(&mut self, id: SlotId, domain: DomainId) {
+    fn charge(&mut self, id: SlotId, domain: DomainId) {
         self.uncharge(id);
         let uid = self.uids.get(&domain).copied().unwrap_or(self.exempt_uid);
         let Some(slot) = self.slots.get_mut(&id) else {

@@ -5,9 +5,9 @@
 //! mappings as before the first round — and every survivor received only intact data (each aggregate
 //! carries a stamp of its index, checked in full).
 //!
-//! CI runs 3 rounds of 4 pairs (12 kills); `COSH_TEST_SCALE=N` runs N times as many (the
-//! soak: `COSH_TEST_SCALE=84 cargo test --release -p cosh-blockmgr --test kills` kills 1,008
-//! clients).
+//! CI runs 3 rounds of 4 pairs (12 kills); `COSH_TEST_SCALE=N` runs N times as many, and
+//! `COSH_HEAVY_TESTS=1` 84 times (the soak, 1,008 kills:
+//! `COSH_HEAVY_TESTS=1 cargo test --release -p cosh-blockmgr --test kills`).
 
 mod support;
 
@@ -90,7 +90,7 @@ fn settled(daemon: &Daemon, observer: &mut Peer, baseline: Option<(usize, usize)
 #[test]
 fn killed_clients_leave_nothing_behind_and_survivors_see_intact_data() {
     let pools = Linked::start("kills", &["host", "nc"], &[]);
-    let rounds = 3 * support::scale() as usize;
+    let rounds = 3 * support::scale_or_heavy(84) as usize;
     // Warm up the links between the pools (each block manager opens its link at the first
     // transfer across), then take the baseline with one observer per pool connected.
     {

@@ -4,8 +4,8 @@
 //! full on arrival. The block manager's memory stays bounded throughout: its resident set and
 //! the pool's bytes are sampled every 20 ms.
 //!
-//! CI runs 500 transfers per client (32,000 in all); `COSH_TEST_SCALE=20` runs the 10,000 per
-//! client (640,000) of the reliability figures.
+//! CI runs 500 transfers per client (32,000 in all); `COSH_HEAVY_TESTS=1` (or
+//! `COSH_TEST_SCALE=20`) runs the 10,000 per client (640,000) of the reliability figures.
 
 mod support;
 
@@ -32,7 +32,7 @@ fn rss(pid: u32) -> u64 {
 
 #[test]
 fn sixty_four_clients_transfer_at_once_with_bounded_memory() {
-    let per_client = 500 * support::scale();
+    let per_client = 500 * support::scale_or_heavy(20);
     let daemon = Daemon::start("load");
     let pid = daemon.child.id();
     let mut domains: Vec<Domain> = (0..CLIENTS)

@@ -22,6 +22,14 @@ pub fn scale() -> u64 {
         .max(1)
 }
 
+/// [`scale`], or `heavy` when `COSH_HEAVY_TESTS=1` and no scale is given: the long form of a
+/// soak test.
+pub fn scale_or_heavy(heavy: u64) -> u64 {
+    let asked = std::env::var_os("COSH_TEST_SCALE").is_some();
+    let heavy_on = std::env::var_os("COSH_HEAVY_TESTS").is_some_and(|v| v != "0");
+    if heavy_on && !asked { heavy } else { scale() }
+}
+
 /// The coshd built with these tests.
 pub fn coshd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_coshd"))
