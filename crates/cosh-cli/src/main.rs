@@ -633,8 +633,8 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
         }
     };
     println!(
-        "quotas per domain: {} in {} buffers made and alive, {} transfers waiting per receiver; \
-         per uid (but the block manager's): {} in {} buffers, {} connections",
+        "quotas per domain: {} in {} buffers made and alive, {} transfers waiting for any one \
+         receiver; per uid (but the block manager's): {} in {} buffers, {} connections",
         or_none(l.domain_bytes, &human),
         or_none(l.domain_buffers, &|n| n.to_string()),
         l.sender_pending,
