@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod all;
 mod doorbells;
 mod fast;
 pub mod fig2b;

@@ -1197,6 +1197,10 @@ pub struct Args {
     /// Where tmpfs is.
     #[arg(long, default_value = "/dev/shm", value_name = "DIR")]
     pub tmpfs: PathBuf,
+    /// Also write the results as CSV here (target, every run's time, the median, the ratio
+    /// to tmpfs, whether every replay was exact).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
 }
 
 const TARGETS: [&str; 8] = [
@@ -1347,6 +1351,26 @@ pub fn main_with(
             ratio,
             if *exact { "yes" } else { "NO" }
         );
+    }
+    if let Some(path) = &args.csv {
+        let mut csv = String::from("target,runs_ms,median_ms,vs_tmpfs,exact\n");
+        for (name, times, exact) in &results {
+            let med = times[times.len() / 2];
+            let runs: Vec<String> = times
+                .iter()
+                .map(|t| format!("{:.3}", t.as_secs_f64() * 1e3))
+                .collect();
+            let ratio = base.map_or(String::new(), |b| {
+                format!("{:.3}", med.as_secs_f64() / b.as_secs_f64())
+            });
+            csv.push_str(&format!(
+                "{name},{},{:.3},{ratio},{}\n",
+                runs.join(";"),
+                med.as_secs_f64() * 1e3,
+                if *exact { "yes" } else { "no" }
+            ));
+        }
+        std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if results.iter().all(|(_, _, exact)| *exact) {
         Ok(())

@@ -123,8 +123,8 @@ enum Cmd {
         /// strength, with memcpy, Unix socket, pipe and futex baselines in the same run) or
         /// fig2b (transfers across pools, with memcpy, process_vm_writev and TCP loopback),
         /// fig2c (repeated file reads, CoshFS against tmpfs), table3 (a trace replayed on
-        /// every target: `cosh bench table3 -- TRACE_DIR`) or pipe (Cosh pipe against a
-        /// Linux pipe).
+        /// every target: `cosh bench table3 -- TRACE_DIR`), pipe (Cosh pipe against a
+        /// Linux pipe), or all (every figure, written to a report folder).
         figure: Figure,
         /// The figure's own options.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -227,6 +227,9 @@ enum Figure {
     /// Repeated reads of one file against read size: CoshFS's aggregate and legacy APIs
     /// against tmpfs pread (the paper's Figure 2c).
     Fig2c,
+    /// The whole evaluation: Figures 2a, 2b, 2c and Table 3 (with `--trace DIR`), written to
+    /// a report folder (`cosh bench all -- --quick --trace ../shared/traces/devtrace`).
+    All,
 }
 
 fn socket_of(cli: &Cli) -> PathBuf {
@@ -323,6 +326,13 @@ fn main() -> ExitCode {
         Cmd::Replay { options } => {
             let args = std::iter::once("cosh replay".to_string()).chain(options);
             cosh_bench::replay::main_with(&["bench", "fig2c"], args, false)
+        }
+        Cmd::Bench {
+            figure: Figure::All,
+            options,
+        } => {
+            let args = std::iter::once("cosh bench all".to_string()).chain(options);
+            cosh_bench::all::main_with(args)
         }
         Cmd::Bench {
             figure: Figure::Fig2c,

@@ -499,3 +499,71 @@ fn replay_runs_a_trace_on_every_target_and_catches_a_wrong_one() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_all_writes_a_report_folder() {
+    let dir = runtime("bench-all");
+    let trace = dir.join("trace");
+    write_trace(
+        &trace,
+        &[
+            ("out", "dir", 0),
+            ("out/a.o", "file", 60000),
+            ("out/b", "file", 300),
+        ],
+    );
+    let out = dir.join("report");
+    let (t, o) = (
+        trace.to_string_lossy().to_string(),
+        out.to_string_lossy().to_string(),
+    );
+    let run = cosh(
+        &dir,
+        &[
+            "bench",
+            "all",
+            "--",
+            "--quick",
+            "--only",
+            "fig2c,table3",
+            "--trace",
+            &t,
+            "--out",
+            &o,
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    for needle in [
+        "## The machine",
+        "| fig2c | ok |",
+        "| table3 | ok |",
+        "Figure 2c",
+        "| tmpfs pread |",
+        "![fig2c](fig2c.svg)",
+        "| coshfs | ",
+        "the paper (ms)",
+    ] {
+        assert!(report.contains(needle), "no {needle:?} in:\n{report}");
+    }
+    for file in [
+        "fig2c.csv",
+        "fig2c.svg",
+        "fig2c.log",
+        "table3.csv",
+        "table3.log",
+    ] {
+        assert!(out.join(file).exists(), "no {file}");
+    }
+    let table3 = std::fs::read_to_string(out.join("table3.csv")).expect("csv");
+    assert_eq!(
+        table3.lines().filter(|l| l.ends_with(",yes")).count(),
+        5,
+        "{table3}"
+    );
+    // Nothing left to run: said plainly.
+    let run = cosh(&dir, &["bench", "all", "--", "--only", "fig9", "--out", &o]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("no step left"), "{}", text(&run));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,506 @@
+//! `cosh bench all`: the paper's whole evaluation in one command — Figures 2a, 2b and 2c and
+//! Table 3, each with its baselines in the same run — written to a report folder:
+//! `report.md` (every result table, the paper's numbers beside ours where it gives them, the
+//! machine, the exact command lines), a CSV and an SVG per figure, and each step's own log.
+//!
+//! Each step is this program run again (`cosh bench fig2a -- ...`), one after the other, so
+//! that a step that fails leaves the others standing and its log says why.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+/// `cosh bench all`'s options.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    about = "Runs Figures 2a, 2b, 2c and Table 3 with their baselines and writes a report folder (report.md, CSV and SVG per figure, logs)."
+)]
+pub struct Args {
+    /// Fewer sizes and samples, one replay per target: under two minutes on 2 cores.
+    #[arg(long)]
+    pub quick: bool,
+    /// The report folder (made if missing; files in it are replaced).
+    #[arg(long, default_value = "cosh-report", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The trace folder Table 3 replays (traces/FORMAT.md); without one, Table 3 is skipped.
+    #[arg(long, value_name = "DIR")]
+    pub trace: Option<PathBuf>,
+    /// Only these steps, comma separated (fig2a, fig2b, fig2c, table3).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// One step of the evaluation.
+struct Step {
+    /// Its name, the figure's subcommand, and the file stem of its outputs.
+    name: &'static str,
+    /// What it shows.
+    title: &'static str,
+    /// Its options (the outputs are added).
+    options: Vec<String>,
+    /// Whether it writes rows of latencies against size (`--csv`, `--plot`).
+    rows: bool,
+}
+
+fn steps(args: &Args) -> Vec<Step> {
+    let quick = args.quick;
+    let o = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    let mut all = vec![
+        Step {
+            name: "fig2a",
+            title: "Figure 2a: one-way transfer latency against size, every mode and strength, with memcpy, a Unix socket, a pipe and a futex ping-pong",
+            options: if quick {
+                o(&["--sizes", "4K,64K,1M,16M", "--samples", "30"])
+            } else {
+                o(&[
+                    "--sizes",
+                    "4K,16K,64K,256K,1M,4M,16M,64M",
+                    "--samples",
+                    "200",
+                ])
+            },
+            rows: true,
+        },
+        Step {
+            name: "fig2b",
+            title: "Figure 2b: transfers across pools (to a device pool, through its copy engine), with memcpy, process_vm_writev and TCP loopback",
+            options: if quick {
+                o(&["--sizes", "4K,1M,16M", "--samples", "20"])
+            } else {
+                o(&["--sizes", "4K,64K,1M,4M,16M,64M", "--samples", "100"])
+            },
+            rows: true,
+        },
+        Step {
+            name: "fig2c",
+            title: "Figure 2c: repeated reads of one file against read size, CoshFS's aggregate and legacy APIs against tmpfs pread",
+            options: if quick {
+                o(&["--sizes", "512,4K,64K,1M", "--samples", "50"])
+            } else {
+                o(&["--sizes", "512,4K,64K,1M,16M", "--samples", "400"])
+            },
+            rows: true,
+        },
+    ];
+    if let Some(trace) = &args.trace {
+        let mut options = vec![trace.display().to_string()];
+        options.extend(o(&["--runs", if quick { "1" } else { "5" }]));
+        // FUSE only where it can mount (and not in the quick run: a mount takes a while).
+        let fuse = !quick
+            && Path::new("/dev/fuse").exists()
+            && std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").exists()));
+        let mut targets = vec![
+            "tmpfs",
+            "coshfs",
+            "coshfs-legacy",
+            "device-coshfs",
+            "device-coshfs-nocache",
+        ];
+        if !quick {
+            targets.extend(["coshfs-nocache", "coshfs-legacy-nocache"]);
+        }
+        if fuse {
+            targets.push("fuse");
+        }
+        options.extend(["--targets".to_string(), targets.join(",")]);
+        all.push(Step {
+            name: "table3",
+            title: "Table 3: a real trace replayed on every target, every read and the final tree checked",
+            options,
+            rows: false,
+        });
+    }
+    if !args.only.is_empty() {
+        all.retain(|s| args.only.iter().any(|o| o == s.name));
+    }
+    all
+}
+
+/// How a step went.
+struct Ran {
+    command: String,
+    ok: bool,
+    took: Duration,
+    status: String,
+}
+
+/// Runs `cosh bench all` with `args` (the first is the program name); the steps are this
+/// program started with `bench STEP -- OPTIONS`.
+pub fn main_with(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<(), String> {
+    let Some(args) = crate::parse_args::<Args>(args)? else {
+        return Ok(());
+    };
+    let steps = steps(&args);
+    if steps.is_empty() {
+        return Err("no step left to run: --only takes fig2a, fig2b, fig2c, table3".into());
+    }
+    if let Some(t) = &args.trace
+        && !t.is_dir()
+    {
+        return Err(format!(
+            "{}: not a trace folder (traces/FORMAT.md)",
+            t.display()
+        ));
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot make {}: {e}", args.out.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bar = indicatif::ProgressBar::new(steps.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut ran = Vec::new();
+    for step in &steps {
+        bar.set_message(format!("{} (log: {}.log)", step.name, step.name));
+        let mut options = step.options.clone();
+        if step.rows {
+            options.extend([
+                "--csv".to_string(),
+                args.out
+                    .join(format!("{}.csv", step.name))
+                    .display()
+                    .to_string(),
+                "--plot".to_string(),
+                args.out
+                    .join(format!("{}.svg", step.name))
+                    .display()
+                    .to_string(),
+            ]);
+        } else {
+            options.extend([
+                "--csv".to_string(),
+                args.out
+                    .join(format!("{}.csv", step.name))
+                    .display()
+                    .to_string(),
+            ]);
+        }
+        let log_path = args.out.join(format!("{}.log", step.name));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let status = Command::new(&exe)
+            .args(["bench", step.name, "--"])
+            .args(&options)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .status();
+        let command = format!("cosh bench {} -- {}", step.name, options.join(" "));
+        let (ok, status) = match status {
+            Ok(s) if s.success() => (true, "ok".to_string()),
+            Ok(s) => (false, format!("failed ({s}); see {}.log", step.name)),
+            Err(e) => (false, format!("could not run: {e}")),
+        };
+        ran.push(Ran {
+            command,
+            ok,
+            took: t.elapsed(),
+            status,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = report(&args, &steps, &ran, started.elapsed());
+    let path = args.out.join("report.md");
+    std::fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!(
+        "report: {} ({} of {} steps ok, {:.0} s)",
+        path.display(),
+        ran.iter().filter(|r| r.ok).count(),
+        ran.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if ran.iter().all(|r| r.ok) {
+        Ok(())
+    } else {
+        Err("a step failed; its log in the report folder says why".into())
+    }
+}
+
+/// What the machine is, for the report.
+fn machine() -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or("unknown".into(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1048576.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown".into(), |k| k.trim().to_string());
+    vec![
+        ("CPU".into(), field("model name")),
+        ("cores available".into(), cores.to_string()),
+        ("CPU MHz (now)".into(), field("cpu MHz")),
+        ("memory".into(), memory),
+        ("Linux".into(), kernel),
+    ]
+}
+
+/// The CPU clock in GHz, from /proc/cpuinfo (for cycles), if known.
+fn ghz() -> Option<f64> {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split_once(':')?
+        .1
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|mhz| mhz / 1000.0)
+}
+
+/// Rows of a figure's CSV: (case, size, median ns).
+fn rows(path: &Path) -> Vec<(String, u64, u64)> {
+    let Ok(mut r) = csv::Reader::from_path(path) else {
+        return Vec::new();
+    };
+    r.records()
+        .flatten()
+        .filter_map(|rec| {
+            Some((
+                rec.get(0)?.to_string(),
+                rec.get(1)?.parse().ok()?,
+                rec.get(2)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn size_name(bytes: u64) -> String {
+    crate::report::human_size(bytes)
+}
+
+fn us(ns: u64) -> String {
+    let us = ns as f64 / 1000.0;
+    if us >= 100.0 {
+        format!("{us:.0}")
+    } else {
+        format!("{us:.1}")
+    }
+}
+
+/// A table of median microseconds: one row per case, one column per size; the fastest at
+/// each size in bold.
+fn pivot(rows: &[(String, u64, u64)]) -> String {
+    let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut cases: Vec<&str> = Vec::new();
+    for r in rows {
+        if !cases.contains(&r.0.as_str()) {
+            cases.push(&r.0);
+        }
+    }
+    let best: Vec<Option<u64>> = sizes
+        .iter()
+        .map(|s| rows.iter().filter(|r| r.1 == *s).map(|r| r.2).min())
+        .collect();
+    let mut out = String::from("| case (median µs) |");
+    for s in &sizes {
+        let _ = write!(out, " {} |", size_name(*s));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(sizes.len()));
+    out.push('\n');
+    for c in cases {
+        let _ = write!(out, "| {c} |");
+        for (s, b) in sizes.iter().zip(&best) {
+            match rows.iter().find(|r| r.0 == c && r.1 == *s) {
+                Some(r) if Some(r.2) == *b => {
+                    let _ = write!(out, " **{}** |", us(r.2));
+                }
+                Some(r) => {
+                    let _ = write!(out, " {} |", us(r.2));
+                }
+                None => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The paper's numbers beside ours, for the steps where it gives them.
+fn against_paper(step: &str, out: &Path) -> String {
+    let mut s = String::new();
+    match step {
+        "fig2a" => {
+            let r = rows(&out.join("fig2a.csv"));
+            let moves: Vec<_> = r.iter().filter(|x| x.0.starts_with("move")).collect();
+            let smallest = moves.iter().map(|r| r.1).min();
+            let base = moves
+                .iter()
+                .filter(|x| Some(x.1) == smallest)
+                .map(|x| x.2)
+                .min();
+            if let (Some(size), Some(ns)) = (smallest, base) {
+                let cycles = ghz().map_or("(CPU clock unknown)".to_string(), |g| {
+                    format!("about {:.0} cycles at {g:.2} GHz", ns as f64 * g)
+                });
+                let _ = writeln!(
+                    s,
+                    "The paper: a transfer's base cost is about 6,000 cycles. Here: the fastest move of {} takes {} µs, {cycles}.",
+                    size_name(size),
+                    us(ns)
+                );
+            }
+        }
+        "fig2b" => {
+            let r = rows(&out.join("fig2b.csv"));
+            let device: Vec<_> = r.iter().filter(|x| x.0 == "host to device").collect();
+            if let Some(first) = device.iter().min_by_key(|x| x.1) {
+                let _ = writeln!(
+                    s,
+                    "The paper: its co-processor's DMA engine has a fixed cost of about 172 µs per transfer. Here: a transfer of {} from the host pool to a device pool (copied by the device pool's copy engine, no DMA emulated) takes {} µs.",
+                    size_name(first.1),
+                    us(first.2)
+                );
+            }
+        }
+        "table3" => {
+            let table = table3(&out.join("table3.csv"));
+            let get = |name: &str| table.iter().find(|t| t.0 == name).map(|t| t.1);
+            let _ = writeln!(s, "| | the paper (ms) | here (ms) |\n|---|---:|---:|");
+            for (label, paper, ours) in [
+                (
+                    "kernel file system (ramfs; here tmpfs)",
+                    "145",
+                    get("tmpfs"),
+                ),
+                ("CoshFS on the host", "144", get("coshfs")),
+                (
+                    "CoshFS from the co-processor, no cache (here a device pool)",
+                    "49,742",
+                    get("device-coshfs-nocache"),
+                ),
+                (
+                    "CoshFS from the co-processor, with the cache",
+                    "2,464",
+                    get("device-coshfs"),
+                ),
+            ] {
+                let ours = ours.map_or("not run".to_string(), |ms| format!("{ms:.1}"));
+                let _ = writeln!(s, "| {label} | {paper} | {ours} |");
+            }
+            s.push_str(
+                "\nThe paper's trace and machine differ from ours (a Lua build here); compare the ratios to the kernel's file system, not the times.\n",
+            );
+        }
+        _ => {}
+    }
+    s
+}
+
+/// Table 3's CSV: (target, median ms, vs tmpfs, exact).
+fn table3(path: &Path) -> Vec<(String, f64, String, String)> {
+    let Ok(mut r) = csv::Reader::from_path(path) else {
+        return Vec::new();
+    };
+    r.records()
+        .flatten()
+        .filter_map(|rec| {
+            Some((
+                rec.get(0)?.to_string(),
+                rec.get(2)?.parse().ok()?,
+                rec.get(3)?.to_string(),
+                rec.get(4)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
+    let mut s = String::from("# Cosh: the paper's evaluation on this machine\n\n");
+    let _ = writeln!(
+        s,
+        "Made by `cosh bench all{}` in {:.0} s. Every step measures its baselines in the same run, on the same machine, so the ratios hold even where the machine is noisy; each figure's median is the middle sample of many.\n",
+        if args.quick { " --quick" } else { "" },
+        took.as_secs_f64()
+    );
+    s.push_str("## The machine\n\n| | |\n|---|---|\n");
+    for (k, v) in machine() {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    s.push_str("\n## The steps\n\n| step | status | time | command |\n|---|---|---:|---|\n");
+    for (step, r) in steps.iter().zip(ran) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} s | `{}` |",
+            step.name,
+            r.status,
+            r.took.as_secs_f64(),
+            r.command
+        );
+    }
+    for (step, r) in steps.iter().zip(ran) {
+        let _ = writeln!(s, "\n## {}\n", step.title);
+        if !r.ok {
+            let _ = writeln!(s, "This step {}.", r.status);
+            continue;
+        }
+        if step.rows {
+            let csv = args.out.join(format!("{}.csv", step.name));
+            let _ = writeln!(
+                s,
+                "![{}]({}.svg)\n\n{}\nCSV: [`{}.csv`]({}.csv); the full output, ratios included: [`{}.log`]({}.log).\n",
+                step.name,
+                step.name,
+                pivot(&rows(&csv)),
+                step.name,
+                step.name,
+                step.name,
+                step.name
+            );
+        } else {
+            let t = table3(&args.out.join("table3.csv"));
+            s.push_str("| target | median (ms) | vs tmpfs | exact |\n|---|---:|---:|---|\n");
+            for (name, ms, ratio, exact) in &t {
+                let ratio = ratio
+                    .parse::<f64>()
+                    .map_or("–".to_string(), |r| format!("{r:.2}x"));
+                let _ = writeln!(s, "| {name} | {ms:.1} | {ratio} | {exact} |");
+            }
+            let _ = writeln!(
+                s,
+                "\nCSV: [`table3.csv`](table3.csv); the replay's own output: [`table3.log`](table3.log).\n"
+            );
+        }
+        let paper = against_paper(step.name, &args.out);
+        if !paper.is_empty() {
+            let _ = writeln!(s, "{paper}");
+        }
+    }
+    if args.trace.is_none() {
+        s.push_str(
+            "\n## Table 3\n\nNot run: give a trace folder with `--trace DIR` (for example `../shared/traces/devtrace`).\n",
+        );
+    }
+    s
+}
