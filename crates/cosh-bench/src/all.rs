@@ -136,9 +136,22 @@ pub fn main_with(
     let Some(args) = crate::parse_args::<Args>(args)? else {
         return Ok(());
     };
+    const NAMES: [&str; 4] = ["fig2a", "fig2b", "fig2c", "table3"];
+    if let Some(bad) = args.only.iter().find(|o| !NAMES.contains(&o.as_str())) {
+        return Err(format!(
+            "no step {bad:?}: --only takes {}",
+            NAMES.join(", ")
+        ));
+    }
+    if args.only.iter().any(|o| o == "table3") && args.trace.is_none() {
+        return Err(
+            "table3 replays a trace: give its folder with --trace DIR (for example ../shared/traces/devtrace)"
+                .into(),
+        );
+    }
     let steps = steps(&args);
     if steps.is_empty() {
-        return Err("no step left to run: --only takes fig2a, fig2b, fig2c, table3".into());
+        return Err("no step left to run".into());
     }
     if let Some(t) = &args.trace
         && !t.is_dir()

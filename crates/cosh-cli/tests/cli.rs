@@ -561,9 +561,15 @@ fn bench_all_writes_a_report_folder() {
         5,
         "{table3}"
     );
-    // Nothing left to run: said plainly.
+    // A step that does not exist, or Table 3 without a trace: said plainly.
     let run = cosh(&dir, &["bench", "all", "--", "--only", "fig9", "--out", &o]);
     assert!(!run.status.success());
-    assert!(text(&run).contains("no step left"), "{}", text(&run));
+    assert!(text(&run).contains("no step \"fig9\""), "{}", text(&run));
+    let run = cosh(
+        &dir,
+        &["bench", "all", "--", "--only", "table3", "--out", &o],
+    );
+    assert!(!run.status.success());
+    assert!(text(&run).contains("--trace DIR"), "{}", text(&run));
     let _ = std::fs::remove_dir_all(&dir);
 }
