@@ -10,7 +10,7 @@ use std::process::Command;
 
 use cosh_core::ErrorKind;
 use support::Daemon;
-use support::peers::{Peer, peer_binary};
+use support::peers::{Peer, PeerError, peer_binary};
 
 const ATTACKER_UID: u32 = 65534;
 
@@ -181,6 +181,19 @@ fn an_attacker_under_another_uid_cannot_touch_strongly_shared_data() {
     assert!(status.starts_with("domains=1 "), "{status}");
 }
 
+/// Allocates 1 MiB aggregates until refused (failing past `expected`): those made, and why
+/// the next was refused.
+fn alloc_mib_until_refused(peer: &mut Peer, expected: usize) -> (Vec<String>, PeerError) {
+    let mut made = Vec::new();
+    loop {
+        match peer.ask("alloc 1048576") {
+            Ok(agg) => made.push(agg),
+            Err(e) => return (made, e),
+        }
+        assert!(made.len() <= expected, "no quota stopped it");
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -300,14 +313,7 @@ fn an_attacker_under_another_uid_cannot_break_the_protocol_rings_names_or_quotas
     assert_eq!(err.kind, Some(ErrorKind::Protocol), "{err}");
 
     // 26. Allocations past the domain's quota, and its user's; the victim still allocates.
-    let mut held = Vec::new();
-    let err = loop {
-        match evil.ask("alloc 1048576") {
-            Ok(agg) => held.push(agg),
-            Err(e) => break e,
-        }
-        assert!(held.len() <= 16, "no quota");
-    };
+    let (held, err) = alloc_mib_until_refused(&mut evil, 16);
     assert_eq!(held.len(), 16);
     assert_eq!(err.kind, Some(ErrorKind::OverQuota), "{err}");
     let mine = victim
@@ -316,14 +322,7 @@ fn an_attacker_under_another_uid_cannot_break_the_protocol_rings_names_or_quotas
     victim.ask(&format!("decref {mine}")).expect("decref");
     // ... and a second domain of the same user stops at the user's quota (24 MiB in all).
     let mut accomplice = attacker(&daemon).expect("root");
-    let mut more = Vec::new();
-    let err = loop {
-        match accomplice.ask("alloc 1048576") {
-            Ok(agg) => more.push(agg),
-            Err(e) => break e,
-        }
-        assert!(more.len() <= 8, "no quota per user");
-    };
+    let (more, err) = alloc_mib_until_refused(&mut accomplice, 8);
     assert_eq!(more.len(), 8);
     assert_eq!(err.kind, Some(ErrorKind::OverQuota), "{err}");
     assert!(err.message.contains("uid 65534"), "{err}");
