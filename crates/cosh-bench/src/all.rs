@@ -45,46 +45,47 @@ struct Step {
     rows: bool,
 }
 
+/// A run's `--sizes` and `--samples`.
+type Run = (&'static str, &'static str);
+
+/// The figures with rows of latencies against size: name, title, and the sizes and samples
+/// of the quick and the full run.
+const FIGURES: [(&str, &str, [Run; 2]); 3] = [
+    (
+        "fig2a",
+        "Figure 2a: one-way transfer latency against size, every mode and strength, with memcpy, a Unix socket, a pipe and a futex ping-pong",
+        [
+            ("4K,64K,1M,16M", "30"),
+            ("4K,16K,64K,256K,1M,4M,16M,64M", "200"),
+        ],
+    ),
+    (
+        "fig2b",
+        "Figure 2b: transfers across pools (to a device pool, through its copy engine), with memcpy, process_vm_writev and TCP loopback",
+        [("4K,1M,16M", "20"), ("4K,64K,1M,4M,16M,64M", "100")],
+    ),
+    (
+        "fig2c",
+        "Figure 2c: repeated reads of one file against read size, CoshFS's aggregate and legacy APIs against tmpfs pread",
+        [("512,4K,64K,1M", "50"), ("512,4K,64K,1M,16M", "400")],
+    ),
+];
+
 fn steps(args: &Args) -> Vec<Step> {
     let quick = args.quick;
     let o = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
-    let mut all = vec![
-        Step {
-            name: "fig2a",
-            title: "Figure 2a: one-way transfer latency against size, every mode and strength, with memcpy, a Unix socket, a pipe and a futex ping-pong",
-            options: if quick {
-                o(&["--sizes", "4K,64K,1M,16M", "--samples", "30"])
-            } else {
-                o(&[
-                    "--sizes",
-                    "4K,16K,64K,256K,1M,4M,16M,64M",
-                    "--samples",
-                    "200",
-                ])
-            },
-            rows: true,
-        },
-        Step {
-            name: "fig2b",
-            title: "Figure 2b: transfers across pools (to a device pool, through its copy engine), with memcpy, process_vm_writev and TCP loopback",
-            options: if quick {
-                o(&["--sizes", "4K,1M,16M", "--samples", "20"])
-            } else {
-                o(&["--sizes", "4K,64K,1M,4M,16M,64M", "--samples", "100"])
-            },
-            rows: true,
-        },
-        Step {
-            name: "fig2c",
-            title: "Figure 2c: repeated reads of one file against read size, CoshFS's aggregate and legacy APIs against tmpfs pread",
-            options: if quick {
-                o(&["--sizes", "512,4K,64K,1M", "--samples", "50"])
-            } else {
-                o(&["--sizes", "512,4K,64K,1M,16M", "--samples", "400"])
-            },
-            rows: true,
-        },
-    ];
+    let mut all: Vec<Step> = FIGURES
+        .iter()
+        .map(|(name, title, runs)| {
+            let (sizes, samples) = runs[usize::from(!quick)];
+            Step {
+                name,
+                title,
+                options: o(&["--sizes", sizes, "--samples", samples]),
+                rows: true,
+            }
+        })
+        .collect();
     if let Some(trace) = &args.trace {
         let mut options = vec![trace.display().to_string()];
         options.extend(o(&["--runs", if quick { "1" } else { "5" }]));
@@ -176,24 +177,18 @@ pub fn main_with(
     for step in &steps {
         bar.set_message(format!("{} (log: {}.log)", step.name, step.name));
         let mut options = step.options.clone();
+        options.extend([
+            "--csv".to_string(),
+            args.out
+                .join(format!("{}.csv", step.name))
+                .display()
+                .to_string(),
+        ]);
         if step.rows {
             options.extend([
-                "--csv".to_string(),
-                args.out
-                    .join(format!("{}.csv", step.name))
-                    .display()
-                    .to_string(),
                 "--plot".to_string(),
                 args.out
                     .join(format!("{}.svg", step.name))
-                    .display()
-                    .to_string(),
-            ]);
-        } else {
-            options.extend([
-                "--csv".to_string(),
-                args.out
-                    .join(format!("{}.csv", step.name))
                     .display()
                     .to_string(),
             ]);
@@ -244,15 +239,7 @@ pub fn main_with(
 
 /// What the machine is, for the report.
 fn machine() -> Vec<(String, String)> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_else(|| "unknown".into())
-    };
+    let field = |name: &str| cpuinfo(name).unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -275,22 +262,32 @@ fn machine() -> Vec<(String, String)> {
     ]
 }
 
-/// The CPU clock in GHz, from /proc/cpuinfo (for cycles), if known.
-fn ghz() -> Option<f64> {
+/// A field of the first CPU in /proc/cpuinfo (`model name`, `cpu MHz`).
+fn cpuinfo(name: &str) -> Option<String> {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()?
         .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split_once(':')?
-        .1
-        .trim()
+        .find(|l| l.starts_with(name))?
+        .split_once(':')
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The CPU clock in GHz (for cycles), if known.
+fn ghz() -> Option<f64> {
+    cpuinfo("cpu MHz")?
         .parse::<f64>()
         .ok()
         .map(|mhz| mhz / 1000.0)
 }
 
-/// Rows of a figure's CSV: (case, size, median ns).
-fn rows(path: &Path) -> Vec<(String, u64, u64)> {
+/// A row of a figure's CSV: (case, size, median ns).
+type Row = (String, u64, u64);
+
+/// A row of Table 3's CSV: (target, median ms, ratio to tmpfs, exact).
+type Table3Row = (String, f64, String, String);
+
+/// The rows of a figure's CSV.
+fn rows(path: &Path) -> Vec<Row> {
     let Ok(mut r) = csv::Reader::from_path(path) else {
         return Vec::new();
     };
@@ -321,7 +318,7 @@ fn us(ns: u64) -> String {
 
 /// A table of median microseconds: one row per case, one column per size; the fastest at
 /// each size in bold.
-fn pivot(rows: &[(String, u64, u64)]) -> String {
+fn pivot(rows: &[Row]) -> String {
     let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
     sizes.sort_unstable();
     sizes.dedup();
@@ -361,11 +358,10 @@ fn pivot(rows: &[(String, u64, u64)]) -> String {
 }
 
 /// The paper's numbers beside ours, for the steps where it gives them.
-fn against_paper(step: &str, out: &Path) -> String {
+fn against_paper(step: &str, r: &[Row], table: &[Table3Row]) -> String {
     let mut s = String::new();
     match step {
         "fig2a" => {
-            let r = rows(&out.join("fig2a.csv"));
             let moves: Vec<_> = r.iter().filter(|x| x.0.starts_with("move")).collect();
             let smallest = moves.iter().map(|r| r.1).min();
             let base = moves
@@ -386,7 +382,6 @@ fn against_paper(step: &str, out: &Path) -> String {
             }
         }
         "fig2b" => {
-            let r = rows(&out.join("fig2b.csv"));
             let device: Vec<_> = r.iter().filter(|x| x.0 == "host to device").collect();
             if let Some(first) = device.iter().min_by_key(|x| x.1) {
                 let _ = writeln!(
@@ -398,7 +393,6 @@ fn against_paper(step: &str, out: &Path) -> String {
             }
         }
         "table3" => {
-            let table = table3(&out.join("table3.csv"));
             let get = |name: &str| table.iter().find(|t| t.0 == name).map(|t| t.1);
             let _ = writeln!(s, "| | the paper (ms) | here (ms) |\n|---|---:|---:|");
             for (label, paper, ours) in [
@@ -431,8 +425,8 @@ fn against_paper(step: &str, out: &Path) -> String {
     s
 }
 
-/// Table 3's CSV: (target, median ms, vs tmpfs, exact).
-fn table3(path: &Path) -> Vec<(String, f64, String, String)> {
+/// The rows of Table 3's CSV.
+fn table3(path: &Path) -> Vec<Table3Row> {
     let Ok(mut r) = csv::Reader::from_path(path) else {
         return Vec::new();
     };
@@ -478,23 +472,27 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
             let _ = writeln!(s, "This step {}.", r.status);
             continue;
         }
+        let csv = args.out.join(format!("{}.csv", step.name));
+        let (figure, table) = if step.rows {
+            (rows(&csv), Vec::new())
+        } else {
+            (Vec::new(), table3(&csv))
+        };
         if step.rows {
-            let csv = args.out.join(format!("{}.csv", step.name));
             let _ = writeln!(
                 s,
                 "![{}]({}.svg)\n\n{}\nCSV: [`{}.csv`]({}.csv); the full output, ratios included: [`{}.log`]({}.log).\n",
                 step.name,
                 step.name,
-                pivot(&rows(&csv)),
+                pivot(&figure),
                 step.name,
                 step.name,
                 step.name,
                 step.name
             );
         } else {
-            let t = table3(&args.out.join("table3.csv"));
             s.push_str("| target | median (ms) | vs tmpfs | exact |\n|---|---:|---:|---|\n");
-            for (name, ms, ratio, exact) in &t {
+            for (name, ms, ratio, exact) in &table {
                 let ratio = ratio
                     .parse::<f64>()
                     .map_or("–".to_string(), |r| format!("{r:.2}x"));
@@ -505,7 +503,7 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
                 "\nCSV: [`table3.csv`](table3.csv); the replay's own output: [`table3.log`](table3.log).\n"
             );
         }
-        let paper = against_paper(step.name, &args.out);
+        let paper = against_paper(step.name, &figure, &table);
         if !paper.is_empty() {
             let _ = writeln!(s, "{paper}");
         }
