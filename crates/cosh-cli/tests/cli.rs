@@ -388,6 +388,13 @@ fn bench_fig2b_and_bench_pipe_run_and_report() {
 
 /// A trace of every kind of operation the replayer acts on, in the format of
 /// `traces/FORMAT.md`; the final sizes are given by `final_sizes`.
+/// The tree the trace of `write_trace` leaves when replayed.
+const REPLAYED: [(&str, &str, u64); 3] = [
+    ("out", "dir", 0),
+    ("out/a.o", "file", 60000),
+    ("out/b", "file", 300),
+];
+
 fn write_trace(dir: &std::path::Path, final_sizes: &[(&str, &str, u64)]) {
     std::fs::create_dir_all(dir).expect("trace dir");
     let header = "seq,t,dur,pid,tgid,prog,op,syscall,path,path2,fd,offset,size,result,errno,flags,mode,fsize";
@@ -440,14 +447,7 @@ fn write_trace(dir: &std::path::Path, final_sizes: &[(&str, &str, u64)]) {
 fn replay_runs_a_trace_on_every_target_and_catches_a_wrong_one() {
     let dir = runtime("replay");
     let trace = dir.join("trace");
-    write_trace(
-        &trace,
-        &[
-            ("out", "dir", 0),
-            ("out/a.o", "file", 60000),
-            ("out/b", "file", 300),
-        ],
-    );
+    write_trace(&trace, &REPLAYED);
     let t = trace.to_string_lossy().to_string();
     let o = cosh(
         &dir,
@@ -504,14 +504,7 @@ fn replay_runs_a_trace_on_every_target_and_catches_a_wrong_one() {
 fn bench_all_writes_a_report_folder() {
     let dir = runtime("bench-all");
     let trace = dir.join("trace");
-    write_trace(
-        &trace,
-        &[
-            ("out", "dir", 0),
-            ("out/a.o", "file", 60000),
-            ("out/b", "file", 300),
-        ],
-    );
+    write_trace(&trace, &REPLAYED);
     let out = dir.join("report");
     let (t, o) = (
         trace.to_string_lossy().to_string(),
