@@ -354,6 +354,7 @@ impl BlockManager {
         // connection can be accepted, told why, and closed (rather than left in the backlog,
         // the listener readable for ever).
         let spare_fd = std::fs::File::open("/dev/null").ok();
+        let own_uid = rustix::process::geteuid().as_raw();
         let config_dma = config.dma;
         let (remote_tx, remote_rx) = std::sync::mpsc::channel();
         Ok(BlockManager {
@@ -371,7 +372,7 @@ impl BlockManager {
                         bytes: config.max_uid_bytes,
                         buffers: config.max_uid_buffers,
                     },
-                    rustix::process::geteuid().as_raw(),
+                    own_uid,
                 ),
                 budget.slots,
             ),
@@ -384,7 +385,7 @@ impl BlockManager {
             next_client: 1,
             by_domain: HashMap::new(),
             names: BTreeMap::new(),
-            own_uid: rustix::process::geteuid().as_raw(),
+            own_uid,
             gone_remote: Default::default(),
             counts: TransferCounts::default(),
             started: Instant::now(),

@@ -103,15 +103,15 @@ pub(crate) enum StoreError {
     Descriptors { slots: usize, max: usize },
 }
 
-/// What one domain may hold in buffers it made (or copies made on its behalf) that are still
-/// alive; 0 means no limit.
+/// What one domain (or all the domains of one uid) may hold in buffers it made (or copies
+/// made for its transfers) that are still alive; 0 means no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Quota {
     pub(crate) bytes: u64,
     pub(crate) buffers: u64,
 }
 
-/// What one domain holds against its quota.
+/// What one domain (or uid) holds against its quota.
 #[derive(Clone, Copy, Debug, Default)]
 struct Charge {
     bytes: u64,

@@ -1512,9 +1512,10 @@ impl BlockManager {
     /// Tells every block manager this one sends transfers to that `domain` is gone (after
     /// whatever it sent them).
     pub(super) fn tell_links_gone(&mut self, domain: DomainId) {
-        let Ok(bytes) = encode(&Message::Link(LinkMessage::Gone {
+        let gone = Message::Link(LinkMessage::Gone {
             domain: domain.to_bits(),
-        })) else {
+        });
+        let Ok(bytes) = encode(&gone) else {
             return;
         };
         // Where its transfers went (after them, in order), and where transfers to it may
@@ -1543,9 +1544,6 @@ impl BlockManager {
             .filter(|(_, l)| l.pool.is_some())
             .map(|(k, _)| *k)
             .collect();
-        let gone = Message::Link(LinkMessage::Gone {
-            domain: domain.to_bits(),
-        });
         for key in remote {
             self.remote_send(key, &gone);
         }
