@@ -1100,6 +1100,85 @@ impl Ledger {
         Ok(next)
     }
 
+    /// The sender's half of a transfer whose bytes its library copied itself on a direct
+    /// ring (an *inline* transfer; the receiver's library lands them in a buffer of its own:
+    /// [`Ledger::land`]). A copy is a correct way to carry out any mode and strength, so the
+    /// sender's aggregate changes exactly as Table 1 says it does when every piece is copied:
+    /// it must hold what the mode needs, and keeps what the mode leaves it. Related aggregates
+    /// keep their rights (nothing of theirs travelled).
+    pub fn sent_inline(
+        &mut self,
+        sender: DomainId,
+        agg: AggId,
+        receiver: DomainId,
+        mode: Mode,
+    ) -> Result<()> {
+        let held = self.agg(sender, agg)?.rights;
+        require(agg, held, mode.sender_needs(), Operation::Transfer(mode))?;
+        if receiver == sender {
+            return Err(Error::SelfTransfer { domain: sender });
+        }
+        let to = self.domain(receiver)?.pool;
+        if to != self.domain(sender)?.pool {
+            return Err(Error::DirectRefused {
+                agg,
+                reason: "an inline transfer joins domains of one pool",
+            });
+        }
+        let keeps = mode.sender_keeps(held);
+        if keeps != held {
+            self.downgrade(sender, agg, keeps)?;
+        }
+        Ok(())
+    }
+
+    /// The receiver's half of an inline transfer: `agg`, a buffer of `domain`'s own that its
+    /// library holds once and wrote the transferred bytes into, becomes the received
+    /// aggregate — its first `len` bytes with `rights`. Refused, changing nothing, unless the
+    /// buffer is private to `domain`: held with rights by this aggregate alone, mapped by no
+    /// other domain, neither frozen nor sealed. So a domain can only ever reshape its own
+    /// memory this way.
+    pub fn land(&mut self, domain: DomainId, agg: AggId, len: u64, rights: Rights) -> Result<()> {
+        let refuse = |reason| Err(Error::DirectRefused { agg, reason });
+        let a = self.agg(domain, agg)?;
+        let [chunk] = a.chunks.chunks() else {
+            return refuse("a landing is one piece");
+        };
+        if a.rights != Rights::ReadWrite || a.refs != 1 || a.pending {
+            return refuse("a landing is held once, read/write, by the domain itself");
+        }
+        let buffer = chunk.buffer;
+        let Some(state) = self.buffers.get(&buffer) else {
+            return refuse("a landing's buffer is gone");
+        };
+        if chunk.offset != 0 || len == 0 || len > state.len {
+            return refuse("a landing starts its buffer and fits in it");
+        }
+        let held = state.holds.get(&domain).copied().unwrap_or_default();
+        let alone = held[Rights::ReadWrite as usize] == 1
+            && held[Rights::Read as usize] == 0
+            && state
+                .holds
+                .iter()
+                .all(|(d, c)| *d == domain || top_rights(c) == Rights::None)
+            && state.mappings.keys().all(|d| *d == domain);
+        if !alone || state.frozen || state.sealed {
+            return refuse("a landing's buffer is private to the domain");
+        }
+        let chunks = ChunkList::single(Chunk {
+            buffer,
+            offset: 0,
+            len,
+        });
+        let a = self.agg_mut(domain, agg)?;
+        a.chunks = chunks;
+        if rights < Rights::ReadWrite {
+            self.downgrade(domain, agg, rights)?;
+        }
+        self.generation += 1;
+        Ok(())
+    }
+
     /// Whether [`Ledger::transfer_direct`] would take its fast path (for tests).
     #[doc(hidden)]
     pub fn direct_would_be_fast(
