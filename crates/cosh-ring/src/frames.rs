@@ -6,7 +6,8 @@
 //! on a half-written frame for long; [`FrameReader`] collects records until a frame is
 //! complete, and refuses a head that announces more than its limit.
 
-use crate::{Consumer, Doorbell, Producer, RECORD_WORDS, Record, RingError};
+use crate::sync::{AtomicU32, Ordering};
+use crate::{Consumer, Doorbell, Producer, RECORD_WORDS, RingError};
 
 /// Payload bytes in a head record.
 pub const HEAD_BYTES: usize = (RECORD_WORDS - 1) * 4;
@@ -18,12 +19,41 @@ pub fn records_for(len: usize) -> usize {
     1 + len.saturating_sub(HEAD_BYTES).div_ceil(BODY_BYTES)
 }
 
-fn fill(record: &mut [u32], bytes: &[u8]) {
-    let mut padded = [0u8; RECORD_WORDS * 4];
-    let n = bytes.len().min(padded.len());
-    padded[..n].copy_from_slice(&bytes[..n]);
-    for (word, b) in record.iter_mut().zip(padded.chunks_exact(4)) {
-        *word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+/// Stores `bytes` (at most the words' worth) in `words`, the last word zero-padded.
+fn store(words: &[AtomicU32], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(4);
+    let mut n = 0;
+    for (word, b) in words.iter().zip(&mut chunks) {
+        word.store(
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Ordering::Relaxed,
+        );
+        n += 1;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty()
+        && let Some(word) = words.get(n)
+    {
+        let mut last = [0u8; 4];
+        last[..rest.len()].copy_from_slice(rest);
+        word.store(u32::from_le_bytes(last), Ordering::Relaxed);
+    }
+}
+
+/// Loads `out.len()` bytes (at most the words' worth) from `words`.
+fn load(words: &[AtomicU32], out: &mut [u8]) {
+    let mut chunks = out.chunks_exact_mut(4);
+    let mut n = 0;
+    for (b, word) in (&mut chunks).zip(words) {
+        b.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        n += 1;
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty()
+        && let Some(word) = words.get(n)
+    {
+        let v = word.load(Ordering::Relaxed).to_le_bytes();
+        rest.copy_from_slice(&v[..rest.len()]);
     }
 }
 
@@ -56,21 +86,18 @@ pub fn push_frame_quietly(producer: &mut Producer<'_>, frame: &[u8]) -> Result<b
     if (producer.capacity() - producer.pending()?) < needed as u32 {
         return Ok(false);
     }
+    // Every record written, then published at once (room was checked, and only this side
+    // moves the head): the consumer never sees part of a frame.
     let split = frame.len().min(HEAD_BYTES);
-    let mut head: Record = [0; RECORD_WORDS];
-    head[0] = len;
-    fill(&mut head[1..], &frame[..split]);
-    let mut pushed = producer.try_push(&head)?;
+    let head = producer.staged(0);
+    head[0].store(len, Ordering::Relaxed);
+    store(&head[1..], &frame[..split]);
+    let mut n = 1u32;
     for chunk in frame[split..].chunks(BODY_BYTES) {
-        let mut body: Record = [0; RECORD_WORDS];
-        fill(&mut body, chunk);
-        pushed &= producer.try_push(&body)?;
+        store(producer.staged(n), chunk);
+        n += 1;
     }
-    if !pushed {
-        // Room was checked and only this side pushes: the consumer must have moved its tail
-        // backwards.
-        return Err(RingError::Corrupt("the ring shrank under a frame".into()));
-    }
+    producer.publish(n);
     Ok(true)
 }
 
@@ -102,33 +129,42 @@ impl FrameReader {
                 self.missing = None;
                 return Ok(Some(&self.frame));
             }
-            let Some(record) = consumer.try_pop()? else {
+            let available = consumer.available()?;
+            if available == 0 {
                 return Ok(None);
-            };
-            let words: &[u32] = match self.missing {
-                None => {
-                    let len = record[0] as usize;
-                    if len > self.max {
-                        return Err(RingError::Corrupt(format!(
-                            "a frame of {len} bytes announced, more than the {} allowed",
-                            self.max
-                        )));
-                    }
-                    self.frame.clear();
-                    self.frame.reserve(len);
-                    self.missing = Some(len);
-                    &record[1..]
-                }
-                Some(_) => &record[..],
-            };
-            let missing = self.missing.unwrap_or(0);
-            let take = missing.min(words.len() * 4);
-            let mut bytes = [0u8; RECORD_WORDS * 4];
-            for (b, w) in bytes.chunks_exact_mut(4).zip(words) {
-                b.copy_from_slice(&w.to_le_bytes());
             }
-            self.frame.extend_from_slice(&bytes[..take]);
-            self.missing = Some(missing - take);
+            // Read what is there (up to the frame's end), then give it back at once.
+            let mut used = 0;
+            let result = loop {
+                if used == available || self.missing == Some(0) {
+                    break Ok(());
+                }
+                let record = consumer.peek(used);
+                used += 1;
+                let words = match self.missing {
+                    None => {
+                        let len = record[0].load(Ordering::Relaxed) as usize;
+                        if len > self.max {
+                            break Err(RingError::Corrupt(format!(
+                                "a frame of {len} bytes announced, more than the {} allowed",
+                                self.max
+                            )));
+                        }
+                        self.frame.clear();
+                        self.frame.resize(len, 0);
+                        self.missing = Some(len);
+                        &record[1..]
+                    }
+                    Some(_) => record,
+                };
+                let missing = self.missing.unwrap_or(0);
+                let take = missing.min(words.len() * 4);
+                let at = self.frame.len() - missing;
+                load(words, &mut self.frame[at..at + take]);
+                self.missing = Some(missing - take);
+            };
+            consumer.release(used);
+            result?;
         }
     }
 }

@@ -84,6 +84,27 @@ pub fn direct_parked_word(capacity: u32) -> usize {
     words_for(capacity)
 }
 
+/// The index of the staging counter in a direct ring's words: how many bytes of the staging
+/// area (a wrapping count) the consumer has finished with, written only by the consumer.
+pub fn direct_staged_word(capacity: u32) -> usize {
+    words_for(capacity) + 1
+}
+
+/// Bytes of a direct ring's staging area, where the producer puts the bytes a record
+/// announces (inline transfers) for the consumer to copy out. Its pages are touched only as
+/// used: a producer starts again at its beginning whenever the consumer has caught up.
+pub const DIRECT_STAGING: usize = 4 << 20;
+
+/// Where a direct ring's staging area starts, in bytes: the page after its words.
+pub fn direct_staging_offset(capacity: u32) -> usize {
+    (direct_words(capacity) * 4).div_ceil(4096) * 4096
+}
+
+/// The bytes of a direct ring's memory: its words, then its staging area.
+pub fn direct_bytes(capacity: u32) -> usize {
+    direct_staging_offset(capacity) + DIRECT_STAGING
+}
+
 /// Words for a pair of rings of `capacity` records laid out one after the other (a client's
 /// request ring, then its answer ring).
 pub fn pair_words(capacity: u32) -> usize {
@@ -321,6 +342,18 @@ impl<'a> Producer<'a> {
         Ok(true)
     }
 
+    /// The record `ahead` places past the head, to be written before [`Producer::publish`]
+    /// (the caller checked that the ring has room for it).
+    pub(crate) fn staged(&self, ahead: u32) -> &[AtomicU32] {
+        record_at(self.words, self.capacity, self.head.wrapping_add(ahead))
+    }
+
+    /// Makes the next `n` staged records visible to the consumer at once.
+    pub(crate) fn publish(&mut self, n: u32) {
+        self.head = self.head.wrapping_add(n);
+        self.words[W_HEAD].store(self.head, Ordering::Release);
+    }
+
     /// After a push: [`Producer::notify`], and for a consumer that may wait where no doorbell
     /// of this ring reaches it (see [`Consumer::park`]), `true` if it said so, clearing the
     /// flag; then the producer must wake it its own way. Either this sees the flag or the
@@ -507,6 +540,18 @@ impl<'a> Consumer<'a> {
             )));
         }
         Ok(ready)
+    }
+
+    /// The record `ahead` places past the tail, to be read before [`Consumer::release`] (the
+    /// caller checked that it is available).
+    pub(crate) fn peek(&self, ahead: u32) -> &[AtomicU32] {
+        record_at(self.words, self.capacity, self.tail.wrapping_add(ahead))
+    }
+
+    /// Gives the next `n` records back to the producer at once.
+    pub(crate) fn release(&mut self, n: u32) {
+        self.tail = self.tail.wrapping_add(n);
+        self.words[W_TAIL].store(self.tail, Ordering::Release);
     }
 
     /// Takes the oldest record, if any. The producer may reuse its slot at once, but is not
