@@ -1,4 +1,5 @@
-//! The fixed-layout records clients write on direct rings (transfers, wakes, releases).
+//! The fixed-layout records clients write on direct rings (transfers, markers, inline
+//! transfers).
 #![no_main]
 
 use cosh_proto::ops::{decode_record, encode_record};

@@ -21,6 +21,7 @@ mod copier;
 mod remote;
 mod sealer;
 mod server;
+mod small;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -107,6 +108,11 @@ pub struct Config {
     pub slab_object_max: u64,
     /// The size of a slab buffer.
     pub slab_len: u64,
+    /// The largest transfer that travels inline on a direct ring (its bytes copied there by
+    /// the libraries), whatever the strength: `None` (the default) chooses the sizes from
+    /// what the block manager measures when it starts; `Some(0)` never inlines. Only a
+    /// coherent (`Host`) pool inlines.
+    pub inline_max: Option<u64>,
 }
 
 impl Config {
@@ -146,6 +152,7 @@ impl Config {
             dma: None,
             slab_object_max: 2048,
             slab_len: 64 * 1024,
+            inline_max: None,
         }
     }
 }

@@ -163,7 +163,7 @@ struct Fired {
     tcp: bool,
 }
 
-/// Records in a direct ring.
+/// Records in a direct ring (its staging area for inline transfers comes after them).
 const DIRECT_CAPACITY: u32 = 1024;
 /// Aggregate ids leased at a time for direct transfers.
 const LEASE: u64 = 4096;
@@ -268,6 +268,8 @@ pub struct BlockManager {
     /// [`MAX_GONE_REMOTE`]), oldest first.
     gone_remote: (BTreeSet<DomainId>, std::collections::VecDeque<DomainId>),
     counts: TransferCounts,
+    /// The copy-versus-reference policy for small transfers.
+    small: ops::SmallTransfers,
     started: Instant,
     stop: bool,
     /// The receive buffer, reused for every message.
@@ -356,6 +358,7 @@ impl BlockManager {
         let spare_fd = std::fs::File::open("/dev/null").ok();
         let own_uid = rustix::process::geteuid().as_raw();
         let config_dma = config.dma;
+        let small = small_transfers(&config);
         let (remote_tx, remote_rx) = std::sync::mpsc::channel();
         Ok(BlockManager {
             ledger: Ledger::new(config.policy),
@@ -388,6 +391,7 @@ impl BlockManager {
             own_uid,
             gone_remote: Default::default(),
             counts: TransferCounts::default(),
+            small,
             started: Instant::now(),
             stop: false,
             inbox: vec![0; MAX_FRAME],
@@ -802,9 +806,7 @@ impl BlockManager {
                 }
             };
             match decoded {
-                Ok(Message::Request(
-                    r @ (Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. }),
-                )) => {
+                Ok(Message::Request(r)) if r.is_record() => {
                     if !self.apply_or_stall(token, r) {
                         return progress;
                     }
@@ -889,9 +891,100 @@ impl BlockManager {
                     self.cut(token, &why);
                 }
             },
+            Request::Inline {
+                agg,
+                to,
+                mode,
+                weak,
+            } => return self.apply_inline(token, sender, AggId(agg), to, mode.into(), weak),
+            Request::Land { agg, len, rights } => {
+                // The buffer must be the domain's alone in memory too: no other domain was
+                // ever given a descriptor of its slot.
+                let private = self
+                    .ledger
+                    .chunks(sender, AggId(agg))
+                    .ok()
+                    .and_then(|c| c.chunks().first().copied())
+                    .and_then(|c| self.store.slot_of(c.buffer))
+                    .is_some_and(|slot| self.store.private_to(slot, sender));
+                let landed = if private {
+                    self.ledger.land(sender, AggId(agg), len, rights.into())
+                } else {
+                    Err(CoreError::DirectRefused {
+                        agg: AggId(agg),
+                        reason: "a landing's memory is private to the domain",
+                    })
+                };
+                match landed {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::UnknownAggregate => return Applied::Stalled,
+                    Err(e) => {
+                        let why = format!("landing: {e}");
+                        self.cut(token, &why);
+                    }
+                }
+            }
             _ => {}
         }
         Applied::Done
+    }
+
+    /// The sender's half of an inline transfer (see [`Ledger::sent_inline`]).
+    fn apply_inline(
+        &mut self,
+        token: u64,
+        sender: DomainId,
+        agg: AggId,
+        to: u64,
+        mode: Mode,
+        weak: bool,
+    ) -> Applied {
+        let to = DomainId::from_bits(to);
+        let len = match self.ledger.len(sender, agg) {
+            Ok(len) => len,
+            Err(e) if e.kind() == ErrorKind::UnknownAggregate => return Applied::Stalled,
+            Err(e) => {
+                self.cut(token, &format!("inline transfer: {e}"));
+                return Applied::Done;
+            }
+        };
+        let done = if self.ledger.has_domain(to) {
+            if !self.direct.contains_key(&(sender, to)) {
+                self.cut(token, "an inline transfer without a direct ring");
+                return Applied::Done;
+            }
+            self.ledger.sent_inline(sender, agg, to, mode)
+        } else {
+            // The receiver died after the sender wrote the record: the sender still gave
+            // what the mode gives up.
+            self.ledger.rights(sender, agg).and_then(|held| {
+                let keeps = mode.sender_keeps(held);
+                if keeps < held {
+                    self.ledger.downgrade(sender, agg, keeps)
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        match done {
+            Ok(()) => {
+                match mode {
+                    Mode::Move => self.counts.moves += 1,
+                    Mode::Share => self.counts.shares += 1,
+                    Mode::Copy => self.counts.copies += 1,
+                }
+                if weak && mode != Mode::Copy {
+                    self.counts.weak += 1;
+                }
+                self.counts.inline += 1;
+                self.counts.inline_bytes += len;
+                Applied::Done
+            }
+            Err(e) => {
+                self.cut(token, &format!("inline transfer: {e}"));
+                Applied::Done
+            }
+        }
     }
 
     /// Block manager `from` says its domain `domain` is gone: receives waiting for it are
@@ -982,8 +1075,11 @@ impl BlockManager {
         }
         let words = cosh_ring::direct_words(DIRECT_CAPACITY);
         let made = (|| -> Result<Memfd, cosh_sys::Error> {
-            let memfd = Memfd::create("cosh-direct", 4 * words as u64)?;
-            let mut map = memfd.map_write(Prefault::Now)?;
+            let memfd = Memfd::create(
+                "cosh-direct",
+                cosh_ring::direct_bytes(DIRECT_CAPACITY) as u64,
+            )?;
+            let mut map = memfd.map_write(Prefault::OnFirstTouch)?;
             let shared = map.shared_words();
             if let Some(w) = shared.atomic_u32s(0, words) {
                 let _ = cosh_ring::init(w, DIRECT_CAPACITY);
@@ -1223,9 +1319,8 @@ impl BlockManager {
             return self.reject(token, "requests that pass descriptors come over the socket");
         }
         // Records are read (and applied) by `drain_client`, never handed here from a ring.
-        if let Message::Request(
-            Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. },
-        ) = frame
+        if let Message::Request(r) = &frame
+            && r.is_record()
         {
             return self.reject(
                 token,
@@ -1387,7 +1482,26 @@ impl BlockManager {
     fn alloc(&mut self, domain: DomainId, len: u64, zero: bool) -> Result<Answer, Failure> {
         if len > 0 && len <= self.config.slab_object_max && len <= self.config.slab_len {
             let agg = self.slab_alloc(domain, len)?;
-            return now(Response::Agg { agg: agg.0 });
+            // Where it is, so that the library reads and writes it (and sends it inline)
+            // without asking; never by reference (the slab is the unit of exposure).
+            let piece = self
+                .ledger
+                .chunks(domain, agg)
+                .ok()
+                .and_then(|c| c.chunks().first().copied())
+                .and_then(|c| {
+                    let slot = self.store.slot_of(c.buffer)?;
+                    Some(WirePiece {
+                        buffer: c.buffer.0,
+                        slot,
+                        offset: c.offset,
+                        len: c.len,
+                    })
+                });
+            return now(match piece {
+                Some(piece) => Response::AllocatedPiece { agg: agg.0, piece },
+                None => Response::Agg { agg: agg.0 },
+            });
         }
         if len > self.config.max_buffer {
             return Err(CoreError::TooLarge {
@@ -1727,10 +1841,15 @@ impl BlockManager {
                     count: LEASE,
                 })
             }
-            Request::Direct { .. } | Request::Wake { .. } | Request::Release { .. } => Err(fail(
+            Request::Direct { .. }
+            | Request::Wake { .. }
+            | Request::Release { .. }
+            | Request::Inline { .. }
+            | Request::Land { .. } => Err(fail(
                 ErrorKind::Protocol,
                 "direct-ring records come through the request ring",
             )),
+            Request::SmallTransfers => now(Response::SmallTransfers(self.small)),
             Request::Shutdown => {
                 let uid = self.clients.get(&token).map_or(u32::MAX, |c| c.creds.uid);
                 let own = rustix::process::getuid().as_raw();
@@ -2473,6 +2592,7 @@ impl BlockManager {
             pool_limit: self.config.pool_limit,
             names: self.names.len() as u64,
             transfers: self.counts,
+            small: self.small,
             links: self.link_status(),
             dma: self.copier.model().map(|m| ops::DmaStatus {
                 setup_us: u64::try_from(m.setup.as_micros()).unwrap_or(u64::MAX),
@@ -2491,6 +2611,29 @@ impl BlockManager {
                 descriptors: self.budget.limit as u64,
             },
         }
+    }
+}
+
+/// The copy-versus-reference policy for small transfers: as configured, or chosen from what
+/// is measured now (a few milliseconds); off in pools that are not coherent, and when the
+/// measurement fails.
+fn small_transfers(config: &Config) -> ops::SmallTransfers {
+    let limit = cosh_proto::ops::MAX_INLINE;
+    if config.kind != cosh_pool::PoolKind::Host {
+        return ops::SmallTransfers::default();
+    }
+    match config.inline_max {
+        Some(max) => ops::SmallTransfers {
+            inline_max: max.min(limit),
+            inline_max_weak: max.min(limit),
+            fixed: true,
+            ..ops::SmallTransfers::default()
+        },
+        None => match crate::small::measure() {
+            Ok(m) => crate::small::choose(&m, limit),
+            // Nothing measured: status shows zeros, and nothing travels inline.
+            Err(_) => ops::SmallTransfers::default(),
+        },
     }
 }
 

@@ -757,6 +757,17 @@ impl Store {
             .is_some_and(|s| s.exposed.contains(&domain))
     }
 
+    /// Whether slot `id` is `domain`'s alone: made or recycled for it, its descriptor given
+    /// to no other domain nor any link, and not sealed.
+    pub(crate) fn private_to(&self, id: SlotId, domain: DomainId) -> bool {
+        self.slots.get(&id).is_some_and(|s| {
+            s.owner == domain
+                && s.exposed.iter().all(|d| *d == domain)
+                && s.links.is_empty()
+                && !s.sealed
+        })
+    }
+
     /// Whether slot `id` is sealed against writing.
     pub(crate) fn is_sealed(&self, id: SlotId) -> bool {
         self.slots.get(&id).is_some_and(|s| s.sealed)

@@ -1,5 +1,6 @@
 //! Direct rings: weak transfers between trusting domains with the block manager off the path,
-//! the ledger still exact, and cleanup still complete.
+//! the ledger still exact, and cleanup still complete. (Inline transfers, off here, have
+//! `tests/inline.rs`.)
 
 mod support;
 
@@ -17,9 +18,15 @@ fn stamped(d: &mut Domain, agg: Agg, index: u64) -> bool {
 
 const SIZE: u64 = 256 * 1024;
 
+/// A block manager that never inlines: these tests are about transfers by reference on the
+/// rings (inline transfers have `tests/inline.rs`).
+fn by_reference(tag: &str) -> Daemon {
+    Daemon::start_with(tag, &["--inline-max", "0"])
+}
+
 #[test]
 fn weak_moves_ping_pong_on_direct_rings_and_the_ledger_follows() {
-    let daemon = Daemon::start("direct-ping");
+    let daemon = by_reference("direct-ping");
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     a.trust(b.id()).expect("trust");
     b.trust(a.id()).expect("trust");
@@ -72,7 +79,7 @@ fn weak_moves_ping_pong_on_direct_rings_and_the_ledger_follows() {
 /// move an aggregate that the other's record, not yet applied, created.
 #[test]
 fn a_busy_ping_pong_between_threads_keeps_the_ledger_exact() {
-    let daemon = Daemon::start("direct-busy");
+    let daemon = by_reference("direct-busy");
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     a.trust(b.id()).expect("trust");
     b.trust(a.id()).expect("trust");
@@ -123,7 +130,7 @@ fn a_busy_ping_pong_between_threads_keeps_the_ledger_exact() {
 
 #[test]
 fn shares_and_anything_else_keep_their_order_on_the_ring() {
-    let daemon = Daemon::start("direct-order");
+    let daemon = by_reference("direct-order");
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     b.trust(a.id()).expect("trust");
     let mut sent = Vec::new();
@@ -166,7 +173,7 @@ fn shares_and_anything_else_keep_their_order_on_the_ring() {
 
 #[test]
 fn a_dead_peer_closes_the_ring_and_its_transfers_stay() {
-    let daemon = Daemon::start("direct-dead");
+    let daemon = by_reference("direct-dead");
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     b.trust(a.id()).expect("trust");
     let x = a.alloc(SIZE).expect("alloc");
@@ -230,6 +237,7 @@ mod attacks {
     use cosh_sys::memfd::Memfd;
     use cosh_sys::socket::SeqPacket;
 
+    use super::by_reference;
     use super::support::Daemon;
 
     /// A client speaking the protocol by hand over its socket.
@@ -300,7 +308,7 @@ mod attacks {
 
     #[test]
     fn a_sender_that_scribbles_on_its_ring_hurts_only_the_domain_that_trusts_it() {
-        let daemon = Daemon::start("direct-attack-sender");
+        let daemon = by_reference("direct-attack-sender");
         let mut bystander = daemon.connect("bystander");
         let keep = bystander.alloc(4).expect("alloc");
         bystander.write(keep, 0, b"safe").expect("write");
@@ -383,7 +391,7 @@ mod attacks {
 
     #[test]
     fn a_lying_ledger_record_cuts_its_sender_off() {
-        let daemon = Daemon::start("direct-attack-record");
+        let daemon = by_reference("direct-attack-record");
         let mut victim = daemon.connect("victim");
         let mut raw = Raw::connect(&daemon);
         let rings = raw.open_rings();
@@ -438,7 +446,7 @@ mod attacks {
 
     #[test]
     fn a_receiver_that_scribbles_over_the_ring_only_fails_the_sender_cleanly() {
-        let daemon = Daemon::start("direct-attack-receiver");
+        let daemon = by_reference("direct-attack-receiver");
         let mut sender = daemon.connect("sender");
         let mut raw = Raw::connect(&daemon);
         let _rings = raw.open_rings();
@@ -499,7 +507,7 @@ mod attacks {
 /// sees them done; a receiver reads a whole buffer it was told about.
 #[test]
 fn quiet_frees_are_seen_by_the_next_request_of_anyone() {
-    let daemon = Daemon::start("direct-release");
+    let daemon = by_reference("direct-release");
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     let x = a.alloc(SIZE).expect("alloc");
     stamp(&mut a, x, 3).expect("stamp");

@@ -53,7 +53,8 @@ fn a_strong_share_seals_by_reference_and_revokes_the_senders_write_access() {
 
 #[test]
 fn a_refused_seal_falls_back_to_a_copy_and_the_receiver_is_protected() {
-    let daemon = Daemon::start("refused");
+    // Nothing inline: the weak share must go by reference, leaving A its mapping.
+    let daemon = Daemon::start_with("refused", &["--inline-max", "0"]);
     let (mut a, mut b, mut c) = (
         daemon.connect("a"),
         daemon.connect("b"),

@@ -6,7 +6,7 @@ use cosh_core::{DomainId, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{error_code, error_kind};
-use crate::ops::{Request, Response, WireMode, check_request, check_response};
+use crate::ops::{Request, Response, WireMode, WireRights, check_request, check_response};
 
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"CO";
@@ -81,6 +81,16 @@ mod record {
     pub(super) const DIRECT: u8 = 1;
     pub(super) const WAKE: u8 = 2;
     pub(super) const RELEASE: u8 = 3;
+    pub(super) const INLINE: u8 = 4;
+    pub(super) const LAND: u8 = 5;
+}
+
+fn rights_byte(r: WireRights) -> u8 {
+    match r {
+        WireRights::None => 0,
+        WireRights::Read => 1,
+        WireRights::ReadWrite => 2,
+    }
 }
 
 fn mode_byte(m: WireMode) -> u8 {
@@ -109,6 +119,24 @@ fn record_body(r: &Request, out: &mut Vec<u8>) -> bool {
             out.push(record::RELEASE);
             out.extend_from_slice(&agg.to_le_bytes());
         }
+        Request::Inline {
+            agg,
+            to,
+            mode,
+            weak,
+        } => {
+            out.push(record::INLINE);
+            out.extend_from_slice(&agg.to_le_bytes());
+            out.extend_from_slice(&to.to_le_bytes());
+            out.push(mode_byte(*mode));
+            out.push(u8::from(*weak));
+        }
+        Request::Land { agg, len, rights } => {
+            out.push(record::LAND);
+            out.extend_from_slice(&agg.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.push(rights_byte(*rights));
+        }
         _ => return false,
     }
     true
@@ -129,23 +157,46 @@ fn decode_record_body(bytes: &[u8]) -> Result<Request, DecodeError> {
     let (tag, len) = match bytes.first() {
         Some(&record::DIRECT) => (record::DIRECT, 26),
         Some(&t @ (record::WAKE | record::RELEASE)) => (t, 9),
+        Some(&record::INLINE) => (record::INLINE, 19),
+        Some(&record::LAND) => (record::LAND, 18),
         Some(t) => return Err(bad(format!("record tag {t}"))),
         None => return Err(bad("empty".into())),
     };
     if bytes.len() != len {
         return Err(bad(format!("{} bytes for a record of {len}", bytes.len())));
     }
+    let mode = |at: usize| match bytes[at] {
+        0 => Ok(WireMode::Move),
+        1 => Ok(WireMode::Share),
+        2 => Ok(WireMode::Copy),
+        m => Err(bad(format!("mode {m}"))),
+    };
     Ok(match tag {
         record::DIRECT => Request::Direct {
             agg: u64_at(1),
             to: u64_at(9),
-            mode: match bytes[17] {
-                0 => WireMode::Move,
-                1 => WireMode::Share,
-                2 => WireMode::Copy,
-                m => return Err(bad(format!("mode {m}"))),
-            },
+            mode: mode(17)?,
             new: u64_at(18),
+        },
+        record::INLINE => Request::Inline {
+            agg: u64_at(1),
+            to: u64_at(9),
+            mode: mode(17)?,
+            weak: match bytes[18] {
+                0 => false,
+                1 => true,
+                w => return Err(bad(format!("strength {w}"))),
+            },
+        },
+        record::LAND => Request::Land {
+            agg: u64_at(1),
+            len: u64_at(9),
+            rights: match bytes[17] {
+                0 => WireRights::None,
+                1 => WireRights::Read,
+                2 => WireRights::ReadWrite,
+                r => return Err(bad(format!("rights {r}"))),
+            },
         },
         record::WAKE => Request::Wake { to: u64_at(1) },
         _ => Request::Release { agg: u64_at(1) },

@@ -275,6 +275,37 @@ pub struct TransferCounts {
     /// Microseconds the copy engine spent copying transfers from other pools (its bytes
     /// are in `copied_bytes`).
     pub engine_busy_us: u64,
+    /// Transfers whose bytes the libraries copied on a direct ring (counted in `moves`,
+    /// `shares` or `copies` too, and in `weak` when weak).
+    pub inline: u64,
+    /// Their bytes (not in `copied_bytes`, which counts the block manager's copies).
+    pub inline_bytes: u64,
+}
+
+/// The copy-versus-reference policy for small transfers between domains of one pool, chosen
+/// by the block manager from what it measured when it started (see `PROTOCOL.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmallTransfers {
+    /// A strong transfer (or a copy) of an aggregate of at most this many bytes that the
+    /// sender's library knows to be one piece travels inline: its bytes copied on the
+    /// direct ring to the receiver, which lands them in a buffer of its own. 0: never.
+    pub inline_max: u64,
+    /// The same for a weak move or share to a receiver that does not map the buffer yet
+    /// (one that does takes it by reference: nothing to copy, nothing to map).
+    pub inline_max_weak: u64,
+    /// Measured: nanoseconds to carry one KiB inline (the sender's copy into the ring, the
+    /// receiver's copy out of it into its buffer).
+    pub ring_ns_per_kib: u64,
+    /// Measured: nanoseconds the block manager's path adds to a transfer, one more process
+    /// woken (the median wake-up of a sleeping thread by another).
+    pub handoff_ns: u64,
+    /// Measured: nanoseconds a receiver spends mapping a buffer it never mapped (a 4 KiB one:
+    /// the descriptor's round trip to the block manager is `handoff_ns` more).
+    pub map_ns: u64,
+    /// Measured: nanoseconds more per MiB of that buffer.
+    pub map_ns_per_mib: u64,
+    /// Whether the limits were set by hand (`coshd --inline-max`) rather than chosen.
+    pub fixed: bool,
 }
 
 /// A link between this block manager and another pool's.
@@ -338,10 +369,26 @@ pub struct Status {
     pub dma: Option<DmaStatus>,
     /// Its limits and quotas.
     pub limits: Limits,
+    /// The copy-versus-reference policy for small transfers, and what it was chosen from.
+    pub small: SmallTransfers,
 }
 
 /// The most links a status lists.
 pub const MAX_STATUS_LINKS: usize = 256;
+
+impl Request {
+    /// Whether this is a record (a request without answer, read only from the request ring).
+    pub fn is_record(&self) -> bool {
+        matches!(
+            self,
+            Request::Direct { .. }
+                | Request::Wake { .. }
+                | Request::Release { .. }
+                | Request::Inline { .. }
+                | Request::Land { .. }
+        )
+    }
+}
 
 /// A client's request. See `PROTOCOL.md` for each one's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,6 +585,34 @@ pub enum Request {
     /// of a non-coherent pool keeps its own cache of the memory it maps, flushes it before
     /// every transfer out and refreshes it after every receive.
     PoolInfo,
+    /// A record, not a request (no answer), and only through the request ring: this domain
+    /// copied the bytes of `agg` on its direct ring to `to` (an inline transfer); `agg`
+    /// keeps what `mode` leaves it. Applied before any later request of any domain; one the
+    /// ledger refuses cuts the client off.
+    Inline {
+        /// The sender's aggregate.
+        agg: u64,
+        /// The receiving domain.
+        to: u64,
+        /// Move, share or copy.
+        mode: WireMode,
+        /// Whether the transfer was weak (for the counters: a copy is a correct way to
+        /// carry out either strength).
+        weak: bool,
+    },
+    /// A record, not a request (no answer), and only through the request ring: this domain
+    /// landed an inline transfer in `agg`, a buffer of its own held once by its library, which
+    /// becomes its first `len` bytes with `rights`. Applied like `Inline`.
+    Land {
+        /// The landing aggregate.
+        agg: u64,
+        /// The bytes received.
+        len: u64,
+        /// The rights the transfer gives.
+        rights: WireRights,
+    },
+    /// The copy-versus-reference policy for small transfers → [`Response::SmallTransfers`].
+    SmallTransfers,
 }
 
 /// The kind of memory a pool has (DESIGN §4).
@@ -701,6 +776,17 @@ pub enum Response {
         /// chance in this many per request, as hardware caches evict (0: never).
         eviction: u32,
     },
+    /// The copy-versus-reference policy for small transfers.
+    SmallTransfers(SmallTransfers),
+    /// The answer to `alloc` when the aggregate is a piece of a slab (a buffer holding several
+    /// small allocations of this domain): where it is, so that the library reaches its bytes
+    /// without asking. Never sent by reference on a direct ring (that would expose the slab).
+    AllocatedPiece {
+        /// Its id.
+        agg: u64,
+        /// Its one piece.
+        piece: WirePiece,
+    },
 }
 
 /// The most mappers a [`DirectRecord::Transfer`] lists.
@@ -792,7 +878,27 @@ pub enum DirectRecord {
         /// Its number.
         seq: u64,
     },
+    /// An inline transfer: its `len` bytes wait in the ring's staging area from position
+    /// `at` (a wrapping byte count; the offset is `at` modulo the area's size, and the bytes
+    /// never wrap); the receiver copies them into a buffer of its own, then says it is done
+    /// with them by raising the staging counter to `at + len`.
+    Inline {
+        /// Its place in the sender's order, as for `Transfer`.
+        seq: u64,
+        /// Move, share or copy: the rights the receiver gets.
+        mode: WireMode,
+        /// Whether the transfer was weak (reported to the receiver as asked).
+        weak: bool,
+        /// How many bytes.
+        len: u64,
+        /// Where they start in the staging area.
+        at: u32,
+    },
 }
+
+/// The most bytes an inline transfer carries (a quarter of a direct ring's staging area, so
+/// that several can be in flight).
+pub const MAX_INLINE: u64 = 1024 * 1024;
 
 /// Why a direct-ring record did not decode.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -804,12 +910,15 @@ pub const MAX_RECORD: usize = 51 + 8 * MAX_MAPPERS;
 
 const RECORD_TRANSFER: u8 = 1;
 const RECORD_QUEUED: u8 = 2;
+const RECORD_INLINE: u8 = 3;
 
 /// Encodes a direct-ring record. Records use a fixed little-endian layout rather than
 /// postcard (one is written and read per transfer): a tag byte, then for `Transfer` the
 /// sequence number, the aggregate, the mode (0 move, 1 share), the piece (buffer, slot,
 /// offset, length), the mapper count (one byte) and the mappers, every number eight bytes;
-/// for `Queued` the sequence number.
+/// for `Queued` the sequence number; for `Inline` the sequence number, the mode (0 move,
+/// 1 share, 2 copy), the strength (0 strong, 1 weak), the length and the staging position
+/// (four bytes).
 pub fn encode_record(r: &DirectRecord) -> Result<Vec<u8>, RecordError> {
     let mut out = [0u8; MAX_RECORD];
     let n = encode_record_into(r, &mut out)?;
@@ -852,6 +961,24 @@ pub fn encode_record_into(
             put(&[RECORD_QUEUED]);
             put(&seq.to_le_bytes());
         }
+        DirectRecord::Inline {
+            seq,
+            mode,
+            weak,
+            len,
+            at,
+        } => {
+            put(&[RECORD_INLINE]);
+            put(&seq.to_le_bytes());
+            put(&[match mode {
+                WireMode::Move => 0,
+                WireMode::Share => 1,
+                WireMode::Copy => 2,
+            }]);
+            put(&[u8::from(*weak)]);
+            put(&len.to_le_bytes());
+            put(&at.to_le_bytes());
+        }
     }
     Ok(at)
 }
@@ -873,6 +1000,29 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
                 return Err(bad("a queued marker is 9 bytes"));
             }
             Ok(DirectRecord::Queued { seq: u64_at(1)? })
+        }
+        Some(&RECORD_INLINE) => {
+            if bytes.len() != 23 {
+                return Err(bad("an inline transfer is 23 bytes"));
+            }
+            let mode = match bytes[9] {
+                0 => WireMode::Move,
+                1 => WireMode::Share,
+                2 => WireMode::Copy,
+                m => return Err(RecordError(format!("mode {m}"))),
+            };
+            let weak = match bytes[10] {
+                0 => false,
+                1 => true,
+                w => return Err(RecordError(format!("strength {w}"))),
+            };
+            Ok(DirectRecord::Inline {
+                seq: u64_at(1)?,
+                mode,
+                weak,
+                len: u64_at(11)?,
+                at: u32::from_le_bytes([bytes[19], bytes[20], bytes[21], bytes[22]]),
+            })
         }
         Some(&RECORD_TRANSFER) => {
             let mode = match bytes.get(17) {
@@ -916,7 +1066,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
 
 fn check_record(r: &DirectRecord) -> Result<(), RecordError> {
     match r {
-        DirectRecord::Queued { .. } => Ok(()),
+        DirectRecord::Queued { .. } | DirectRecord::Inline { .. } => Ok(()),
         DirectRecord::Transfer { mode, .. } => {
             if *mode == WireMode::Copy {
                 return Err(RecordError("a copy on a direct ring".into()));

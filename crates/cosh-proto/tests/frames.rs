@@ -242,8 +242,8 @@ mod operations {
     use cosh_proto::ops::{
         DmaStatus, DomainStatus, Limits, LinkStatus, MAX_AGGS, MAX_MAP, MAX_NAME, MAX_PIECES,
         MAX_REVOKE, MAX_STATUS_DOMAINS, MAX_STATUS_LINKS, MAX_STATUS_NAME, MapRequest,
-        MappedBuffer, Request, Response, Status, TransferCounts, TransferReport, WireAccess,
-        WireMode, WirePiece, WireRights, WireStrength,
+        MappedBuffer, Request, Response, SmallTransfers, Status, TransferCounts, TransferReport,
+        WireAccess, WireMode, WirePiece, WireRights, WireStrength,
     };
     use cosh_proto::{MAX_FRAME, Message, decode, encode};
     use proptest::prelude::*;
@@ -346,6 +346,20 @@ mod operations {
             any::<u64>().prop_map(|agg| Request::Release { agg }),
             any::<u64>().prop_map(|len| Request::AllocUnzeroed { len }),
             Just(Request::PoolInfo),
+            (any::<(u64, u64, bool)>(), mode()).prop_map(|((agg, to, weak), mode)| {
+                Request::Inline {
+                    agg,
+                    to,
+                    mode,
+                    weak,
+                }
+            }),
+            (any::<(u64, u64)>(), 0u8..3).prop_map(|((agg, len), r)| Request::Land {
+                agg,
+                len,
+                rights: [WireRights::None, WireRights::Read, WireRights::ReadWrite][usize::from(r)],
+            }),
+            Just(Request::SmallTransfers),
         ]
     }
 
@@ -458,6 +472,30 @@ mod operations {
                     },
                 }
             }),
+            (any::<(u64, u64, u64, u64, u64, u64)>(), any::<bool>()).prop_map(
+                |((inline_max, weak, ring, handoff, map, per_mib), fixed)| {
+                    Response::SmallTransfers(SmallTransfers {
+                        inline_max,
+                        inline_max_weak: weak,
+                        ring_ns_per_kib: ring,
+                        handoff_ns: handoff,
+                        map_ns: map,
+                        map_ns_per_mib: per_mib,
+                        fixed,
+                    })
+                }
+            ),
+            (any::<u64>(), any::<(u64, u64, u64, u64)>()).prop_map(
+                |(agg, (buffer, slot, offset, len))| Response::AllocatedPiece {
+                    agg,
+                    piece: WirePiece {
+                        buffer,
+                        slot,
+                        offset,
+                        len
+                    }
+                }
+            ),
         ]
     }
 
@@ -488,6 +526,15 @@ mod operations {
                     }
                 }),
             any::<u64>().prop_map(|seq| DirectRecord::Queued { seq }),
+            (any::<(u64, u64, u32)>(), mode(), any::<bool>()).prop_map(
+                |((seq, len, at), mode, weak)| DirectRecord::Inline {
+                    seq,
+                    mode,
+                    weak,
+                    len,
+                    at,
+                }
+            ),
         ]
     }
 
@@ -576,6 +623,8 @@ mod operations {
                 imported: u64::MAX,
                 lost: u64::MAX,
                 engine_busy_us: u64::MAX,
+                inline: u64::MAX,
+                inline_bytes: u64::MAX,
             },
             links: vec![
                 LinkStatus {
@@ -602,6 +651,15 @@ mod operations {
                 connections: u64::MAX,
                 buffers: u64::MAX,
                 descriptors: u64::MAX,
+            },
+            small: SmallTransfers {
+                inline_max: u64::MAX,
+                inline_max_weak: u64::MAX,
+                ring_ns_per_kib: u64::MAX,
+                handoff_ns: u64::MAX,
+                map_ns: u64::MAX,
+                map_ns_per_mib: u64::MAX,
+                fixed: true,
             },
         }
     }

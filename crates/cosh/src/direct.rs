@@ -24,7 +24,7 @@ use cosh_proto::ops::{
     DirectRecord, MAX_MAPPERS, MAX_RECORD, Mappers, Request, Response, TransferReport, WireMode,
     WirePiece, decode_record, encode_record, encode_record_into,
 };
-use cosh_proto::{MAX_FRAME, Message, encode, encode_into};
+use cosh_proto::{Message, encode, encode_into};
 use cosh_ring::frames::{FrameReader, push_frame_quietly, records_for};
 use cosh_ring::{AtomicU32, Consumer, Futex, Producer, RingError};
 use cosh_sys::mapping::{Mapping, Prefault, ReadWrite, SharedWords};
@@ -55,11 +55,18 @@ pub(crate) struct Ring {
     /// The peer is gone: read what it left, then drop the ring.
     closing: bool,
     /// Sending: the next sequence number. Receiving: the next one to hand out.
-    seq: u64,
+    pub(crate) seq: u64,
     /// Receiving: transfers that came ahead of their turn, by number.
     early: BTreeMap<u64, Incoming>,
     /// Receiving: numbers the ring said went through the block manager, not yet fetched.
     queued: std::collections::BTreeSet<u64>,
+    /// Sending: the staging area's wrapping count of bytes written (inline transfers), and
+    /// the count from which bytes are in use (below it, skipped when starting again).
+    pub(crate) staged: u32,
+    pub(crate) floor: u32,
+    /// Receiving: an inline transfer read but not landed (no landing could be had): landed
+    /// first at the next look.
+    unlanded: Option<DirectRecord>,
 }
 
 /// Ids the block manager leased for direct transfers: the next and the end.
@@ -106,10 +113,10 @@ pub(crate) type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHash
 #[derive(Default)]
 pub(crate) struct Direct {
     pub(crate) local: IdMap<Agg, Local>,
-    outbound: IdMap<DomainId, Ring>,
+    pub(crate) outbound: IdMap<DomainId, Ring>,
     /// Receivers that refused a ring (they do not trust this domain).
     refused: std::collections::HashSet<DomainId>,
-    inbound: BTreeMap<DomainId, Ring>,
+    pub(crate) inbound: BTreeMap<DomainId, Ring>,
     to_attach: Vec<DomainId>,
     /// Announced rings whose sender is already gone (attach, read, drop).
     closing: std::collections::HashSet<DomainId>,
@@ -118,6 +125,8 @@ pub(crate) struct Direct {
     turn: usize,
     /// Records for the block manager are encoded here.
     scratch: Vec<u8>,
+    /// Inline transfers: the policy (asked once) and the buffers waiting to land them.
+    pub(crate) inline: crate::inline::Inline,
 }
 
 impl Direct {
@@ -172,7 +181,7 @@ fn ring_words<'w>(words: &'w SharedWords<'_>, capacity: u32) -> Result<&'w [Atom
         .ok_or_else(|| Error::Protocol("a direct ring's memory is too small".into()))
 }
 
-fn corrupt(peer: DomainId, e: impl std::fmt::Display) -> Error {
+pub(crate) fn corrupt(peer: DomainId, e: impl std::fmt::Display) -> Error {
     Error::Cosh {
         kind: ErrorKind::Protocol,
         message: format!("the direct ring with domain {peer} is corrupt ({e}); it was closed"),
@@ -187,12 +196,13 @@ impl Ring {
             )));
         }
         let memfd = Memfd::from_fd(fd)?;
-        if memfd.len() < 4 * cosh_ring::direct_words(capacity) as u64 {
+        if memfd.len() < cosh_ring::direct_bytes(capacity) as u64 {
             return Err(Error::Protocol(
                 "a direct ring's memory is too small".into(),
             ));
         }
-        let mut map = memfd.map_write(Prefault::Now)?;
+        // The staging area's pages are faulted in as transfers first use them.
+        let mut map = memfd.map_write(Prefault::OnFirstTouch)?;
         let position = {
             let words = map.shared_words();
             let w = ring_words(&words, capacity)?;
@@ -210,11 +220,14 @@ impl Ring {
             map,
             capacity,
             position,
-            reader: FrameReader::new(MAX_FRAME),
+            reader: FrameReader::new(cosh_proto::MAX_FRAME),
             closing: false,
             seq: 0,
             early: BTreeMap::new(),
             queued: std::collections::BTreeSet::new(),
+            staged: 0,
+            floor: 0,
+            unlanded: None,
         })
     }
 
@@ -259,7 +272,7 @@ impl Ring {
 
     /// Pushes a frame whole (`Ok(false)`: no room), waking a consumer asleep on the futex;
     /// `Ok(true)` with `parked` set when the consumer parked in the block manager instead.
-    fn push(&mut self, frame: &[u8]) -> std::result::Result<(bool, bool), String> {
+    pub(crate) fn push(&mut self, frame: &[u8]) -> std::result::Result<(bool, bool), String> {
         self.producing(|p, parked| {
             Ok(if push_frame_quietly(p, frame)? {
                 (true, p.notify_or_take_parked(&Futex, parked))
@@ -270,7 +283,7 @@ impl Ring {
     }
 
     /// Free records.
-    fn room(&mut self) -> std::result::Result<usize, String> {
+    pub(crate) fn room(&mut self) -> std::result::Result<usize, String> {
         self.producing(|p, _| Ok((p.capacity() - p.pending()?) as usize))
     }
 
@@ -279,6 +292,44 @@ impl Ring {
         self.consuming(|c, reader, _| Ok(reader.read(c)?.map(decode_record)))?
             .transpose()
             .map_err(|e| e.to_string())
+    }
+
+    /// The staging area's bytes `at..at + len` (modulo its size), if they lie within it.
+    pub(crate) fn staging(&self, at: u32, len: u64) -> Option<&[u8]> {
+        let start = cosh_ring::direct_staging_offset(self.capacity)
+            + at as usize % cosh_ring::DIRECT_STAGING;
+        let len = usize::try_from(len).ok()?;
+        let end = start.checked_add(len)?;
+        if end > cosh_ring::direct_staging_offset(self.capacity) + cosh_ring::DIRECT_STAGING {
+            return None;
+        }
+        self.map.as_slice().get(start..end)
+    }
+
+    /// The same, to write (`None` also when the ring's memory is too short).
+    pub(crate) fn staging_mut(&mut self, at: u32, len: usize) -> Option<&mut [u8]> {
+        let start = cosh_ring::direct_staging_offset(self.capacity)
+            + at as usize % cosh_ring::DIRECT_STAGING;
+        self.map
+            .as_mut_slice()
+            .get_mut(start..start.checked_add(len)?)
+    }
+
+    /// The consumer's staging counter: read by the producer, written by the consumer.
+    pub(crate) fn staged_word(&mut self, store: Option<u32>) -> u32 {
+        let capacity = self.capacity;
+        let words = self.map.shared_words();
+        let Some(w) = words.atomic_u32s(0, cosh_ring::direct_words(capacity)) else {
+            return 0;
+        };
+        let word = &w[cosh_ring::direct_staged_word(capacity)];
+        match store {
+            Some(v) => {
+                word.store(v, std::sync::atomic::Ordering::Release);
+                v
+            }
+            None => word.load(std::sync::atomic::Ordering::Acquire),
+        }
     }
 
     /// Waits for records: `spins` looks, then the futex, at most `timeout`.
@@ -348,12 +399,17 @@ impl Domain {
                     .know(Agg(agg), piece, Rights::ReadWrite, Some(me));
                 Ok(Agg(agg))
             }
+            Response::AllocatedPiece { agg, piece } => {
+                // Known, never sendable by reference.
+                self.direct.know(Agg(agg), piece, Rights::ReadWrite, None);
+                Ok(Agg(agg))
+            }
             r => Err(unexpected(&r)),
         }
     }
 
     /// The ring to `dest`, opened on first use if `dest` trusts this domain.
-    fn outbound(&mut self, dest: DomainId) -> Result<bool> {
+    pub(crate) fn outbound(&mut self, dest: DomainId) -> Result<bool> {
         if self.direct.outbound.contains_key(&dest) {
             return Ok(true);
         }
@@ -401,11 +457,15 @@ impl Domain {
         mode: Mode,
         flags: TransferFlags,
     ) -> Result<Option<TransferReport>> {
+        if let Some(report) = self.try_inline(agg, dest, mode, flags)? {
+            return Ok(Some(report));
+        }
         let weak = flags.strength == Strength::Weak && mode != Mode::Copy;
         let me = self.id;
         let eligible = weak
             && self.direct.local.get(&agg).is_some_and(|l| {
                 l.sendable
+                    && !self.direct.inline.trimmed(agg, l.at.len)
                     && l.rights == Rights::ReadWrite
                     && l.mappers
                         .as_slice()
@@ -533,7 +593,7 @@ impl Domain {
 
     /// A record for the block manager (a request without answer), encoded in the reused
     /// scratch buffer and put in the request ring quietly.
-    fn log_request(&mut self, request: Request) -> Result<()> {
+    pub(crate) fn log_request(&mut self, request: Request) -> Result<()> {
         let mut log = std::mem::take(&mut self.direct.scratch);
         let logged = encode_into(&Message::Request(request), &mut log)
             .map_err(|e| Error::Protocol(e.to_string()))
@@ -570,7 +630,7 @@ impl Domain {
     }
 
     /// A receiver parked in the block manager: ask it to end that wait.
-    fn wake_parked(&mut self, dest: DomainId) -> Result<()> {
+    pub(crate) fn wake_parked(&mut self, dest: DomainId) -> Result<()> {
         let bytes = encode(&Message::Request(Request::Wake { to: dest.to_bits() }))
             .map_err(|e| Error::Protocol(e.to_string()))?;
         self.send_ring(&bytes)
@@ -658,7 +718,11 @@ impl Domain {
                 }
                 continue;
             }
-            let record = match ring.pop() {
+            let popped = match ring.unlanded.take() {
+                Some(r) => Ok(Some(r)),
+                None => ring.pop(),
+            };
+            let record = match popped {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     if ring.closing && ring.early.is_empty() && ring.queued.is_empty() {
@@ -719,6 +783,44 @@ impl Domain {
                         ring.queued.insert(seq);
                     }
                 }
+                DirectRecord::Inline {
+                    seq,
+                    mode,
+                    weak,
+                    len,
+                    at,
+                } => {
+                    let Some(ring) = self.direct.inbound.get_mut(&peer) else {
+                        return Ok(None);
+                    };
+                    if seq < ring.seq || ring.early.contains_key(&seq) {
+                        // A number already handed out: the sender broke the rules.
+                        continue;
+                    }
+                    let got = match self.land_inline(peer, mode.into(), weak, at, len) {
+                        Ok(got) => got,
+                        Err(e) if e.kind() == ErrorKind::Protocol => {
+                            self.direct.inbound.remove(&peer);
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            // No landing now (a quota, the pool full): the transfer waits
+                            // in the ring's staging area for the next look.
+                            if let Some(ring) = self.direct.inbound.get_mut(&peer) {
+                                ring.unlanded = Some(record);
+                            }
+                            return Err(e);
+                        }
+                    };
+                    let Some(ring) = self.direct.inbound.get_mut(&peer) else {
+                        return Ok(None);
+                    };
+                    if seq == ring.seq {
+                        ring.seq += 1;
+                        return Ok(Some(got));
+                    }
+                    ring.early.insert(seq, got);
+                }
             }
         }
     }
@@ -758,6 +860,11 @@ impl Domain {
         };
         loop {
             self.attach_pending()?;
+            if let Some(got) = self.poll_inbound(source)? {
+                return Ok(got);
+            }
+            // About to wait: the time to replace the landings receives used.
+            self.top_up_landings()?;
             if let Some(got) = self.poll_inbound(source)? {
                 return Ok(got);
             }
@@ -895,7 +1002,7 @@ enum Queued {
     Nothing(Error),
 }
 
-fn location(p: WirePiece) -> Location {
+pub(crate) fn location(p: WirePiece) -> Location {
     Location {
         buffer: p.buffer,
         slot: p.slot,

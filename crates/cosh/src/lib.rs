@@ -35,6 +35,7 @@
 
 mod connect;
 mod direct;
+mod inline;
 mod nc;
 pub mod pattern;
 
@@ -48,7 +49,7 @@ pub use cosh_core::{
 };
 use cosh_pool::nc::LineCache;
 use cosh_proto::ops::{MAX_MAP, MAX_PIECES, MapRequest, Request, Response, WireAccess, WirePiece};
-pub use cosh_proto::ops::{Status, TransferReport};
+pub use cosh_proto::ops::{SmallTransfers, Status, TransferReport};
 use cosh_proto::{MAX_FRAME, Message, decode, encode};
 use cosh_ring::frames::{FrameReader, push_frame};
 use cosh_ring::{Consumer, EventBell, Futex, Producer};
@@ -830,6 +831,13 @@ impl Domain {
             l.refs == 0
         });
         if last {
+            // A landing still private waits for the next inline transfer instead.
+            if self.restock(agg) {
+                if let Some(l) = self.direct.local.get_mut(&agg) {
+                    l.refs = 1;
+                }
+                return Ok(());
+            }
             self.slots_of.remove(&agg);
             self.direct.local.remove(&agg);
         }

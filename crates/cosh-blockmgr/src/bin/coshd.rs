@@ -62,6 +62,13 @@ struct Args {
     /// sleeping (0: sleep at once; spinning costs a core but saves wake-ups).
     #[arg(long, default_value_t = 0, value_name = "US")]
     spin_us: u64,
+    /// The largest transfer whose bytes travel inline on a direct ring (copied there by the
+    /// sender's library and out by the receiver's, one process woken instead of two), at most
+    /// 64 KiB. Without it the block manager measures at start-up where inline stops paying
+    /// (for strong transfers, and for weak ones to a receiver that does not map the buffer
+    /// yet) and `cosh status` shows what it chose; 0 turns inline transfers off.
+    #[arg(long, value_name = "BYTES")]
+    inline_max: Option<u64>,
     /// The kind of memory to serve: `host` (coherent shared memory) or `nc` (shared memory
     /// emulated without coherence: every client keeps its own cache of what it maps, and the
     /// client library writes it back before each transfer out and refreshes it after each
@@ -124,6 +131,7 @@ fn main() -> ExitCode {
     config.max_buffer = args.max_buffer_mib.saturating_mul(1024 * 1024);
     config.max_pending = args.max_pending;
     config.spin = std::time::Duration::from_micros(args.spin_us);
+    config.inline_max = args.inline_max;
     config.nc_eviction = args.nc_eviction;
     config.pool = cosh_core::PoolId(args.pool);
     config.kind = match args.kind.as_str() {

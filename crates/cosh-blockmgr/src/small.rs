@@ -1,0 +1,234 @@
+//! The copy-versus-reference policy for small transfers, chosen from measurements made when
+//! the block manager starts.
+//!
+//! A transfer between two domains of one pool that have a direct ring can carry its bytes
+//! with it (*inline*): the sender's library copies them into the ring's staging area, the
+//! receiver's copies them out into a buffer of its own, and the block manager only learns of
+//! it. That costs two copies of the bytes. The alternatives cost a fixed price whatever the
+//! size: a strong transfer through the block manager wakes one more process (the block
+//! manager, then the receiver) and copies once; a weak transfer by reference to a receiver
+//! that does not map the buffer yet costs it a round trip for the descriptor and the mapping.
+//! So below some size, inline wins; the sizes depend on the machine, so they are measured
+//! here rather than assumed: the two copies per KiB, a wake-up of a sleeping thread, a memcpy,
+//! and the mapping of a buffer never mapped before.
+
+use std::time::{Duration, Instant};
+
+use cosh_proto::ops::{MAX_INLINE, SmallTransfers};
+use cosh_ring::Doorbell;
+use cosh_sys::mapping::Prefault;
+use cosh_sys::memfd::Memfd;
+
+/// What was measured, in nanoseconds (medians).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Measured {
+    /// One KiB through a direct ring's staging area: copied in from a buffer, copied out
+    /// into another.
+    pub(crate) ring_ns_per_kib: u64,
+    /// A sleeping thread woken by another: from the wake to its running.
+    pub(crate) handoff_ns: u64,
+    /// One KiB copied by memcpy into a prefaulted buffer.
+    pub(crate) memcpy_ns_per_kib: u64,
+    /// Mapping a 4 KiB buffer never mapped before, touching it, dropping it.
+    pub(crate) map_ns: u64,
+    /// The same per MiB more.
+    pub(crate) map_ns_per_mib: u64,
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn elapsed_ns(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Measures (a few milliseconds). Errors from the system (no memfd, no mapping) are reported
+/// to the caller, which then keeps inline transfers off.
+pub(crate) fn measure() -> Result<Measured, String> {
+    let e = |x: cosh_sys::Error| x.to_string();
+    let size = MAX_INLINE as usize;
+    // The staging area: shared memory the sender copies into and the receiver out of.
+    let staging = Memfd::create("cosh-measure", size as u64).map_err(e)?;
+    let mut map = staging.map_write(Prefault::Now).map_err(e)?;
+    let source: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut landing = vec![0u8; size];
+    let mut ring_ns = Vec::new();
+    for _ in 0..12 {
+        let t0 = Instant::now();
+        map.as_mut_slice().copy_from_slice(&source);
+        landing.copy_from_slice(map.as_slice());
+        ring_ns.push(elapsed_ns(t0));
+        std::hint::black_box(&mut landing);
+    }
+    let ring_ns_per_kib = median(ring_ns) / (size as u64 / 1024).max(1);
+
+    // memcpy into a prefaulted buffer.
+    let mut copies = Vec::new();
+    let src = vec![7u8; size];
+    for _ in 0..12 {
+        let t0 = Instant::now();
+        landing.copy_from_slice(&src);
+        copies.push(elapsed_ns(t0));
+        std::hint::black_box(&mut landing);
+    }
+    let memcpy_ns_per_kib = median(copies) / (size as u64 / 1024).max(1);
+
+    // A wake-up: a thread asleep on a futex, woken by this one, which then keeps its core
+    // busy (as a sender goes on with its work), so the sleeper runs where it can: another
+    // core, as the receiver of a transfer does.
+    let word = std::sync::Arc::new(cosh_ring::AtomicU32::new(0));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let base = Instant::now();
+    let sleeper = {
+        let (word, seen) = (word.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let mut expected = 0;
+            loop {
+                while word.load(std::sync::atomic::Ordering::Acquire) == expected {
+                    cosh_ring::Futex.wait(&word, expected, Some(Duration::from_millis(100)));
+                }
+                expected = word.load(std::sync::atomic::Ordering::Acquire);
+                seen.store(elapsed_ns(base), std::sync::atomic::Ordering::Release);
+                if expected == u32::MAX {
+                    return;
+                }
+            }
+        })
+    };
+    let mut wakes = Vec::new();
+    for round in 1..=24u32 {
+        // Long enough for the sleeper to be asleep, not spinning.
+        std::thread::sleep(Duration::from_micros(300));
+        seen.store(0, std::sync::atomic::Ordering::Release);
+        let t0 = elapsed_ns(base);
+        word.store(round, std::sync::atomic::Ordering::Release);
+        cosh_ring::Futex.wake(&word);
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let at = loop {
+            let at = seen.load(std::sync::atomic::Ordering::Acquire);
+            if at != 0 || Instant::now() > deadline {
+                break at;
+            }
+            std::hint::spin_loop();
+        };
+        if at > t0 {
+            wakes.push(at - t0);
+        }
+    }
+    word.store(u32::MAX, std::sync::atomic::Ordering::Release);
+    cosh_ring::Futex.wake(&word);
+    let _ = sleeper.join();
+    let handoff_ns = median(wakes);
+
+    // Mapping a buffer never mapped before (its pages exist), touching every page.
+    let map_cost = |len: u64| -> Result<u64, String> {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let m = Memfd::create("cosh-measure", len).map_err(e)?;
+            m.map_write(Prefault::Now)
+                .map_err(e)?
+                .as_mut_slice()
+                .fill(1);
+            let t0 = Instant::now();
+            let r = m.map_read(Prefault::Now).map_err(e)?;
+            let sum: u64 = r
+                .as_slice()
+                .iter()
+                .step_by(4096)
+                .map(|b| u64::from(*b))
+                .sum();
+            std::hint::black_box(sum);
+            drop(r);
+            times.push(elapsed_ns(t0));
+        }
+        Ok(median(times))
+    };
+    let map_ns = map_cost(4096)?;
+    let map_mib = map_cost(1 << 20)?;
+    Ok(Measured {
+        ring_ns_per_kib,
+        handoff_ns,
+        memcpy_ns_per_kib,
+        map_ns,
+        map_ns_per_mib: map_mib.saturating_sub(map_ns),
+    })
+}
+
+/// The largest power of two from 256 bytes to `limit` for which carrying the bytes inline
+/// costs no more than `other` does (0 if none).
+fn crossover(limit: u64, ring_ns_per_kib: u64, other: impl Fn(u64) -> u64) -> u64 {
+    let mut best = 0;
+    let mut size = 256;
+    while size <= limit {
+        if ring_ns_per_kib.saturating_mul(size) / 1024 <= other(size) {
+            best = size;
+        }
+        size *= 2;
+    }
+    best
+}
+
+/// The policy for what was measured: inline below the sizes where the ring's copies cost as
+/// much as the other way (a strong transfer: one more wake-up and the block manager's copy; a
+/// weak one: the receiver's round trip for the descriptor and its mapping), at most `limit`.
+pub(crate) fn choose(m: &Measured, limit: u64) -> SmallTransfers {
+    let inline_max = crossover(limit, m.ring_ns_per_kib, |size| {
+        m.handoff_ns + m.memcpy_ns_per_kib.saturating_mul(size) / 1024
+    });
+    let inline_max_weak = crossover(limit, m.ring_ns_per_kib, |size| {
+        m.handoff_ns + m.map_ns + m.map_ns_per_mib.saturating_mul(size) / (1 << 20)
+    });
+    SmallTransfers {
+        inline_max,
+        inline_max_weak,
+        ring_ns_per_kib: m.ring_ns_per_kib,
+        handoff_ns: m.handoff_ns,
+        map_ns: m.map_ns,
+        map_ns_per_mib: m.map_ns_per_mib,
+        fixed: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_wins_below_the_crossover_and_loses_above() {
+        // 100 ns per KiB through the ring; the other way 5 µs plus 10 ns per KiB: they cross
+        // at about 55 KiB, so 32 KiB is the largest power of two that wins.
+        let m = Measured {
+            ring_ns_per_kib: 100,
+            handoff_ns: 5_000,
+            memcpy_ns_per_kib: 10,
+            map_ns: 0,
+            map_ns_per_mib: 0,
+        };
+        let p = choose(&m, 1 << 20);
+        assert_eq!(p.inline_max, 32 * 1024);
+        // Weak: 5 µs and no mapping cost: the same crossing, below the memcpy's slope.
+        assert_eq!(p.inline_max_weak, 32 * 1024);
+        // A ring as slow as the other way at 256 bytes: never inline.
+        let slow = Measured {
+            ring_ns_per_kib: 1_000_000,
+            ..m
+        };
+        assert_eq!(choose(&slow, 1 << 20).inline_max, 0);
+        // Never past the limit.
+        assert_eq!(choose(&m, 4096).inline_max, 4096);
+    }
+
+    #[test]
+    fn measuring_gives_a_policy_within_the_limit() {
+        let m = measure().expect("measure");
+        assert!(m.ring_ns_per_kib > 0 && m.handoff_ns > 0, "{m:?}");
+        let p = choose(&m, MAX_INLINE);
+        eprintln!("{m:?} {p:?}");
+        assert!(
+            p.inline_max <= MAX_INLINE && p.inline_max_weak <= MAX_INLINE,
+            "{p:?}"
+        );
+    }
+}

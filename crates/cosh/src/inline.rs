@@ -1,0 +1,347 @@
+//! Inline transfers: a small transfer's bytes carried on the direct ring itself.
+//!
+//! Below the sizes the block manager chose when it started ([`SmallTransfers`]), a transfer
+//! to a receiver with a direct ring costs less as a copy than any other way: the sender's
+//! library copies the bytes into the ring and tells the block manager quietly what its
+//! aggregate keeps (a `Inline` record: Table 1 for a transfer whose every piece is copied);
+//! the receiver's library copies them into a buffer of its own that waits for that
+//! (a *landing*) and tells the block manager quietly that the landing now holds them with the
+//! rights the mode gives (`Land`). One process is woken, not two; nothing is mapped, sealed
+//! or revoked. A copy is a correct way to carry out every mode and strength, so the
+//! semantics are those of any other transfer; the receiver's bytes are in memory nobody else
+//! can map, so they cannot change after it received them.
+//!
+//! Landings are buffers this domain allocated (never slab pieces: a size class of at least
+//! 4 KiB), mapped read/write, held by nobody else. One that a receive used up is replaced
+//! before the next wait (when the domain would sleep anyway); one the program frees while
+//! still private and read/write goes back to wait for the next transfer.
+
+use std::collections::BTreeMap;
+
+use cosh_core::{DomainId, Mode, Rights, Strength, TransferFlags};
+use cosh_proto::ops::{
+    DirectRecord, MAX_INLINE, Mappers, Request, Response, SmallTransfers, TransferReport,
+    encode_record_into,
+};
+
+use crate::direct::{IdMap, corrupt, location};
+use crate::{Access, Agg, Cached, Domain, Error, Incoming, Location, Result, unexpected};
+
+/// The smallest landing: larger than any slab piece, so that each landing is a memory slot
+/// of its own.
+const MIN_LANDING: u64 = 4096;
+/// The most landings kept waiting per size.
+const MAX_WAITING: usize = 8;
+
+/// This domain's inline state.
+#[derive(Default)]
+pub(crate) struct Inline {
+    /// The block manager's policy, once asked (`None`: not yet).
+    policy: Option<SmallTransfers>,
+    /// Landings waiting, by size.
+    waiting: BTreeMap<u64, Vec<Agg>>,
+    /// How many landings of each size the next top-up should leave waiting: what receives
+    /// used since the last one (at least one, at most [`MAX_WAITING`]).
+    wanted: BTreeMap<u64, usize>,
+    /// The size of each landing handed out, while the program holds it.
+    landed: IdMap<Agg, u64>,
+}
+
+impl Inline {
+    /// Whether `agg` is a landing holding fewer bytes than its buffer: never sent by
+    /// reference (a transfer by reference passes whole buffers only).
+    pub(crate) fn trimmed(&self, agg: Agg, len: u64) -> bool {
+        self.landed.get(&agg).is_some_and(|size| *size != len)
+    }
+}
+
+/// The size of landing for `len` bytes.
+fn landing_size(len: u64) -> u64 {
+    len.max(MIN_LANDING).next_power_of_two()
+}
+
+impl Domain {
+    /// The block manager's policy for small transfers (asked once).
+    fn small_transfers(&mut self) -> Result<SmallTransfers> {
+        if let Some(p) = self.direct.inline.policy {
+            return Ok(p);
+        }
+        let p = match self.call(Request::SmallTransfers)? {
+            Response::SmallTransfers(p) => p,
+            r => return Err(unexpected(&r)),
+        };
+        self.direct.inline.policy = Some(p);
+        Ok(p)
+    }
+
+    /// The policy as this domain uses it, asking the block manager if it was not asked yet.
+    pub fn small_transfer_policy(&mut self) -> Result<SmallTransfers> {
+        self.small_transfers()
+    }
+
+    /// A transfer on the ring to `dest` as a copy of its bytes, when the policy says that
+    /// costs least: `None` (nothing done) otherwise.
+    pub(crate) fn try_inline(
+        &mut self,
+        agg: Agg,
+        dest: DomainId,
+        mode: Mode,
+        flags: TransferFlags,
+    ) -> Result<Option<TransferReport>> {
+        if self.kind != cosh_pool::PoolKind::Host
+            || self.nc
+            || flags.related != cosh_core::RelatedPolicy::Copy
+            || dest.pool != self.id.pool
+            || dest == self.id
+        {
+            return Ok(None);
+        }
+        let Some(local) = self.direct.local.get(&agg) else {
+            return Ok(None);
+        };
+        let (at, rights, mapped_there) = (
+            local.at,
+            local.rights,
+            local.mappers.contains(dest.to_bits()),
+        );
+        let weak = flags.strength == Strength::Weak && mode != Mode::Copy;
+        // A weak transfer of a buffer the receiver maps already goes by reference: nothing
+        // to copy, nothing to map. So does one of a buffer that came inline: passed on or
+        // back by reference, it is mapped once and then bounces without a copy (inlined
+        // again, every bounce would copy).
+        let landed = self.direct.inline.landed.contains_key(&agg);
+        if at.len == 0 || rights < mode.sender_needs() || (weak && (mapped_there || landed)) {
+            return Ok(None);
+        }
+        if !self.outbound(dest)? {
+            return Ok(None);
+        }
+        let policy = self.small_transfers()?;
+        let max = if weak {
+            policy.inline_max_weak
+        } else {
+            policy.inline_max
+        };
+        if at.len > max {
+            return Ok(None);
+        }
+        self.ensure_mapped(&[at], Access::Read)?;
+        let len = usize::try_from(at.len).map_err(|_| Error::Protocol("a huge piece".into()))?;
+        let Some(map) = self.maps.get(&at.slot) else {
+            return Ok(None);
+        };
+        let Some(bytes) = Domain::range(&at).and_then(|r| map.bytes().get(r)) else {
+            return Err(Error::Protocol(format!("piece {at:?} is outside its slot")));
+        };
+        let Some(ring) = self.direct.outbound.get_mut(&dest) else {
+            return Ok(None);
+        };
+        // Room in the staging area: what the receiver has not finished with stays; the bytes
+        // never wrap (the end of the area is skipped instead). Whenever the receiver has
+        // caught up, the next bytes go to the beginning again, so that only the pages the
+        // transfers in flight need are ever touched.
+        let staging = cosh_ring::DIRECT_STAGING as u32;
+        let done = ring.staged_word(None);
+        // Bytes below the floor (skipped when starting again) are not in use.
+        let live = ring
+            .staged
+            .wrapping_sub(done)
+            .min(ring.staged.wrapping_sub(ring.floor));
+        let offset = ring.staged % staging;
+        let (start, live) = if live == 0 && offset != 0 {
+            let start = ring.staged.wrapping_add(staging - offset);
+            ring.floor = start;
+            (start, 0)
+        } else if offset as usize + len > cosh_ring::DIRECT_STAGING {
+            (
+                ring.staged.wrapping_add(staging - offset),
+                live.saturating_add(staging - offset),
+            )
+        } else {
+            (ring.staged, live)
+        };
+        if live as usize + len > cosh_ring::DIRECT_STAGING
+            || ring.room().map_err(|e| corrupt(dest, e))? < 1
+        {
+            // Full (or a counter that lies): through the block manager, in order.
+            return Ok(None);
+        }
+        let seq = ring.seq;
+        let into = ring
+            .staging_mut(start, len)
+            .ok_or_else(|| corrupt(dest, "its staging area is too short"))?;
+        into.copy_from_slice(bytes);
+        let head = DirectRecord::Inline {
+            seq,
+            mode: mode.into(),
+            weak,
+            len: at.len,
+            at: start,
+        };
+        let mut buf = [0u8; cosh_proto::ops::MAX_RECORD];
+        let n = encode_record_into(&head, &mut buf).map_err(|e| Error::Protocol(e.to_string()))?;
+        // The block manager first (quietly), then the receiver, as for a transfer by
+        // reference.
+        self.log_request(Request::Inline {
+            agg: agg.0,
+            to: dest.to_bits(),
+            mode: mode.into(),
+            weak,
+        })?;
+        let ring = self
+            .direct
+            .outbound
+            .get_mut(&dest)
+            .ok_or_else(|| Error::Protocol("no ring".into()))?;
+        let (pushed, parked) = ring.push(&buf[..n]).map_err(|e| corrupt(dest, e))?;
+        if !pushed {
+            return Err(corrupt(dest, "the ring shrank under a record"));
+        }
+        ring.seq += 1;
+        ring.staged = start.wrapping_add(len as u32);
+        if parked {
+            self.wake_parked(dest)?;
+        }
+        self.direct.after_transfer(agg, mode);
+        Ok(Some(TransferReport {
+            copied_bytes: at.len,
+            weak,
+            ..TransferReport::default()
+        }))
+    }
+
+    /// Lands the inline transfer of `len` bytes at `at` in the staging area of the ring from
+    /// `peer`; then tells the sender it is done with them.
+    pub(crate) fn land_inline(
+        &mut self,
+        peer: DomainId,
+        mode: Mode,
+        weak: bool,
+        at: u32,
+        len: u64,
+    ) -> Result<Incoming> {
+        if len == 0 || len > MAX_INLINE {
+            return Err(corrupt(peer, format!("an inline transfer of {len} bytes")));
+        }
+        let size = landing_size(len);
+        let landing = match self.direct.inline.waiting.get_mut(&size).and_then(Vec::pop) {
+            Some(agg) => agg,
+            None => self.new_landing(size)?,
+        };
+        *self.direct.inline.wanted.entry(size).or_insert(0) += 1;
+        let place = self
+            .direct
+            .local
+            .get(&landing)
+            .map(|l| l.at)
+            .ok_or_else(|| Error::Protocol("a landing was forgotten".into()))?;
+        let place = Location { len, ..place };
+        // Out of the ring's staging area, into the landing.
+        let ring = self
+            .direct
+            .inbound
+            .get(&peer)
+            .ok_or_else(|| Error::Protocol("no ring".into()))?;
+        let Some(from) = ring.staging(at, len) else {
+            return Err(corrupt(peer, "an inline transfer outside the staging area"));
+        };
+        let into = self
+            .maps
+            .get_mut(&place.slot)
+            .and_then(Cached::bytes_mut)
+            .and_then(|b| b.get_mut(Domain::range(&place)?))
+            .ok_or_else(|| Error::Protocol("a landing is not mapped".into()))?;
+        into.copy_from_slice(from);
+        if let Some(ring) = self.direct.inbound.get_mut(&peer) {
+            ring.staged_word(Some(at.wrapping_add(len as u32)));
+        }
+        let rights = mode.receiver_gets();
+        self.log_request(Request::Land {
+            agg: landing.0,
+            len,
+            rights: rights.into(),
+        })?;
+        if let Some(l) = self.direct.local.get_mut(&landing) {
+            l.at = place;
+            l.rights = rights;
+            l.sendable = rights == Rights::ReadWrite;
+        }
+        self.direct.inline.landed.insert(landing, size);
+        Ok(Incoming {
+            agg: landing,
+            source: peer,
+            mode,
+            strength: if weak && mode != Mode::Copy {
+                Strength::Weak
+            } else {
+                Strength::Strong
+            },
+            ticket: None,
+        })
+    }
+
+    /// A landing of `size` bytes, mapped read/write.
+    fn new_landing(&mut self, size: u64) -> Result<Agg> {
+        let r = self.call(Request::AllocUnzeroed { len: size })?;
+        let Response::Allocated { agg, piece } = r else {
+            // Not a buffer of its own (a slab piece): of no use as a landing.
+            if let Response::Agg { agg } = r {
+                self.decref(Agg(agg))?;
+            }
+            return Err(Error::Protocol(
+                "the block manager gave a landing that is not a buffer of its own".into(),
+            ));
+        };
+        let mut me = Mappers::new();
+        me.push(self.id.to_bits());
+        self.direct
+            .know(Agg(agg), piece, Rights::ReadWrite, Some(me));
+        let at = location(piece);
+        self.ensure_mapped(&[at], Access::Write)?;
+        Ok(Agg(agg))
+    }
+
+    /// Before a wait: replaces the landings receives used since the last wait.
+    pub(crate) fn top_up_landings(&mut self) -> Result<()> {
+        if self.direct.inline.wanted.is_empty() {
+            return Ok(());
+        }
+        let wanted = std::mem::take(&mut self.direct.inline.wanted);
+        for (size, n) in wanted {
+            let n = n.clamp(1, MAX_WAITING);
+            while self.direct.inline.waiting.get(&size).map_or(0, Vec::len) < n {
+                let agg = self.new_landing(size)?;
+                self.direct
+                    .inline
+                    .waiting
+                    .entry(size)
+                    .or_default()
+                    .push(agg);
+            }
+        }
+        Ok(())
+    }
+
+    /// The program's last reference to `agg` goes: `true` if it was a landing still private
+    /// and read/write, kept to land the next transfer (the block manager keeps it as it is:
+    /// the next landing reshapes it).
+    pub(crate) fn restock(&mut self, agg: Agg) -> bool {
+        let Some(size) = self.direct.inline.landed.remove(&agg) else {
+            return false;
+        };
+        let me = self.id.to_bits();
+        // The program's references are all gone (the caller counted the last one down).
+        let private = self.direct.local.get(&agg).is_some_and(|l| {
+            l.refs == 0
+                && l.rights == Rights::ReadWrite
+                && l.sendable
+                && l.mappers.as_slice() == [me]
+        });
+        let waiting = self.direct.inline.waiting.entry(size).or_default();
+        if !private || waiting.len() >= MAX_WAITING {
+            return false;
+        }
+        waiting.push(agg);
+        true
+    }
+}
