@@ -280,27 +280,161 @@ fn ghz() -> Option<f64> {
         .map(|mhz| mhz / 1000.0)
 }
 
-/// A row of a figure's CSV: (case, size, median ns).
+/// A row of a figure's CSV: (case, size, median ns until the receiver can read the bytes).
 type Row = (String, u64, u64);
 
 /// A row of Table 3's CSV: (target, median ms, ratio to tmpfs, exact).
 type Table3Row = (String, f64, String, String);
 
-/// The rows of a figure's CSV.
+/// The rows of a figure's CSV, with the time until the receiver can read the bytes (for a
+/// transfer by reference, a new buffer's mapping included; for the baselines the same as the
+/// time of delivery).
 fn rows(path: &Path) -> Vec<Row> {
     let Ok(mut r) = csv::Reader::from_path(path) else {
         return Vec::new();
     };
+    let column = r
+        .headers()
+        .ok()
+        .and_then(|h| h.iter().position(|c| c == "readable_ns"))
+        .unwrap_or(2);
     r.records()
         .flatten()
         .filter_map(|rec| {
             Some((
                 rec.get(0)?.to_string(),
                 rec.get(1)?.parse().ok()?,
-                rec.get(2)?.parse().ok()?,
+                rec.get(column)?.parse().ok()?,
             ))
         })
         .collect()
+}
+
+/// The cases of the figures that are not Cosh: what Cosh is compared with. `memcpy` is a
+/// copy within one process (the floor of any copy) and `ring spin` two threads of one
+/// process polling shared memory: floors, not ways to pass data to another process.
+const BASELINES: [&str; 10] = [
+    "unix socket",
+    "pipe",
+    "stream pipe",
+    "futex",
+    "process_vm_writev",
+    "tcp loopback",
+    "tcp loopback, pipelined",
+    "tmpfs pread",
+    "memcpy",
+    "ring spin",
+];
+
+/// Floors: shown against every case, never the fastest baseline.
+const FLOORS: [&str; 2] = ["memcpy", "ring spin"];
+
+fn is_baseline(case: &str) -> bool {
+    BASELINES.contains(&case) || case.starts_with("iceoryx2")
+}
+
+/// Ratio tables: for each Cosh case and size, the fastest baseline that passes data to
+/// another process over Cosh's time (above 1: Cosh is faster), and which one it was; a list
+/// of where Cosh is slower; then every case against every baseline, folded.
+fn ratios(rows: &[Row]) -> String {
+    let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut cases: Vec<&str> = Vec::new();
+    let mut baselines: Vec<&str> = Vec::new();
+    for r in rows {
+        let list = if is_baseline(&r.0) {
+            &mut baselines
+        } else {
+            &mut cases
+        };
+        if !list.contains(&r.0.as_str()) {
+            list.push(&r.0);
+        }
+    }
+    let at = |case: &str, size: u64| {
+        rows.iter()
+            .find(|r| r.0 == case && r.1 == size)
+            .map(|r| r.2.max(1))
+    };
+    let best: Vec<Option<(&str, u64)>> = sizes
+        .iter()
+        .map(|size| {
+            baselines
+                .iter()
+                .filter(|b| !FLOORS.contains(b))
+                .filter_map(|b| at(b, *size).map(|ns| (*b, ns)))
+                .min_by_key(|(_, ns)| *ns)
+        })
+        .collect();
+    if cases.is_empty() || best.iter().all(Option::is_none) {
+        return String::new();
+    }
+    let mut out = String::from(
+        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster):\n\n| case vs the fastest baseline |",
+    );
+    for (size, b) in sizes.iter().zip(&best) {
+        let _ = write!(
+            out,
+            " {} ({}) |",
+            size_name(*size),
+            b.map_or("–", |(name, _)| name)
+        );
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(sizes.len()));
+    out.push('\n');
+    let mut slower = Vec::new();
+    for c in &cases {
+        let _ = write!(out, "| {c} |");
+        for (size, b) in sizes.iter().zip(&best) {
+            match (at(c, *size), b) {
+                (Some(ns), Some((name, base))) => {
+                    let r = *base as f64 / ns as f64;
+                    if r < 1.0 {
+                        slower.push(format!("{c} at {} ({name}: {r:.2}x)", size_name(*size)));
+                    }
+                    let _ = write!(out, " {r:.2}x |");
+                }
+                _ => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    if slower.is_empty() {
+        out.push_str("\nNo Cosh case is slower than the fastest baseline at any size.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "\nSlower than the fastest baseline: {}.",
+            slower.join("; ")
+        );
+    }
+    for b in &baselines {
+        let _ = write!(
+            out,
+            "\n<details><summary>Every case against {b}</summary>\n\n| case | "
+        );
+        let names: Vec<String> = sizes.iter().map(|s| size_name(*s)).collect();
+        out.push_str(&names.join(" | "));
+        out.push_str(" |\n|---|");
+        out.push_str(&"---:|".repeat(sizes.len()));
+        out.push('\n');
+        for c in &cases {
+            let _ = write!(out, "| {c} |");
+            for size in &sizes {
+                match (at(c, *size), at(b, *size)) {
+                    (Some(ns), Some(base)) => {
+                        let _ = write!(out, " {:.2}x |", base as f64 / ns as f64);
+                    }
+                    _ => out.push_str(" – |"),
+                }
+            }
+            out.push('\n');
+        }
+        out.push_str("\n</details>\n");
+    }
+    out
 }
 
 fn size_name(bytes: u64) -> String {
@@ -481,10 +615,11 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
         if step.rows {
             let _ = writeln!(
                 s,
-                "![{}]({}.svg)\n\n{}\nCSV: [`{}.csv`]({}.csv); the full output, ratios included: [`{}.log`]({}.log).\n",
+                "![{}]({}.svg)\n\nMedian microseconds until the receiver can read the bytes (a transfer by reference of a buffer the receiver never mapped includes mapping it); the fastest at each size in bold.\n\n{}\n{}\nCSV: [`{}.csv`]({}.csv) (both times: delivered and readable); the full output: [`{}.log`]({}.log).\n",
                 step.name,
                 step.name,
                 pivot(&figure),
+                ratios(&figure),
                 step.name,
                 step.name,
                 step.name,

@@ -510,6 +510,27 @@ fn prepare(d: &mut Domain, size: u64, fill: u8) -> Result<(Agg, cosh::WritePiece
     Ok((agg, first))
 }
 
+/// One line saying what the block manager chose for small transfers (`cosh bench all` puts
+/// it in its report).
+pub fn policy_line(p: &cosh::SmallTransfers) -> String {
+    format!(
+        "small transfers: inline up to {} bytes strong, {} bytes weak (to a receiver that does not map the buffer yet); {}",
+        p.inline_max,
+        p.inline_max_weak,
+        if p.fixed {
+            "set by hand".to_string()
+        } else {
+            format!(
+                "chosen at start-up from: ring {} ns/KiB, hand-off {:.1} us, mapping {:.1} us + {:.1} us/MiB",
+                p.ring_ns_per_kib,
+                p.handoff_ns as f64 / 1000.0,
+                p.map_ns as f64 / 1000.0,
+                p.map_ns_per_mib as f64 / 1000.0
+            )
+        }
+    )
+}
+
 /// Measures everything; returns one row per case and size.
 pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let e = |e: cosh::Error| e.to_string();
@@ -546,6 +567,11 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     rx.ask(&format!("trust {}", sender.id().to_bits()))?;
     // Both ways, so that a buffer can bounce on direct rings.
     sender.trust(receiver_id).map_err(e)?;
+    let p = sender.small_transfer_policy().map_err(e)?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", policy_line(&p));
+    }
 
     let steps = args.sizes.len()
         * (1 + CASES.len() + 2 + 2 + 1 + usize::from(cfg!(feature = "iceoryx2")))
@@ -598,6 +624,9 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 TransferFlags::strong()
             };
             let (mut delivered, mut readable) = (Vec::new(), Vec::new());
+            // The first case of a size warms up longer: both processes' first transfers of
+            // a size run slower (landings and mappings are made, caches filled).
+            let warmup = if name == CASES[0].0 { 30 } else { warmup };
             for i in 0..n + warmup {
                 let (agg, first) = prepare(&mut sender, size, i as u8).map_err(e)?;
                 let armed = rx.ask("cosh")?;
