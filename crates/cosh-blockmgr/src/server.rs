@@ -1476,6 +1476,48 @@ impl BlockManager {
             .ok_or_else(|| fail(ErrorKind::Protocol, "no domain"))
     }
 
+    /// Up to `count` whole unzeroed buffers of `len` bytes, stopping at the first limit
+    /// (refused only if not even one could be made).
+    fn alloc_many(&mut self, domain: DomainId, len: u64, count: u32) -> Result<Answer, Failure> {
+        if len <= self.config.slab_object_max {
+            return Err(fail(
+                ErrorKind::Protocol,
+                format!(
+                    "alloc_many makes whole buffers, of more than {} bytes",
+                    self.config.slab_object_max
+                ),
+            ));
+        }
+        let mut buffers = Vec::new();
+        for _ in 0..count.min(ops::MAX_ALLOC_MANY) {
+            if self.ledger.aggregate_count(domain) >= self.config.max_aggregates {
+                break;
+            }
+            match self.alloc(domain, len, false) {
+                Ok(Answer::Now(Response::Allocated { agg, piece }, _)) => {
+                    buffers.push(ops::AllocatedBuffer { agg, piece });
+                }
+                Ok(Answer::Now(Response::Agg { agg }, _)) => {
+                    // Not a buffer of its own after all (shared by nobody, but not whole):
+                    // of no use here.
+                    if let Ok(release) = self.ledger.decref(domain, AggId(agg)) {
+                        self.released(&release);
+                    }
+                    break;
+                }
+                Err(e) if buffers.is_empty() => return Err(e),
+                _ => break,
+            }
+        }
+        if buffers.is_empty() {
+            return Err(fail(
+                ErrorKind::Unavailable,
+                "no whole buffer could be made for this domain",
+            ));
+        }
+        now(Response::AllocatedMany { buffers })
+    }
+
     /// An allocation: a slab piece when small, else a whole buffer of its own (recycled from
     /// this domain's free list when one fits, zeroed only if `zero`: an unzeroed one holds
     /// only bytes this domain could already see).
@@ -1543,6 +1585,7 @@ impl BlockManager {
             request,
             Request::Alloc { .. }
                 | Request::AllocUnzeroed { .. }
+                | Request::AllocMany { .. }
                 | Request::Select { .. }
                 | Request::Concat { .. }
         ) && self.ledger.aggregate_count(domain) >= self.config.max_aggregates
@@ -1558,6 +1601,7 @@ impl BlockManager {
         match request {
             Request::Alloc { len } => self.alloc(domain, len, true),
             Request::AllocUnzeroed { len } => self.alloc(domain, len, false),
+            Request::AllocMany { len, count } => self.alloc_many(domain, len, count),
             Request::Incref { agg } => {
                 self.ledger.incref(domain, AggId(agg))?;
                 now(Response::Done)

@@ -1064,12 +1064,7 @@ impl Client {
             if bytes.is_empty() {
                 return Ok(None);
             }
-            let agg = self.domain.alloc_unzeroed(bytes.len() as u64)?;
-            if let Err(x) = self.domain.write(agg, 0, bytes) {
-                self.domain.decref(agg)?;
-                return Err(x.into());
-            }
-            return Ok(Some(agg));
+            return Ok(self.domain.alloc_copy(bytes)?);
         }
         if let Some(s) = &e.snap
             && s.copied.is_some()
@@ -1088,6 +1083,13 @@ impl Client {
                 Some(agg) if e.offset == 0 && e.len == s.len => {
                     self.domain.incref(agg)?;
                     Ok(Some(agg))
+                }
+                // A small piece is copied into a buffer of the client's own (no round
+                // trip: cheaper than the block manager's select, below the crossover it
+                // measured for copies against hand-offs); a larger one is selected.
+                Some(_) if e.len <= self.domain.small_transfer_policy()?.inline_max => {
+                    let bytes = self.slices(e)?.concat();
+                    Ok(self.domain.alloc_copy(&bytes)?)
                 }
                 Some(agg) => Ok(Some(self.domain.select(agg, e.offset, e.len)?)),
                 None => Ok(None),

@@ -131,11 +131,13 @@ impl Mem {
         self.arenas.len()
     }
 
-    /// Gives every spare buffer back to the block manager.
+    /// Gives every spare buffer back to the block manager (and the buffers the domain's
+    /// library keeps waiting for small copies).
     pub fn release_spare(&mut self) -> Result<()> {
         for (agg, _) in std::mem::take(&mut self.spare) {
             self.domain.decref(agg)?;
         }
+        self.domain.release_waiting()?;
         Ok(())
     }
 

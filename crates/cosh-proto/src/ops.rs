@@ -613,6 +613,28 @@ pub enum Request {
     },
     /// The copy-versus-reference policy for small transfers → [`Response::SmallTransfers`].
     SmallTransfers,
+    /// Up to `count` (at most [`MAX_ALLOC_MANY`]) buffers of `len` bytes of this domain's
+    /// own, unzeroed like [`Request::AllocUnzeroed`], in one round trip →
+    /// [`Response::AllocatedMany`] (fewer when a limit is reached first; `len` must be
+    /// larger than a slab piece).
+    AllocMany {
+        /// Bytes each.
+        len: u64,
+        /// How many.
+        count: u32,
+    },
+}
+
+/// The most buffers one [`Request::AllocMany`] makes.
+pub const MAX_ALLOC_MANY: u32 = 16;
+
+/// One buffer made by [`Request::AllocMany`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedBuffer {
+    /// Its aggregate.
+    pub agg: u64,
+    /// Its one piece: the whole buffer.
+    pub piece: WirePiece,
 }
 
 /// The kind of memory a pool has (DESIGN §4).
@@ -786,6 +808,11 @@ pub enum Response {
         agg: u64,
         /// Its one piece.
         piece: WirePiece,
+    },
+    /// The answer to [`Request::AllocMany`]: at least one buffer.
+    AllocatedMany {
+        /// The buffers.
+        buffers: Vec<AllocatedBuffer>,
     },
 }
 
@@ -1122,6 +1149,9 @@ pub(crate) fn check_response(r: &Response) -> Result<(), String> {
         Response::Received {
             mappers: Some(m), ..
         } => over("mappers", m.len(), MAX_MAPPERS),
+        Response::AllocatedMany { buffers } => {
+            over("buffers", buffers.len(), MAX_ALLOC_MANY as usize)
+        }
         Response::Status(s) => {
             over("domains", s.domains.len(), MAX_STATUS_DOMAINS)?;
             over("links", s.links.len(), MAX_STATUS_LINKS)?;

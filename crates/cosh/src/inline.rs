@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 
 use cosh_core::{DomainId, Mode, Rights, Strength, TransferFlags};
 use cosh_proto::ops::{
-    DirectRecord, MAX_INLINE, Mappers, Request, Response, SmallTransfers, TransferReport,
-    encode_record_into,
+    DirectRecord, MAX_ALLOC_MANY, MAX_INLINE, Mappers, Request, Response, SmallTransfers,
+    TransferReport, encode_record_into,
 };
 
 use crate::direct::{IdMap, corrupt, location};
@@ -32,6 +32,10 @@ use crate::{Access, Agg, Cached, Domain, Error, Incoming, Location, Result, unex
 const MIN_LANDING: u64 = 4096;
 /// The most landings kept waiting per size.
 const MAX_WAITING: usize = 8;
+/// Bytes of landings made at once when none of a size waits (at most 8 of them).
+const SPARE_BYTES: u64 = 512 * 1024;
+/// The largest allocation served from waiting buffers.
+const MAX_SPARE_ALLOC: u64 = 256 * 1024;
 
 /// This domain's inline state.
 #[derive(Default)]
@@ -43,15 +47,16 @@ pub(crate) struct Inline {
     /// How many landings of each size the next top-up should leave waiting: what receives
     /// used since the last one (at least one, at most [`MAX_WAITING`]).
     wanted: BTreeMap<u64, usize>,
-    /// The size of each landing handed out, while the program holds it.
-    landed: IdMap<Agg, u64>,
+    /// The size of each landing handed out, while the program holds it, and whether it came
+    /// inline (rather than from an allocation).
+    landed: IdMap<Agg, (u64, bool)>,
 }
 
 impl Inline {
     /// Whether `agg` is a landing holding fewer bytes than its buffer: never sent by
     /// reference (a transfer by reference passes whole buffers only).
     pub(crate) fn trimmed(&self, agg: Agg, len: u64) -> bool {
-        self.landed.get(&agg).is_some_and(|size| *size != len)
+        self.landed.get(&agg).is_some_and(|(size, _)| *size != len)
     }
 }
 
@@ -109,7 +114,7 @@ impl Domain {
         // to copy, nothing to map. So does one of a buffer that came inline: passed on or
         // back by reference, it is mapped once and then bounces without a copy (inlined
         // again, every bounce would copy).
-        let landed = self.direct.inline.landed.contains_key(&agg);
+        let landed = self.direct.inline.landed.get(&agg).is_some_and(|l| l.1);
         if at.len == 0 || rights < mode.sender_needs() || (weak && (mapped_there || landed)) {
             return Ok(None);
         }
@@ -224,10 +229,7 @@ impl Domain {
             return Err(corrupt(peer, format!("an inline transfer of {len} bytes")));
         }
         let size = landing_size(len);
-        let landing = match self.direct.inline.waiting.get_mut(&size).and_then(Vec::pop) {
-            Some(agg) => agg,
-            None => self.new_landing(size)?,
-        };
+        let landing = self.new_landing(size)?;
         *self.direct.inline.wanted.entry(size).or_insert(0) += 1;
         let place = self
             .direct
@@ -266,7 +268,7 @@ impl Domain {
             l.rights = rights;
             l.sendable = rights == Rights::ReadWrite;
         }
-        self.direct.inline.landed.insert(landing, size);
+        self.direct.inline.landed.insert(landing, (size, true));
         Ok(Incoming {
             agg: landing,
             source: peer,
@@ -280,25 +282,110 @@ impl Domain {
         })
     }
 
-    /// A landing of `size` bytes, mapped read/write.
+    /// A landing of `size` bytes, mapped read/write: one waiting, or a few more made in one
+    /// round trip (the rest wait).
     fn new_landing(&mut self, size: u64) -> Result<Agg> {
-        let r = self.call(Request::AllocUnzeroed { len: size })?;
-        let Response::Allocated { agg, piece } = r else {
-            // Not a buffer of its own (a slab piece): of no use as a landing.
-            if let Response::Agg { agg } = r {
-                self.decref(Agg(agg))?;
-            }
-            return Err(Error::Protocol(
-                "the block manager gave a landing that is not a buffer of its own".into(),
-            ));
-        };
-        let mut me = Mappers::new();
-        me.push(self.id.to_bits());
+        if let Some(agg) = self.direct.inline.waiting.get_mut(&size).and_then(Vec::pop) {
+            return Ok(agg);
+        }
+        let n = (SPARE_BYTES / size).clamp(1, MAX_WAITING as u64) as usize;
+        self.make_landings(size, n)?;
         self.direct
-            .know(Agg(agg), piece, Rights::ReadWrite, Some(me));
-        let at = location(piece);
-        self.ensure_mapped(&[at], Access::Write)?;
-        Ok(Agg(agg))
+            .inline
+            .waiting
+            .get_mut(&size)
+            .and_then(Vec::pop)
+            .ok_or_else(|| Error::Protocol("no landing was made".into()))
+    }
+
+    /// Makes up to `n` landings of `size` bytes in one round trip; they wait.
+    fn make_landings(&mut self, size: u64, n: usize) -> Result<()> {
+        let count = u32::try_from(n.clamp(1, MAX_ALLOC_MANY as usize)).unwrap_or(1);
+        let r = self.call(Request::AllocMany { len: size, count })?;
+        let Response::AllocatedMany { buffers } = r else {
+            return Err(unexpected(&r));
+        };
+        let me = self.id.to_bits();
+        for b in buffers {
+            let mut mappers = Mappers::new();
+            mappers.push(me);
+            self.direct
+                .know(Agg(b.agg), b.piece, Rights::ReadWrite, Some(mappers));
+            let at = location(b.piece);
+            self.ensure_mapped(&[at], Access::Write)?;
+            self.direct
+                .inline
+                .waiting
+                .entry(size)
+                .or_default()
+                .push(Agg(b.agg));
+        }
+        Ok(())
+    }
+
+    /// Whether this domain can make aggregates from its own waiting buffers, without asking
+    /// (a coherent pool, rings open).
+    fn local_allocations(&self) -> bool {
+        self.kind == cosh_pool::PoolKind::Host && !self.nc && self.rings.is_some()
+    }
+
+    /// A waiting buffer of `size` bytes reshaped to hold `len` read/write: a record, no
+    /// answer. Remembered as a landing, so that its last free keeps it waiting again.
+    fn take_spare(&mut self, size: u64, len: u64) -> Result<(Agg, Location)> {
+        let agg = self.new_landing(size)?;
+        let at = self
+            .direct
+            .local
+            .get(&agg)
+            .map(|l| l.at)
+            .ok_or_else(|| Error::Protocol("a landing was forgotten".into()))?;
+        if at.len != len {
+            self.log_request(Request::Land {
+                agg: agg.0,
+                len,
+                rights: Rights::ReadWrite.into(),
+            })?;
+        }
+        let at = Location { len, ..at };
+        if let Some(l) = self.direct.local.get_mut(&agg) {
+            l.at = at;
+        }
+        self.direct.inline.landed.insert(agg, (size, false));
+        Ok((agg, at))
+    }
+
+    /// Like [`Domain::alloc_unzeroed`] for a power of two from 4 to 256 KiB: a buffer of
+    /// this domain's own from those waiting, or a few made in one round trip. `None` where
+    /// that does not apply.
+    pub(crate) fn alloc_spare(&mut self, len: u64) -> Result<Option<Agg>> {
+        if !self.local_allocations()
+            || !len.is_power_of_two()
+            || !(MIN_LANDING..=MAX_SPARE_ALLOC).contains(&len)
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.take_spare(len, len)?.0))
+    }
+
+    /// A new read/write aggregate of this domain holding a copy of `bytes` (`None` when
+    /// empty). Up to 1 MiB it is made from a waiting buffer without asking the block manager
+    /// (a copy costs less than the round trip); larger ones are allocated and written.
+    pub fn alloc_copy(&mut self, bytes: &[u8]) -> Result<Option<Agg>> {
+        let len = bytes.len() as u64;
+        if len == 0 {
+            return Ok(None);
+        }
+        if self.local_allocations() && len <= MAX_INLINE {
+            let (agg, at) = self.take_spare(landing_size(len), len)?;
+            self.location_bytes_mut(&at)?.copy_from_slice(bytes);
+            return Ok(Some(agg));
+        }
+        let agg = self.alloc_unzeroed(len)?;
+        if let Err(e) = self.write(agg, 0, bytes) {
+            self.decref(agg)?;
+            return Err(e);
+        }
+        Ok(Some(agg))
     }
 
     /// Before a wait: replaces the landings receives used since the last wait.
@@ -308,16 +395,26 @@ impl Domain {
         }
         let wanted = std::mem::take(&mut self.direct.inline.wanted);
         for (size, n) in wanted {
+            let have = self.direct.inline.waiting.get(&size).map_or(0, Vec::len);
             let n = n.clamp(1, MAX_WAITING);
-            while self.direct.inline.waiting.get(&size).map_or(0, Vec::len) < n {
-                let agg = self.new_landing(size)?;
-                self.direct
-                    .inline
-                    .waiting
-                    .entry(size)
-                    .or_default()
-                    .push(agg);
+            if have < n {
+                self.make_landings(size, n - have)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Buffers of this domain's own waiting to land inline transfers and to serve small
+    /// allocations (they count among its aggregates in the block manager's status).
+    pub fn waiting_buffers(&self) -> usize {
+        self.direct.inline.waiting.values().map(Vec::len).sum()
+    }
+
+    /// Gives every waiting buffer back to the block manager (more are made when needed).
+    pub fn release_waiting(&mut self) -> Result<()> {
+        let waiting = std::mem::take(&mut self.direct.inline.waiting);
+        for agg in waiting.into_values().flatten() {
+            self.decref(agg)?;
         }
         Ok(())
     }
@@ -326,7 +423,7 @@ impl Domain {
     /// and read/write, kept to land the next transfer (the block manager keeps it as it is:
     /// the next landing reshapes it).
     pub(crate) fn restock(&mut self, agg: Agg) -> bool {
-        let Some(size) = self.direct.inline.landed.remove(&agg) else {
+        let Some((size, _)) = self.direct.inline.landed.remove(&agg) else {
             return false;
         };
         let me = self.id.to_bits();

@@ -805,6 +805,9 @@ impl Domain {
     /// no other domain can map). For a producer that overwrites what it allocates, this
     /// saves writing every byte twice.
     pub fn alloc_unzeroed(&mut self, len: u64) -> Result<Agg> {
+        if let Some(agg) = self.alloc_spare(len)? {
+            return Ok(agg);
+        }
         let r = self.call(Request::AllocUnzeroed { len })?;
         let agg = self.allocated(r)?;
         self.nc_refresh()?;
