@@ -357,29 +357,30 @@ fn ratios(rows: &[Row]) -> String {
             .find(|r| r.0 == case && r.1 == size)
             .map(|r| r.2.max(1))
     };
-    let best: Vec<Option<(&str, u64)>> = sizes
-        .iter()
-        .map(|size| {
-            baselines
-                .iter()
-                .filter(|b| !FLOORS.contains(b))
-                .filter_map(|b| at(b, *size).map(|ns| (*b, ns)))
-                .min_by_key(|(_, ns)| *ns)
-        })
-        .collect();
-    if cases.is_empty() || best.iter().all(Option::is_none) {
+    // Streams are compared with streams, single transfers with single transfers.
+    let stream = |name: &str| name.starts_with("stream");
+    let best_of = |streams: bool| -> Vec<Option<(&str, u64)>> {
+        sizes
+            .iter()
+            .map(|size| {
+                baselines
+                    .iter()
+                    .filter(|b| !FLOORS.contains(b) && stream(b) == streams)
+                    .filter_map(|b| at(b, *size).map(|ns| (*b, ns)))
+                    .min_by_key(|(_, ns)| *ns)
+            })
+            .collect()
+    };
+    let (best, best_stream) = (best_of(false), best_of(true));
+    if cases.is_empty() || best.iter().chain(&best_stream).all(Option::is_none) {
         return String::new();
     }
     let mut out = String::from(
-        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster):\n\n| case vs the fastest baseline |",
+        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster), each case against the fastest baseline of its kind at that size (a stream against streams, a single transfer against single transfers):\n\n| case vs the fastest baseline |",
     );
-    for (size, b) in sizes.iter().zip(&best) {
-        let _ = write!(
-            out,
-            " {} ({}) |",
-            size_name(*size),
-            b.map_or("–", |(name, _)| name)
-        );
+    for (size, (b, s)) in sizes.iter().zip(best.iter().zip(&best_stream)) {
+        let names: Vec<&str> = [b, s].into_iter().flatten().map(|(n, _)| *n).collect();
+        let _ = write!(out, " {} ({}) |", size_name(*size), names.join(" / "));
     }
     out.push_str("\n|---|");
     out.push_str(&"---:|".repeat(sizes.len()));
@@ -387,7 +388,8 @@ fn ratios(rows: &[Row]) -> String {
     let mut slower = Vec::new();
     for c in &cases {
         let _ = write!(out, "| {c} |");
-        for (size, b) in sizes.iter().zip(&best) {
+        let best = if stream(c) { &best_stream } else { &best };
+        for (size, b) in sizes.iter().zip(best) {
             match (at(c, *size), b) {
                 (Some(ns), Some((name, base))) => {
                     let r = *base as f64 / ns as f64;
