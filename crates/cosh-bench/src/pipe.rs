@@ -28,6 +28,9 @@ pub struct Args {
     /// MiB streamed per pass.
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub total_mib: u64,
+    /// Also write the medians here as CSV (case, size, bytes_per_second).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
     /// Internal: run as the block manager on this socket.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub serve: Option<PathBuf>,
@@ -200,6 +203,23 @@ fn run(args: &Args, prefix: &[&str]) -> Result<(), String> {
         "  {:>8}  {:>12}  {:>22}  {:>22}",
         "piece", "linux pipe", "cosh pipe, aggregates", "cosh pipe, read/write"
     );
+    if let Some(path) = &args.csv {
+        let mut text = String::from("case,size,bytes_per_second\n");
+        for (size, a, b, l) in &rows {
+            for (name, d) in [
+                ("linux pipe", l),
+                ("cosh pipe, aggregates", a),
+                ("cosh pipe, read/write", b),
+            ] {
+                text.push_str(&format!(
+                    "{},{size},{:.0}\n",
+                    crate::report::csv_field(name),
+                    gbps(*d) * 1e9
+                ));
+            }
+        }
+        std::fs::write(path, text).map_err(|x| format!("cannot write {}: {x}", path.display()))?;
+    }
     for (size, a, b, l) in rows {
         let _ = writeln!(
             err,

@@ -153,7 +153,7 @@ pub fn print_fast_ratios(rows: &[Row]) {
 }
 
 /// A CSV field: quoted (quotes doubled) when it holds a comma, a quote or a line break.
-fn csv_field(text: &str) -> String {
+pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
