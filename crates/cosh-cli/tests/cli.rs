@@ -42,8 +42,17 @@ fn up_status_down() {
     let o = cosh(&dir, &["status"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("buffers in use: 0"), "{}", text(&o));
+    // The crossovers the block manager measured when it started, and from what.
+    assert!(
+        text(&o).contains("small transfers: inline on direct rings up to ")
+            && text(&o).contains("chosen at start-up from: ring ")
+            || text(&o).contains("small transfers: never inline (inline never paid"),
+        "{}",
+        text(&o)
+    );
     let o = cosh(&dir, &["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(json["small"]["handoff_ns"].as_u64().is_some_and(|n| n > 0));
     assert_eq!(
         json["domain_count"], 0,
         "the status command leaves itself out"
