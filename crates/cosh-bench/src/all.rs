@@ -426,15 +426,17 @@ fn ratios(rows: &[Row]) -> String {
         return String::new();
     }
     let mut out = String::from(
-        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster), each case against the fastest baseline of its kind at that size — a receiver that sleeps against sockets, pipes and futexes; one that busy-polls against iceoryx2's one-way time; a stream against streams (named in the header in that order):\n\n| case vs the fastest baseline |",
+        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster), each case against the fastest baseline of its kind at that size — a receiver that sleeps against sockets, pipes and futexes; one that busy-polls against iceoryx2's one-way time; a stream against streams (named in the header in that order):\n\n",
     );
-    for (i, size) in sizes.iter().enumerate() {
-        let names: Vec<&str> = best.iter().filter_map(|b| b[i]).map(|(n, _)| n).collect();
-        let _ = write!(out, " {} ({}) |", size_name(*size), names.join(" / "));
-    }
-    out.push_str("\n|---|");
-    out.push_str(&"---:|".repeat(sizes.len()));
-    out.push('\n');
+    let columns: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, size)| {
+            let names: Vec<&str> = best.iter().filter_map(|b| b[i]).map(|(n, _)| n).collect();
+            format!("{} ({})", size_name(*size), names.join(" / "))
+        })
+        .collect();
+    out.push_str(&table_head("case vs the fastest baseline", &columns));
     let mut slower = Vec::new();
     for c in &cases {
         let _ = write!(out, "| {c} |");
@@ -465,13 +467,10 @@ fn ratios(rows: &[Row]) -> String {
     for b in &baselines {
         let _ = write!(
             out,
-            "\n<details><summary>Every case against {b}</summary>\n\n| case | "
+            "\n<details><summary>Every case against {b}</summary>\n\n"
         );
         let names: Vec<String> = sizes.iter().map(|s| size_name(*s)).collect();
-        out.push_str(&names.join(" | "));
-        out.push_str(" |\n|---|");
-        out.push_str(&"---:|".repeat(sizes.len()));
-        out.push('\n');
+        out.push_str(&table_head("case", &names));
         for c in &cases {
             let _ = write!(out, "| {c} |");
             for size in &sizes {
@@ -491,6 +490,18 @@ fn ratios(rows: &[Row]) -> String {
 
 fn size_name(bytes: u64) -> String {
     crate::report::human_size(bytes)
+}
+
+/// A Markdown table's header and rule: `first`, then `columns` aligned right.
+fn table_head(first: &str, columns: &[String]) -> String {
+    let mut out = format!("| {first} |");
+    for c in columns {
+        let _ = write!(out, " {c} |");
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(columns.len()));
+    out.push('\n');
+    out
 }
 
 fn us(ns: u64) -> String {
@@ -518,13 +529,8 @@ fn pivot(rows: &[Row]) -> String {
         .iter()
         .map(|s| rows.iter().filter(|r| r.1 == *s).map(|r| r.2).min())
         .collect();
-    let mut out = String::from("| case (median µs) |");
-    for s in &sizes {
-        let _ = write!(out, " {} |", size_name(*s));
-    }
-    out.push_str("\n|---|");
-    out.push_str(&"---:|".repeat(sizes.len()));
-    out.push('\n');
+    let names: Vec<String> = sizes.iter().map(|s| size_name(*s)).collect();
+    let mut out = table_head("case (median µs)", &names);
     for c in cases {
         let _ = write!(out, "| {c} |");
         for (s, b) in sizes.iter().zip(&best) {
@@ -722,13 +728,11 @@ fn throughput(rows: &[Row]) -> String {
         }
     }
     let at = |c: &str, size: u64| rows.iter().find(|r| r.0 == c && r.1 == size).map(|r| r.2);
-    let mut out = String::from("| case (GB/s; vs the Linux pipe) |");
-    for size in &sizes {
-        let _ = write!(out, " {} pieces |", size_name(*size));
-    }
-    out.push_str("\n|---|");
-    out.push_str(&"---:|".repeat(sizes.len()));
-    out.push('\n');
+    let names: Vec<String> = sizes
+        .iter()
+        .map(|s| format!("{} pieces", size_name(*s)))
+        .collect();
+    let mut out = table_head("case (GB/s; vs the Linux pipe)", &names);
     for c in cases {
         let _ = write!(out, "| {c} |");
         for size in &sizes {

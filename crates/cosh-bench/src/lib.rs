@@ -517,17 +517,7 @@ pub fn policy_line(p: &cosh::SmallTransfers) -> String {
         "small transfers: inline up to {} bytes strong, {} bytes weak (to a receiver that does not map the buffer yet); {}",
         p.inline_max,
         p.inline_max_weak,
-        if p.fixed {
-            "set by hand".to_string()
-        } else {
-            format!(
-                "chosen at start-up from: ring {} ns/KiB, hand-off {:.1} us, mapping {:.1} us + {:.1} us/MiB",
-                p.ring_ns_per_kib,
-                p.handoff_ns as f64 / 1000.0,
-                p.map_ns as f64 / 1000.0,
-                p.map_ns_per_mib as f64 / 1000.0
-            )
-        }
+        p.measured()
     )
 }
 

@@ -625,17 +625,7 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
             "small transfers: inline on direct rings up to {} strong (a crossover: above it, through the block manager), up to {} weak to a receiver that does not map the buffer yet (above it, by reference); {}",
             human(p.inline_max),
             human(p.inline_max_weak),
-            if p.fixed {
-                "set by coshd --inline-max".to_string()
-            } else {
-                format!(
-                    "chosen at start-up from: ring {} ns/KiB, hand-off to another process {:.1} us, mapping a new buffer {:.1} us + {:.1} us/MiB",
-                    p.ring_ns_per_kib,
-                    p.handoff_ns as f64 / 1000.0,
-                    p.map_ns as f64 / 1000.0,
-                    p.map_ns_per_mib as f64 / 1000.0
-                )
-            }
+            p.measured()
         );
     }
     if t.exported + t.imported + t.lost > 0 || !s.links.is_empty() {

@@ -382,6 +382,18 @@ struct BufferState {
     holds: BTreeMap<DomainId, [u32; 3]>,
 }
 
+/// Whether `domain` holds the buffer with rights through exactly one read/write aggregate
+/// and no read-only one, and no other domain holds it with any rights.
+fn held_alone(state: &BufferState, domain: DomainId) -> bool {
+    let held = state.holds.get(&domain).copied().unwrap_or_default();
+    held[Rights::ReadWrite as usize] == 1
+        && held[Rights::Read as usize] == 0
+        && state
+            .holds
+            .iter()
+            .all(|(d, c)| *d == domain || top_rights(c) == Rights::None)
+}
+
 fn top_rights(counts: &[u32; 3]) -> Rights {
     Rights::ALL
         .into_iter()
@@ -1047,13 +1059,7 @@ impl Ledger {
     pub fn direct_info(&self, domain: DomainId, agg: AggId) -> Option<DirectInfo> {
         let (buffer, len) = self.whole_buffer(domain, agg)?;
         let state = self.buffers.get(&buffer)?;
-        let held = state.holds.get(&domain).copied().unwrap_or_default();
-        let alone = held[Rights::ReadWrite as usize] == 1
-            && held[Rights::Read as usize] == 0
-            && state
-                .holds
-                .iter()
-                .all(|(d, c)| *d == domain || top_rights(c) == Rights::None);
+        let alone = held_alone(state, domain);
         let usable = self.agg(domain, agg).ok()?.rights == Rights::ReadWrite
             && !state.frozen
             && !state.sealed
@@ -1154,14 +1160,7 @@ impl Ledger {
         if chunk.offset != 0 || len == 0 || len > state.len {
             return refuse("a landing starts its buffer and fits in it");
         }
-        let held = state.holds.get(&domain).copied().unwrap_or_default();
-        let alone = held[Rights::ReadWrite as usize] == 1
-            && held[Rights::Read as usize] == 0
-            && state
-                .holds
-                .iter()
-                .all(|(d, c)| *d == domain || top_rights(c) == Rights::None)
-            && state.mappings.keys().all(|d| *d == domain);
+        let alone = held_alone(state, domain) && state.mappings.keys().all(|d| *d == domain);
         if !alone || state.frozen || state.sealed {
             return refuse("a landing's buffer is private to the domain");
         }

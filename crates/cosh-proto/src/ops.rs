@@ -282,6 +282,24 @@ pub struct TransferCounts {
     pub inline_bytes: u64,
 }
 
+impl SmallTransfers {
+    /// What was measured, in words (for `cosh status` and the benchmarks): `chosen at start-up
+    /// from: ...`, or that it was set by hand.
+    pub fn measured(&self) -> String {
+        if self.fixed {
+            "set by coshd --inline-max".to_string()
+        } else {
+            format!(
+                "chosen at start-up from: ring {} ns/KiB, hand-off to another process {:.1} us, mapping a new buffer {:.1} us + {:.1} us/MiB",
+                self.ring_ns_per_kib,
+                self.handoff_ns as f64 / 1000.0,
+                self.map_ns as f64 / 1000.0,
+                self.map_ns_per_mib as f64 / 1000.0
+            )
+        }
+    }
+}
+
 /// The copy-versus-reference policy for small transfers between domains of one pool, chosen
 /// by the block manager from what it measured when it started (see `PROTOCOL.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
