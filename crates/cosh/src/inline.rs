@@ -2,8 +2,9 @@
 //!
 //! Below the sizes the block manager chose when it started ([`SmallTransfers`]), a transfer
 //! to a receiver with a direct ring costs less as a copy than any other way: the sender's
-//! library copies the bytes into the ring and tells the block manager quietly what its
-//! aggregate keeps (a `Inline` record: Table 1 for a transfer whose every piece is copied);
+//! library copies the bytes into the ring's staging area, announces them on the ring, and
+//! tells the block manager quietly what its aggregate keeps (an `Inline` record: Table 1 for
+//! a transfer whose every piece is copied);
 //! the receiver's library copies them into a buffer of its own that waits for that
 //! (a *landing*) and tells the block manager quietly that the landing now holds them with the
 //! rights the mode gives (`Land`). One process is woken, not two; nothing is mapped, sealed
@@ -14,7 +15,8 @@
 //! Landings are buffers this domain allocated (never slab pieces: a size class of at least
 //! 4 KiB), mapped read/write, held by nobody else. One that a receive used up is replaced
 //! before the next wait (when the domain would sleep anyway); one the program frees while
-//! still private and read/write goes back to wait for the next transfer.
+//! still private and read/write goes back to wait for the next transfer. The same waiting
+//! buffers serve [`Domain::alloc_copy`] and small unzeroed allocations without a round trip.
 
 use std::collections::BTreeMap;
 
@@ -118,16 +120,13 @@ impl Domain {
         if at.len == 0 || rights < mode.sender_needs() || (weak && (mapped_there || landed)) {
             return Ok(None);
         }
-        if !self.outbound(dest)? {
-            return Ok(None);
-        }
         let policy = self.small_transfers()?;
         let max = if weak {
             policy.inline_max_weak
         } else {
             policy.inline_max
         };
-        if at.len > max {
+        if at.len > max || !self.outbound(dest)? {
             return Ok(None);
         }
         self.ensure_mapped(&[at], Access::Read)?;
@@ -227,6 +226,14 @@ impl Domain {
     ) -> Result<Incoming> {
         if len == 0 || len > MAX_INLINE {
             return Err(corrupt(peer, format!("an inline transfer of {len} bytes")));
+        }
+        if self
+            .direct
+            .inbound
+            .get(&peer)
+            .is_none_or(|r| r.staging(at, len).is_none())
+        {
+            return Err(corrupt(peer, "an inline transfer outside the staging area"));
         }
         let size = landing_size(len);
         let landing = self.new_landing(size)?;
