@@ -95,6 +95,13 @@ pub(crate) fn echo(words: &SharedWords<'_>, kind: &str, n: usize) -> Result<Vec<
     Ok(samples)
 }
 
+/// Before a sample of a blocking kind: long enough for the receiver to be asleep when it is
+/// signalled (in a tight ping-pong it would find the next signal already there, and the
+/// "blocking" baseline would measure a spin).
+fn asleep() {
+    std::thread::sleep(std::time::Duration::from_micros(100));
+}
+
 /// The sender's side: measures every kind with `n` samples.
 pub(crate) fn measure(rx: &mut Receiver, n: usize) -> Result<Vec<Row>, String> {
     let memfd = Memfd::create("cosh-bench-doorbells", size()).map_err(|x| x.to_string())?;
@@ -133,6 +140,7 @@ pub(crate) fn measure(rx: &mut Receiver, n: usize) -> Result<Vec<Row>, String> {
             let w = words.atomic_u32s(futex, 4).ok_or("no futex words")?;
             let mut echoed = w[1].load(cosh_ring::Ordering::Acquire);
             for _ in 0..n {
+                asleep();
                 let [lo, hi] = two_words(now_ns());
                 w[2].store(lo, cosh_ring::Ordering::Relaxed);
                 w[3].store(hi, cosh_ring::Ordering::Relaxed);
@@ -155,6 +163,9 @@ pub(crate) fn measure(rx: &mut Receiver, n: usize) -> Result<Vec<Row>, String> {
                 Consumer::attach(words.atomic_u32s(back, ring_words).ok_or("no ring")?)
                     .map_err(e)?;
             for _ in 0..n {
+                if spins == 0 {
+                    asleep();
+                }
                 let mut r = [0u32; RECORD_WORDS];
                 let [lo, hi] = two_words(now_ns());
                 r[0] = lo;
