@@ -13,8 +13,9 @@
 //! When the sender is answered (and downgraded, `Ledger::export_done`): a strong transfer or
 //! a copy once `Delivered` (a snapshot; any failure — no such receiver, a full pool, a link
 //! that broke — reaches it as a clear error and changes nothing); a weak move or share at
-//! once while the link's window has room (on this machine; to another host at `Accepted`),
-//! so that back-to-back transfers pipeline. A receive that finds nothing first reads the
+//! once while the link's window has room and the destination has answered on the link at
+//! least once (on this machine; to another host at `Accepted`), so that back-to-back
+//! transfers pipeline. A receive that finds nothing first reads the
 //! links and waits for accepted copies, so it sees what a finished transfer sent. Links are
 //! opened by the sending side, on first use, to the address configured for the destination
 //! pool (`Config::links`; a connection over TCP is made on the main loop, within 5 s).
@@ -92,6 +93,10 @@ pub(super) struct OutLink {
     pub(super) chan: OutChan,
     /// Transfers sent and not yet confirmed, by id.
     inflight: HashMap<u64, InFlight>,
+    /// Whether the destination has said anything yet (`Opened` first): until then it may
+    /// not even have taken the connection, so a weak transfer is not answered early (a
+    /// receive there could look before the link is read).
+    heard: bool,
 }
 
 /// How a link reaches the other block manager.
@@ -221,6 +226,7 @@ impl BlockManager {
                 OutLink {
                     chan: OutChan::Remote { io },
                     inflight: HashMap::new(),
+                    heard: false,
                 },
             );
         }
@@ -261,6 +267,7 @@ impl BlockManager {
                         outbox: Outbox::default(),
                     },
                     inflight: HashMap::new(),
+                    heard: false,
                 },
             );
         }
@@ -432,6 +439,7 @@ impl BlockManager {
         let early = answered_on_acceptance(request.mode.into(), request.flags.strength.into())
             && self.out_links.get(&pool).is_some_and(|l| {
                 !l.is_remote()
+                    && l.heard
                     && l.inflight.len() <= WINDOW
                     && l.inflight.values().map(|f| f.len).sum::<u64>() <= WINDOW_BYTES
             });
@@ -539,6 +547,11 @@ impl BlockManager {
 
     /// What the destination of an outgoing link said; `false` if the link is gone.
     fn on_out_message(&mut self, pool: PoolId, decoded: Result<Message, String>) -> bool {
+        if decoded.is_ok()
+            && let Some(l) = self.out_links.get_mut(&pool)
+        {
+            l.heard = true;
+        }
         match decoded {
             Ok(Message::Link(LinkMessage::Opened { .. })) => {}
             Ok(Message::Link(LinkMessage::Accepted { id })) => {
