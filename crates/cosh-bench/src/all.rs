@@ -392,21 +392,8 @@ fn fastest_baseline(rows: &[Row], class_of: Class, size: u64) -> Option<(&str, u
 /// another process over Cosh's time (above 1: Cosh is faster), and which one it was; a list
 /// of where Cosh is slower; then every case against every baseline, folded.
 fn ratios(rows: &[Row]) -> String {
-    let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let mut cases: Vec<&str> = Vec::new();
-    let mut baselines: Vec<&str> = Vec::new();
-    for r in rows {
-        let list = if is_baseline(&r.0) {
-            &mut baselines
-        } else {
-            &mut cases
-        };
-        if !list.contains(&r.0.as_str()) {
-            list.push(&r.0);
-        }
-    }
+    let (sizes, all) = axes(rows);
+    let (baselines, cases): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|c| is_baseline(c));
     let at = |case: &str, size: u64| {
         rows.iter()
             .find(|r| r.0 == case && r.1 == size)
@@ -492,6 +479,20 @@ fn size_name(bytes: u64) -> String {
     crate::report::human_size(bytes)
 }
 
+/// A table's sizes (ascending) and cases (in the order they first appear).
+fn axes(rows: &[Row]) -> (Vec<u64>, Vec<&str>) {
+    let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let mut cases: Vec<&str> = Vec::new();
+    for r in rows {
+        if !cases.contains(&r.0.as_str()) {
+            cases.push(&r.0);
+        }
+    }
+    (sizes, cases)
+}
+
 /// A Markdown table's header and rule: `first`, then `columns` aligned right.
 fn table_head(first: &str, columns: &[String]) -> String {
     let mut out = format!("| {first} |");
@@ -516,15 +517,7 @@ fn us(ns: u64) -> String {
 /// A table of median microseconds: one row per case, one column per size; the fastest at
 /// each size in bold.
 fn pivot(rows: &[Row]) -> String {
-    let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let mut cases: Vec<&str> = Vec::new();
-    for r in rows {
-        if !cases.contains(&r.0.as_str()) {
-            cases.push(&r.0);
-        }
-    }
+    let (sizes, cases) = axes(rows);
     let best: Vec<Option<u64>> = sizes
         .iter()
         .map(|s| rows.iter().filter(|r| r.1 == *s).map(|r| r.2).min())
@@ -718,15 +711,7 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
 
 /// The pipe step's table: GB/s by case and piece size, and the ratio to the Linux pipe.
 fn throughput(rows: &[Row]) -> String {
-    let mut sizes: Vec<u64> = rows.iter().map(|r| r.1).collect();
-    sizes.sort_unstable();
-    sizes.dedup();
-    let mut cases: Vec<&str> = Vec::new();
-    for r in rows {
-        if !cases.contains(&r.0.as_str()) {
-            cases.push(&r.0);
-        }
-    }
+    let (sizes, cases) = axes(rows);
     let at = |c: &str, size: u64| rows.iter().find(|r| r.0 == c && r.1 == size).map(|r| r.2);
     let names: Vec<String> = sizes
         .iter()
