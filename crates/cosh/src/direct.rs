@@ -294,42 +294,45 @@ impl Ring {
             .map_err(|e| e.to_string())
     }
 
-    /// The staging area's bytes `at..at + len` (modulo its size), if they lie within it.
+    /// Where the staging area's bytes `at..at + len` (modulo its size) lie in the ring's
+    /// memory, if they lie within the area.
+    fn staging_range(&self, at: u32, len: u64) -> Option<std::ops::Range<usize>> {
+        let area = cosh_ring::direct_staging_offset(self.capacity);
+        let start = area + at as usize % cosh_ring::DIRECT_STAGING;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        (end <= area + cosh_ring::DIRECT_STAGING).then_some(start..end)
+    }
+
+    /// The staging area's bytes `at..at + len`, to read.
     pub(crate) fn staging(&self, at: u32, len: u64) -> Option<&[u8]> {
-        let start = cosh_ring::direct_staging_offset(self.capacity)
-            + at as usize % cosh_ring::DIRECT_STAGING;
-        let len = usize::try_from(len).ok()?;
-        let end = start.checked_add(len)?;
-        if end > cosh_ring::direct_staging_offset(self.capacity) + cosh_ring::DIRECT_STAGING {
-            return None;
-        }
-        self.map.as_slice().get(start..end)
+        let range = self.staging_range(at, len)?;
+        self.map.as_slice().get(range)
     }
 
-    /// The same, to write (`None` also when the ring's memory is too short).
-    pub(crate) fn staging_mut(&mut self, at: u32, len: usize) -> Option<&mut [u8]> {
-        let start = cosh_ring::direct_staging_offset(self.capacity)
-            + at as usize % cosh_ring::DIRECT_STAGING;
-        self.map
-            .as_mut_slice()
-            .get_mut(start..start.checked_add(len)?)
+    /// The same, to write.
+    pub(crate) fn staging_mut(&mut self, at: u32, len: u64) -> Option<&mut [u8]> {
+        let range = self.staging_range(at, len)?;
+        self.map.as_mut_slice().get_mut(range)
     }
 
-    /// The consumer's staging counter: read by the producer, written by the consumer.
-    pub(crate) fn staged_word(&mut self, store: Option<u32>) -> u32 {
+    /// Runs `f` on the consumer's staging counter (how far it is done with the staging area),
+    /// which the producer reads and the consumer writes; `None` if the memory is too short.
+    fn staged_counter<T>(&mut self, f: impl FnOnce(&AtomicU32) -> T) -> Option<T> {
         let capacity = self.capacity;
         let words = self.map.shared_words();
-        let Some(w) = words.atomic_u32s(0, cosh_ring::direct_words(capacity)) else {
-            return 0;
-        };
-        let word = &w[cosh_ring::direct_staged_word(capacity)];
-        match store {
-            Some(v) => {
-                word.store(v, std::sync::atomic::Ordering::Release);
-                v
-            }
-            None => word.load(std::sync::atomic::Ordering::Acquire),
-        }
+        let w = words.atomic_u32s(0, cosh_ring::direct_words(capacity))?;
+        w.get(cosh_ring::direct_staged_word(capacity)).map(f)
+    }
+
+    /// The producer's view of the staging counter (0 if the memory is too short).
+    pub(crate) fn consumed(&mut self) -> u32 {
+        self.staged_counter(|w| w.load(std::sync::atomic::Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    /// The consumer says it is done with the staging area up to `count`.
+    pub(crate) fn set_consumed(&mut self, count: u32) {
+        self.staged_counter(|w| w.store(count, std::sync::atomic::Ordering::Release));
     }
 
     /// Waits for records: `spins` looks, then the futex, at most `timeout`.

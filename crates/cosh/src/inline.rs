@@ -68,8 +68,8 @@ fn landing_size(len: u64) -> u64 {
 }
 
 impl Domain {
-    /// The block manager's policy for small transfers (asked once).
-    fn small_transfers(&mut self) -> Result<SmallTransfers> {
+    /// The block manager's policy for small transfers (asked once, then remembered).
+    pub fn small_transfer_policy(&mut self) -> Result<SmallTransfers> {
         if let Some(p) = self.direct.inline.policy {
             return Ok(p);
         }
@@ -79,11 +79,6 @@ impl Domain {
         };
         self.direct.inline.policy = Some(p);
         Ok(p)
-    }
-
-    /// The policy as this domain uses it, asking the block manager if it was not asked yet.
-    pub fn small_transfer_policy(&mut self) -> Result<SmallTransfers> {
-        self.small_transfers()
     }
 
     /// A transfer on the ring to `dest` as a copy of its bytes, when the policy says that
@@ -120,7 +115,7 @@ impl Domain {
         if at.len == 0 || rights < mode.sender_needs() || (weak && (mapped_there || landed)) {
             return Ok(None);
         }
-        let policy = self.small_transfers()?;
+        let policy = self.small_transfer_policy()?;
         let max = if weak {
             policy.inline_max_weak
         } else {
@@ -145,7 +140,7 @@ impl Domain {
         // caught up, the next bytes go to the beginning again, so that only the pages the
         // transfers in flight need are ever touched.
         let staging = cosh_ring::DIRECT_STAGING as u32;
-        let done = ring.staged_word(None);
+        let done = ring.consumed();
         // Bytes below the floor (skipped when starting again) are not in use.
         let live = ring
             .staged
@@ -172,7 +167,7 @@ impl Domain {
         }
         let seq = ring.seq;
         let into = ring
-            .staging_mut(start, len)
+            .staging_mut(start, at.len)
             .ok_or_else(|| corrupt(dest, "its staging area is too short"))?;
         into.copy_from_slice(bytes);
         let head = DirectRecord::Inline {
@@ -236,46 +231,27 @@ impl Domain {
             return Err(corrupt(peer, "an inline transfer outside the staging area"));
         }
         let size = landing_size(len);
-        let landing = self.new_landing(size)?;
+        let (landing, place) = self.take_spare(size, len, mode.receiver_gets(), true)?;
         *self.direct.inline.wanted.entry(size).or_insert(0) += 1;
-        let place = self
-            .direct
-            .local
-            .get(&landing)
-            .map(|l| l.at)
-            .ok_or_else(|| Error::Protocol("a landing was forgotten".into()))?;
-        let place = Location { len, ..place };
-        // Out of the ring's staging area, into the landing.
-        let ring = self
+        // Out of the ring's staging area (checked above), into the landing: the ring and the
+        // mapping are borrowed apart.
+        let from = self
             .direct
             .inbound
             .get(&peer)
-            .ok_or_else(|| Error::Protocol("no ring".into()))?;
-        let Some(from) = ring.staging(at, len) else {
-            return Err(corrupt(peer, "an inline transfer outside the staging area"));
-        };
+            .and_then(|r| r.staging(at, len));
         let into = self
             .maps
             .get_mut(&place.slot)
             .and_then(Cached::bytes_mut)
-            .and_then(|b| b.get_mut(Domain::range(&place)?))
-            .ok_or_else(|| Error::Protocol("a landing is not mapped".into()))?;
+            .and_then(|b| b.get_mut(Domain::range(&place)?));
+        let (Some(from), Some(into)) = (from, into) else {
+            return Err(Error::Protocol("a landing is not mapped".into()));
+        };
         into.copy_from_slice(from);
         if let Some(ring) = self.direct.inbound.get_mut(&peer) {
-            ring.staged_word(Some(at.wrapping_add(len as u32)));
+            ring.set_consumed(at.wrapping_add(len as u32));
         }
-        let rights = mode.receiver_gets();
-        self.log_request(Request::Land {
-            agg: landing.0,
-            len,
-            rights: rights.into(),
-        })?;
-        if let Some(l) = self.direct.local.get_mut(&landing) {
-            l.at = place;
-            l.rights = rights;
-            l.sendable = rights == Rights::ReadWrite;
-        }
-        self.direct.inline.landed.insert(landing, (size, true));
         Ok(Incoming {
             agg: landing,
             source: peer,
@@ -343,9 +319,16 @@ impl Domain {
         self.kind == cosh_pool::PoolKind::Host && !self.nc && self.rings.is_some()
     }
 
-    /// A waiting buffer of `size` bytes reshaped to hold `len` read/write: a record, no
-    /// answer. Remembered as a landing, so that its last free keeps it waiting again.
-    fn take_spare(&mut self, size: u64, len: u64) -> Result<(Agg, Location)> {
+    /// A waiting buffer of `size` bytes reshaped to hold `len` bytes with `rights` (a `Land`
+    /// record, no answer, when that changes anything). Remembered as a landing (`arrived`:
+    /// for an inline transfer), so that its last free keeps it waiting again.
+    fn take_spare(
+        &mut self,
+        size: u64,
+        len: u64,
+        rights: Rights,
+        arrived: bool,
+    ) -> Result<(Agg, Location)> {
         let agg = self.new_landing(size)?;
         let at = self
             .direct
@@ -353,18 +336,20 @@ impl Domain {
             .get(&agg)
             .map(|l| l.at)
             .ok_or_else(|| Error::Protocol("a landing was forgotten".into()))?;
-        if at.len != len {
+        if at.len != len || rights != Rights::ReadWrite {
             self.log_request(Request::Land {
                 agg: agg.0,
                 len,
-                rights: Rights::ReadWrite.into(),
+                rights: rights.into(),
             })?;
         }
         let at = Location { len, ..at };
         if let Some(l) = self.direct.local.get_mut(&agg) {
             l.at = at;
+            l.rights = rights;
+            l.sendable = rights == Rights::ReadWrite;
         }
-        self.direct.inline.landed.insert(agg, (size, false));
+        self.direct.inline.landed.insert(agg, (size, arrived));
         Ok((agg, at))
     }
 
@@ -378,7 +363,7 @@ impl Domain {
         {
             return Ok(None);
         }
-        Ok(Some(self.take_spare(len, len)?.0))
+        Ok(Some(self.take_spare(len, len, Rights::ReadWrite, false)?.0))
     }
 
     /// A new read/write aggregate of this domain holding a copy of `bytes` (`None` when
@@ -390,7 +375,7 @@ impl Domain {
             return Ok(None);
         }
         if self.local_allocations() && len <= MAX_INLINE {
-            let (agg, at) = self.take_spare(landing_size(len), len)?;
+            let (agg, at) = self.take_spare(landing_size(len), len, Rights::ReadWrite, false)?;
             self.location_bytes_mut(&at)?.copy_from_slice(bytes);
             return Ok(Some(agg));
         }
@@ -434,8 +419,8 @@ impl Domain {
     }
 
     /// The program's last reference to `agg` goes: `true` if it was a landing still private
-    /// and read/write, kept to land the next transfer (the block manager keeps it as it is:
-    /// the next landing reshapes it).
+    /// and read/write, kept (held once again, by the library) to land the next transfer; the
+    /// block manager keeps it as it is: the next landing reshapes it.
     pub(crate) fn restock(&mut self, agg: Agg) -> bool {
         let Some((size, _)) = self.direct.inline.landed.remove(&agg) else {
             return false;
@@ -453,6 +438,9 @@ impl Domain {
             return false;
         }
         waiting.push(agg);
+        if let Some(l) = self.direct.local.get_mut(&agg) {
+            l.refs = 1;
+        }
         true
     }
 }

@@ -836,9 +836,6 @@ impl Domain {
         if last {
             // A landing still private waits for the next inline transfer instead.
             if self.restock(agg) {
-                if let Some(l) = self.direct.local.get_mut(&agg) {
-                    l.refs = 1;
-                }
                 return Ok(());
             }
             self.slots_of.remove(&agg);
