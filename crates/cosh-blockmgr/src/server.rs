@@ -948,25 +948,12 @@ impl BlockManager {
                 return Applied::Done;
             }
         };
-        let done = if self.ledger.has_domain(to) {
-            if !self.direct.contains_key(&(sender, to)) {
-                self.cut(token, "an inline transfer without a direct ring");
-                return Applied::Done;
-            }
-            self.ledger.sent_inline(sender, agg, to, mode)
-        } else {
-            // The receiver died after the sender wrote the record: the sender still gave
-            // what the mode gives up.
-            self.ledger.rights(sender, agg).and_then(|held| {
-                let keeps = mode.sender_keeps(held);
-                if keeps < held {
-                    self.ledger.downgrade(sender, agg, keeps)
-                } else {
-                    Ok(())
-                }
-            })
-        };
-        match done {
+        // (A receiver that died after the sender wrote the record has no ring any more.)
+        if self.ledger.has_domain(to) && !self.direct.contains_key(&(sender, to)) {
+            self.cut(token, "an inline transfer without a direct ring");
+            return Applied::Done;
+        }
+        match self.ledger.sent_inline(sender, agg, to, mode) {
             Ok(()) => {
                 match mode {
                     Mode::Move => self.counts.moves += 1,

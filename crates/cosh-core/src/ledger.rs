@@ -1111,7 +1111,9 @@ impl Ledger {
     /// [`Ledger::land`]). A copy is a correct way to carry out any mode and strength, so the
     /// sender's aggregate changes exactly as Table 1 says it does when every piece is copied:
     /// it must hold what the mode needs, and keeps what the mode leaves it. Related aggregates
-    /// keep their rights (nothing of theirs travelled).
+    /// keep their rights (nothing of theirs travelled). A receiver that is gone (it left after
+    /// the sender's library wrote the transfer) changes nothing of this: the sender still gave
+    /// up what the mode gives up.
     pub fn sent_inline(
         &mut self,
         sender: DomainId,
@@ -1124,8 +1126,9 @@ impl Ledger {
         if receiver == sender {
             return Err(Error::SelfTransfer { domain: sender });
         }
-        let to = self.domain(receiver)?.pool;
-        if to != self.domain(sender)?.pool {
+        if let Some(to) = self.domains.get(&receiver)
+            && to.pool != self.domain(sender)?.pool
+        {
             return Err(Error::DirectRefused {
                 agg,
                 reason: "an inline transfer joins domains of one pool",
