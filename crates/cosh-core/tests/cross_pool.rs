@@ -13,7 +13,7 @@ use cosh_core::ledger::{Delivery, Ledger, Received, TransferRequest};
 use cosh_core::model::Model;
 use cosh_core::{AggId, DomainId, Mode, PoolId, RelatedPolicy, Rights, Strength, TransferFlags};
 use proptest::prelude::*;
-use support::ops::{DOMAINS, observe, op, policies};
+use support::ops::{DOMAINS, connected, observe, op, policies};
 
 /// What the receiver sees of a delivery.
 fn delivered(
@@ -213,11 +213,7 @@ proptest! {
         pools in prop::collection::vec(0u32..2, DOMAINS),
         ops in prop::collection::vec(op(), 1..30),
     ) {
-        let domains: BTreeSet<DomainId> = pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| DomainId { pool: PoolId(*p), index: i as u32 + 1 })
-            .collect();
+        let domains = connected(&pools);
         let mut model = Model::new(policy);
         let (_, _) = observe(&mut model, &pools, &ops, false, |m, _| {
             compare_all(m.ledger(), &domains).map(|_| ())

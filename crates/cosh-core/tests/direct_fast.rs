@@ -10,7 +10,7 @@ use cosh_core::ledger::{Ledger, Policy};
 use cosh_core::model::Model;
 use cosh_core::{AggId, DomainId, Mode, PoolId};
 use proptest::prelude::*;
-use support::ops::{DOMAINS, observe, op, policies};
+use support::ops::{DOMAINS, connected, observe, op, policies};
 
 /// Tries every direct transfer of `base`'s first aggregates to every domain of `domains`, both
 /// ways; `Err` names the first difference. Returns how many took the fast path.
@@ -62,12 +62,7 @@ proptest! {
         pools in prop::collection::vec(0u32..2, DOMAINS),
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        // Domains are numbered from 1 in the order they connect.
-        let domains: BTreeSet<DomainId> = pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| DomainId { pool: PoolId(*p), index: i as u32 + 1 })
-            .collect();
+        let domains = connected(&pools);
         let mut model = Model::new(policy);
         observe(&mut model, &pools, &ops, false, |m, _| {
             compare_all(m.ledger(), &domains).map(|_| ())

@@ -11,7 +11,7 @@ use cosh_core::ledger::{Ledger, Policy, TransferRequest};
 use cosh_core::model::Model;
 use cosh_core::{AggId, DomainId, ErrorKind, Mode, PoolId, Rights, TransferFlags};
 use proptest::prelude::*;
-use support::ops::{DOMAINS, observe, op, policies};
+use support::ops::{DOMAINS, connected, observe, op, policies};
 
 /// What a transfer leaves: the sender's rights, and the receiver's aggregate's rights and
 /// length; or the error's kind.
@@ -104,11 +104,7 @@ proptest! {
         pools in prop::collection::vec(0u32..2, DOMAINS),
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        let domains: BTreeSet<DomainId> = pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| DomainId { pool: PoolId(*p), index: i as u32 + 1 })
-            .collect();
+        let domains = connected(&pools);
         let mut model = Model::new(policy);
         observe(&mut model, &pools, &ops, false, |m, _| {
             compare_all(m.ledger(), &domains).map(|_| ())

@@ -30,6 +30,19 @@ fn pick() -> impl Strategy<Value = Index> {
 /// Domains connected at the start of every sequence.
 pub const DOMAINS: usize = 4;
 
+/// The domains [`observe`] connects, one per entry of `pools` in that pool, by the ids a
+/// ledger gives them: numbered from 1 in the order they connect.
+pub fn connected(pools: &[u32]) -> std::collections::BTreeSet<cosh_core::DomainId> {
+    pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| cosh_core::DomainId {
+            pool: PoolId(*p),
+            index: i as u32 + 1,
+        })
+        .collect()
+}
+
 /// One random operation; aggregates, pieces and tickets are picked among those made so far.
 #[derive(Clone, Debug)]
 pub enum Op {
