@@ -93,18 +93,26 @@ fn op(u: &mut Unstructured<'_>) -> Result<Op> {
 }
 
 fn policy(u: &mut Unstructured<'_>) -> Result<Policy> {
-    Ok(match u.int_in_range(0..=3u8)? {
+    Ok(match u.int_in_range(0..=4u8)? {
         0 => Policy::by_reference(),
         1 => Policy::copy_always(),
         2 => Policy {
             strong_move: MoveMechanism::Copy,
             min_reference_bytes: 8,
             min_reference_percent: 50,
+            share_copy_max: 0,
+        },
+        3 => Policy {
+            strong_move: MoveMechanism::Copy,
+            min_reference_bytes: 8,
+            min_reference_percent: 50,
+            share_copy_max: 48,
         },
         _ => Policy {
             strong_move: MoveMechanism::Remap,
             min_reference_bytes: 4,
             min_reference_percent: 25,
+            share_copy_max: 0,
         },
     })
 }

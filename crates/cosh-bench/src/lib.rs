@@ -514,9 +514,10 @@ fn prepare(d: &mut Domain, size: u64, fill: u8) -> Result<(Agg, cosh::WritePiece
 /// it in its report).
 pub fn policy_line(p: &cosh::SmallTransfers) -> String {
     format!(
-        "small transfers: inline up to {} bytes strong, {} bytes weak (to a receiver that does not map the buffer yet); {}",
+        "small transfers: inline up to {} bytes strong, {} bytes weak (to a receiver that does not map the buffer yet); strong shares of a buffer never shared copied up to {} bytes; {}",
         p.inline_max,
         p.inline_max_weak,
+        p.share_copy_max,
         p.measured()
     )
 }

@@ -113,6 +113,13 @@ pub struct Config {
     /// what the block manager measures when it starts; `Some(0)` never inlines. Only a
     /// coherent (`Host`) pool inlines.
     pub inline_max: Option<u64>,
+    /// A strong share of a buffer never shared, referencing at most this many bytes of it,
+    /// copies them into memory of the receiver's instead of sealing the buffer (which costs
+    /// the sender's mapping and the receiver a new one): `None` (the default) chooses the
+    /// size from what the block manager measures when it starts (see `small.rs`), `Some(0)`
+    /// always seals. Replaces [`Policy::share_copy_max`] of `policy`. Only a coherent
+    /// (`Host`) pool copies so.
+    pub share_copy_max: Option<u64>,
 }
 
 impl Config {
@@ -153,6 +160,7 @@ impl Config {
             slab_object_max: 2048,
             slab_len: 64 * 1024,
             inline_max: None,
+            share_copy_max: None,
         }
     }
 }

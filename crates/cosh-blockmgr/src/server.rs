@@ -16,7 +16,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use cosh_core::ledger::{Delivery, Ledger, Received, Release, Route, TransferRequest};
+use cosh_core::ledger::{
+    CopyReason, Delivery, Ledger, Policy, Received, Release, Route, TransferRequest,
+};
 use cosh_core::{
     Access, AggId, BufferId, DomainId, Error as CoreError, ErrorKind, Mode, Rights, Strength,
     Ticket, TransferFlags,
@@ -361,7 +363,10 @@ impl BlockManager {
         let small = small_transfers(&config);
         let (remote_tx, remote_rx) = std::sync::mpsc::channel();
         Ok(BlockManager {
-            ledger: Ledger::new(config.policy),
+            ledger: Ledger::new(Policy {
+                share_copy_max: small.share_copy_max,
+                ..config.policy
+            }),
             spare_fd,
             store: Store::new(
                 config.free_budget,
@@ -2246,35 +2251,29 @@ impl BlockManager {
             .sum();
         // Memory for the copies first, so that a full pool fails the transfer before the
         // ledger commits it. The commit makes one buffer per run of copied pieces.
-        let mut runs = Vec::new();
-        let mut run = 0u64;
-        for p in plan.pieces() {
-            if p.route == Route::Reference {
-                if run > 0 {
-                    runs.push(run);
-                }
-                run = 0;
-            } else {
-                run += p.source.len;
-            }
-        }
-        if run > 0 {
-            runs.push(run);
-        }
+        let runs = plan.copy_runs();
         // The copies count against the sender's quota: a sender cannot fill its receiver's.
-        // Copies that will be sealed (a strong share's) take fresh slots: a recycled one may
-        // still be mapped writable by the receiver, and the seal would be refused.
-        let seal_copies = mode == Mode::Share && !weak;
+        // Copies that will be sealed take fresh slots: a recycled one may still be mapped
+        // writable by the receiver, and the seal would be refused.
         let mut reserved = Vec::with_capacity(runs.len());
-        for len in &runs {
+        for run in &runs {
             match self
                 .store
-                .reserve_charged(*len, receiver, request.sender, false, !seal_copies)
+                .reserve_charged(run.len, receiver, request.sender, false, !run.seal)
             {
                 Ok(slot) => reserved.push(slot),
                 Err(e) => {
                     for slot in reserved {
                         self.store.unreserve(slot, receiver);
+                    }
+                    // Copies chosen only because they cost less than a seal: seal instead.
+                    let cost_copies = plan
+                        .pieces()
+                        .iter()
+                        .any(|p| p.route == Route::Copy(CopyReason::SealCost));
+                    if cost_copies {
+                        request.no_cost_copies = true;
+                        return self.transfer(token, request, false);
                     }
                     return Err(store_failure(&e));
                 }
@@ -2299,6 +2298,7 @@ impl BlockManager {
                 .insert((receiver, committed.receiver_agg), (request.sender, seq));
         }
         let lengths: Vec<u64> = committed.new_buffers.iter().map(|nb| nb.len).collect();
+        let runs: Vec<u64> = runs.iter().map(|r| r.len).collect();
         if lengths != runs {
             return Err(fail(
                 ErrorKind::Unavailable,
@@ -2645,27 +2645,32 @@ impl BlockManager {
     }
 }
 
-/// The copy-versus-reference policy for small transfers: as configured, or chosen from what
-/// is measured now (a few milliseconds); off in pools that are not coherent, and when the
-/// measurement fails.
+/// The copy-versus-reference policy for small transfers and strong shares: as configured,
+/// or chosen from what is measured now (about 20 milliseconds); off in pools that are not
+/// coherent, and when the measurement fails.
 fn small_transfers(config: &Config) -> ops::SmallTransfers {
     let limit = cosh_proto::ops::MAX_INLINE;
     if config.kind != cosh_pool::PoolKind::Host {
         return ops::SmallTransfers::default();
     }
-    match config.inline_max {
-        Some(max) => ops::SmallTransfers {
-            inline_max: max.min(limit),
-            inline_max_weak: max.min(limit),
-            fixed: true,
-            ..ops::SmallTransfers::default()
-        },
-        None => match crate::small::measure() {
-            Ok(m) => crate::small::choose(&m, limit),
-            // Nothing measured: status shows zeros, and nothing travels inline.
-            Err(_) => ops::SmallTransfers::default(),
-        },
+    let mut policy = if config.inline_max.is_some() && config.share_copy_max.is_some() {
+        ops::SmallTransfers::default()
+    } else {
+        // Nothing measured: status shows zeros, nothing travels inline, shares seal.
+        crate::small::measure()
+            .map(|m| crate::small::choose(&m, limit))
+            .unwrap_or_default()
+    };
+    if let Some(max) = config.inline_max {
+        policy.inline_max = max.min(limit);
+        policy.inline_max_weak = max.min(limit);
+        policy.fixed = true;
     }
+    if let Some(max) = config.share_copy_max {
+        policy.share_copy_max = max;
+        policy.share_fixed = true;
+    }
+    policy
 }
 
 /// Whether a receive that failed with `e` may succeed later (a transfer or ticket that has

@@ -11,10 +11,25 @@
 //! So below some size, inline wins; the sizes depend on the machine, so they are measured
 //! here rather than assumed: the two copies per KiB, a wake-up of a sleeping thread, a memcpy,
 //! and the mapping of a buffer never mapped before.
+//!
+//! Larger strong shares go through the block manager, which either seals the buffer (the
+//! sender first drops its writable mapping; the receiver maps the buffer) or copies the
+//! bytes into a buffer the receiver already maps. With 4 KiB pages the per-page costs of the
+//! first (unmapping, sealing, mapping) can exceed a copy's; so this measures them too, and a
+//! strong share of a buffer never shared copies up to the size where sealing starts to pay
+//! ([`SHARE_COPY_LIMIT`] at most).
 
 use std::time::{Duration, Instant};
 
 use cosh_proto::ops::{MAX_INLINE, SmallTransfers};
+
+/// The largest strong share that copies rather than seals, whatever was measured: above it
+/// a strong share never doubles the memory its bytes take.
+pub(crate) const SHARE_COPY_LIMIT: u64 = 64 << 20;
+
+/// The size at which a large copy is measured: beyond most caches, as the large buffers
+/// that strong shares carry are.
+const LARGE: usize = 8 << 20;
 use cosh_ring::Doorbell;
 use cosh_sys::mapping::Prefault;
 use cosh_sys::memfd::Memfd;
@@ -33,6 +48,10 @@ pub(crate) struct Measured {
     pub(crate) map_ns: u64,
     /// The same per MiB more.
     pub(crate) map_ns_per_mib: u64,
+    /// One MiB copied between two buffers of [`LARGE`] bytes.
+    pub(crate) copy_ns_per_mib: u64,
+    /// One MiB of a buffer its writer filled: dropping the writable mapping, then sealing.
+    pub(crate) seal_ns_per_mib: u64,
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -147,22 +166,51 @@ pub(crate) fn measure() -> Result<Measured, String> {
     };
     let map_ns = map_cost(4096)?;
     let map_mib = map_cost(1 << 20)?;
+
+    // A writer's mapping of a buffer it filled, dropped; then the seal.
+    let mut seals = Vec::new();
+    for _ in 0..5 {
+        let m = Memfd::create("cosh-measure", 1 << 20).map_err(e)?;
+        let mut w = m.map_write(Prefault::Now).map_err(e)?;
+        w.as_mut_slice().fill(3);
+        let t0 = Instant::now();
+        drop(w);
+        m.seal_write().map_err(e)?;
+        seals.push(elapsed_ns(t0));
+    }
+    let seal_ns_per_mib = median(seals);
+
+    // The block manager's copy of a large buffer into one the receiver maps.
+    let from = Memfd::create("cosh-measure", LARGE as u64).map_err(e)?;
+    let into = Memfd::create("cosh-measure", LARGE as u64).map_err(e)?;
+    let mut from_map = from.map_write(Prefault::Now).map_err(e)?;
+    from_map.as_mut_slice().fill(5);
+    let mut into_map = into.map_write(Prefault::Now).map_err(e)?;
+    let mut large = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        into_map.as_mut_slice().copy_from_slice(from_map.as_slice());
+        large.push(elapsed_ns(t0));
+    }
+    let copy_ns_per_mib = median(large) / (LARGE as u64 >> 20);
     Ok(Measured {
         ring_ns_per_kib,
         handoff_ns,
         memcpy_ns_per_kib,
         map_ns,
         map_ns_per_mib: map_mib.saturating_sub(map_ns),
+        copy_ns_per_mib,
+        seal_ns_per_mib,
     })
 }
 
-/// The largest power of two from 256 bytes to `limit` for which carrying the bytes inline
-/// costs no more than `other` does (0 if none).
-fn crossover(limit: u64, ring_ns_per_kib: u64, other: impl Fn(u64) -> u64) -> u64 {
+/// The largest power of two from `from` to `limit` at which `this` costs no more than
+/// `other` (0 if none).
+fn crossover(from: u64, limit: u64, this: impl Fn(u64) -> u64, other: impl Fn(u64) -> u64) -> u64 {
     let mut best = 0;
-    let mut size = 256;
+    let mut size = from;
     while size <= limit {
-        if ring_ns_per_kib.saturating_mul(size) / 1024 <= other(size) {
+        if this(size) <= other(size) {
             best = size;
         }
         size *= 2;
@@ -170,16 +218,37 @@ fn crossover(limit: u64, ring_ns_per_kib: u64, other: impl Fn(u64) -> u64) -> u6
     best
 }
 
+/// `ns` nanoseconds per MiB, for `bytes`.
+fn per_mib(ns: u64, bytes: u64) -> u64 {
+    u64::try_from((u128::from(ns) * u128::from(bytes)) >> 20).unwrap_or(u64::MAX)
+}
+
 /// The policy for what was measured: inline below the sizes where the ring's copies cost as
 /// much as the other way (a strong transfer: one more wake-up and the block manager's copy; a
 /// weak one: the receiver's round trip for the descriptor and its mapping), at most `limit`.
+///
+/// A strong share of a buffer never shared copies, up to the largest power of two at most
+/// [`SHARE_COPY_LIMIT`] where the block manager's copy costs no more than sealing by
+/// reference does: the sender's unmapping and the seal, the seal worker's two hand-offs, and
+/// the receiver's mapping.
 pub(crate) fn choose(m: &Measured, limit: u64) -> SmallTransfers {
-    let inline_max = crossover(limit, m.ring_ns_per_kib, |size| {
+    let ring = |size: u64| m.ring_ns_per_kib.saturating_mul(size) / 1024;
+    let inline_max = crossover(256, limit, ring, |size| {
         m.handoff_ns + m.memcpy_ns_per_kib.saturating_mul(size) / 1024
     });
-    let inline_max_weak = crossover(limit, m.ring_ns_per_kib, |size| {
-        m.handoff_ns + m.map_ns + m.map_ns_per_mib.saturating_mul(size) / (1 << 20)
+    let inline_max_weak = crossover(256, limit, ring, |size| {
+        m.handoff_ns + m.map_ns + per_mib(m.map_ns_per_mib, size)
     });
+    let share_copy_max = crossover(
+        4096,
+        SHARE_COPY_LIMIT,
+        |size| per_mib(m.copy_ns_per_mib, size),
+        |size| {
+            2 * m.handoff_ns
+                + m.map_ns
+                + per_mib(m.seal_ns_per_mib.saturating_add(m.map_ns_per_mib), size)
+        },
+    );
     SmallTransfers {
         inline_max,
         inline_max_weak,
@@ -188,6 +257,10 @@ pub(crate) fn choose(m: &Measured, limit: u64) -> SmallTransfers {
         map_ns: m.map_ns,
         map_ns_per_mib: m.map_ns_per_mib,
         fixed: false,
+        share_copy_max,
+        copy_ns_per_mib: m.copy_ns_per_mib,
+        seal_ns_per_mib: m.seal_ns_per_mib,
+        share_fixed: false,
     }
 }
 
@@ -205,6 +278,8 @@ mod tests {
             memcpy_ns_per_kib: 10,
             map_ns: 0,
             map_ns_per_mib: 0,
+            copy_ns_per_mib: 0,
+            seal_ns_per_mib: 0,
         };
         let p = choose(&m, 1 << 20);
         assert_eq!(p.inline_max, 32 * 1024);
@@ -221,6 +296,37 @@ mod tests {
     }
 
     #[test]
+    fn a_strong_share_copies_up_to_where_sealing_starts_to_pay() {
+        let base = Measured {
+            ring_ns_per_kib: 100,
+            handoff_ns: 10_000,
+            memcpy_ns_per_kib: 10,
+            map_ns: 5_000,
+            map_ns_per_mib: 100_000,
+            copy_ns_per_mib: 100_000,
+            seal_ns_per_mib: 80_000,
+        };
+        // Copying costs less per MiB than unmapping, sealing and mapping: up to the limit.
+        assert_eq!(choose(&base, 1 << 20).share_copy_max, SHARE_COPY_LIMIT);
+        // Copying costs 400 µs/MiB, sealing 25 µs plus 180 µs/MiB: they cross at about
+        // 0.11 MiB, so 64 KiB is the largest power of two that copies.
+        let slow_copy = Measured {
+            copy_ns_per_mib: 400_000,
+            ..base
+        };
+        assert_eq!(choose(&slow_copy, 1 << 20).share_copy_max, 64 << 10);
+        // Free sealing: a copy never pays.
+        let free_seal = Measured {
+            handoff_ns: 0,
+            map_ns: 0,
+            map_ns_per_mib: 0,
+            seal_ns_per_mib: 0,
+            ..base
+        };
+        assert_eq!(choose(&free_seal, 1 << 20).share_copy_max, 0);
+    }
+
+    #[test]
     fn measuring_gives_a_policy_within_the_limit() {
         let m = measure().expect("measure");
         assert!(m.ring_ns_per_kib > 0 && m.handoff_ns > 0, "{m:?}");
@@ -230,5 +336,7 @@ mod tests {
             p.inline_max <= MAX_INLINE && p.inline_max_weak <= MAX_INLINE,
             "{p:?}"
         );
+        assert!(m.copy_ns_per_mib > 0 && m.seal_ns_per_mib > 0, "{m:?}");
+        assert!(p.share_copy_max <= SHARE_COPY_LIMIT, "{p:?}");
     }
 }

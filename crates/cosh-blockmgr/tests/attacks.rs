@@ -55,7 +55,8 @@ fn loc_of(peer: &mut Peer, agg: &str) -> String {
 #[test]
 fn an_attacker_under_another_uid_cannot_touch_strongly_shared_data() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let daemon = Daemon::start("attacks");
+    // Strong shares seal (a copy instead exposes nothing: see transfers.rs).
+    let daemon = Daemon::start_with("attacks", &["--share-copy-max", "0"]);
     let Some(mut evil) = attacker(&daemon) else {
         eprintln!("skipped: switching uid needs root");
         return;

@@ -1,5 +1,6 @@
 //! How each transfer is carried out, as DESIGN §3 says: strong shares seal (after revoking the
-//! sender's mappings) and copy when the kernel refuses, strong moves and copies copy into the
+//! sender's mappings) and copy when the kernel refuses, or copy a buffer never shared when
+//! that costs less (once: the next share seals), strong moves and copies copy into the
 //! receiver's memory, weak transfers between trusting domains pass descriptors only; receives
 //! block, time out, and learn of dead senders; names are found.
 
@@ -20,7 +21,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn a_strong_share_seals_by_reference_and_revokes_the_senders_write_access() {
-    let daemon = Daemon::start("share");
+    let daemon = Daemon::start_with("share", &["--share-copy-max", "0"]);
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     let data = pattern(MIB as usize, 1);
     let x = a.alloc(MIB).expect("alloc");
@@ -361,7 +362,7 @@ fn per_domain_limits_protect_the_block_manager() {
 
 #[test]
 fn a_strong_share_revokes_by_round_trip_when_the_sender_never_listed_its_slots() {
-    let daemon = Daemon::start("revoke");
+    let daemon = Daemon::start_with("revoke", &["--share-copy-max", "0"]);
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
     let x = a.alloc(MIB).expect("alloc");
     // Iterating from offset 1 maps the buffer writable without listing the whole aggregate,
@@ -384,6 +385,107 @@ fn a_strong_share_revokes_by_round_trip_when_the_sender_never_listed_its_slots()
         .receive(None, Some(Duration::from_secs(5)))
         .expect("receive");
     assert_eq!(b.read(got.agg, 1, 3).expect("read"), b"abc");
+}
+
+#[test]
+fn a_strong_share_of_a_buffer_never_shared_copies_once_then_seals() {
+    let daemon = Daemon::start_with(
+        "share-copy",
+        &["--share-copy-max", "4194304", "--inline-max", "0"],
+    );
+    let (mut a, mut b, mut c) = (
+        daemon.connect("a"),
+        daemon.connect("b"),
+        daemon.connect("c"),
+    );
+    let data = pattern(MIB as usize, 5);
+    let x = a.alloc(MIB).expect("alloc");
+    a.write(x, 0, &data).expect("write");
+    let stale = a.write_pieces(x, 0).expect("pieces")[0];
+    let report = a
+        .transfer(x, b.id(), Mode::Share, TransferFlags::strong())
+        .expect("share");
+    assert_eq!(
+        (
+            report.copied_bytes,
+            report.referenced_bytes,
+            report.sealed_buffers
+        ),
+        (MIB, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(a.rights(x).expect("rights"), Rights::Read);
+    let got = b
+        .receive(Some(a.id()), Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert_eq!(b.rights(got.agg).expect("rights"), Rights::Read);
+    let err = b
+        .write_pieces(got.agg, 0)
+        .expect_err("shared data is read-only");
+    assert_eq!(err.kind(), ErrorKind::InsufficientRights);
+    // The sender kept its mapping (nothing was sealed): scribbling through it, against its
+    // rights, changes its own bytes only.
+    a.bytes_mut(&stale).expect("still mapped")[..4].copy_from_slice(b"EVIL");
+    assert_eq!(b.read(got.agg, 0, MIB).expect("read"), data);
+
+    // The next strong share of the same buffer seals it, and the stale mapping goes.
+    let report = a
+        .transfer(x, c.id(), Mode::Share, TransferFlags::strong())
+        .expect("share");
+    assert_eq!(
+        (
+            report.copied_bytes,
+            report.referenced_bytes,
+            report.sealed_buffers
+        ),
+        (0, MIB, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        a.bytes_mut(&stale).expect_err("sealed").kind(),
+        ErrorKind::Fault
+    );
+    let to_c = c
+        .receive(Some(a.id()), Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert_eq!(c.read(to_c.agg, 0, 4).expect("read"), b"EVIL");
+    assert_eq!(b.read(got.agg, 0, MIB).expect("read"), data);
+    let s = a.status().expect("status");
+    assert_eq!((s.transfers.shares, s.transfers.by_seal), (2, 1));
+    assert_eq!(s.small.share_copy_max, 4 * MIB);
+    assert!(s.small.share_fixed);
+}
+
+#[test]
+fn a_strong_share_that_cannot_afford_its_copy_seals_instead() {
+    // The copy would take the sender past its quota: the block manager seals instead.
+    let daemon = Daemon::start_with(
+        "share-full",
+        &[
+            "--share-copy-max",
+            "67108864",
+            "--inline-max",
+            "0",
+            "--domain-quota-mib",
+            "3",
+        ],
+    );
+    let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
+    let data = pattern(2 * MIB as usize, 6);
+    let x = a.alloc(2 * MIB).expect("alloc");
+    a.write(x, 0, &data).expect("write");
+    let report = a
+        .transfer(x, b.id(), Mode::Share, TransferFlags::strong())
+        .expect("share");
+    assert_eq!(
+        (report.copied_bytes, report.sealed_buffers),
+        (0, 1),
+        "{report:?}"
+    );
+    let got = b
+        .receive(Some(a.id()), Some(Duration::from_secs(5)))
+        .expect("receive");
+    assert_eq!(b.read(got.agg, 0, 2 * MIB).expect("read"), data);
 }
 
 /// A small strong share is copied for the receiver, and the copy is sealed: it must not land

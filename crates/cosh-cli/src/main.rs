@@ -622,11 +622,30 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
         );
     } else {
         println!(
-            "small transfers: inline on direct rings up to {} strong (a crossover: above it, through the block manager), up to {} weak to a receiver that does not map the buffer yet (above it, by reference); {}",
+            "small transfers: inline on direct rings up to {} strong (a crossover: above it, through the block manager), up to {} weak to a receiver that does not map the buffer yet (above it, by reference)",
             human(p.inline_max),
             human(p.inline_max_weak),
-            p.measured()
         );
+    }
+    if p.share_copy_max == 0 {
+        println!(
+            "strong shares: always sealed and mapped by reference ({})",
+            if p.share_fixed {
+                "coshd --share-copy-max 0"
+            } else if kind == cosh_pool::PoolKind::Host {
+                "copying never paid on this machine"
+            } else {
+                "only coherent pools copy them"
+            }
+        );
+    } else {
+        println!(
+            "strong shares: a buffer never shared is copied into the receiver's memory up to {} (a crossover: above it, sealed and mapped by reference); its next strong share seals it",
+            human(p.share_copy_max),
+        );
+    }
+    if !(p.fixed && p.share_fixed) && kind == cosh_pool::PoolKind::Host {
+        println!("policy {}", p.measured());
     }
     if t.exported + t.imported + t.lost > 0 || !s.links.is_empty() {
         println!(

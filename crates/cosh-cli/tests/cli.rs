@@ -50,9 +50,24 @@ fn up_status_down() {
         "{}",
         text(&o)
     );
+    assert!(
+        text(&o).contains(
+            "strong shares: a buffer never shared is copied into the receiver's memory up to "
+        ) && text(&o).contains("copying a large buffer ")
+            || text(&o).contains(
+                "strong shares: always sealed and mapped by reference (copying never paid"
+            ),
+        "{}",
+        text(&o)
+    );
     let o = cosh(&dir, &["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(json["small"]["handoff_ns"].as_u64().is_some_and(|n| n > 0));
+    assert!(
+        json["small"]["copy_ns_per_mib"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
     assert_eq!(
         json["domain_count"], 0,
         "the status command leaves itself out"

@@ -49,6 +49,13 @@ pub struct Policy {
     /// A buffer of which the transfer references less than this percentage is copied, so that
     /// a receiver is not exposed to a large buffer for a small part of it.
     pub min_reference_percent: u8,
+    /// A strong share of a buffer that was never shared, of which it references at most
+    /// this many bytes, copies them into a buffer of the receiver's instead of sealing the
+    /// buffer and mapping it in the receiver (with 4 KiB pages, dropping the sender's writable
+    /// mapping and making the receiver's cost more per page than a copy). The buffer's next
+    /// strong share seals it, so data shared with many receivers is copied at most once.
+    /// 0: never.
+    pub share_copy_max: u64,
 }
 
 impl Policy {
@@ -58,6 +65,7 @@ impl Policy {
             strong_move: MoveMechanism::Remap,
             min_reference_bytes: 0,
             min_reference_percent: 0,
+            share_copy_max: 0,
         }
     }
 
@@ -68,6 +76,7 @@ impl Policy {
             strong_move: MoveMechanism::Copy,
             min_reference_bytes: 8 * 1024,
             min_reference_percent: 50,
+            share_copy_max: 0,
         }
     }
 
@@ -77,6 +86,7 @@ impl Policy {
             strong_move: MoveMechanism::Copy,
             min_reference_bytes: u64::MAX,
             min_reference_percent: 100,
+            share_copy_max: 0,
         }
     }
 }
@@ -105,6 +115,10 @@ pub enum CopyReason {
     /// A move of an aggregate that refers to some bytes of the buffer more than once: by
     /// reference the receiver's read/write copies of those bytes would alias each other.
     RepeatedBytes,
+    /// A strong share of a buffer never shared before, small enough that copying it costs
+    /// less than sealing it and mapping it ([`Policy::share_copy_max`]). The copy is the
+    /// receiver's alone and is not sealed.
+    SealCost,
 }
 
 /// How a piece travels.
@@ -165,6 +179,9 @@ pub struct TransferRequest {
     pub delivery: Delivery,
     /// Buffers the executor insists on copying.
     pub force_copy: BTreeSet<BufferId>,
+    /// The executor cannot afford the copies [`Policy::share_copy_max`] would choose (the
+    /// pool is full): pass by reference whatever the semantics allow.
+    pub no_cost_copies: bool,
 }
 
 impl TransferRequest {
@@ -184,6 +201,7 @@ impl TransferRequest {
             flags,
             delivery: Delivery::Queued,
             force_copy: BTreeSet::new(),
+            no_cost_copies: false,
         }
     }
 }
@@ -258,6 +276,49 @@ impl TransferPlan {
             .map(|p| p.source.len)
             .sum()
     }
+
+    /// The buffers the commit makes for the copies, in order: one per run of consecutive
+    /// copied pieces, with its length and whether it is sealed once filled (a strong share's
+    /// copy is, unless every piece of it was copied for [`CopyReason::SealCost`]: that one is
+    /// the receiver's alone, so the executor may reuse memory the receiver maps writable).
+    pub fn copy_runs(&self) -> Vec<CopyRun> {
+        let shared_strong =
+            self.request.mode == Mode::Share && self.effective_strength == Strength::Strong;
+        let mut runs = Vec::new();
+        let mut i = 0;
+        while i < self.pieces.len() {
+            if self.pieces[i].route == Route::Reference {
+                i += 1;
+                continue;
+            }
+            let end = self.pieces[i..]
+                .iter()
+                .position(|p| p.route == Route::Reference)
+                .map_or(self.pieces.len(), |n| i + n);
+            let run = &self.pieces[i..end];
+            runs.push(CopyRun {
+                pieces: i..end,
+                len: run.iter().map(|p| p.source.len).sum(),
+                seal: shared_strong
+                    && run
+                        .iter()
+                        .any(|p| p.route != Route::Copy(CopyReason::SealCost)),
+            });
+            i = end;
+        }
+        runs
+    }
+}
+
+/// One buffer a transfer's commit makes for copied pieces ([`TransferPlan::copy_runs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyRun {
+    /// The plan's pieces copied into it.
+    pub pieces: std::ops::Range<usize>,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Whether it must be sealed against writing once filled.
+    pub seal: bool,
 }
 
 /// A buffer created by the ledger, which the executor must provide.
@@ -376,6 +437,8 @@ struct BufferState {
     frozen: bool,
     /// Writing is impossible for everyone (a kernel seal).
     sealed: bool,
+    /// A strong share copied it ([`CopyReason::SealCost`]): the next one seals it.
+    share_copied: bool,
     /// Memory permissions, only entries above `Rights::None`.
     mappings: BTreeMap<DomainId, Rights>,
     /// For each holding domain, how many of its aggregates refer to the buffer, by rights.
@@ -610,6 +673,7 @@ impl Ledger {
                 pool,
                 frozen,
                 sealed,
+                share_copied: false,
                 mappings: BTreeMap::new(),
                 holds: BTreeMap::new(),
             },
@@ -1447,6 +1511,24 @@ impl Ledger {
                 }
             }
         }
+        // A strong share of a buffer never shared: copying costs less than sealing and
+        // mapping it, up to the size the policy says (once per buffer, see share_copied).
+        if effective_strength == Strength::Strong && mode == Mode::Share && !request.no_cost_copies
+        {
+            for (b, route) in routes.iter_mut() {
+                let Some(state) = self.buffers.get(b) else {
+                    continue;
+                };
+                if *route == Route::Reference
+                    && !state.sealed
+                    && !state.frozen
+                    && !state.share_copied
+                    && a.chunks.bytes_in(*b) <= self.policy.share_copy_max
+                {
+                    *route = Route::Copy(CopyReason::SealCost);
+                }
+            }
+        }
 
         // Only buffers that travel by reference change hands. Weak: the receiver maps what it
         // gets and nobody else changes. Strong: every domain's permission on the buffer drops
@@ -1639,36 +1721,35 @@ impl Ledger {
         // Build the receiver's chunks: references as they are, each run of copied pieces into
         // one new buffer.
         let shared = mode == Mode::Share;
-        let seal_copies = shared && plan.effective_strength == Strength::Strong;
         let mut chunks = ChunkList::new();
         let mut new_buffers = Vec::new();
         let mut copies = Vec::new();
+        let mut runs = plan.copy_runs().into_iter().peekable();
         let mut i = 0;
         while i < plan.pieces.len() {
-            let piece = plan.pieces[i];
-            if piece.route == Route::Reference {
-                chunks.push(piece.source);
+            let Some(run) = runs.next_if(|r| r.pieces.start == i) else {
+                chunks.push(plan.pieces[i].source);
                 i += 1;
                 continue;
-            }
-            let run_end = plan.pieces[i..]
-                .iter()
-                .position(|p| p.route == Route::Reference)
-                .map_or(plan.pieces.len(), |n| i + n);
-            let run = &plan.pieces[i..run_end];
-            let len: u64 = run.iter().map(|p| p.source.len).sum();
-            let id = self.fresh_buffer(receiver_pool, len, shared, seal_copies);
+            };
+            let id = self.fresh_buffer(receiver_pool, run.len, shared, run.seal);
+            // An unsealed copy may land in memory the receiver already maps writable.
+            let mapped = if run.seal {
+                plan.receiver_gets
+            } else {
+                Rights::ReadWrite
+            };
             if let Some(b) = self.buffers.get_mut(&id) {
-                b.mappings.insert(receiver, plan.receiver_gets);
+                b.mappings.insert(receiver, mapped);
             }
             new_buffers.push(NewBuffer {
                 id,
                 pool: receiver_pool,
-                len,
-                seal: seal_copies,
+                len: run.len,
+                seal: run.seal,
             });
             let mut at = 0;
-            for p in run {
+            for p in &plan.pieces[run.pieces.clone()] {
                 let to = Chunk {
                     buffer: id,
                     offset: at,
@@ -1676,13 +1757,18 @@ impl Ledger {
                 };
                 copies.push(CopyOp { from: p.source, to });
                 at += p.source.len;
+                if p.route == Route::Copy(CopyReason::SealCost)
+                    && let Some(state) = self.buffers.get_mut(&p.source.buffer)
+                {
+                    state.share_copied = true;
+                }
             }
             chunks.push(Chunk {
                 buffer: id,
                 offset: 0,
-                len,
+                len: run.len,
             });
-            i = run_end;
+            i = run.pieces.end;
         }
 
         for change in &plan.mapping_changes {
@@ -2122,6 +2208,93 @@ mod tests {
         assert!(l.is_sealed(buf) && l.is_frozen(buf));
         assert_eq!(l.mapping(a, buf), Rights::Read);
         l.check_invariants().expect("invariants");
+    }
+
+    #[test]
+    fn a_strong_share_copies_a_buffer_never_shared_once_then_seals_it() {
+        let policy = Policy {
+            share_copy_max: BIG,
+            ..Policy::linux_host()
+        };
+        let (mut l, a, b) = two(policy);
+        let c3 = l.add_domain(PoolId(0));
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let buf = l.chunks(a, x).expect("chunks").chunks()[0].buffer;
+
+        // First share: a copy, the receiver's alone, unsealed; the sender's buffer untouched.
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Copy(CopyReason::SealCost));
+        assert!(p.seals().is_empty() && p.mapping_changes().is_empty());
+        assert_eq!(
+            p.copy_runs(),
+            vec![CopyRun {
+                pieces: 0..1,
+                len: BIG,
+                seal: false
+            }]
+        );
+        let c = l.commit(p).expect("commit");
+        assert_eq!(c.new_buffers.len(), 1);
+        assert!(!c.new_buffers[0].seal);
+        let copy = c.new_buffers[0].id;
+        assert!(!l.is_sealed(buf) && !l.is_sealed(copy));
+        assert_eq!(l.mapping(a, buf), Rights::ReadWrite);
+        assert_eq!(l.rights(a, x), Ok(Rights::Read));
+        assert_eq!(l.buffer_rights(b, copy), Rights::Read);
+        l.check_invariants().expect("invariants");
+
+        // The next share of the same bytes seals them: copied at most once.
+        let p = plan(&l, a, x, c3, Mode::Share, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Reference);
+        assert_eq!(p.seals(), vec![buf]);
+        l.commit(p).expect("commit");
+        assert!(l.is_sealed(buf));
+        l.check_invariants().expect("invariants");
+
+        // The receiver passing its copy on (shared data) seals the copy: it maps it
+        // writable, so the ledger asks for that mapping to go.
+        let got = l.receive(b, None).expect("receive").agg;
+        let p = plan(&l, b, got, a, Mode::Share, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Reference);
+        assert_eq!(p.seals(), vec![copy]);
+        assert!(p.mapping_changes().contains(&MappingChange {
+            domain: b,
+            buffer: copy,
+            from: Rights::ReadWrite,
+            to: Rights::Read
+        }));
+
+        // An executor that cannot afford the copy (the pool is full) passes by reference.
+        let y = l.alloc(a, BIG).expect("alloc").agg;
+        let mut request = TransferRequest::new(a, y, b, Mode::Share, TransferFlags::strong());
+        request.no_cost_copies = true;
+        let p = l.plan_transfer(request).expect("plan");
+        assert_eq!(only_route(&p), Route::Reference);
+        assert_eq!(p.seals().len(), 1);
+    }
+
+    #[test]
+    fn a_strong_share_seals_what_is_too_large_or_already_shared() {
+        let policy = Policy {
+            share_copy_max: BIG - 1,
+            ..Policy::linux_host()
+        };
+        let (mut l, a, b) = two(policy);
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Reference, "above share_copy_max");
+        let (mut l, a, b) = two(Policy {
+            share_copy_max: BIG,
+            ..Policy::linux_host()
+        });
+        l.trust(b, a).expect("trust");
+        let x = l.alloc(a, BIG).expect("alloc").agg;
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::weak());
+        assert_eq!(only_route(&p), Route::Reference);
+        l.commit(p).expect("commit");
+        let p = plan(&l, a, x, b, Mode::Share, TransferFlags::strong());
+        assert_eq!(only_route(&p), Route::Reference, "shared before: seal");
+        assert_eq!(p.seals().len(), 1);
     }
 
     #[test]

@@ -102,7 +102,11 @@ proptest! {
         let ops = api_only(ops);
         let reference = observe(&mut Model::new(Policy::by_reference()), &pools, &ops, true, |_, _| Ok(()))
             .map_err(TestCaseError::fail)?.0;
-        for policy in [Policy::copy_always(), Policy { strong_move: MoveMechanism::Copy, min_reference_bytes: 8, min_reference_percent: 50 }] {
+        for policy in [
+            Policy::copy_always(),
+            Policy { strong_move: MoveMechanism::Copy, min_reference_bytes: 8, min_reference_percent: 50, share_copy_max: 0 },
+            Policy { strong_move: MoveMechanism::Copy, min_reference_bytes: 8, min_reference_percent: 50, share_copy_max: 48 },
+        ] {
             let other = observe(&mut Model::new(policy), &pools, &ops, true, |_, _| Ok(()))
                 .map_err(TestCaseError::fail)?.0;
             if let Some(diff) = support::first_difference(&reference, &other) {

@@ -286,17 +286,25 @@ impl SmallTransfers {
     /// What was measured, in words (for `cosh status` and the benchmarks): `chosen at start-up
     /// from: ...`, or that it was set by hand.
     pub fn measured(&self) -> String {
+        let mut parts = Vec::new();
         if self.fixed {
-            "set by coshd --inline-max".to_string()
-        } else {
-            format!(
-                "chosen at start-up from: ring {} ns/KiB, hand-off to another process {:.1} us, mapping a new buffer {:.1} us + {:.1} us/MiB",
+            parts.push("inline limits set by coshd --inline-max".to_string());
+        }
+        if self.share_fixed {
+            parts.push("share copies set by coshd --share-copy-max".to_string());
+        }
+        if !(self.fixed && self.share_fixed) {
+            parts.push(format!(
+                "chosen at start-up from: ring {} ns/KiB, hand-off to another process {:.1} us, mapping a new buffer {:.1} us + {:.1} us/MiB, copying a large buffer {:.1} us/MiB, unmapping and sealing {:.1} us/MiB",
                 self.ring_ns_per_kib,
                 self.handoff_ns as f64 / 1000.0,
                 self.map_ns as f64 / 1000.0,
-                self.map_ns_per_mib as f64 / 1000.0
-            )
+                self.map_ns_per_mib as f64 / 1000.0,
+                self.copy_ns_per_mib as f64 / 1000.0,
+                self.seal_ns_per_mib as f64 / 1000.0
+            ));
         }
+        parts.join("; ")
     }
 }
 
@@ -324,6 +332,18 @@ pub struct SmallTransfers {
     pub map_ns_per_mib: u64,
     /// Whether the limits were set by hand (`coshd --inline-max`) rather than chosen.
     pub fixed: bool,
+    /// A strong share through the block manager of a buffer never shared, referencing at
+    /// most this many bytes of it, copies them into a buffer of the receiver's rather than
+    /// seal the buffer and have the receiver map it (0: never; see `PROTOCOL.md`).
+    pub share_copy_max: u64,
+    /// Measured: nanoseconds per MiB for the block manager to copy a buffer too large for
+    /// the caches.
+    pub copy_ns_per_mib: u64,
+    /// Measured: nanoseconds per MiB for a sender to drop its writable mapping of a buffer
+    /// it filled, and for the kernel to seal it, as a strong share by reference needs.
+    pub seal_ns_per_mib: u64,
+    /// Whether `share_copy_max` was set by hand (`coshd --share-copy-max`).
+    pub share_fixed: bool,
 }
 
 /// A link between this block manager and another pool's.

@@ -472,19 +472,32 @@ mod operations {
                     },
                 }
             }),
-            (any::<(u64, u64, u64, u64, u64, u64)>(), any::<bool>()).prop_map(
-                |((inline_max, weak, ring, handoff, map, per_mib), fixed)| {
-                    Response::SmallTransfers(SmallTransfers {
-                        inline_max,
-                        inline_max_weak: weak,
-                        ring_ns_per_kib: ring,
-                        handoff_ns: handoff,
-                        map_ns: map,
-                        map_ns_per_mib: per_mib,
-                        fixed,
-                    })
-                }
-            ),
+            (
+                any::<(u64, u64, u64, u64, u64, u64)>(),
+                any::<(u64, u64, u64)>(),
+                any::<(bool, bool)>()
+            )
+                .prop_map(
+                    |(
+                        (inline_max, weak, ring, handoff, map, per_mib),
+                        (share_copy_max, copy, seal),
+                        (fixed, share_fixed),
+                    )| {
+                        Response::SmallTransfers(SmallTransfers {
+                            inline_max,
+                            inline_max_weak: weak,
+                            ring_ns_per_kib: ring,
+                            handoff_ns: handoff,
+                            map_ns: map,
+                            map_ns_per_mib: per_mib,
+                            fixed,
+                            share_copy_max,
+                            copy_ns_per_mib: copy,
+                            seal_ns_per_mib: seal,
+                            share_fixed,
+                        })
+                    }
+                ),
             (any::<u64>(), any::<(u64, u64, u64, u64)>()).prop_map(
                 |(agg, (buffer, slot, offset, len))| Response::AllocatedPiece {
                     agg,
@@ -660,6 +673,10 @@ mod operations {
                 map_ns: u64::MAX,
                 map_ns_per_mib: u64::MAX,
                 fixed: true,
+                share_copy_max: u64::MAX,
+                copy_ns_per_mib: u64::MAX,
+                seal_ns_per_mib: u64::MAX,
+                share_fixed: true,
             },
         }
     }

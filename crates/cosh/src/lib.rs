@@ -930,10 +930,24 @@ impl Domain {
         seq: Option<u64>,
     ) -> Result<(Option<u64>, TransferReport)> {
         // A strong share seals what goes by reference, and the kernel seals only memory
-        // nobody maps writable: drop ours now rather than in a revoke round trip.
+        // nobody maps writable: drop ours now rather than in a revoke round trip. Unless the
+        // block manager will copy the bytes instead (a buffer nobody else maps, small enough
+        // for its policy): then the mapping stays for the sender's next use.
         let mut revoked = false;
-        if mode == Mode::Share
-            && flags.strength == Strength::Strong
+        let share_strong = mode == Mode::Share && flags.strength == Strength::Strong;
+        let me = self.id.to_bits();
+        let unshared = self
+            .direct
+            .local
+            .get(&agg)
+            .filter(|l| l.mappers.as_slice().iter().all(|m| *m == me))
+            .map(|l| l.at.len);
+        let copied = match unshared {
+            Some(len) if share_strong => len <= self.small_transfer_policy()?.share_copy_max,
+            _ => false,
+        };
+        if share_strong
+            && !copied
             && let Some(slots) = self.slots_of.get(&agg)
         {
             for s in slots {

@@ -64,11 +64,19 @@ struct Args {
     spin_us: u64,
     /// The largest transfer whose bytes travel inline on a direct ring (copied there by the
     /// sender's library and out by the receiver's, one process woken instead of two), at most
-    /// 64 KiB. Without it the block manager measures at start-up where inline stops paying
+    /// 1 MiB. Without it the block manager measures at start-up where inline stops paying
     /// (for strong transfers, and for weak ones to a receiver that does not map the buffer
     /// yet) and `cosh status` shows what it chose; 0 turns inline transfers off.
     #[arg(long, value_name = "BYTES")]
     inline_max: Option<u64>,
+    /// The largest strong share of a buffer never shared that the block manager copies into
+    /// memory the receiver already maps, instead of sealing the buffer (which costs the
+    /// sender's writable mapping and the receiver a new mapping, per 4 KiB page). Without it
+    /// the block manager measures at start-up where sealing starts to pay, up to 64 MiB, and
+    /// `cosh status` shows what it chose; 0 always seals. A buffer is copied so at most once:
+    /// its next strong share seals it.
+    #[arg(long, value_name = "BYTES")]
+    share_copy_max: Option<u64>,
     /// The kind of memory to serve: `host` (coherent shared memory) or `nc` (shared memory
     /// emulated without coherence: every client keeps its own cache of what it maps, and the
     /// client library writes it back before each transfer out and refreshes it after each
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
     config.max_pending = args.max_pending;
     config.spin = std::time::Duration::from_micros(args.spin_us);
     config.inline_max = args.inline_max;
+    config.share_copy_max = args.share_copy_max;
     config.nc_eviction = args.nc_eviction;
     config.pool = cosh_core::PoolId(args.pool);
     config.kind = match args.kind.as_str() {

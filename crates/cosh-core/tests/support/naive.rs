@@ -35,6 +35,10 @@ struct Buffer {
     data: Vec<u8>,
     alive: bool,
     sealed: bool,
+    /// Shared by reference once, or a share's copy.
+    shared: bool,
+    /// A strong share copied it rather than seal it.
+    share_copied: bool,
     maps: Vec<(usize, Rights)>,
 }
 
@@ -317,6 +321,23 @@ impl Naive {
                 by_ref[b] = false;
             }
         }
+        // A strong share copies a buffer never shared, if small enough, rather than seal it.
+        let mut cost_copy = vec![false; self.buffers.len()];
+        if strength == Strength::Strong && mode == Mode::Share {
+            for &b in &buffers {
+                let buf = &self.buffers[b];
+                let referenced = agg.cells.iter().filter(|c| c.0 == b).count() as u64;
+                if by_ref[b]
+                    && !buf.sealed
+                    && !buf.shared
+                    && !buf.share_copied
+                    && referenced <= self.policy.share_copy_max
+                {
+                    by_ref[b] = false;
+                    cost_copy[b] = true;
+                }
+            }
+        }
 
         let mut changes = Vec::new();
         let mut seal = Vec::new();
@@ -357,13 +378,18 @@ impl Naive {
                 j += 1;
             }
             let data = self.bytes(&agg.cells[i..j]);
+            // Copied only to spare a seal: the receiver's alone, unsealed, and it may map
+            // the memory writable.
+            let sealed = seal_copies && agg.cells[i..j].iter().any(|c| !cost_copy[c.0]);
             let id = self.buffers.len();
             self.buffers.push(Buffer {
                 pool: self.domains[dest].pool,
                 data,
                 alive: true,
-                sealed: seal_copies,
-                maps: vec![(dest, gets)],
+                sealed,
+                shared: mode == Mode::Share,
+                share_copied: false,
+                maps: vec![(dest, if sealed { gets } else { Rights::ReadWrite })],
             });
             cells.extend((0..(j - i) as u64).map(|o| (id, o)));
             i = j;
@@ -375,6 +401,14 @@ impl Naive {
         }
         for b in seal {
             self.buffers[b].sealed = true;
+        }
+        for &b in &buffers {
+            if cost_copy[b] {
+                self.buffers[b].share_copied = true;
+            }
+            if by_ref[b] && mode == Mode::Share {
+                self.buffers[b].shared = true;
+            }
         }
         let id = self.new_agg(dest, cells, gets, Vec::new());
         self.aggs[id].pending = true;
@@ -466,6 +500,8 @@ impl Cosh for Naive {
             data: vec![0; len as usize],
             alive: true,
             sealed: false,
+            shared: false,
+            share_copied: false,
             maps: vec![(d, Rights::ReadWrite)],
         });
         Ok(self.new_agg(

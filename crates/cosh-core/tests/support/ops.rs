@@ -145,11 +145,20 @@ pub fn policies() -> impl Strategy<Value = Policy> {
             strong_move: MoveMechanism::Copy,
             min_reference_bytes: 8,
             min_reference_percent: 50,
+            share_copy_max: 0,
         },
         Policy {
             strong_move: MoveMechanism::Remap,
             min_reference_bytes: 4,
             min_reference_percent: 25,
+            share_copy_max: 0,
+        },
+        // Strong shares of buffers never shared copy (as the Linux host pool chooses).
+        Policy {
+            strong_move: MoveMechanism::Copy,
+            min_reference_bytes: 8,
+            min_reference_percent: 50,
+            share_copy_max: 48,
         },
     ])
 }
