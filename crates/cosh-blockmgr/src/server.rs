@@ -187,6 +187,8 @@ struct ClientRings {
     capacity: u32,
     request_tail: u32,
     answer_head: u32,
+    /// The client's tail of the answer ring as last read ([`Producer::seen`]).
+    answer_seen: u32,
     reader: FrameReader,
 }
 
@@ -219,9 +221,11 @@ impl ClientRings {
             needed: cosh_ring::pair_words(self.capacity),
             got: 0,
         })?;
-        let mut p = Producer::resume(answer, self.capacity, self.answer_head)?;
+        let mut p =
+            Producer::resume_seen(answer, self.capacity, self.answer_head, self.answer_seen)?;
         let r = f(&mut p)?;
         self.answer_head = p.position();
+        self.answer_seen = p.seen();
         Ok(r)
     }
 }
@@ -707,6 +711,7 @@ impl BlockManager {
             capacity,
             request_tail: 0,
             answer_head: 0,
+            answer_seen: 0,
             reader: FrameReader::new(MAX_FRAME),
         });
         client.via_ring = false;

@@ -83,7 +83,7 @@ pub fn push_frame_quietly(producer: &mut Producer<'_>, frame: &[u8]) -> Result<b
             got: producer.capacity() as usize,
         });
     }
-    if (producer.capacity() - producer.pending()?) < needed as u32 {
+    if !producer.has_room(needed as u32)? {
         return Ok(false);
     }
     // Every record written, then published at once (room was checked, and only this side

@@ -263,6 +263,10 @@ pub struct Producer<'a> {
     words: &'a [AtomicU32],
     capacity: u32,
     head: u32,
+    /// The consumer's tail as last read: the consumer only ever raises it, so the room it
+    /// shows is a lower bound, and the shared word (a cache line the consumer writes) is read
+    /// again only when that bound is too small.
+    seen: u32,
 }
 
 impl<'a> Producer<'a> {
@@ -280,6 +284,7 @@ impl<'a> Producer<'a> {
             words,
             capacity,
             head,
+            seen: tail,
         })
     }
 
@@ -292,13 +297,62 @@ impl<'a> Producer<'a> {
     /// (the header is not read again): the cheap way back to a ring used many times.
     pub fn resume(words: &'a [AtomicU32], capacity: u32, head: u32) -> Result<Self, RingError> {
         reattach(words, capacity)?;
-        let p = Producer {
+        let mut p = Producer {
             words,
             capacity,
             head,
+            seen: head,
         };
-        p.pending()?;
+        p.refresh()?;
         Ok(p)
+    }
+
+    /// [`Producer::resume`] with the consumer's tail as this side last saw it
+    /// ([`Producer::seen`]), not read again until the room it leaves runs out.
+    pub fn resume_seen(
+        words: &'a [AtomicU32],
+        capacity: u32,
+        head: u32,
+        seen: u32,
+    ) -> Result<Self, RingError> {
+        reattach(words, capacity)?;
+        if head.wrapping_sub(seen) > capacity {
+            return Err(RingError::Corrupt(format!(
+                "a tail {seen} kept beyond head {head}"
+            )));
+        }
+        Ok(Producer {
+            words,
+            capacity,
+            head,
+            seen,
+        })
+    }
+
+    /// The consumer's tail as this side last read it, for [`Producer::resume_seen`].
+    pub fn seen(&self) -> u32 {
+        self.seen
+    }
+
+    /// Reads the consumer's tail again; returns the records it has not taken.
+    pub fn refresh(&mut self) -> Result<u32, RingError> {
+        let used = self.pending()?;
+        self.seen = self.head.wrapping_sub(used);
+        Ok(used)
+    }
+
+    /// At most this many records are pending (the tail as last read): no shared read.
+    pub fn pending_at_most(&self) -> u32 {
+        self.head.wrapping_sub(self.seen)
+    }
+
+    /// Whether `needed` records fit, reading the consumer's tail only when the last reading
+    /// leaves too little room.
+    pub fn has_room(&mut self, needed: u32) -> Result<bool, RingError> {
+        if self.capacity - self.pending_at_most() >= needed {
+            return Ok(true);
+        }
+        Ok(self.capacity - self.refresh()? >= needed)
     }
 
     /// This side's position (records ever pushed), to attach again later with
@@ -328,7 +382,7 @@ impl<'a> Producer<'a> {
     /// Appends `record` unless the ring is full (`Ok(false)`). The consumer may see it at once,
     /// but is not woken: call [`Producer::notify`] after a batch.
     pub fn try_push(&mut self, record: &Record) -> Result<bool, RingError> {
-        if self.pending()? == self.capacity {
+        if !self.has_room(1)? {
             return Ok(false);
         }
         for (w, v) in record_at(self.words, self.capacity, self.head)

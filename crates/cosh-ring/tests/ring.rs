@@ -46,6 +46,48 @@ fn records_come_out_in_order_until_the_ring_is_full() {
 }
 
 #[test]
+fn a_producer_reads_the_tail_again_only_when_its_last_reading_leaves_no_room() {
+    let words = ring(4);
+    let mut p = Producer::attach(&words).expect("producer");
+    let mut c = Consumer::attach(&words).expect("consumer");
+    for n in 0..4 {
+        assert!(p.try_push(&record(n)).expect("push"));
+    }
+    assert_eq!(p.pending_at_most(), 4);
+    // The consumer takes two; the producer has not looked yet.
+    for n in 0..2 {
+        assert_eq!(c.try_pop().expect("pop"), Some(record(n)));
+    }
+    assert_eq!(p.pending_at_most(), 4, "no shared read yet");
+    // Resumed with what it saw, it still reads again when it needs room.
+    let (head, seen) = (p.position(), p.seen());
+    let mut p = Producer::resume_seen(&words, 4, head, seen).expect("resume");
+    assert!(p.has_room(2).expect("room"));
+    assert_eq!(p.pending_at_most(), 2);
+    assert!(!p.has_room(3).expect("room"));
+    for n in 4..6 {
+        assert!(p.try_push(&record(n)).expect("push"));
+    }
+    assert!(!p.try_push(&record(99)).expect("push"), "full");
+    for n in 2..6 {
+        assert_eq!(c.try_pop().expect("pop"), Some(record(n)));
+    }
+    // A kept tail beyond the head is refused, as a corrupt shared one is.
+    assert!(matches!(
+        Producer::resume_seen(&words, 4, 10, 1),
+        Err(RingError::Corrupt(_))
+    ));
+    // A consumer that lies about its tail is caught when the tail is read again.
+    words[32].store(1000, Ordering::Relaxed);
+    let mut p = Producer::resume_seen(&words, 4, p.position(), p.position()).expect("resume");
+    assert!(p.has_room(4).expect("the last reading says empty"));
+    for n in 0..4 {
+        assert!(p.try_push(&record(n)).expect("push"));
+    }
+    assert!(matches!(p.try_push(&record(4)), Err(RingError::Corrupt(_))));
+}
+
+#[test]
 fn positions_wrap_around_the_u32_range() {
     let words = ring(8);
     let start = u32::MAX - 5;

@@ -51,6 +51,8 @@ pub(crate) struct Ring {
     map: Mapping<ReadWrite>,
     capacity: u32,
     position: u32,
+    /// Outbound: the receiver's tail as last read ([`Producer::seen`]).
+    seen: u32,
     reader: FrameReader,
     /// The peer is gone: read what it left, then drop the ring.
     closing: bool,
@@ -203,23 +205,22 @@ impl Ring {
         }
         // The staging area's pages are faulted in as transfers first use them.
         let mut map = memfd.map_write(Prefault::OnFirstTouch)?;
-        let position = {
+        let (position, seen) = {
             let words = map.shared_words();
             let w = ring_words(&words, capacity)?;
             if producer {
-                Producer::attach(w)
-                    .map_err(|e| Error::Protocol(e.to_string()))?
-                    .position()
+                let p = Producer::attach(w).map_err(|e| Error::Protocol(e.to_string()))?;
+                (p.position(), p.seen())
             } else {
-                Consumer::attach(w)
-                    .map_err(|e| Error::Protocol(e.to_string()))?
-                    .position()
+                let c = Consumer::attach(w).map_err(|e| Error::Protocol(e.to_string()))?;
+                (c.position(), 0)
             }
         };
         Ok(Ring {
             map,
             capacity,
             position,
+            seen,
             reader: FrameReader::new(cosh_proto::MAX_FRAME),
             closing: false,
             seq: 0,
@@ -240,10 +241,12 @@ impl Ring {
         let capacity = self.capacity;
         let words = self.map.shared_words();
         let w = ring_words(&words, capacity).map_err(|e| e.to_string())?;
-        let mut p = Producer::resume(w, capacity, self.position).map_err(|e| e.to_string())?;
+        let mut p = Producer::resume_seen(w, capacity, self.position, self.seen)
+            .map_err(|e| e.to_string())?;
         let r =
             f(&mut p, &w[cosh_ring::direct_parked_word(capacity)]).map_err(|e| e.to_string())?;
         self.position = p.position();
+        self.seen = p.seen();
         Ok(r)
     }
 
@@ -282,9 +285,11 @@ impl Ring {
         })
     }
 
-    /// Free records.
-    pub(crate) fn room(&mut self) -> std::result::Result<usize, String> {
-        self.producing(|p, _| Ok((p.capacity() - p.pending()?) as usize))
+    /// Whether `needed` records fit (the consumer's tail is read again only when the last
+    /// reading of it leaves too little room).
+    pub(crate) fn has_room(&mut self, needed: usize) -> std::result::Result<bool, String> {
+        let needed = u32::try_from(needed).unwrap_or(u32::MAX);
+        self.producing(|p, _| p.has_room(needed))
     }
 
     /// The next whole record, if any; a frame that is no record is an error like a broken ring.
@@ -549,7 +554,10 @@ impl Domain {
             .outbound
             .get_mut(&dest)
             .ok_or_else(|| Error::Protocol("no ring".into()))?;
-        if ring.room().map_err(|e| corrupt(dest, e))? < records_for(frame.len()) {
+        if !ring
+            .has_room(records_for(frame.len()))
+            .map_err(|e| corrupt(dest, e))?
+        {
             return Ok(None);
         }
         // The block manager first (quietly: it applies the record before the next request
@@ -618,10 +626,12 @@ impl Domain {
                 return Ok(false);
             }
             // Half full: let the block manager catch up (a few doorbells, not one per
-            // record, while it has not run yet).
-            let pending = p.pending()?;
-            if pending >= capacity / 2 && pending % (capacity / 16).max(1) == 0 {
-                p.notify(&EventBell(bell));
+            // record, while it has not run yet). The tail is read again only past half.
+            if p.pending_at_most() >= capacity / 2 {
+                let pending = p.refresh()?;
+                if pending >= capacity / 2 && pending % (capacity / 16).max(1) == 0 {
+                    p.notify(&EventBell(bell));
+                }
             }
             Ok(true)
         })?;

@@ -160,7 +160,7 @@ impl Domain {
             (ring.staged, live)
         };
         if live as usize + len > cosh_ring::DIRECT_STAGING
-            || ring.room().map_err(|e| corrupt(dest, e))? < 1
+            || !ring.has_room(1).map_err(|e| corrupt(dest, e))?
         {
             // Full (or a counter that lies): through the block manager, in order.
             return Ok(None);

@@ -294,6 +294,8 @@ struct Rings {
     map: Mapping<ReadWrite>,
     capacity: u32,
     request_head: u32,
+    /// The block manager's tail of the request ring as last read ([`Producer::seen`]).
+    request_seen: u32,
     answer_tail: u32,
     reader: FrameReader,
     bell: EventFd,
@@ -309,9 +311,11 @@ impl Rings {
         let words = self.map.shared_words();
         let (request, _) = ring_words(&words, self.capacity)?;
         let mut p =
-            Producer::resume(request, self.capacity, self.request_head).map_err(ring_error)?;
+            Producer::resume_seen(request, self.capacity, self.request_head, self.request_seen)
+                .map_err(ring_error)?;
         let r = f(&mut p, &self.bell).map_err(ring_error)?;
         self.request_head = p.position();
+        self.request_seen = p.seen();
         Ok(r)
     }
 
@@ -454,11 +458,13 @@ impl Domain {
             return Err(Error::Protocol("the rings' memory is too small".into()));
         }
         let mut map = memfd.map_write(Prefault::Now)?;
-        let (request_head, answer_tail) = {
+        let (request_head, request_seen, answer_tail) = {
             let words = map.shared_words();
             let (request, answer) = ring_words(&words, capacity)?;
+            let p = Producer::attach(request).map_err(ring_error)?;
             (
-                Producer::attach(request).map_err(ring_error)?.position(),
+                p.position(),
+                p.seen(),
                 Consumer::attach(answer).map_err(ring_error)?.position(),
             )
         };
@@ -466,6 +472,7 @@ impl Domain {
             map,
             capacity,
             request_head,
+            request_seen,
             answer_tail,
             reader: FrameReader::new(MAX_FRAME),
             bell: EventFd::from_fd(bell)?,
