@@ -9,10 +9,13 @@
 //! eight bytes of the data; the receiver reads the clock as soon as `receive` returns
 //! (*delivered*) and again once the aggregate's memory is mapped and its first and last bytes
 //! read (*readable*: for the baselines the two are the same, the data is in the receiver's
-//! buffer). The receiver is blocked in its receive when the sender starts (it says so on a
-//! control pipe, and the sender waits 200 us more), and it reports each sample on the control
-//! pipe before the sender starts the next, so samples never overlap. Medians are reported, with the 10th and 90th
-//! percentiles.
+//! buffer). The receiver is blocked in its receive (or its read of the socket or pipe, into
+//! memory it keeps faulted in) when the sender starts: it says so on a control pipe, and the
+//! sender waits 200 us more. It reports each sample on the control pipe before the sender
+//! starts the next, so samples never overlap. Where two CPUs are allowed, the sender runs on
+//! the first and the receiver on the second (`--no-pin` leaves them to the scheduler, which
+//! may put both on one core: then a wake-up is a context switch, not a cross-core wake).
+//! Medians are reported, with the 10th and 90th percentiles.
 
 #![forbid(unsafe_code)]
 
@@ -66,6 +69,12 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Leave the sender and the receiver wherever the scheduler puts them. By default, where
+    /// at least two CPUs are allowed, the sender runs on the first and the receiver on the
+    /// second (the block manager where it likes), so that every case crosses between cores
+    /// as a transfer between two busy processes does, rather than sometimes sharing one.
+    #[arg(long)]
+    pub no_pin: bool,
     /// Internal: run as the block manager on this socket.
     #[arg(long, hide = true, value_name = "SOCKET")]
     pub daemon: Option<PathBuf>,
@@ -223,6 +232,7 @@ fn receiver(socket: &Path) -> Result<(), String> {
     };
     say(&mut out, &format!("ready {}", d.id().to_bits()))?;
     let mut stream: Option<Box<dyn Read>> = None;
+    let mut stream_buf: Vec<u8> = Vec::new();
     let mut shm: Option<cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>> = None;
     // The sender, once trusted: receives wait for it alone (on its direct ring, if any).
     let mut sender: Option<cosh::DomainId> = None;
@@ -230,6 +240,11 @@ fn receiver(socket: &Path) -> Result<(), String> {
         let line = line.map_err(|x| x.to_string())?;
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            ["pin", cpu] => {
+                let cpu = cpu.parse().map_err(|_| "bad CPU")?;
+                pin_to(cpu)?;
+                say(&mut out, "ok")?;
+            }
             ["spins", n] => {
                 d.set_spins(n.parse().map_err(|_| "bad spin count")?);
                 say(&mut out, "ok")?;
@@ -278,10 +293,16 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 say(&mut out, "ok")?;
             }
             ["read", size] => {
+                // As a Cosh receive: into memory already faulted in (kept from one read to
+                // the next), announced just before blocking.
                 let size: usize = size.parse().map_err(|_| "bad size")?;
                 let s = stream.as_mut().ok_or("no stream")?;
-                let mut buf = vec![0u8; size];
-                s.read_exact(&mut buf).map_err(|x| x.to_string())?;
+                if stream_buf.len() < size {
+                    stream_buf.resize(size, 1);
+                }
+                let buf = &mut stream_buf[..size];
+                say(&mut out, "armed")?;
+                s.read_exact(buf).map_err(|x| x.to_string())?;
                 let t1 = now_ns();
                 let mut head = [0u8; 8];
                 head.copy_from_slice(&buf[..8]);
@@ -417,6 +438,21 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first two CPUs this process may run on, if there are two.
+pub(crate) fn two_cpus() -> Option<(usize, usize)> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|c| set.is_set(*c));
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// Runs this process on `cpu` only.
+pub(crate) fn pin_to(cpu: usize) -> Result<(), String> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)
+        .map_err(|x| format!("cannot pin to CPU {cpu}: {x}"))
 }
 
 fn samples_for(args: &Args, size: u64) -> usize {
@@ -556,6 +592,15 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         .map(cosh::DomainId::from_bits)
         .ok_or_else(|| format!("the receiver said {ready:?}"))?;
     rx.ask(&format!("trust {}", sender.id().to_bits()))?;
+    if !args.no_pin
+        && let Some((mine, theirs)) = two_cpus()
+    {
+        pin_to(mine)?;
+        let answer = rx.ask(&format!("pin {theirs}"))?;
+        if answer != "ok" {
+            return Err(format!("the receiver said {answer:?}"));
+        }
+    }
     // Both ways, so that a buffer can bounce on direct rings.
     sender.trust(receiver_id).map_err(e)?;
     let p = sender.small_transfer_policy().map_err(e)?;
@@ -662,7 +707,13 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
             let (mut delivered, mut readable) = (Vec::new(), Vec::new());
             for i in 0..n + warmup {
-                rx.tell(&format!("read {size}"))?;
+                // The same protocol as Cosh's cases: the receiver says it is about to block,
+                // and is given time to.
+                let armed = rx.ask(&format!("read {size}"))?;
+                if armed != "armed" {
+                    return Err(format!("the receiver said {armed:?}"));
+                }
+                std::thread::sleep(Duration::from_micros(200));
                 let t0 = now_ns();
                 data[..8].copy_from_slice(&t0.to_le_bytes());
                 writer.write_all(&data).map_err(|x| x.to_string())?;
