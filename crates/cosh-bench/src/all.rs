@@ -672,9 +672,14 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
         } else if step.kind == Kind::Latency {
             let _ = writeln!(
                 s,
-                "![{}]({}.svg)\n\nMedian microseconds until the receiver can read the bytes (a transfer by reference of a buffer the receiver never mapped includes mapping it); the fastest at each size in bold. The sender and the receiver run on two different cores, and every receiver (Cosh's, the socket's, the pipe's) is blocked, reading into memory already faulted in, when the sender starts.\n\n{}\n{}\nCSV: [`{}.csv`]({}.csv) (both times: delivered and readable); the full output: [`{}.log`]({}.log).\n",
+                "![{}]({}.svg)\n\nMedian microseconds until the receiver can read the bytes (a transfer by reference of a buffer the receiver never mapped includes mapping it); the fastest at each size in bold.{}\n\n{}\n{}\nCSV: [`{}.csv`]({}.csv) (both times: delivered and readable); the full output: [`{}.log`]({}.log).\n",
                 step.name,
                 step.name,
+                if step.name == "fig2a" {
+                    " The sender and the receiver run on two different cores, and every receiver (Cosh's, the socket's, the pipe's) is blocked, reading into memory already faulted in, when the sender starts."
+                } else {
+                    ""
+                },
                 pivot(&figure),
                 ratios(&figure),
                 step.name,
