@@ -1,7 +1,8 @@
 //! Inline transfers: small transfers whose bytes the libraries copy on a direct ring. Every
 //! mode and strength arrives whole with the rights Table 1 gives, in order with transfers
 //! that went other ways; the receiver's bytes are its own (the sender's later writes never
-//! reach them); the ledger and the counters follow; landings are reused.
+//! reach them); the ledger and the counters follow; landings are reused, and so is the
+//! sender's buffer after an inline move.
 
 mod support;
 
@@ -318,4 +319,49 @@ fn small_copies_and_allocations_come_from_waiting_buffers() {
     assert_eq!(held(&mut a) as usize, a.waiting_buffers());
     a.release_waiting().expect("release");
     assert_eq!(held(&mut a), 0);
+}
+
+#[test]
+fn a_buffer_moved_inline_waits_again_for_the_next_allocation() {
+    let daemon = Daemon::start_with("inline-reclaim", &["--inline-max", "65536"]);
+    let (mut a, mut b) = pair(&daemon);
+    for round in 0..50u8 {
+        let x = a.alloc_unzeroed(4096).expect("alloc");
+        // The block manager agrees: read/write (after the first round, a reclaimed buffer).
+        assert_eq!(a.rights(x).expect("rights"), Rights::ReadWrite, "{round}");
+        let data = pattern(4096, round);
+        a.write(x, 0, &data).expect("write");
+        let report = a
+            .transfer(x, b.id(), Mode::Move, TransferFlags::strong())
+            .expect("move");
+        assert_eq!(report.copied_bytes, 4096, "inline: {report:?}");
+        assert_eq!(a.rights(x).expect("rights"), Rights::None);
+        let waiting = a.waiting_buffers();
+        a.decref(x).expect("decref");
+        assert_eq!(
+            a.waiting_buffers(),
+            waiting + 1,
+            "kept for the next allocation"
+        );
+        let got = b
+            .receive(Some(a.id()), Some(Duration::from_secs(5)))
+            .expect("receive");
+        assert_eq!(b.read(got.agg, 0, 4096).expect("read"), data);
+        b.decref(got.agg).expect("decref");
+    }
+    assert_eq!(held(&mut a) as usize, a.waiting_buffers());
+    // With a relative holding the buffer too, the moved buffer is not kept.
+    let x = a.alloc_unzeroed(4096).expect("alloc");
+    let part = a.select(x, 0, 100).expect("select");
+    a.transfer(x, b.id(), Mode::Move, TransferFlags::strong())
+        .expect("move");
+    let waiting = a.waiting_buffers();
+    a.decref(x).expect("decref");
+    assert_eq!(a.waiting_buffers(), waiting);
+    a.decref(part).expect("decref");
+    let got = b
+        .receive(Some(a.id()), Some(Duration::from_secs(5)))
+        .expect("receive");
+    b.decref(got.agg).expect("decref");
+    assert_eq!(held(&mut a) as usize, a.waiting_buffers());
 }

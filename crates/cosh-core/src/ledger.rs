@@ -1211,13 +1211,19 @@ impl Ledger {
     /// buffer is private to `domain`: held with rights by this aggregate alone, mapped by no
     /// other domain, neither frozen nor sealed. So a domain can only ever reshape its own
     /// memory this way.
+    ///
+    /// An aggregate left without rights (what an inline move leaves its sender: the bytes
+    /// went as a copy) may land too, if its buffer is held by nothing else at all: the memory
+    /// is the domain's own and no other domain's guarantees involve it, so this is a free
+    /// and an allocation of the same memory in one.
     pub fn land(&mut self, domain: DomainId, agg: AggId, len: u64, rights: Rights) -> Result<()> {
         let refuse = |reason| Err(Error::DirectRefused { agg, reason });
         let a = self.agg(domain, agg)?;
         let [chunk] = a.chunks.chunks() else {
             return refuse("a landing is one piece");
         };
-        if a.rights != Rights::ReadWrite || a.refs != 1 || a.pending {
+        let reclaimed = a.rights == Rights::None;
+        if (a.rights != Rights::ReadWrite && !reclaimed) || a.refs != 1 || a.pending {
             return refuse("a landing is held once, read/write, by the domain itself");
         }
         let buffer = chunk.buffer;
@@ -1227,9 +1233,23 @@ impl Ledger {
         if chunk.offset != 0 || len == 0 || len > state.len {
             return refuse("a landing starts its buffer and fits in it");
         }
-        let alone = held_alone(state, domain) && state.mappings.keys().all(|d| *d == domain);
+        let held = if reclaimed {
+            state
+                .holds
+                .iter()
+                .all(|(d, c)| *d == domain && c.iter().sum::<u32>() == 1)
+        } else {
+            held_alone(state, domain)
+        };
+        let alone = held && state.mappings.keys().all(|d| *d == domain);
         if !alone || state.frozen || state.sealed {
             return refuse("a landing's buffer is private to the domain");
+        }
+        if reclaimed {
+            let one: BTreeSet<BufferId> = [buffer].into_iter().collect();
+            self.remove_holds(domain, &one, Rights::None);
+            self.add_holds(domain, &one, Rights::ReadWrite);
+            self.agg_mut(domain, agg)?.rights = Rights::ReadWrite;
         }
         let chunks = ChunkList::single(Chunk {
             buffer,

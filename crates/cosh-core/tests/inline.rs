@@ -180,6 +180,43 @@ fn a_landing_must_be_private_and_start_its_buffer() {
 }
 
 #[test]
+fn an_inline_moves_sender_lands_its_own_buffer_again_only_when_nothing_else_holds_it() {
+    let mut l = Ledger::new(Policy::linux_host());
+    let (a, b) = (l.add_domain(PoolId(0)), l.add_domain(PoolId(0)));
+    let refused = |r: cosh_core::Result<()>| {
+        assert_eq!(r.map_err(|e| e.kind()), Err(ErrorKind::Protocol));
+    };
+    // The bytes went as a copy: the buffer is the sender's own again.
+    let x = l.alloc(a, 8192).expect("alloc").agg;
+    l.sent_inline(a, x, b, Mode::Move).expect("move");
+    assert_eq!(l.rights(a, x).expect("rights"), Rights::None);
+    l.land(a, x, 8192, Rights::ReadWrite).expect("reclaimed");
+    assert_eq!(l.rights(a, x).expect("rights"), Rights::ReadWrite);
+    l.check_invariants().expect("invariants");
+    // A relative without rights holds it too: refused.
+    let y = l.alloc(a, 8192).expect("alloc").agg;
+    let part = l.select(a, y, 0, 4096).expect("select");
+    l.sent_inline(a, y, b, Mode::Move).expect("move");
+    l.downgrade(a, part, Rights::None).expect("downgrade");
+    refused(l.land(a, y, 8192, Rights::ReadWrite));
+    // Moved by reference (the receiver holds it): refused.
+    let z = l.alloc(a, 8192).expect("alloc").agg;
+    l.trust(b, a).expect("trust");
+    let plan = l
+        .plan_transfer(TransferRequest::new(
+            a,
+            z,
+            b,
+            Mode::Move,
+            TransferFlags::weak(),
+        ))
+        .expect("plan");
+    l.commit(plan).expect("commit");
+    refused(l.land(a, z, 8192, Rights::ReadWrite));
+    l.check_invariants().expect("invariants");
+}
+
+#[test]
 fn the_senders_half_holds_when_the_receiver_is_gone() {
     let mut l = Ledger::new(Policy::linux_host());
     let (a, b) = (l.add_domain(PoolId(0)), l.add_domain(PoolId(0)));

@@ -44,6 +44,9 @@ pub(crate) struct Local {
     /// Whether this domain alone holds the buffer with rights, so that it may travel on a
     /// direct ring (with `mappers` known).
     pub(crate) sendable: bool,
+    /// Moved inline while this domain alone held it: the rights are gone but the buffer is
+    /// nobody else's, so its last free may keep it waiting as a spare (`Land` restores it).
+    pub(crate) reclaimable: bool,
 }
 
 /// One direct ring, either side: its memory and the position this side keeps.
@@ -151,6 +154,7 @@ impl Direct {
                 refs: 1,
                 mappers: mappers.unwrap_or_default(),
                 sendable,
+                reclaimable: false,
             },
         );
     }
@@ -170,8 +174,10 @@ impl Direct {
     pub(crate) fn unsend(&mut self, agg: Agg, rights: Option<Rights>) {
         if let Some(l) = self.local.get_mut(&agg) {
             l.sendable = false;
-            if let Some(r) = rights {
-                l.rights = l.rights.min(r);
+            match rights {
+                Some(r) => l.rights = l.rights.min(r),
+                // Relatives share the buffer now.
+                None => l.reclaimable = false,
             }
         }
     }

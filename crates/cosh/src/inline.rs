@@ -201,7 +201,18 @@ impl Domain {
         if parked {
             self.wake_parked(dest)?;
         }
+        // Only its bytes went: a buffer this domain alone held stays its own memory.
+        let me = self.id.to_bits();
+        let alone = self.direct.local.get(&agg).is_some_and(|l| {
+            l.sendable && l.rights == Rights::ReadWrite && l.mappers.as_slice() == [me]
+        });
         self.direct.after_transfer(agg, mode);
+        if mode == Mode::Move
+            && alone
+            && let Some(l) = self.direct.local.get_mut(&agg)
+        {
+            l.reclaimable = true;
+        }
         Ok(Some(TransferReport {
             copied_bytes: at.len,
             weak,
@@ -419,28 +430,54 @@ impl Domain {
     }
 
     /// The program's last reference to `agg` goes: `true` if it was a landing still private
-    /// and read/write, kept (held once again, by the library) to land the next transfer; the
-    /// block manager keeps it as it is: the next landing reshapes it.
-    pub(crate) fn restock(&mut self, agg: Agg) -> bool {
+    /// and read/write (or moved inline: read/write again with a `Land` record), kept (held
+    /// once again, by the library) to land the next transfer; the block manager keeps it as
+    /// it is: the next landing reshapes it.
+    pub(crate) fn restock(&mut self, agg: Agg) -> Result<bool> {
         let Some((size, _)) = self.direct.inline.landed.remove(&agg) else {
-            return false;
+            return Ok(false);
         };
         let me = self.id.to_bits();
-        // The program's references are all gone (the caller counted the last one down).
+        // The program's references are all gone (the caller counted the last one down). A
+        // landing moved inline is still this domain's own memory (only its bytes went).
         let private = self.direct.local.get(&agg).is_some_and(|l| {
             l.refs == 0
-                && l.rights == Rights::ReadWrite
-                && l.sendable
                 && l.mappers.as_slice() == [me]
+                && (l.rights == Rights::ReadWrite && l.sendable
+                    || l.rights == Rights::None && l.reclaimable)
         });
-        let waiting = self.direct.inline.waiting.entry(size).or_default();
-        if !private || waiting.len() >= MAX_WAITING {
-            return false;
+        if !private
+            || self
+                .direct
+                .inline
+                .waiting
+                .get(&size)
+                .is_some_and(|w| w.len() >= MAX_WAITING)
+        {
+            return Ok(false);
         }
-        waiting.push(agg);
+        if let Some(l) = self.direct.local.get(&agg)
+            && l.rights == Rights::None
+        {
+            // Read/write again (`Ledger::land` checks that nothing else holds it).
+            self.log_request(Request::Land {
+                agg: agg.0,
+                len: l.at.len,
+                rights: Rights::ReadWrite.into(),
+            })?;
+        }
         if let Some(l) = self.direct.local.get_mut(&agg) {
             l.refs = 1;
+            l.rights = Rights::ReadWrite;
+            l.sendable = true;
+            l.reclaimable = false;
         }
-        true
+        self.direct
+            .inline
+            .waiting
+            .entry(size)
+            .or_default()
+            .push(agg);
+        Ok(true)
     }
 }

@@ -842,7 +842,7 @@ impl Domain {
         });
         if last {
             // A landing still private waits for the next inline transfer instead.
-            if self.restock(agg) {
+            if self.restock(agg)? {
                 return Ok(());
             }
             self.slots_of.remove(&agg);
