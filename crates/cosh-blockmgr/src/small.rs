@@ -59,6 +59,20 @@ fn median(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
+/// The first two CPUs this thread may run on, if there are two.
+fn two_cpus() -> Option<(usize, usize)> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|c| set.is_set(*c));
+    Some((cpus.next()?, cpus.next()?))
+}
+
+/// Runs the calling thread on `cpu` only (best effort: a measurement, not a requirement).
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
 fn elapsed_ns(t0: Instant) -> u64 {
     u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
@@ -96,13 +110,23 @@ pub(crate) fn measure() -> Result<Measured, String> {
 
     // A wake-up: a thread asleep on a futex, woken by this one, which then keeps its core
     // busy (as a sender goes on with its work), so the sleeper runs where it can: another
-    // core, as the receiver of a transfer does.
+    // core, as the receiver of a transfer does. Where two CPUs are allowed, the two threads
+    // are held on two different ones while they measure (the scheduler could otherwise put
+    // both on one, and a wake-up on one core costs a fraction of one across cores).
+    let cpus = two_cpus();
+    let restore = rustix::thread::sched_getaffinity(None).ok();
+    if let Some((mine, _)) = cpus {
+        pin(mine);
+    }
     let word = std::sync::Arc::new(cosh_ring::AtomicU32::new(0));
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let base = Instant::now();
     let sleeper = {
         let (word, seen) = (word.clone(), seen.clone());
         std::thread::spawn(move || {
+            if let Some((_, theirs)) = cpus {
+                pin(theirs);
+            }
             let mut expected = 0;
             loop {
                 while word.load(std::sync::atomic::Ordering::Acquire) == expected {
@@ -139,6 +163,9 @@ pub(crate) fn measure() -> Result<Measured, String> {
     word.store(u32::MAX, std::sync::atomic::Ordering::Release);
     cosh_ring::Futex.wake(&word);
     let _ = sleeper.join();
+    if let Some(set) = restore {
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
     let handoff_ns = median(wakes);
 
     // Mapping a buffer never mapped before (its pages exist), touching every page.
