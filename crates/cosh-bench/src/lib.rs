@@ -242,7 +242,7 @@ fn receiver(socket: &Path) -> Result<(), String> {
         match words.as_slice() {
             ["pin", cpu] => {
                 let cpu = cpu.parse().map_err(|_| "bad CPU")?;
-                pin_to(cpu)?;
+                cosh_sys::cpu::pin(cpu)?;
                 say(&mut out, "ok")?;
             }
             ["spins", n] => {
@@ -440,21 +440,6 @@ impl Drop for Receiver {
     }
 }
 
-/// The first two CPUs this process may run on, if there are two.
-pub(crate) fn two_cpus() -> Option<(usize, usize)> {
-    let set = rustix::thread::sched_getaffinity(None).ok()?;
-    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|c| set.is_set(*c));
-    Some((cpus.next()?, cpus.next()?))
-}
-
-/// Runs this process on `cpu` only.
-pub(crate) fn pin_to(cpu: usize) -> Result<(), String> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set)
-        .map_err(|x| format!("cannot pin to CPU {cpu}: {x}"))
-}
-
 fn samples_for(args: &Args, size: u64) -> usize {
     if size > 1 << 20 {
         (args.samples / 4).max(10)
@@ -593,9 +578,9 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         .ok_or_else(|| format!("the receiver said {ready:?}"))?;
     rx.ask(&format!("trust {}", sender.id().to_bits()))?;
     if !args.no_pin
-        && let Some((mine, theirs)) = two_cpus()
+        && let Some((mine, theirs)) = cosh_sys::cpu::first_two()
     {
-        pin_to(mine)?;
+        cosh_sys::cpu::pin(mine)?;
         let answer = rx.ask(&format!("pin {theirs}"))?;
         if answer != "ok" {
             return Err(format!("the receiver said {answer:?}"));

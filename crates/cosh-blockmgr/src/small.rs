@@ -31,6 +31,7 @@ pub(crate) const SHARE_COPY_LIMIT: u64 = 64 << 20;
 /// that strong shares carry are.
 const LARGE: usize = 8 << 20;
 use cosh_ring::Doorbell;
+use cosh_sys::cpu;
 use cosh_sys::mapping::Prefault;
 use cosh_sys::memfd::Memfd;
 
@@ -57,20 +58,6 @@ pub(crate) struct Measured {
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
-}
-
-/// The first two CPUs this thread may run on, if there are two.
-fn two_cpus() -> Option<(usize, usize)> {
-    let set = rustix::thread::sched_getaffinity(None).ok()?;
-    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|c| set.is_set(*c));
-    Some((cpus.next()?, cpus.next()?))
-}
-
-/// Runs the calling thread on `cpu` only (best effort: a measurement, not a requirement).
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
 fn elapsed_ns(t0: Instant) -> u64 {
@@ -113,10 +100,11 @@ pub(crate) fn measure() -> Result<Measured, String> {
     // core, as the receiver of a transfer does. Where two CPUs are allowed, the two threads
     // are held on two different ones while they measure (the scheduler could otherwise put
     // both on one, and a wake-up on one core costs a fraction of one across cores).
-    let cpus = two_cpus();
-    let restore = rustix::thread::sched_getaffinity(None).ok();
+    // Best effort: a measurement, not a requirement.
+    let cpus = cpu::first_two();
+    let restore = cpu::allowed();
     if let Some((mine, _)) = cpus {
-        pin(mine);
+        let _ = cpu::pin(mine);
     }
     let word = std::sync::Arc::new(cosh_ring::AtomicU32::new(0));
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -125,7 +113,7 @@ pub(crate) fn measure() -> Result<Measured, String> {
         let (word, seen) = (word.clone(), seen.clone());
         std::thread::spawn(move || {
             if let Some((_, theirs)) = cpus {
-                pin(theirs);
+                let _ = cpu::pin(theirs);
             }
             let mut expected = 0;
             loop {
@@ -164,7 +152,7 @@ pub(crate) fn measure() -> Result<Measured, String> {
     cosh_ring::Futex.wake(&word);
     let _ = sleeper.join();
     if let Some(set) = restore {
-        let _ = rustix::thread::sched_setaffinity(None, &set);
+        cpu::restore(&set);
     }
     let handoff_ns = median(wakes);
 

@@ -10,6 +10,7 @@
 //!   file descriptors with SCM_RIGHTS and reports the peer's credentials.
 //! - [`eventfd::EventFd`]: a doorbell one process rings and another waits on; [`futex`]:
 //!   the same on a word of shared memory ([`mapping::Mapping::shared_words`]).
+//! - [`cpu`]: holding a thread on chosen CPUs, for measurements that cross between cores.
 //! - [`runtime`]: where the sockets live, and [`socket::SeqPacketListener::bind_exclusive`],
 //!   which lets only one server own a socket path.
 //!
@@ -31,6 +32,7 @@
 //! # Ok::<(), cosh_sys::Error>(())
 //! ```
 
+pub mod cpu;
 pub mod error;
 pub mod eventfd;
 pub mod futex;
