@@ -311,13 +311,19 @@ type Table3Row = (String, f64, String, String);
 /// transfer by reference, a new buffer's mapping included; for the baselines the same as the
 /// time of delivery).
 fn rows(path: &Path) -> Vec<Row> {
+    rows_of(path, "readable_ns")
+}
+
+/// The rows of a figure's CSV with the time in column `name` (the third column where there
+/// is none of that name).
+fn rows_of(path: &Path, name: &str) -> Vec<Row> {
     let Ok(mut r) = csv::Reader::from_path(path) else {
         return Vec::new();
     };
     let column = r
         .headers()
         .ok()
-        .and_then(|h| h.iter().position(|c| c == "readable_ns"))
+        .and_then(|h| h.iter().position(|c| c == name))
         .unwrap_or(2);
     r.records()
         .flatten()
@@ -715,29 +721,15 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
     s
 }
 
-/// The times until delivery, by (case, size), from a figure's CSV (the rows give the time
-/// until readable).
-fn delivered(path: &Path) -> Vec<Row> {
-    let Ok(mut r) = csv::Reader::from_path(path) else {
-        return Vec::new();
-    };
-    r.records()
-        .flatten()
-        .filter_map(|rec| {
-            Some((
-                rec.get(0)?.to_string(),
-                rec.get(1)?.parse().ok()?,
-                rec.get(2)?.parse().ok()?,
-            ))
-        })
-        .collect()
-}
-
 /// Why Figure 2a's cases slower than the fastest baseline of their kind are slower, and why
 /// the earlier targets not met are not, each from numbers of this run.
 fn reasons(out: &Path) -> String {
     let csv = out.join("fig2a.csv");
-    let (a, d, b) = (rows(&csv), delivered(&csv), rows(&out.join("fig2b.csv")));
+    let (a, d, b) = (
+        rows(&csv),
+        rows_of(&csv, "delivered_ns"),
+        rows(&out.join("fig2b.csv")),
+    );
     let get = |rows: &[Row], case: &str, size: u64| {
         rows.iter()
             .find(|r| r.0 == case && r.1 == size)
