@@ -2651,7 +2651,7 @@ impl BlockManager {
 }
 
 /// The copy-versus-reference policy for small transfers and strong shares: as configured,
-/// or chosen from what is measured now (about 20 milliseconds); off in pools that are not
+/// or chosen from what is measured now (40–50 ms here); off in pools that are not
 /// coherent, and when the measurement fails.
 fn small_transfers(config: &Config) -> ops::SmallTransfers {
     let limit = cosh_proto::ops::MAX_INLINE;

@@ -328,7 +328,8 @@ impl std::io::Write for PipeWriter {
 }
 
 /// The producer's end of a multicast pipe: every aggregate goes to every consumer by strong
-/// share (sealed, read-only, no copy where the block manager can map it), in order, each
+/// share (read-only; the first consumer may get a copy where the block manager measured that
+/// a copy costs less than a seal, the others share the sealed buffer), in order, each
 /// consumer with its own window: the slowest bounds the producer. A consumer that closes
 /// leaves the others be; when none is left, sends fail with [`Error::Closed`]. Consumers use
 /// an ordinary [`PipeReader`].
