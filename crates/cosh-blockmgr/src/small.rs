@@ -64,7 +64,7 @@ fn elapsed_ns(t0: Instant) -> u64 {
     u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Measures (40–50 ms here, most of it faulting in the 8 MiB buffers of the large copy). Errors from the system (no memfd, no mapping) are reported
+/// Measures (40–50 ms here). Errors from the system (no memfd, no mapping) are reported
 /// to the caller, which then keeps inline transfers off.
 pub(crate) fn measure() -> Result<Measured, String> {
     let e = |x: cosh_sys::Error| x.to_string();
