@@ -252,6 +252,25 @@ fn nc_error(e: cosh_pool::Error) -> Error {
 /// happens to read the notice should not wait for.
 const RETIRE_ASIDE: usize = 1 << 20;
 
+/// Starts the thread that drops the mappings [`Domain::retire`] hands it, running on `cpus`
+/// where given; `None` if no thread can be started (the mappings are then dropped in place).
+fn start_reaper(cpus: Option<rustix::thread::CpuSet>) -> Option<std::sync::mpsc::Sender<Cached>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Cached>();
+    std::thread::Builder::new()
+        .name(REAPER_NAME.into())
+        .spawn(move || {
+            if let Some(cpus) = cpus {
+                cosh_sys::cpu::restore(&cpus);
+            }
+            rx.into_iter().for_each(drop);
+        })
+        .ok()
+        .map(|_| tx)
+}
+
+/// The name of [`start_reaper`]'s thread.
+const REAPER_NAME: &str = "cosh-unmap";
+
 /// A connection to a block manager: one protection domain.
 pub struct Domain {
     sock: SeqPacket,
@@ -270,6 +289,10 @@ pub struct Domain {
     direct: direct::Direct,
     /// The thread that unmaps large mappings of destroyed slots, once started.
     reaper: Option<std::sync::mpsc::Sender<Cached>>,
+    /// The CPUs the connecting thread could run on, which that thread gets: started later,
+    /// it would inherit the CPU a program pinned its own thread to since, and compete with
+    /// that thread instead of taking the unmapping off its path.
+    reaper_cpus: Option<rustix::thread::CpuSet>,
     spins: u32,
     /// How long the next receive in the block manager spins (adapts: see `receive_queued`),
     /// unless spins were set explicitly.
@@ -392,6 +415,7 @@ impl Domain {
             rings: None,
             direct: direct::Direct::default(),
             reaper: None,
+            reaper_cpus: cosh_sys::cpu::allowed(),
             spins: options.spins,
             recv_spins: options.spins,
             adaptive_receive: true,
@@ -711,13 +735,7 @@ impl Domain {
             return;
         }
         if self.reaper.is_none() {
-            let (tx, rx) = std::sync::mpsc::channel::<Cached>();
-            let started = std::thread::Builder::new()
-                .name("cosh-unmap".into())
-                .spawn(move || rx.into_iter().for_each(drop));
-            if started.is_ok() {
-                self.reaper = Some(tx);
-            }
+            self.reaper = start_reaper(self.reaper_cpus.take());
         }
         if let Some(tx) = &self.reaper {
             // A stopped thread gives the mapping back: it is dropped here instead.
@@ -1430,5 +1448,56 @@ impl Domain {
     /// Memory slots this domain maps now.
     pub fn mapped_slots(&self) -> usize {
         self.maps.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPUs of this process's threads named `name`, by thread id.
+    fn cpus_of_threads(name: &str) -> Vec<u32> {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .filter_map(|t| {
+                let tid = t.file_name().to_str()?.parse::<i32>().ok()?;
+                let pid = rustix::process::Pid::from_raw(tid)?;
+                Some(rustix::thread::sched_getaffinity(Some(pid)).ok()?.count())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_unmapping_thread_runs_where_the_domain_connected_not_where_its_caller_was_pinned() {
+        std::thread::spawn(|| {
+            let before = cosh_sys::cpu::allowed().expect("affinity");
+            let Some((first, _)) = cosh_sys::cpu::first_two() else {
+                return; // one CPU: nothing to compete for
+            };
+            cosh_sys::cpu::pin(first).expect("pin");
+            let reaper = start_reaper(Some(before)).expect("a thread");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let seen = cpus_of_threads(REAPER_NAME);
+                if !seen.is_empty() && seen.iter().all(|n| *n == before.count()) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the thread kept the pinned CPU: {seen:?}, not {}",
+                    before.count()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            drop(reaper);
+        })
+        .join()
+        .expect("test thread");
     }
 }
