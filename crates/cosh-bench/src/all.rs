@@ -337,6 +337,60 @@ fn rows_of(path: &Path, name: &str) -> Vec<Row> {
         .collect()
 }
 
+/// The 95 % confidence intervals of a figure's medians (time until readable), by case and
+/// size: empty where its CSV has none (one written before they were measured).
+type Intervals = std::collections::HashMap<(String, u64), (u64, u64)>;
+
+fn intervals(path: &Path) -> Intervals {
+    let Ok(mut r) = csv::Reader::from_path(path) else {
+        return Intervals::new();
+    };
+    let Some((lo, hi)) = r.headers().ok().and_then(|h| {
+        let at = |name: &str| h.iter().position(|c| c == name);
+        at("readable_lo_ns").zip(at("readable_hi_ns"))
+    }) else {
+        return Intervals::new();
+    };
+    r.records()
+        .flatten()
+        .filter_map(|rec| {
+            Some((
+                (rec.get(0)?.to_string(), rec.get(1)?.parse().ok()?),
+                (rec.get(lo)?.parse().ok()?, rec.get(hi)?.parse().ok()?),
+            ))
+        })
+        .collect()
+}
+
+/// How a Cosh case's median compares with a baseline's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verdict {
+    /// As fast or faster.
+    NotSlower,
+    /// Slower, but the two medians' 95 % confidence intervals overlap: this run cannot tell
+    /// the two apart.
+    WithinNoise,
+    /// Slower, the intervals apart (or not measured).
+    Slower,
+}
+
+/// `case` against `baseline` at `size`, from their medians `ours` and `theirs`.
+fn verdict(
+    intervals: &Intervals,
+    (case, ours): (&str, u64),
+    (baseline, theirs): (&str, u64),
+    size: u64,
+) -> Verdict {
+    if ours <= theirs {
+        return Verdict::NotSlower;
+    }
+    let ci = |c: &str| intervals.get(&(c.to_string(), size)).copied();
+    match (ci(case), ci(baseline)) {
+        (Some((our_lo, _)), Some((_, their_hi))) if our_lo <= their_hi => Verdict::WithinNoise,
+        _ => Verdict::Slower,
+    }
+}
+
 /// The cases of the figures that are not Cosh: what Cosh is compared with. `memcpy` is a
 /// copy within one process (the floor of any copy) and `ring spin` two threads of one
 /// process polling shared memory: floors, not ways to pass data to another process.
@@ -397,7 +451,7 @@ fn fastest_baseline(rows: &[Row], class_of: Class, size: u64) -> Option<(&str, u
 /// Ratio tables: for each Cosh case and size, the fastest baseline that passes data to
 /// another process over Cosh's time (above 1: Cosh is faster), and which one it was; a list
 /// of where Cosh is slower; then every case against every baseline, folded.
-fn ratios(rows: &[Row]) -> String {
+fn ratios(rows: &[Row], intervals: &Intervals) -> String {
     let (sizes, all) = axes(rows);
     let (baselines, cases): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|c| is_baseline(c));
     let at = |case: &str, size: u64| {
@@ -430,7 +484,7 @@ fn ratios(rows: &[Row]) -> String {
         })
         .collect();
     out.push_str(&table_head("case vs the fastest baseline", &columns));
-    let mut slower = Vec::new();
+    let (mut slower, mut noise) = (Vec::new(), Vec::new());
     for c in &cases {
         let _ = write!(out, "| {c} |");
         let k = classes.iter().position(|k| *k == class(c)).unwrap_or(0);
@@ -438,8 +492,11 @@ fn ratios(rows: &[Row]) -> String {
             match (at(c, *size), b) {
                 (Some(ns), Some((name, base))) => {
                     let r = *base as f64 / ns as f64;
-                    if r < 1.0 {
-                        slower.push(format!("{c} at {} ({name}: {r:.2}x)", size_name(*size)));
+                    let said = format!("{c} at {} ({name}: {r:.2}x)", size_name(*size));
+                    match verdict(intervals, (c, ns), (name, *base), *size) {
+                        Verdict::NotSlower => {}
+                        Verdict::WithinNoise => noise.push(said),
+                        Verdict::Slower => slower.push(said),
                     }
                     let _ = write!(out, " {r:.2}x |");
                 }
@@ -449,12 +506,21 @@ fn ratios(rows: &[Row]) -> String {
         out.push('\n');
     }
     if slower.is_empty() {
-        out.push_str("\nNo Cosh case is slower than the fastest baseline at any size.\n");
+        out.push_str(
+            "\nNo Cosh case is measurably slower than the fastest baseline at any size.\n",
+        );
     } else {
         let _ = writeln!(
             out,
             "\nSlower than the fastest baseline: {}.",
             slower.join("; ")
+        );
+    }
+    if !noise.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nSlower by a margin this run cannot resolve (the 95 % confidence intervals of the two medians overlap): {}.",
+            noise.join("; ")
         );
     }
     for b in &baselines {
@@ -682,12 +748,12 @@ fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
                 step.name,
                 step.name,
                 if step.name == "fig2a" {
-                    " The sender and the receiver run on two different cores, and every receiver (Cosh's, the socket's, the pipe's) is blocked, reading into memory already faulted in, when the sender starts."
+                    " The sender and the receiver run on two different cores, and every receiver (Cosh's, the socket's, the pipe's) is blocked, reading into memory already faulted in, when the sender starts. Below 1 MiB the single transfers of every case and baseline take their samples in turn, one of each per round, so that a slow phase of the machine falls on all of them alike; from 1 MiB each case takes its samples back to back, in its own steady state of caches and free lists."
                 } else {
                     ""
                 },
                 pivot(&figure),
-                ratios(&figure),
+                ratios(&figure, &intervals(&csv)),
                 step.name,
                 step.name,
                 step.name,
@@ -730,6 +796,7 @@ fn reasons(out: &Path) -> String {
         rows_of(&csv, "delivered_ns"),
         rows(&out.join("fig2b.csv")),
     );
+    let ci = intervals(&csv);
     let get = |rows: &[Row], case: &str, size: u64| {
         rows.iter()
             .find(|r| r.0 == case && r.1 == size)
@@ -821,9 +888,19 @@ fn reasons(out: &Path) -> String {
     };
     if !inline.is_empty() {
         items.push(format!(
-            "**A receiver that sleeps, inline** (µs): {}. Either way the receiver, asleep on the other core, is woken once (a futex ping-pong between the same two processes: {} µs in this run); on top of it Cosh copies the bytes into the ring and out of it, a socket or a pipe through the kernel. Blocking medians move by 20–30 % between runs.",
+            "**A receiver that sleeps, inline** (µs): {}. Either way the receiver, asleep on the other core, is woken once (a futex ping-pong between the same two processes: {} µs in this run); on top of it Cosh copies the bytes into the ring and out of it, a socket or a pipe through the kernel. {} of these {} pairs are within the noise (the 95 % confidence intervals of the two medians overlap; below 1 MiB the cases' samples are taken in turn, so a slow phase of the machine falls on all of them).",
             group(&inline),
-            futex.map(ust).unwrap_or_else(|| "–".into())
+            futex.map(ust).unwrap_or_else(|| "–".into()),
+            inline
+                .iter()
+                .filter(|(c, size)| {
+                    let ours = get(&a, c, *size).map_or(0, |x| x as u64);
+                    fastest_baseline(&a, Class::Sleeps, *size).is_some_and(|b| {
+                        verdict(&ci, (c, ours), b, *size) == Verdict::WithinNoise
+                    })
+                })
+                .count(),
+            inline.len()
         ));
     }
     if !through.is_empty() {
@@ -888,19 +965,30 @@ fn reasons(out: &Path) -> String {
             ust(copy)
         ));
     }
-    if let (Some(stream), Some(copy), Some(wake)) = (
-        get(&a, "stream move strong", mib),
-        get(&a, "memcpy", mib),
-        get(&a, "weak bounce, blocks", mib),
-    ) && copy / stream < 0.8
+    // The block manager's copy of a buffer larger than the caches, measured at start-up.
+    let cold_copy = policy.as_deref().and_then(|text| {
+        let after = "copying a large buffer ";
+        let at = text.find(after)? + after.len();
+        text[at..].split_whitespace().next()?.parse::<f64>().ok()
+    });
+    if let (Some(stream), Some(copy)) = (get(&a, "stream move strong", mib), get(&a, "memcpy", mib))
+        && copy / stream < 0.8
     {
-        items.push(format!(
-            "**Streams below 0.8x memcpy**: at 1 MiB a strong move takes {} µs per transfer where memcpy takes {} µs; the {} µs more is the block manager's part of each transfer (the sender's request, the copy engine's turn, the receiver's wake-up — one wake-up alone is {} µs here, the blocking bounce), which larger transfers amortise.",
+        let mut item = format!(
+            "**Streams below 0.8x memcpy**: at 1 MiB a strong move takes {} µs per transfer where memcpy takes {} µs. memcpy copies the same megabyte again and again, within the caches; each transfer of a stream is the block manager's copy of the sender's buffer into one of the receiver's, with many buffers in flight",
             ust(stream),
-            ust(copy),
-            ust(stream - copy),
-            ust(wake)
-        ));
+            ust(copy)
+        );
+        if let Some(cold) = cold_copy {
+            let _ = write!(
+                item,
+                "; the block manager measured its copy of a buffer larger than the caches at start-up (8 MiB, the policy line) at {} µs a MiB, {:.0} % of the stream's time per transfer",
+                ust(cold * 1000.0),
+                cold * 1000.0 / stream * 100.0
+            );
+        }
+        item.push('.');
+        items.push(item);
     }
     if let (Some(fixed), Some(copy), Some(device)) = (
         get(&b, "host to device, pipelined", 4096),
@@ -1144,8 +1232,11 @@ fn targets(out: &Path) -> String {
         dev.map(|(x, y)| x <= 3.0 * y),
     );
     // Issue 9: never slower than the best baseline.
-    for (name, rows) in [("Figure 2a", &a), ("Figure 2c", &c)] {
-        let mut slower = Vec::new();
+    for (name, rows, ci) in [
+        ("Figure 2a", &a, intervals(&out.join("fig2a.csv"))),
+        ("Figure 2c", &c, intervals(&out.join("fig2c.csv"))),
+    ] {
+        let (mut slower, mut noise) = (Vec::new(), Vec::new());
         let mut total = 0;
         let cases: Vec<&str> = {
             let mut v: Vec<&str> = Vec::new();
@@ -1158,15 +1249,15 @@ fn targets(out: &Path) -> String {
         };
         for case in cases.into_iter().filter(|c| !c.contains("uncached")) {
             for size in sizes(rows, case) {
-                let best = fastest_baseline(rows, class(case), size).map(|(_, ns)| ns as f64);
-                if let (Some(best), Some(ours)) = (best, get(rows, case, size)) {
+                let best = fastest_baseline(rows, class(case), size);
+                if let (Some((baseline, best)), Some(ours)) = (best, get(rows, case, size)) {
                     total += 1;
-                    if ours > best {
-                        slower.push(format!(
-                            "{case} at {} ({:.2}x)",
-                            size_name(size),
-                            best / ours
-                        ));
+                    let said =
+                        format!("{case} at {} ({:.2}x)", size_name(size), best as f64 / ours);
+                    match verdict(&ci, (case, ours as u64), (baseline, best), size) {
+                        Verdict::NotSlower => {}
+                        Verdict::WithinNoise => noise.push(said),
+                        Verdict::Slower => slower.push(said),
                     }
                 }
             }
@@ -1181,15 +1272,26 @@ fn targets(out: &Path) -> String {
                 }
             ),
             (total > 0).then(|| {
-                if slower.is_empty() {
+                let mut said = if slower.is_empty() && noise.is_empty() {
                     format!("all {total} (case, size) pairs")
+                } else if slower.is_empty() {
+                    format!("none of {total} pairs measurably slower")
                 } else {
                     format!(
                         "{} of {total} pairs slower: {}",
                         slower.len(),
                         slower.join("; ")
                     )
+                };
+                if !noise.is_empty() {
+                    let _ = write!(
+                        said,
+                        "; {} slower by less than this run resolves (the medians' 95 % intervals overlap): {}",
+                        noise.len(),
+                        noise.join("; ")
+                    );
                 }
+                said
             }),
             (total > 0).then_some(slower.is_empty()),
         );
@@ -1224,7 +1326,7 @@ mod tests {
         assert_eq!(reasons(&dir), "", "nothing measured, nothing to explain");
         std::fs::write(
             dir.join("fig2a.log"),
-            "small transfers: inline up to 262144 bytes strong, 1048576 bytes weak (to a receiver that does not map the buffer yet)\n",
+            "small transfers: inline up to 262144 bytes strong, 1048576 bytes weak (to a receiver that does not map the buffer yet); chosen at start-up from: ring 50 ns/KiB, copying a large buffer 100.0 us/MiB, unmapping and sealing 90.0 us/MiB\n",
         )
         .expect("log");
         let mib = 1 << 20;
@@ -1246,6 +1348,9 @@ mod tests {
                 ("share strong", 16 << 10, 30_000, 30_000),
                 ("share strong", 16 * mib, 1_500_000, 1_500_000),
                 ("memcpy", 16 * mib, 1_000_000, 1_000_000),
+                // A stream: the block manager's copy, out of the caches.
+                ("stream move strong", mib, 125_000, 125_000),
+                ("memcpy", mib, 25_000, 25_000),
             ],
         );
         let text = reasons(&dir);
@@ -1256,10 +1361,70 @@ mod tests {
             "**move weak at 16 MiB**: delivered in 40.0 µs, readable after 4000 µs: the receiver maps 4096 pages it never mapped (967 ns a page), where the unix socket copies the bytes in 3000 µs",
             "for 20.0 µs a transfer",
             "1500 µs at 16 MiB, memcpy 1000 µs",
+            "at 1 MiB a strong move takes 125 µs per transfer where memcpy takes 25.0 µs",
+            "at start-up (8 MiB, the policy line) at 100 µs a MiB, 80 % of the stream's time per transfer.",
         ] {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         }
         assert!(!text.contains("share strong at"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn slower_only_where_the_intervals_part() {
+        let dir = std::env::temp_dir().join(format!("cosh-verdict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let csv = dir.join("fig2a.csv");
+        let mut text = String::from(
+            "case,size,delivered_ns,p10_ns,p90_ns,p99_ns,readable_ns,samples,readable_lo_ns,readable_hi_ns\n",
+        );
+        for (case, median, lo, hi) in [
+            // Faster.
+            ("move weak", 29_000, 27_000, 31_000),
+            // Slower, but the intervals overlap.
+            ("move strong", 31_000, 29_000, 33_000),
+            // Slower, the intervals apart.
+            ("copy", 40_000, 38_000, 42_000),
+            ("pipe", 30_000, 28_000, 32_000),
+            ("unix socket", 35_000, 33_000, 37_000),
+        ] {
+            let _ = writeln!(
+                text,
+                "\"{case}\",4096,{median},0,0,0,{median},200,{lo},{hi}"
+            );
+        }
+        std::fs::write(&csv, text).expect("csv");
+        let ci = intervals(&csv);
+        assert_eq!(ci.get(&("pipe".to_string(), 4096)), Some(&(28_000, 32_000)));
+        let table = ratios(&rows(&csv), &ci);
+        assert!(
+            table.contains("Slower than the fastest baseline: copy at 4 KiB (pipe: 0.75x)."),
+            "{table}"
+        );
+        assert!(
+            table.contains("(the 95 % confidence intervals of the two medians overlap): move strong at 4 KiB (pipe: 0.97x)."),
+            "{table}"
+        );
+        assert!(!table.contains("move weak at"), "{table}");
+        let said = targets(&dir);
+        assert!(
+            said.contains("1 of 3 pairs slower: copy at 4 KiB (0.75x); 1 slower by less than this run resolves (the medians' 95 % intervals overlap): move strong at 4 KiB (0.97x) | **not met** |"),
+            "{said}"
+        );
+        // Without intervals (an older CSV) every slower median counts.
+        figure(
+            &csv,
+            &[
+                ("move strong", 4096, 31_000, 31_000),
+                ("pipe", 4096, 30_000, 30_000),
+            ],
+        );
+        assert!(intervals(&csv).is_empty());
+        let table = ratios(&rows(&csv), &intervals(&csv));
+        assert!(
+            table.contains("Slower than the fastest baseline: move strong at 4 KiB (pipe: 0.97x)."),
+            "{table}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

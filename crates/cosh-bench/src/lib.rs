@@ -12,7 +12,15 @@
 //! buffer). The receiver is blocked in its receive (or its read of the socket or pipe, into
 //! memory it keeps faulted in) when the sender starts: it says so on a control pipe, and the
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
-//! starts the next, so samples never overlap. Where two CPUs are allowed, the sender runs on
+//! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
+//! and a few copies of kilobytes, the cases and the socket and pipe baselines take their
+//! samples in turn, one of each per round (each round in a rotated order), so that a slow
+//! phase of the machine falls on every case alike; from 1 MiB each case takes its samples
+//! back to back, so that each is measured in its own steady state of caches and free lists
+//! (in turn, every case would find the others' megabytes in the caches and their buffers in
+//! the free lists). Each median comes with a distribution-free 95 % confidence interval
+//! (CSV columns `readable_lo_ns` and `readable_hi_ns`), from which the report tells a
+//! measurable difference from noise. Where two CPUs are allowed, the sender runs on
 //! the first and the receiver on the second (`--no-pin` leaves them to the scheduler, which
 //! may put both on one core: then a wake-up is a context switch, not a cross-core wake).
 //! Medians are reported, with the 10th and 90th percentiles.
@@ -120,8 +128,25 @@ pub struct Row {
     pub p99: Duration,
     /// Median one-way latency until the data is readable.
     pub readable: Duration,
+    /// A 95 % confidence interval of that median: the lower bound.
+    pub readable_lo: Duration,
+    /// The upper bound of the same interval.
+    pub readable_hi: Duration,
     /// Samples.
     pub samples: usize,
+}
+
+/// A distribution-free 95 % confidence interval of the median of `sorted`: the samples of
+/// ranks n/2 ∓ 0.98·√n (the ranks between which the median falls with probability 0.95, by
+/// the binomial distribution's normal approximation). With few samples it widens to the
+/// extremes.
+fn median_interval(sorted: &[u64]) -> (Duration, Duration) {
+    let n = sorted.len();
+    let half = 0.98 * (n as f64).sqrt();
+    let lo = ((n as f64 / 2.0 - half).floor().max(0.0)) as usize;
+    let hi = ((n as f64 / 2.0 + half).ceil() as usize).min(n.saturating_sub(1));
+    let at = |i: usize| Duration::from_nanos(sorted.get(i).copied().unwrap_or(0));
+    (at(lo), at(hi))
 }
 
 fn percentile(sorted: &[u64], p: usize) -> Duration {
@@ -137,6 +162,7 @@ pub(crate) fn summarize(
 ) -> Row {
     delivered.sort_unstable();
     readable.sort_unstable();
+    let (readable_lo, readable_hi) = median_interval(&readable);
     Row {
         case: case.to_string(),
         size,
@@ -145,6 +171,8 @@ pub(crate) fn summarize(
         p90: percentile(&delivered, 90),
         p99: percentile(&delivered, 99),
         readable: percentile(&readable, 50),
+        readable_lo,
+        readable_hi,
         samples: delivered.len(),
     }
 }
@@ -231,7 +259,8 @@ fn receiver(socket: &Path) -> Result<(), String> {
             .map_err(|x| x.to_string())
     };
     say(&mut out, &format!("ready {}", d.id().to_bits()))?;
-    let mut stream: Option<Box<dyn Read>> = None;
+    // The baselines' streams, in the order they were opened.
+    let mut streams: Vec<Box<dyn Read>> = Vec::new();
     let mut stream_buf: Vec<u8> = Vec::new();
     let mut shm: Option<cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>> = None;
     // The sender, once trusted: receives wait for it alone (on its direct ring, if any).
@@ -289,14 +318,22 @@ fn receiver(socket: &Path) -> Result<(), String> {
                     ),
                     _ => Box::new(std::fs::File::open(path).map_err(|x| x.to_string())?),
                 };
-                stream = Some(s);
+                streams.push(s);
                 say(&mut out, "ok")?;
             }
-            ["read", size] => {
+            ["unstream"] => {
+                streams.clear();
+                say(&mut out, "ok")?;
+            }
+            ["read", which, size] => {
                 // As a Cosh receive: into memory already faulted in (kept from one read to
                 // the next), announced just before blocking.
                 let size: usize = size.parse().map_err(|_| "bad size")?;
-                let s = stream.as_mut().ok_or("no stream")?;
+                let s = which
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| streams.get_mut(i))
+                    .ok_or("no such stream")?;
                 if stream_buf.len() < size {
                     stream_buf.resize(size, 1);
                 }
@@ -437,6 +474,86 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The baselines of single transfers, in the order their rows come: each a byte stream
+/// from the sender to the receiver, opened anew for every size.
+const BASELINES: [(&str, &str); 2] = [("socket", "unix socket"), ("pipe", "pipe")];
+
+/// The open streams of [`BASELINES`] for one size.
+struct Baselines {
+    writers: Vec<Box<dyn Write>>,
+    paths: Vec<PathBuf>,
+}
+
+impl Baselines {
+    /// Connects the sender to the receiver by each baseline's stream, at paths in `dir`.
+    fn open(rx: &mut Receiver, dir: &Path, size: u64) -> Result<Baselines, String> {
+        let mut b = Baselines {
+            writers: Vec::new(),
+            paths: Vec::new(),
+        };
+        for (kind, _) in BASELINES {
+            let path = dir.join(format!("{kind}-{size}"));
+            let writer: Box<dyn Write> = if kind == "socket" {
+                let listener =
+                    std::os::unix::net::UnixListener::bind(&path).map_err(|x| x.to_string())?;
+                rx.tell(&format!("stream socket {}", path.display()))?;
+                let (s, _): (UnixStream, _) = listener.accept().map_err(|x| x.to_string())?;
+                Box::new(s)
+            } else {
+                make_fifo(&path)?;
+                rx.tell(&format!("stream pipe {}", path.display()))?;
+                Box::new(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|x| x.to_string())?,
+                )
+            };
+            b.paths.push(path);
+            let answer = rx.line()?;
+            if answer != "ok" {
+                return Err(format!("the receiver said {answer:?}"));
+            }
+            b.writers.push(writer);
+        }
+        Ok(b)
+    }
+
+    /// Closes the streams at both ends and removes their paths.
+    fn close(self, rx: &mut Receiver) -> Result<(), String> {
+        drop(self.writers);
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
+        let answer = rx.ask("unstream")?;
+        if answer != "ok" {
+            return Err(format!("the receiver said {answer:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// The order in which `kinds` single-transfer cases take `n` samples each at `size`, as
+/// (case, kept): below 1 MiB in turn, one sample of each per round, each round starting one
+/// case later, after 10 rounds not kept; from 1 MiB one case after another, each after 3
+/// samples not kept (30 for the first, whose first transfers of a size make the landings and
+/// mappings the others find).
+fn schedule(kinds: usize, n: usize, size: u64) -> Vec<(usize, bool)> {
+    if size < 1 << 20 {
+        let warm = 10;
+        (0..n + warm)
+            .flat_map(|round| (0..kinds).map(move |k| ((round + k) % kinds, round >= warm)))
+            .collect()
+    } else {
+        (0..kinds)
+            .flat_map(|which| {
+                let warm = if which == 0 { 30 } else { 3 };
+                (0..n + warm).map(move |i| (which, i >= warm))
+            })
+            .collect()
     }
 }
 
@@ -629,27 +746,40 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         rows.push(summarize("memcpy", size, copies.clone(), copies));
         step("memcpy", size);
 
-        for (name, mode, weak, polls) in CASES {
-            let spins = if polls {
-                cosh::SPIN_FOREVER
-            } else {
-                cosh::default_spins()
-            };
-            let answer = rx.ask(&format!("spins {spins}"))?;
-            if answer != "ok" {
-                return Err(format!("the receiver said {answer:?}"));
+        // Every single transfer, Cosh's and the baselines', in the order `schedule` gives.
+        let mut baselines = Baselines::open(&mut rx, &dir, size)?;
+        let kinds = CASES.len() + BASELINES.len();
+        let mut series: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); kinds];
+        let mut spins_now: Option<u32> = None;
+        let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let order = schedule(kinds, n, size);
+        for (i, &(which, kept)) in order.iter().enumerate() {
+            if i % 64 == 0 {
+                bar.set_message(format!(
+                    "single transfers, {size} bytes, {}%",
+                    i * 100 / order.len()
+                ));
             }
-            let flags = if weak {
-                TransferFlags::weak()
-            } else {
-                TransferFlags::strong()
-            };
-            let (mut delivered, mut readable) = (Vec::new(), Vec::new());
-            // The first case of a size warms up longer: both processes' first transfers of
-            // a size run slower (landings and mappings are made, caches filled).
-            let warmup = if name == CASES[0].0 { 30 } else { warmup };
-            for i in 0..n + warmup {
-                let (agg, first) = prepare(&mut sender, size, i as u8).map_err(e)?;
+            let fill = i as u8;
+            let (d, r) = if let Some(&(_, mode, weak, polls)) = CASES.get(which) {
+                let spins = if polls {
+                    cosh::SPIN_FOREVER
+                } else {
+                    cosh::default_spins()
+                };
+                if spins_now != Some(spins) {
+                    let answer = rx.ask(&format!("spins {spins}"))?;
+                    if answer != "ok" {
+                        return Err(format!("the receiver said {answer:?}"));
+                    }
+                    spins_now = Some(spins);
+                }
+                let flags = if weak {
+                    TransferFlags::weak()
+                } else {
+                    TransferFlags::strong()
+                };
+                let (agg, first) = prepare(&mut sender, size, fill).map_err(e)?;
                 let armed = rx.ask("cosh")?;
                 if armed != "armed" {
                     return Err(format!("the receiver said {armed:?}"));
@@ -660,61 +790,35 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 sender.bytes_mut(&first).map_err(e)?[..8].copy_from_slice(&t0.to_le_bytes());
                 sender.transfer(agg, receiver_id, mode, flags).map_err(e)?;
                 sender.decref(agg).map_err(e)?;
-                let (d, r) = parse_sample(&rx.line()?)?;
-                if i >= warmup {
-                    delivered.push(d);
-                    readable.push(r);
-                }
-            }
-            rows.push(summarize(name, size, delivered, readable));
-            step(name, size);
-        }
-
-        for kind in ["socket", "pipe"] {
-            let path = dir.join(format!("{kind}-{size}"));
-            let mut writer: Box<dyn Write> = if kind == "socket" {
-                let listener =
-                    std::os::unix::net::UnixListener::bind(&path).map_err(|x| x.to_string())?;
-                rx.tell(&format!("stream socket {}", path.display()))?;
-                let (s, _): (UnixStream, _) = listener.accept().map_err(|x| x.to_string())?;
-                rx.line()?;
-                Box::new(s)
+                parse_sample(&rx.line()?)?
             } else {
-                make_fifo(&path)?;
-                rx.tell(&format!("stream pipe {}", path.display()))?;
-                let w = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|x| x.to_string())?;
-                rx.line()?;
-                Box::new(w)
-            };
-            let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-            let (mut delivered, mut readable) = (Vec::new(), Vec::new());
-            for i in 0..n + warmup {
                 // The same protocol as Cosh's cases: the receiver says it is about to block,
                 // and is given time to.
-                let armed = rx.ask(&format!("read {size}"))?;
+                let stream = which - CASES.len();
+                let armed = rx.ask(&format!("read {stream} {size}"))?;
                 if armed != "armed" {
                     return Err(format!("the receiver said {armed:?}"));
                 }
                 std::thread::sleep(Duration::from_micros(200));
                 let t0 = now_ns();
                 data[..8].copy_from_slice(&t0.to_le_bytes());
-                writer.write_all(&data).map_err(|x| x.to_string())?;
-                let (d, r) = parse_sample(&rx.line()?)?;
-                if i >= warmup {
-                    delivered.push(d);
-                    readable.push(r);
-                }
-            }
-            let name = if kind == "socket" {
-                "unix socket"
-            } else {
-                "pipe"
+                baselines.writers[stream]
+                    .write_all(&data)
+                    .map_err(|x| x.to_string())?;
+                parse_sample(&rx.line()?)?
             };
+            if kept {
+                series[which].0.push(d);
+                series[which].1.push(r);
+            }
+        }
+        baselines.close(&mut rx)?;
+        let names = CASES
+            .iter()
+            .map(|c| c.0)
+            .chain(BASELINES.iter().map(|b| b.1));
+        for (name, (delivered, readable)) in names.zip(series) {
             rows.push(summarize(name, size, delivered, readable));
-            let _ = std::fs::remove_file(&path);
             step(name, size);
         }
 
@@ -758,4 +862,52 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let _ = sender.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_medians_interval_holds_the_median() {
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let sorted: Vec<u64> = (0..200).collect();
+        let (lo, hi) = median_interval(&sorted);
+        // Ranks 100 -/+ 0.98 * sqrt(200) = 13.9, outward.
+        assert_eq!((ns(lo), ns(hi)), (86, 114));
+        let median = ns(percentile(&sorted, 50));
+        assert!(ns(lo) < median && median < ns(hi));
+        // Few samples: the extremes.
+        assert_eq!(
+            median_interval(&[5, 6, 7]),
+            (Duration::from_nanos(5), Duration::from_nanos(7))
+        );
+        assert_eq!(
+            median_interval(&[9]),
+            (Duration::from_nanos(9), Duration::from_nanos(9))
+        );
+        assert_eq!(median_interval(&[]), (Duration::ZERO, Duration::ZERO));
+        let row = summarize("x", 1, sorted.clone(), sorted);
+        assert_eq!((ns(row.readable_lo), ns(row.readable_hi)), (86, 114));
+    }
+
+    #[test]
+    fn small_sizes_take_turns_large_ones_run_back_to_back() {
+        let kept = |order: &[(usize, bool)], which: usize| {
+            order.iter().filter(|&&(w, k)| w == which && k).count()
+        };
+        let small = schedule(3, 5, 4096);
+        assert_eq!(small.len(), 3 * 15);
+        // Round 0 in order, round 1 one case later, every case kept 5 times.
+        let firsts: Vec<usize> = small.iter().map(|s| s.0).take(6).collect();
+        assert_eq!(firsts, [0, 1, 2, 1, 2, 0]);
+        assert!(small[..30].iter().all(|s| !s.1) && small[30..].iter().all(|s| s.1));
+        assert!((0..3).all(|w| kept(&small, w) == 5));
+        let large = schedule(3, 5, 1 << 20);
+        assert_eq!(large.len(), 35 + 8 + 8);
+        // One case after another.
+        assert!(large[..35].iter().all(|s| s.0 == 0));
+        assert!(large[35..43].iter().all(|s| s.0 == 1));
+        assert!((0..3).all(|w| kept(&large, w) == 5));
+    }
 }

@@ -169,12 +169,12 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     writeln!(
         f,
-        "case,size,delivered_ns,p10_ns,p90_ns,p99_ns,readable_ns,samples"
+        "case,size,delivered_ns,p10_ns,p90_ns,p99_ns,readable_ns,samples,readable_lo_ns,readable_hi_ns"
     )?;
     for r in rows {
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.case),
             r.size,
             r.delivered.as_nanos(),
@@ -182,7 +182,9 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
             r.p90.as_nanos(),
             r.p99.as_nanos(),
             r.readable.as_nanos(),
-            r.samples
+            r.samples,
+            r.readable_lo.as_nanos(),
+            r.readable_hi.as_nanos()
         )?;
     }
     Ok(())
