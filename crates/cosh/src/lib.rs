@@ -293,6 +293,10 @@ pub struct Domain {
     /// it would inherit the CPU a program pinned its own thread to since, and compete with
     /// that thread instead of taking the unmapping off its path.
     reaper_cpus: Option<rustix::thread::CpuSet>,
+    /// Large mappings of slots that are gone, kept until the request at hand is done: an
+    /// unmapping holds the process's memory map, which the mappings that request may still
+    /// make (a receive's first map of a new buffer) would wait for.
+    retired: Vec<Cached>,
     spins: u32,
     /// How long the next receive in the block manager spins (adapts: see `receive_queued`),
     /// unless spins were set explicitly.
@@ -416,6 +420,7 @@ impl Domain {
             direct: direct::Direct::default(),
             reaper: None,
             reaper_cpus: cosh_sys::cpu::allowed(),
+            retired: Vec::new(),
             spins: options.spins,
             recv_spins: options.spins,
             adaptive_receive: true,
@@ -682,6 +687,8 @@ impl Domain {
                 d.send(m)
             }
         };
+        // A map request's caller maps what it gets first, then lets retired mappings go.
+        let maps = matches!(request, Request::Map { .. });
         send(self, &Message::Request(request))?;
         loop {
             let received = if via_ring {
@@ -717,7 +724,12 @@ impl Domain {
                         send(self, &Message::Request(Request::Revoked))?;
                     }
                 }
-                (Message::Response(r), fds) => return Ok((r, fds)),
+                (Message::Response(r), fds) => {
+                    if !maps {
+                        self.let_retired_go();
+                    }
+                    return Ok((r, fds));
+                }
                 (Message::Error { kind, message }, _) => return Err(Error::Cosh { kind, message }),
                 (other, _) => {
                     return Err(Error::Protocol(format!(
@@ -729,17 +741,27 @@ impl Domain {
         }
     }
 
-    /// Drops the mapping of a slot that is gone: large ones on the helper thread.
+    /// Drops the mapping of a slot that is gone: large ones on the helper thread, once the
+    /// request at hand is done ([`Domain::let_retired_go`]).
     fn retire(&mut self, m: Cached) {
-        if m.bytes().len() < RETIRE_ASIDE {
+        if m.bytes().len() >= RETIRE_ASIDE {
+            self.retired.push(m);
+        }
+    }
+
+    /// Hands the large mappings retired so far to the helper thread, which unmaps them.
+    fn let_retired_go(&mut self) {
+        if self.retired.is_empty() {
             return;
         }
         if self.reaper.is_none() {
             self.reaper = start_reaper(self.reaper_cpus.take());
         }
-        if let Some(tx) = &self.reaper {
-            // A stopped thread gives the mapping back: it is dropped here instead.
-            let _ = tx.send(m);
+        for m in self.retired.drain(..) {
+            if let Some(tx) = &self.reaper {
+                // A stopped thread gives the mapping back: it is dropped here instead.
+                let _ = tx.send(m);
+            }
         }
     }
 
@@ -1291,6 +1313,7 @@ impl Domain {
                 self.nc_seen.insert(granted.slot, self.nc_epoch);
             }
         }
+        self.let_retired_go();
         if self.nc && !self.nc_skip.refresh {
             for p in pieces {
                 let seen = self.nc_seen.get(&p.slot).copied().unwrap_or(0);
@@ -1437,6 +1460,7 @@ impl Domain {
                 access: access.into(),
             }],
         })?;
+        self.let_retired_go();
         match (r, fds.pop()) {
             (Response::Mapped { buffers }, Some(fd)) if buffers.len() == 1 && fds.is_empty() => {
                 Ok(fd)
