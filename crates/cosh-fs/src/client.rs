@@ -243,10 +243,35 @@ pub struct Client {
     /// The service's notice count (see [`crate::log`]) when this client last read its socket
     /// dry.
     notices_seen: u64,
+    /// What a select of part of a snapshot has cost this client lately (nanoseconds, a
+    /// moving average; `None`: not measured yet): [`Client::extent_agg`] copies a piece
+    /// instead where the copy costs less.
+    select_ns: Option<u64>,
+    /// What the copies made instead since the last select cost, by the same estimate: at
+    /// eight selects' worth, the next piece is selected to measure again.
+    copied_ns: u64,
 }
 
 fn unexpected(r: &Reply) -> FsError {
     FsError::Io(format!("the service answered out of turn: {r:?}"))
+}
+
+/// The estimated cost of copying `len` bytes instead of selecting them (see
+/// [`Client::extent_agg`]), or `None` where a select is to be taken: one never measured, one
+/// that costs less, copies since the last that add up to eight of it, or more bytes than the
+/// inline limit.
+fn copy_costs(
+    len: u64,
+    policy: &cosh::SmallTransfers,
+    select_ns: Option<u64>,
+    copied_ns: u64,
+) -> Option<u64> {
+    let copy_ns = len.div_ceil(1024).saturating_mul(policy.ring_ns_per_kib);
+    let select = select_ns?;
+    (len <= policy.inline_max
+        && copy_ns <= select
+        && copied_ns.saturating_add(copy_ns) <= select.saturating_mul(8))
+    .then_some(copy_ns)
 }
 
 impl Client {
@@ -294,6 +319,8 @@ impl Client {
             caching: true,
             max_cached_file: 64 << 20,
             stats: CacheStats::default(),
+            select_ns: None,
+            copied_ns: 0,
             gone: false,
             spin: Client::DEFAULT_SPIN,
             written: HashMap::new(),
@@ -1084,18 +1111,43 @@ impl Client {
                     self.domain.incref(agg)?;
                     Ok(Some(agg))
                 }
-                // A small piece is copied into a buffer of the client's own (no round
-                // trip: cheaper than the block manager's select, below the crossover it
-                // measured for copies against hand-offs); a larger one is selected.
-                Some(_) if e.len <= self.domain.small_transfer_policy()?.inline_max => {
+                // A small piece is copied into a buffer of the client's own, where that
+                // costs less than the block manager's select (a round trip) costs this
+                // client, as measured; a larger one is selected.
+                Some(_) if self.copy_beats_select(e.len)? => {
                     let bytes = self.slices(e)?.concat();
                     Ok(self.domain.alloc_copy(&bytes)?)
                 }
-                Some(agg) => Ok(Some(self.domain.select(agg, e.offset, e.len)?)),
+                Some(agg) => {
+                    let started = std::time::Instant::now();
+                    let part = self.domain.select(agg, e.offset, e.len)?;
+                    let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    self.select_ns = Some(match self.select_ns {
+                        Some(before) => before.saturating_add(took) / 2,
+                        None => took,
+                    });
+                    self.copied_ns = 0;
+                    Ok(Some(part))
+                }
                 None => Ok(None),
             },
             _ => Ok(None),
         }
+    }
+
+    /// Whether copying `len` bytes into a buffer of this client's own costs less than a
+    /// select: the copy at the rate the block manager measured for copies on rings, against
+    /// this client's own selects lately. A select is taken to measure them first, and again
+    /// whenever the copies made instead add up to eight selects (a select measured while the
+    /// block manager slept says little about one while it is busy); never a copy above the
+    /// inline limit, which bounds what waits in spare buffers.
+    fn copy_beats_select(&mut self, len: u64) -> Result<bool> {
+        let p = self.domain.small_transfer_policy()?;
+        let copy = copy_costs(len, &p, self.select_ns, self.copied_ns);
+        if let Some(ns) = copy {
+            self.copied_ns += ns;
+        }
+        Ok(copy.is_some())
     }
 
     /// Copies up to `buf.len()` bytes of the file from `offset` into `buf`; returns how many
@@ -1492,5 +1544,31 @@ impl Client {
             }
             r => Err(unexpected(&r)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_piece_is_copied_only_where_that_costs_less_than_a_select_measured_lately() {
+        let policy = cosh::SmallTransfers {
+            inline_max: 512 << 10,
+            ring_ns_per_kib: 40,
+            ..cosh::SmallTransfers::default()
+        };
+        // No select measured yet: select, to measure one.
+        assert_eq!(copy_costs(4096, &policy, None, 0), None);
+        // Selects at 5 us: 64 KiB copies in 2.6 us, 256 KiB would take 10.2 us.
+        assert_eq!(copy_costs(64 << 10, &policy, Some(5_000), 0), Some(2_560));
+        assert_eq!(copy_costs(256 << 10, &policy, Some(5_000), 0), None);
+        // Selects at 20 us (the block manager asleep): 256 KiB is copied, 1 MiB never (above
+        // the inline limit, and dearer anyway).
+        assert_eq!(copy_costs(256 << 10, &policy, Some(20_000), 0), Some(10_240));
+        assert_eq!(copy_costs(1 << 20, &policy, Some(100_000), 0), None);
+        // Copies worth eight selects since the last: select once, to measure again.
+        assert_eq!(copy_costs(64 << 10, &policy, Some(5_000), 37_000), Some(2_560));
+        assert_eq!(copy_costs(64 << 10, &policy, Some(5_000), 37_000 + 2_560), None);
     }
 }
