@@ -1393,12 +1393,14 @@ mod tests {
                 "\"{case}\",4096,{median},0,0,0,{median},200,{lo},{hi}"
             );
         }
+        // Too few samples for an interval: slower is slower.
+        text.push_str("\"share strong\",4096,31000,0,0,0,31000,3,,\n");
         std::fs::write(&csv, text).expect("csv");
         let ci = intervals(&csv);
         assert_eq!(ci.get(&("pipe".to_string(), 4096)), Some(&(28_000, 32_000)));
         let table = ratios(&rows(&csv), &ci);
         assert!(
-            table.contains("Slower than the fastest baseline: copy at 4 KiB (pipe: 0.75x)."),
+            table.contains("Slower than the fastest baseline: copy at 4 KiB (pipe: 0.75x); share strong at 4 KiB (pipe: 0.97x)."),
             "{table}"
         );
         assert!(
@@ -1408,7 +1410,7 @@ mod tests {
         assert!(!table.contains("move weak at"), "{table}");
         let said = targets(&dir);
         assert!(
-            said.contains("1 of 3 pairs slower: copy at 4 KiB (0.75x); 1 slower by less than this run resolves (the medians' 95 % intervals overlap): move strong at 4 KiB (0.97x) | **not met** |"),
+            said.contains("2 of 4 pairs slower: copy at 4 KiB (0.75x); share strong at 4 KiB (0.97x); 1 slower by less than this run resolves (the medians' 95 % intervals overlap): move strong at 4 KiB (0.97x) | **not met** |"),
             "{said}"
         );
         // Without intervals (an older CSV) every slower median counts.

@@ -128,25 +128,28 @@ pub struct Row {
     pub p99: Duration,
     /// Median one-way latency until the data is readable.
     pub readable: Duration,
-    /// A 95 % confidence interval of that median: the lower bound.
-    pub readable_lo: Duration,
-    /// The upper bound of the same interval.
-    pub readable_hi: Duration,
+    /// A 95 % confidence interval of that median, where the samples give one (at least
+    /// six): its bounds.
+    pub readable_ci: Option<(Duration, Duration)>,
     /// Samples.
     pub samples: usize,
 }
 
 /// A distribution-free 95 % confidence interval of the median of `sorted`: the samples of
-/// ranks n/2 ∓ 0.98·√n (the ranks between which the median falls with probability 0.95, by
-/// the binomial distribution's normal approximation). With few samples it widens to the
-/// extremes.
-fn median_interval(sorted: &[u64]) -> (Duration, Duration) {
+/// ranks n/2 ∓ 0.98·√n, widened outward (the ranks between which the median falls with
+/// probability 0.95, by the binomial distribution's normal approximation), at most the
+/// extremes. Fewer than six samples give none: even their extremes hold the median with
+/// probability below 0.95 (1 − 2·0.5ⁿ).
+fn median_interval(sorted: &[u64]) -> Option<(Duration, Duration)> {
     let n = sorted.len();
+    if n < 6 {
+        return None;
+    }
     let half = 0.98 * (n as f64).sqrt();
     let lo = ((n as f64 / 2.0 - half).floor().max(0.0)) as usize;
-    let hi = ((n as f64 / 2.0 + half).ceil() as usize).min(n.saturating_sub(1));
-    let at = |i: usize| Duration::from_nanos(sorted.get(i).copied().unwrap_or(0));
-    (at(lo), at(hi))
+    let hi = ((n as f64 / 2.0 + half).ceil() as usize).min(n - 1);
+    let at = |i: usize| Duration::from_nanos(sorted[i]);
+    Some((at(lo), at(hi)))
 }
 
 fn percentile(sorted: &[u64], p: usize) -> Duration {
@@ -162,7 +165,7 @@ pub(crate) fn summarize(
 ) -> Row {
     delivered.sort_unstable();
     readable.sort_unstable();
-    let (readable_lo, readable_hi) = median_interval(&readable);
+    let readable_ci = median_interval(&readable);
     Row {
         case: case.to_string(),
         size,
@@ -171,8 +174,7 @@ pub(crate) fn summarize(
         p90: percentile(&delivered, 90),
         p99: percentile(&delivered, 99),
         readable: percentile(&readable, 50),
-        readable_lo,
-        readable_hi,
+        readable_ci,
         samples: delivered.len(),
     }
 }
@@ -872,23 +874,21 @@ mod tests {
     fn the_medians_interval_holds_the_median() {
         let ns = |d: Duration| d.as_nanos() as u64;
         let sorted: Vec<u64> = (0..200).collect();
-        let (lo, hi) = median_interval(&sorted);
+        let (lo, hi) = median_interval(&sorted).expect("an interval");
         // Ranks 100 -/+ 0.98 * sqrt(200) = 13.9, outward.
         assert_eq!((ns(lo), ns(hi)), (86, 114));
         let median = ns(percentile(&sorted, 50));
         assert!(ns(lo) < median && median < ns(hi));
-        // Few samples: the extremes.
+        // Six samples: the extremes (a 97 % interval); fewer: none.
         assert_eq!(
-            median_interval(&[5, 6, 7]),
-            (Duration::from_nanos(5), Duration::from_nanos(7))
+            median_interval(&[5, 6, 7, 8, 9, 10]),
+            Some((Duration::from_nanos(5), Duration::from_nanos(10)))
         );
-        assert_eq!(
-            median_interval(&[9]),
-            (Duration::from_nanos(9), Duration::from_nanos(9))
-        );
-        assert_eq!(median_interval(&[]), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(median_interval(&[5, 6, 7, 8, 9]), None);
+        assert_eq!(median_interval(&[]), None);
         let row = summarize("x", 1, sorted.clone(), sorted);
-        assert_eq!((ns(row.readable_lo), ns(row.readable_hi)), (86, 114));
+        let (lo, hi) = row.readable_ci.expect("an interval");
+        assert_eq!((ns(lo), ns(hi)), (86, 114));
     }
 
     #[test]

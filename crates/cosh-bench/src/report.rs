@@ -183,8 +183,12 @@ pub fn write_csv(path: &Path, rows: &[Row]) -> std::io::Result<()> {
             r.p99.as_nanos(),
             r.readable.as_nanos(),
             r.samples,
-            r.readable_lo.as_nanos(),
-            r.readable_hi.as_nanos()
+            r.readable_ci
+                .map(|(lo, _)| lo.as_nanos().to_string())
+                .unwrap_or_default(),
+            r.readable_ci
+                .map(|(_, hi)| hi.as_nanos().to_string())
+                .unwrap_or_default()
         )?;
     }
     Ok(())
