@@ -257,9 +257,9 @@ fn unexpected(r: &Reply) -> FsError {
 }
 
 /// The estimated cost of copying `len` bytes instead of selecting them (see
-/// [`Client::extent_agg`]), or `None` where a select is to be taken: one never measured, one
-/// that costs less, copies since the last that add up to eight of it, or more bytes than the
-/// inline limit.
+/// [`Client::extent_agg`]), or `None` where a select is to be taken: when none was measured
+/// yet, when one costs less than the copy, when the copies since the last add up to eight
+/// of it, or above the inline limit.
 fn copy_costs(
     len: u64,
     policy: &cosh::SmallTransfers,
@@ -1565,10 +1565,19 @@ mod tests {
         assert_eq!(copy_costs(256 << 10, &policy, Some(5_000), 0), None);
         // Selects at 20 us (the block manager asleep): 256 KiB is copied, 1 MiB never (above
         // the inline limit, and dearer anyway).
-        assert_eq!(copy_costs(256 << 10, &policy, Some(20_000), 0), Some(10_240));
+        assert_eq!(
+            copy_costs(256 << 10, &policy, Some(20_000), 0),
+            Some(10_240)
+        );
         assert_eq!(copy_costs(1 << 20, &policy, Some(100_000), 0), None);
         // Copies worth eight selects since the last: select once, to measure again.
-        assert_eq!(copy_costs(64 << 10, &policy, Some(5_000), 37_000), Some(2_560));
-        assert_eq!(copy_costs(64 << 10, &policy, Some(5_000), 37_000 + 2_560), None);
+        assert_eq!(
+            copy_costs(64 << 10, &policy, Some(5_000), 37_000),
+            Some(2_560)
+        );
+        assert_eq!(
+            copy_costs(64 << 10, &policy, Some(5_000), 37_000 + 2_560),
+            None
+        );
     }
 }
