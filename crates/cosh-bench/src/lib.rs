@@ -481,9 +481,9 @@ impl Drop for Receiver {
 
 /// The baselines of single transfers, in the order their rows come: each a byte stream
 /// from the sender to the receiver, opened anew for every size.
-const BASELINES: [(&str, &str); 2] = [("socket", "unix socket"), ("pipe", "pipe")];
+const STREAM_BASELINES: [(&str, &str); 2] = [("socket", "unix socket"), ("pipe", "pipe")];
 
-/// The open streams of [`BASELINES`] for one size.
+/// The open streams of [`STREAM_BASELINES`] for one size.
 struct Baselines {
     writers: Vec<Box<dyn Write>>,
     paths: Vec<PathBuf>,
@@ -496,7 +496,7 @@ impl Baselines {
             writers: Vec::new(),
             paths: Vec::new(),
         };
-        for (kind, _) in BASELINES {
+        for (kind, _) in STREAM_BASELINES {
             let path = dir.join(format!("{kind}-{size}"));
             let writer: Box<dyn Write> = if kind == "socket" {
                 let listener =
@@ -750,7 +750,7 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
 
         // Every single transfer, Cosh's and the baselines', in the order `schedule` gives.
         let mut baselines = Baselines::open(&mut rx, &dir, size)?;
-        let kinds = CASES.len() + BASELINES.len();
+        let kinds = CASES.len() + STREAM_BASELINES.len();
         let mut series: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); kinds];
         let mut spins_now: Option<u32> = None;
         let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -818,7 +818,7 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         let names = CASES
             .iter()
             .map(|c| c.0)
-            .chain(BASELINES.iter().map(|b| b.1));
+            .chain(STREAM_BASELINES.iter().map(|b| b.1));
         for (name, (delivered, readable)) in names.zip(series) {
             rows.push(summarize(name, size, delivered, readable));
             step(name, size);
