@@ -9,8 +9,8 @@
 //! manager, then the receiver) and copies once; a weak transfer by reference to a receiver
 //! that does not map the buffer yet costs it a round trip for the descriptor and the mapping.
 //! So below some size, inline wins; the sizes depend on the machine, so they are measured
-//! here rather than assumed: the two copies per KiB, a wake-up of a sleeping thread, a memcpy,
-//! and the mapping of a buffer never mapped before.
+//! here rather than assumed: the two copies per KiB, a wake-up of a sleeping thread, the block
+//! manager's copy of a buffer, and the mapping of a buffer never mapped before.
 //!
 //! Larger strong shares go through the block manager, which either seals the buffer (the
 //! sender first drops its writable mapping; the receiver maps the buffer) or copies the
@@ -43,8 +43,6 @@ pub(crate) struct Measured {
     pub(crate) ring_ns_per_kib: u64,
     /// A sleeping thread woken by another: from the wake to its running.
     pub(crate) handoff_ns: u64,
-    /// One KiB copied by memcpy into a prefaulted buffer.
-    pub(crate) memcpy_ns_per_kib: u64,
     /// Mapping a 4 KiB buffer never mapped before, touching it, dropping it.
     pub(crate) map_ns: u64,
     /// The same per MiB more.
@@ -83,17 +81,6 @@ pub(crate) fn measure() -> Result<Measured, String> {
         std::hint::black_box(&mut landing);
     }
     let ring_ns_per_kib = median(ring_ns) / (size as u64 / 1024).max(1);
-
-    // memcpy into a prefaulted buffer.
-    let mut copies = Vec::new();
-    let src = vec![7u8; size];
-    for _ in 0..12 {
-        let t0 = Instant::now();
-        landing.copy_from_slice(&src);
-        copies.push(elapsed_ns(t0));
-        std::hint::black_box(&mut landing);
-    }
-    let memcpy_ns_per_kib = median(copies) / (size as u64 / 1024).max(1);
 
     // A wake-up: a thread asleep on a futex, woken by this one, which then keeps its core
     // busy (as a sender goes on with its work), so the sleeper runs where it can: another
@@ -211,7 +198,6 @@ pub(crate) fn measure() -> Result<Measured, String> {
     Ok(Measured {
         ring_ns_per_kib,
         handoff_ns,
-        memcpy_ns_per_kib,
         map_ns,
         map_ns_per_mib: map_mib.saturating_sub(map_ns),
         copy_ns_per_mib,
@@ -242,6 +228,15 @@ fn per_mib(ns: u64, bytes: u64) -> u64 {
 /// much as the other way (a strong transfer: one more wake-up and the block manager's copy; a
 /// weak one: the receiver's round trip for the descriptor and its mapping), at most `limit`.
 ///
+/// The ring's two copies are priced as measured, within the caches: the sender copies what it
+/// just wrote, the receiver into a landing it reuses. The block manager's copy is priced as
+/// one of a buffer larger than the caches: it reads the sender's bytes from another core's
+/// caches and writes a buffer of the receiver's pool that none of the three touched lately.
+/// Priced as a memcpy within the caches instead, the crossover came out at 512 KiB here,
+/// where a strong move of 1 MiB through the block manager took 207 µs to a receiver blocked
+/// in `receive` and 100 µs inline, and a stream of them 146 µs a transfer against 65 µs
+/// (`cosh bench fig2a`).
+///
 /// A strong share of a buffer never shared copies, up to the largest power of two at most
 /// [`SHARE_COPY_LIMIT`] where the block manager's copy costs no more than sealing by
 /// reference does: the sender's unmapping and the seal, the seal worker's two hand-offs, and
@@ -249,7 +244,8 @@ fn per_mib(ns: u64, bytes: u64) -> u64 {
 pub(crate) fn choose(m: &Measured, limit: u64) -> SmallTransfers {
     let ring = |size: u64| m.ring_ns_per_kib.saturating_mul(size) / 1024;
     let inline_max = crossover(256, limit, ring, |size| {
-        m.handoff_ns + m.memcpy_ns_per_kib.saturating_mul(size) / 1024
+        m.handoff_ns
+            .saturating_add(per_mib(m.copy_ns_per_mib, size))
     });
     let inline_max_weak = crossover(256, limit, ring, |size| {
         m.handoff_ns + m.map_ns + per_mib(m.map_ns_per_mib, size)
@@ -290,15 +286,14 @@ mod tests {
         let m = Measured {
             ring_ns_per_kib: 100,
             handoff_ns: 5_000,
-            memcpy_ns_per_kib: 10,
+            copy_ns_per_mib: 10 * 1024,
             map_ns: 0,
             map_ns_per_mib: 0,
-            copy_ns_per_mib: 0,
             seal_ns_per_mib: 0,
         };
         let p = choose(&m, 1 << 20);
         assert_eq!(p.inline_max, 32 * 1024);
-        // Weak: 5 µs and no mapping cost: the same crossing, below the memcpy's slope.
+        // Weak: 5 µs and no mapping cost: about the same crossing (the copy adds little).
         assert_eq!(p.inline_max_weak, 32 * 1024);
         // A ring as slow as the other way at 256 bytes: never inline.
         let slow = Measured {
@@ -315,7 +310,6 @@ mod tests {
         let base = Measured {
             ring_ns_per_kib: 100,
             handoff_ns: 10_000,
-            memcpy_ns_per_kib: 10,
             map_ns: 5_000,
             map_ns_per_mib: 100_000,
             copy_ns_per_mib: 100_000,
