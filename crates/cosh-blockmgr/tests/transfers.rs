@@ -138,23 +138,35 @@ fn strong_moves_and_copies_copy_and_recycled_memory_passes_no_descriptor() {
 fn unzeroed_allocations_hold_only_the_domains_own_bytes() {
     let daemon = Daemon::start("unzeroed");
     let (mut a, mut b) = (daemon.connect("a"), daemon.connect("b"));
-    let secret = pattern(MIB as usize, 9);
-    let x = a.alloc(MIB).expect("alloc");
+    // Above the sizes a library serves from its own waiting buffers: the block manager's
+    // free list.
+    let len = 2 * MIB;
+    let secret = pattern(len as usize, 9);
+    let x = a.alloc(len).expect("alloc");
     a.write(x, 0, &secret).expect("write");
     a.decref(x).expect("free: the buffer goes to a's free list");
     // Another domain never gets a's bytes, zeroed or not.
+    let y = b.alloc_unzeroed(len).expect("alloc");
+    assert!(
+        b.read(y, 0, len).expect("read").iter().all(|v| *v == 0),
+        "b sees fresh memory"
+    );
+    // a gets its own buffer back as it left it; a zeroed allocation gets zeros.
+    let z = a.alloc_unzeroed(len).expect("alloc");
+    assert_eq!(a.read(z, 0, len).expect("read"), secret);
+    a.write(z, 0, b"again").expect("write");
+    a.decref(z).expect("free");
+    let w = a.alloc(len).expect("alloc");
+    assert!(a.read(w, 0, len).expect("read").iter().all(|v| *v == 0));
+    // So do those served from a library's waiting buffers (up to 1 MiB).
+    let x = a.alloc(MIB).expect("alloc");
+    a.write(x, 0, &secret[..MIB as usize]).expect("write");
+    a.decref(x).expect("free");
     let y = b.alloc_unzeroed(MIB).expect("alloc");
     assert!(
         b.read(y, 0, MIB).expect("read").iter().all(|v| *v == 0),
         "b sees fresh memory"
     );
-    // a gets its own buffer back as it left it; a zeroed allocation gets zeros.
-    let z = a.alloc_unzeroed(MIB).expect("alloc");
-    assert_eq!(a.read(z, 0, MIB).expect("read"), secret);
-    a.write(z, 0, b"again").expect("write");
-    a.decref(z).expect("free");
-    let w = a.alloc(MIB).expect("alloc");
-    assert!(a.read(w, 0, MIB).expect("read").iter().all(|v| *v == 0));
     // Small ones come from a slab, fresh as ever.
     let small = a.alloc_unzeroed(100).expect("alloc");
     assert_eq!(a.read(small, 0, 100).expect("read"), vec![0; 100]);

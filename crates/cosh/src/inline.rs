@@ -32,12 +32,13 @@ use crate::{Access, Agg, Cached, Domain, Error, Incoming, Location, Result, unex
 /// The smallest landing: larger than any slab piece, so that each landing is a memory slot
 /// of its own.
 const MIN_LANDING: u64 = 4096;
-/// The most landings kept waiting per size.
+/// The most landings kept waiting per size (fewer of the largest: [`max_waiting`]).
 const MAX_WAITING: usize = 8;
 /// Bytes of landings made at once when none of a size waits (at most 8 of them).
 const SPARE_BYTES: u64 = 512 * 1024;
-/// The largest allocation served from waiting buffers.
-const MAX_SPARE_ALLOC: u64 = 256 * 1024;
+/// The largest allocation served from waiting buffers: the largest inline transfer, so that a
+/// producer that allocates what it sends inline asks the block manager for neither.
+const MAX_SPARE_ALLOC: u64 = MAX_INLINE;
 
 /// This domain's inline state.
 #[derive(Default)]
@@ -47,7 +48,7 @@ pub(crate) struct Inline {
     /// Landings waiting, by size.
     waiting: BTreeMap<u64, Vec<Agg>>,
     /// How many landings of each size the next top-up should leave waiting: what receives
-    /// used since the last one (at least one, at most [`MAX_WAITING`]).
+    /// used since the last one (at least one, at most [`max_waiting`]).
     wanted: BTreeMap<u64, usize>,
     /// The size of each landing handed out, while the program holds it, and whether it came
     /// inline (rather than from an allocation).
@@ -60,6 +61,13 @@ impl Inline {
     pub(crate) fn trimmed(&self, agg: Agg, len: u64) -> bool {
         self.landed.get(&agg).is_some_and(|(size, _)| *size != len)
     }
+}
+
+/// The most landings of `size` bytes kept waiting: no more bytes than a direct ring's staging
+/// area carries at once (4 of 1 MiB), at most [`MAX_WAITING`].
+fn max_waiting(size: u64) -> usize {
+    let fit = (cosh_ring::DIRECT_STAGING as u64 / size.max(1)).max(1);
+    usize::try_from(fit).unwrap_or(MAX_WAITING).min(MAX_WAITING)
 }
 
 /// The size of landing for `len` bytes.
@@ -364,7 +372,7 @@ impl Domain {
         Ok((agg, at))
     }
 
-    /// Like [`Domain::alloc_unzeroed`] for a power of two from 4 to 256 KiB: a buffer of
+    /// Like [`Domain::alloc_unzeroed`] for a power of two from 4 KiB to 1 MiB: a buffer of
     /// this domain's own from those waiting, or a few made in one round trip. `None` where
     /// that does not apply.
     pub(crate) fn alloc_spare(&mut self, len: u64) -> Result<Option<Agg>> {
@@ -406,7 +414,7 @@ impl Domain {
         let wanted = std::mem::take(&mut self.direct.inline.wanted);
         for (size, n) in wanted {
             let have = self.direct.inline.waiting.get(&size).map_or(0, Vec::len);
-            let n = n.clamp(1, MAX_WAITING);
+            let n = n.clamp(1, max_waiting(size));
             if have < n {
                 self.make_landings(size, n - have)?;
             }
@@ -452,7 +460,7 @@ impl Domain {
                 .inline
                 .waiting
                 .get(&size)
-                .is_some_and(|w| w.len() >= MAX_WAITING)
+                .is_some_and(|w| w.len() >= max_waiting(size))
         {
             return Ok(false);
         }
@@ -479,5 +487,21 @@ impl Domain {
             .or_default()
             .push(agg);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_landings_never_outgrow_the_staging_area() {
+        assert_eq!(max_waiting(4096), MAX_WAITING);
+        assert_eq!(max_waiting(512 << 10), MAX_WAITING);
+        assert_eq!(max_waiting(1 << 20), 4);
+        assert_eq!(max_waiting(8 << 20), 1);
+        assert!(
+            MAX_SPARE_ALLOC as usize * max_waiting(MAX_SPARE_ALLOC) <= cosh_ring::DIRECT_STAGING
+        );
     }
 }
