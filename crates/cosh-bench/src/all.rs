@@ -971,23 +971,47 @@ fn reasons(out: &Path) -> String {
         let at = text.find(after)? + after.len();
         text[at..].split_whitespace().next()?.parse::<f64>().ok()
     });
-    if let (Some(stream), Some(copy)) = (get(&a, "stream move strong", mib), get(&a, "memcpy", mib))
-        && copy / stream < 0.8
-    {
+    // Streams from 1 MiB below 0.8x memcpy: (size, per transfer, memcpy), ascending.
+    let mut short: Vec<(u64, f64, f64)> = a
+        .iter()
+        .filter(|r| r.0 == "stream move strong" && r.1 >= mib)
+        .filter_map(|r| Some((r.1, r.2 as f64, get(&a, "memcpy", r.1)?)))
+        .filter(|(_, stream, copy)| copy / stream < 0.8)
+        .collect();
+    short.sort_by_key(|x| x.0);
+    if !short.is_empty() {
+        let each: Vec<String> = short
+            .iter()
+            .map(|(size, stream, copy)| {
+                format!("{} {} vs {}", size_name(*size), ust(*stream), ust(*copy))
+            })
+            .collect();
         let mut item = format!(
-            "**Streams below 0.8x memcpy**: at 1 MiB a strong move takes {} µs per transfer where memcpy takes {} µs. memcpy copies the same megabyte again and again, within the caches; each transfer of a stream is the block manager's copy of the sender's buffer into one of the receiver's, with many buffers in flight",
-            ust(stream),
-            ust(copy)
+            "**Streams below 0.8x memcpy** (µs per transfer, a strong move against memcpy): {}. memcpy copies the same bytes again and again, within the caches.",
+            each.join("; ")
         );
-        if let Some(cold) = cold_copy {
+        if short.iter().any(|x| x.0 <= inline_strong) {
             let _ = write!(
                 item,
-                "; the block manager measured its copy of a buffer larger than the caches at start-up (8 MiB, the policy line) at {} µs a MiB, {:.0} % of the stream's time per transfer",
-                ust(cold * 1000.0),
-                cold * 1000.0 / stream * 100.0
+                " Up to {} (the policy line) a stream's transfers travel inline: the sender's library copies each into the direct ring's staging area and the receiver's copies it out, two copies of every byte where memcpy makes one, overlapping only as far as the two cores keep pace.",
+                size_name(inline_strong)
             );
         }
-        item.push('.');
+        if let Some(&(size, stream, _)) = short.iter().find(|x| x.0 > inline_strong) {
+            item.push_str(
+                " Above it each transfer is a round trip to the block manager and its copy of the sender's buffer into one of the receiver's",
+            );
+            if let Some(cold) = cold_copy {
+                let _ = write!(
+                    item,
+                    "; it measured that copy at start-up, for a buffer larger than the caches (8 MiB, the policy line), at {} µs a MiB: {:.0} % of the stream's time per transfer at {}",
+                    ust(cold * 1000.0),
+                    cold * 1000.0 * (size as f64 / mib as f64) / stream * 100.0,
+                    size_name(size)
+                );
+            }
+            item.push('.');
+        }
         items.push(item);
     }
     if let (Some(fixed), Some(copy), Some(device)) = (
@@ -1348,9 +1372,12 @@ mod tests {
                 ("share strong", 16 << 10, 30_000, 30_000),
                 ("share strong", 16 * mib, 1_500_000, 1_500_000),
                 ("memcpy", 16 * mib, 1_000_000, 1_000_000),
-                // A stream: the block manager's copy, out of the caches.
+                // Streams: inline at 256 KiB and below (met), then the block manager's copy.
+                ("stream move strong", 256 << 10, 6_000, 6_000),
+                ("memcpy", 256 << 10, 6_000, 6_000),
                 ("stream move strong", mib, 125_000, 125_000),
                 ("memcpy", mib, 25_000, 25_000),
+                ("stream move strong", 16 * mib, 1_100_000, 1_100_000),
             ],
         );
         let text = reasons(&dir);
@@ -1361,12 +1388,26 @@ mod tests {
             "**move weak at 16 MiB**: delivered in 40.0 µs, readable after 4000 µs: the receiver maps 4096 pages it never mapped (967 ns a page), where the unix socket copies the bytes in 3000 µs",
             "for 20.0 µs a transfer",
             "1500 µs at 16 MiB, memcpy 1000 µs",
-            "at 1 MiB a strong move takes 125 µs per transfer where memcpy takes 25.0 µs",
-            "at start-up (8 MiB, the policy line) at 100 µs a MiB, 80 % of the stream's time per transfer.",
+            "(µs per transfer, a strong move against memcpy): 1 MiB 125 vs 25.0. memcpy copies",
+            "Above it each transfer is a round trip to the block manager",
+            "(8 MiB, the policy line), at 100 µs a MiB: 80 % of the stream's time per transfer at 1 MiB.",
         ] {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
         }
         assert!(!text.contains("share strong at"), "{text}");
+        assert!(!text.contains("travel inline"), "{text}");
+        // With 1 MiB inline, the stream's reason is the ring's two copies.
+        std::fs::write(
+            dir.join("fig2a.log"),
+            "small transfers: inline up to 1048576 bytes strong, 1048576 bytes weak (to a receiver that does not map the buffer yet); chosen at start-up from: ring 50 ns/KiB, copying a large buffer 100.0 us/MiB\n",
+        )
+        .expect("log");
+        let text = reasons(&dir);
+        assert!(
+            text.contains("Up to 1 MiB (the policy line) a stream's transfers travel inline"),
+            "{text}"
+        );
+        assert!(!text.contains("Above it each transfer"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
