@@ -4,7 +4,8 @@
 //!
 //! The sender writes its clock reading into the record (or next to the futex word) and
 //! signals; the receiver reads the clock when it sees the signal and echoes, and the sender
-//! waits for the echo before the next sample.
+//! waits for the echo before the next sample. The two blocking kinds take their samples in
+//! turn, one of each per round, so that a slow phase of the machine falls on both alike.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -44,52 +45,60 @@ fn from_words(lo: u32, hi: u32) -> u64 {
     u64::from(lo) | (u64::from(hi) << 32)
 }
 
-/// The receiver's side: `n` samples of `kind`, as nanoseconds one way.
+/// The receiver's side: `n` samples of `kind`, as nanoseconds one way (`both`: a `block`
+/// sample and a `futex` one in turn, `2n` in all).
 pub(crate) fn echo(words: &SharedWords<'_>, kind: &str, n: usize) -> Result<Vec<u64>, String> {
     let (to, back, futex) = layout(words)?;
     let ring_words = words_for(CAPACITY);
     let e = |x: cosh_ring::RingError| x.to_string();
-    let mut samples = Vec::with_capacity(n);
-    if kind == "futex" {
-        let w = words.atomic_u32s(futex, 4).ok_or("no futex words")?;
-        // At rest both counters are equal (one signal, one echo per sample): start from the
-        // echo count, which only this side changes, so that a signal sent before this side
-        // got here is not missed.
-        let mut seen = w[1].load(cosh_ring::Ordering::Acquire);
-        for _ in 0..n {
-            loop {
-                let now = w[0].load(cosh_ring::Ordering::Acquire);
-                if now != seen {
-                    seen = now;
-                    break;
-                }
-                let _ = cosh_sys::futex::wait(&w[0], seen, LONG);
-            }
-            let t1 = now_ns();
-            let t0 = from_words(
-                w[2].load(cosh_ring::Ordering::Relaxed),
-                w[3].load(cosh_ring::Ordering::Relaxed),
-            );
-            samples.push(t1.saturating_sub(t0));
-            w[1].fetch_add(1, cosh_ring::Ordering::Release);
-            let _ = cosh_sys::futex::wake(&w[1], 1);
-        }
-        return Ok(samples);
-    }
-    let spins = if kind == "spin" { SPIN } else { 0 };
+    let w = words.atomic_u32s(futex, 4).ok_or("no futex words")?;
+    // At rest both counters are equal (one signal, one echo per sample): start from the
+    // echo count, which only this side changes, so that a signal sent before this side got
+    // here is not missed.
+    let mut seen = w[1].load(cosh_ring::Ordering::Acquire);
     let mut rx =
         Consumer::attach(words.atomic_u32s(to, ring_words).ok_or("no ring")?).map_err(e)?;
     let mut tx =
         Producer::attach(words.atomic_u32s(back, ring_words).ok_or("no ring")?).map_err(e)?;
-    for _ in 0..n {
+    let mut futex_echo = || -> u64 {
+        loop {
+            let now = w[0].load(cosh_ring::Ordering::Acquire);
+            if now != seen {
+                seen = now;
+                break;
+            }
+            let _ = cosh_sys::futex::wait(&w[0], seen, LONG);
+        }
+        let t1 = now_ns();
+        let t0 = from_words(
+            w[2].load(cosh_ring::Ordering::Relaxed),
+            w[3].load(cosh_ring::Ordering::Relaxed),
+        );
+        w[1].fetch_add(1, cosh_ring::Ordering::Release);
+        let _ = cosh_sys::futex::wake(&w[1], 1);
+        t1.saturating_sub(t0)
+    };
+    let mut ring_echo = |spins: u32| -> Result<u64, String> {
         let r = rx
             .pop(&Futex, spins, LONG)
             .map_err(e)?
             .ok_or("the sender went quiet")?;
         let t1 = now_ns();
-        samples.push(t1.saturating_sub(from_words(r[0], r[1])));
         if !tx.push(&r, &Futex, spins, LONG).map_err(e)? {
             return Err("the sender stopped reading".into());
+        }
+        Ok(t1.saturating_sub(from_words(r[0], r[1])))
+    };
+    let mut samples = Vec::with_capacity(2 * n);
+    for _ in 0..n {
+        match kind {
+            "futex" => samples.push(futex_echo()),
+            "spin" => samples.push(ring_echo(SPIN)?),
+            "block" => samples.push(ring_echo(0)?),
+            _ => {
+                samples.push(ring_echo(0)?);
+                samples.push(futex_echo());
+            }
         }
     }
     Ok(samples)
@@ -129,63 +138,80 @@ pub(crate) fn measure(rx: &mut Receiver, n: usize) -> Result<Vec<Row>, String> {
     if answer != "ok" {
         return Err(format!("the receiver said {answer:?}"));
     }
-    let mut rows = Vec::new();
-    for (kind, name) in [
-        ("spin", "ring spin"),
-        ("block", "ring futex"),
-        ("futex", "futex"),
-    ] {
-        rx.tell(&format!("{kind} {n}"))?;
-        if kind == "futex" {
-            let w = words.atomic_u32s(futex, 4).ok_or("no futex words")?;
-            let mut echoed = w[1].load(cosh_ring::Ordering::Acquire);
-            for _ in 0..n {
-                asleep();
-                let [lo, hi] = two_words(now_ns());
-                w[2].store(lo, cosh_ring::Ordering::Relaxed);
-                w[3].store(hi, cosh_ring::Ordering::Relaxed);
-                w[0].fetch_add(1, cosh_ring::Ordering::Release);
-                let _ = cosh_sys::futex::wake(&w[0], 1);
-                loop {
-                    let now = w[1].load(cosh_ring::Ordering::Acquire);
-                    if now != echoed {
-                        echoed = now;
-                        break;
-                    }
-                    let _ = cosh_sys::futex::wait(&w[1], echoed, LONG);
-                }
+    let futex_words = words.atomic_u32s(futex, 4).ok_or("no futex words")?;
+    let mut echoed = futex_words[1].load(cosh_ring::Ordering::Acquire);
+    let mut futex_sample = || {
+        asleep();
+        let w = futex_words;
+        let [lo, hi] = two_words(now_ns());
+        w[2].store(lo, cosh_ring::Ordering::Relaxed);
+        w[3].store(hi, cosh_ring::Ordering::Relaxed);
+        w[0].fetch_add(1, cosh_ring::Ordering::Release);
+        let _ = cosh_sys::futex::wake(&w[0], 1);
+        loop {
+            let now = w[1].load(cosh_ring::Ordering::Acquire);
+            if now != echoed {
+                echoed = now;
+                break;
             }
-        } else {
-            let spins = if kind == "spin" { SPIN } else { 0 };
-            let mut tx =
-                Producer::attach(words.atomic_u32s(to, ring_words).ok_or("no ring")?).map_err(e)?;
-            let mut back_rx =
-                Consumer::attach(words.atomic_u32s(back, ring_words).ok_or("no ring")?)
-                    .map_err(e)?;
-            for _ in 0..n {
-                if spins == 0 {
-                    asleep();
-                }
-                let mut r = [0u32; RECORD_WORDS];
-                let [lo, hi] = two_words(now_ns());
-                r[0] = lo;
-                r[1] = hi;
-                if !tx.push(&r, &Futex, spins, LONG).map_err(e)? {
-                    return Err("the receiver stopped reading".into());
-                }
-                back_rx
-                    .pop(&Futex, spins, LONG)
-                    .map_err(e)?
-                    .ok_or("the receiver went quiet")?;
-            }
+            let _ = cosh_sys::futex::wait(&w[1], echoed, LONG);
         }
-        let line = rx.line()?;
-        let samples: Vec<u64> = line
-            .split_whitespace()
-            .map(|w| w.parse().map_err(|_| format!("the receiver said {line:?}")))
-            .collect::<Result<_, _>>()?;
-        rows.push(summarize(name, 64, samples.clone(), samples));
+    };
+    let mut tx =
+        Producer::attach(words.atomic_u32s(to, ring_words).ok_or("no ring")?).map_err(e)?;
+    let mut back_rx =
+        Consumer::attach(words.atomic_u32s(back, ring_words).ok_or("no ring")?).map_err(e)?;
+    let mut ring_sample = |spins: u32| -> Result<(), String> {
+        if spins == 0 {
+            asleep();
+        }
+        let mut r = [0u32; RECORD_WORDS];
+        let [lo, hi] = two_words(now_ns());
+        r[0] = lo;
+        r[1] = hi;
+        if !tx.push(&r, &Futex, spins, LONG).map_err(e)? {
+            return Err("the receiver stopped reading".into());
+        }
+        back_rx
+            .pop(&Futex, spins, LONG)
+            .map_err(e)?
+            .ok_or("the receiver went quiet")?;
+        Ok(())
+    };
+    let mut rows = Vec::new();
+    // Busy-polling alone; then the two blocking kinds in turn.
+    rx.tell(&format!("spin {n}"))?;
+    for _ in 0..n {
+        ring_sample(SPIN)?;
     }
+    let spun = samples_of(&rx.line()?)?;
+    rows.push(summarize("ring spin", 64, spun.clone(), spun));
+    rx.tell(&format!("both {n}"))?;
+    for _ in 0..n {
+        ring_sample(0)?;
+        futex_sample();
+    }
+    let both = samples_of(&rx.line()?)?;
+    let (ring, bare): (Vec<u64>, Vec<u64>) = (
+        both.iter().step_by(2).copied().collect(),
+        both.iter().skip(1).step_by(2).copied().collect(),
+    );
+    if ring.len() != n || bare.len() != n {
+        return Err(format!(
+            "the receiver answered {} samples, not {}",
+            both.len(),
+            2 * n
+        ));
+    }
+    rows.push(summarize("ring futex", 64, ring.clone(), ring));
+    rows.push(summarize("futex", 64, bare.clone(), bare));
     drop(map);
     Ok(rows)
+}
+
+/// The receiver's line of samples.
+fn samples_of(line: &str) -> Result<Vec<u64>, String> {
+    line.split_whitespace()
+        .map(|w| w.parse().map_err(|_| format!("the receiver said {line:?}")))
+        .collect()
 }

@@ -366,7 +366,7 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 );
                 say(&mut out, "ok")?;
             }
-            [kind @ ("spin" | "block" | "futex"), n] => {
+            [kind @ ("spin" | "block" | "futex" | "both"), n] => {
                 let n: usize = n.parse().map_err(|_| "bad count")?;
                 let map = shm.as_mut().ok_or("no shared memory")?;
                 let words = map.shared_words();
