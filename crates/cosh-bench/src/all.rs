@@ -998,8 +998,17 @@ fn reasons(out: &Path) -> String {
             );
         }
         if let Some(&(size, stream, _)) = short.iter().find(|x| x.0 > inline_strong) {
+            if inline_strong > 0 {
+                let _ = write!(
+                    item,
+                    " Above {} (the largest transfer that travels inline, the policy line) each",
+                    size_name(inline_strong)
+                );
+            } else {
+                item.push_str(" Each");
+            }
             item.push_str(
-                " Above it each transfer is a round trip to the block manager and its copy of the sender's buffer into one of the receiver's",
+                " transfer is a round trip to the block manager and its copy of the sender's buffer into one of the receiver's",
             );
             if let Some(cold) = cold_copy {
                 let _ = write!(
@@ -1389,7 +1398,7 @@ mod tests {
             "for 20.0 µs a transfer",
             "1500 µs at 16 MiB, memcpy 1000 µs",
             "(µs per transfer, a strong move against memcpy): 1 MiB 125 vs 25.0. memcpy copies",
-            "Above it each transfer is a round trip to the block manager",
+            "Above 256 KiB (the largest transfer that travels inline, the policy line) each transfer is a round trip to the block manager",
             "(8 MiB, the policy line), at 100 µs a MiB: 80 % of the stream's time per transfer at 1 MiB.",
         ] {
             assert!(text.contains(needle), "no {needle:?} in:\n{text}");
@@ -1407,7 +1416,7 @@ mod tests {
             text.contains("Up to 1 MiB (the policy line) a stream's transfers travel inline"),
             "{text}"
         );
-        assert!(!text.contains("Above it each transfer"), "{text}");
+        assert!(!text.contains("each transfer is a round trip"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
