@@ -971,6 +971,36 @@ fn reasons(out: &Path) -> String {
         let at = text.find(after)? + after.len();
         text[at..].split_whitespace().next()?.parse::<f64>().ok()
     });
+    // A blocking weak bounce whose slowest size is above 1.25x the futex ping-pong.
+    let bounces: Vec<(u64, f64)> = a
+        .iter()
+        .filter(|r| r.0 == "weak bounce, blocks")
+        .map(|r| (r.1, r.2 as f64))
+        .collect();
+    if let (Some(futex), Some(&(size, worst))) =
+        (futex, bounces.iter().max_by(|x, y| x.1.total_cmp(&y.1)))
+        && worst / futex > 1.25
+    {
+        let others: Vec<f64> = bounces
+            .iter()
+            .filter(|b| b.0 != size)
+            .map(|b| b.1)
+            .collect();
+        let mut item = format!(
+            "**A blocking weak bounce above 1.25x the futex ping-pong** (µs): {} {} vs {}. Both are one futex wake-up across the two cores (the bounce adds a record on the direct ring).",
+            size_name(size),
+            ust(worst),
+            ust(futex)
+        );
+        if !others.is_empty() {
+            let _ = write!(
+                item,
+                " At its other sizes the bounce took {} µs: each size is measured in a phase of the run of its own, the futex once with the ring's doorbell, and a blocking median moves by as much from one phase to the next.",
+                range(&others)
+            );
+        }
+        items.push(item);
+    }
     // Streams from 1 MiB below 0.8x memcpy: (size, per transfer, memcpy), ascending.
     let mut short: Vec<(u64, f64, f64)> = a
         .iter()
@@ -1377,6 +1407,7 @@ mod tests {
                 ("move weak", 16 * mib, 40_000, 4_000_000),
                 ("unix socket", 16 * mib, 3_000_000, 3_000_000),
                 ("weak bounce, blocks", 16 * mib, 20_000, 20_000),
+                ("weak bounce, blocks", 64 << 10, 41_000, 41_000),
                 // Faster than the socket, but not flat.
                 ("share strong", 16 << 10, 30_000, 30_000),
                 ("share strong", 16 * mib, 1_500_000, 1_500_000),
@@ -1396,6 +1427,8 @@ mod tests {
             "(262144 bytes strong, 1048576 weak)** (µs): 1 MiB Cosh 230 vs the unix socket 220",
             "**move weak at 16 MiB**: delivered in 40.0 µs, readable after 4000 µs: the receiver maps 4096 pages it never mapped (967 ns a page), where the unix socket copies the bytes in 3000 µs",
             "for 20.0 µs a transfer",
+            "above 1.25x the futex ping-pong** (µs): 64 KiB 41.0 vs 32.0.",
+            "At its other sizes the bounce took 20.0 µs",
             "1500 µs at 16 MiB, memcpy 1000 µs",
             "(µs per transfer, a strong move against memcpy): 1 MiB 125 vs 25.0. memcpy copies",
             "Above 256 KiB (the largest transfer that travels inline, the policy line) each transfer is a round trip to the block manager",
