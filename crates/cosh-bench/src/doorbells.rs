@@ -61,14 +61,7 @@ pub(crate) fn echo(words: &SharedWords<'_>, kind: &str, n: usize) -> Result<Vec<
     let mut tx =
         Producer::attach(words.atomic_u32s(back, ring_words).ok_or("no ring")?).map_err(e)?;
     let mut futex_echo = || -> u64 {
-        loop {
-            let now = w[0].load(cosh_ring::Ordering::Acquire);
-            if now != seen {
-                seen = now;
-                break;
-            }
-            let _ = cosh_sys::futex::wait(&w[0], seen, LONG);
-        }
+        wait_change(&w[0], &mut seen);
         let t1 = now_ns();
         let t0 = from_words(
             w[2].load(cosh_ring::Ordering::Relaxed),
@@ -102,6 +95,18 @@ pub(crate) fn echo(words: &SharedWords<'_>, kind: &str, n: usize) -> Result<Vec<
         }
     }
     Ok(samples)
+}
+
+/// Sleeps on `word` until it differs from `seen`, which then takes its value.
+fn wait_change(word: &cosh_ring::AtomicU32, seen: &mut u32) {
+    loop {
+        let now = word.load(cosh_ring::Ordering::Acquire);
+        if now != *seen {
+            *seen = now;
+            return;
+        }
+        let _ = cosh_sys::futex::wait(word, *seen, LONG);
+    }
 }
 
 /// Before a sample of a blocking kind: long enough for the receiver to be asleep when it is
@@ -148,14 +153,7 @@ pub(crate) fn measure(rx: &mut Receiver, n: usize) -> Result<Vec<Row>, String> {
         w[3].store(hi, cosh_ring::Ordering::Relaxed);
         w[0].fetch_add(1, cosh_ring::Ordering::Release);
         let _ = cosh_sys::futex::wake(&w[0], 1);
-        loop {
-            let now = w[1].load(cosh_ring::Ordering::Acquire);
-            if now != echoed {
-                echoed = now;
-                break;
-            }
-            let _ = cosh_sys::futex::wait(&w[1], echoed, LONG);
-        }
+        wait_change(&w[1], &mut echoed);
     };
     let mut tx =
         Producer::attach(words.atomic_u32s(to, ring_words).ok_or("no ring")?).map_err(e)?;
