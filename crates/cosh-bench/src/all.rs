@@ -995,7 +995,7 @@ fn reasons(out: &Path) -> String {
         if !others.is_empty() {
             let _ = write!(
                 item,
-                " At its other sizes the bounce took {} µs: each size is measured in a phase of the run of its own, the futex once with the ring's doorbell, and a blocking median moves by as much from one phase to the next.",
+                " At its other sizes the bounce took {} µs: each size is measured in a phase of the run of its own, the futex once (in turn with the ring's doorbell), and a blocking median moves by as much from one phase to the next.",
                 range(&others)
             );
         }
