@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 use cosh_core::PoolId;
 use cosh_core::ledger::Policy;
 
+pub use cosh_proto::ops::MAX_INLINE;
 pub use server::BlockManager;
+pub use small::SHARE_COPY_LIMIT;
 
 /// The name of the host pool's socket in the runtime directory.
 pub const SOCKET_NAME: &str = "host.sock";

@@ -25,7 +25,7 @@ use cosh_proto::ops::{MAX_INLINE, SmallTransfers};
 
 /// The largest strong share that copies rather than seals, whatever was measured: above it
 /// a strong share never doubles the memory its bytes take.
-pub(crate) const SHARE_COPY_LIMIT: u64 = 64 << 20;
+pub const SHARE_COPY_LIMIT: u64 = 64 << 20;
 
 /// The size at which a large copy is measured: beyond most caches, as the large buffers
 /// that strong shares carry are.

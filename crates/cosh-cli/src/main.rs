@@ -522,6 +522,18 @@ pub(crate) fn stop(d: Domain, socket: &Path) -> Outcome {
     Ok(())
 }
 
+/// What a policy limit of `value` is: set by hand with `flag`, the most the block manager
+/// ever chooses (`cap`: `what` paid at every size it measured), or the crossover it measured.
+fn limit_kind(value: u64, cap: u64, fixed: bool, flag: &str, what: &str) -> String {
+    if fixed {
+        format!("set by coshd {flag}")
+    } else if value >= cap {
+        format!("the cap: {what} paid at every size up to it")
+    } else {
+        "a crossover measured at start-up".to_string()
+    }
+}
+
 fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -621,10 +633,21 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
             }
         );
     } else {
+        let inline = |max: u64| {
+            limit_kind(
+                max,
+                cosh_blockmgr::MAX_INLINE,
+                p.fixed,
+                "--inline-max",
+                "inline",
+            )
+        };
         println!(
-            "small transfers: inline on direct rings up to {} strong (a crossover: above it, through the block manager), up to {} weak to a receiver that does not map the buffer yet (above it, by reference)",
+            "small transfers: inline on direct rings up to {} strong ({}; above it, through the block manager), up to {} weak to a receiver that does not map the buffer yet ({}; above it, by reference)",
             human(p.inline_max),
+            inline(p.inline_max),
             human(p.inline_max_weak),
+            inline(p.inline_max_weak),
         );
     }
     if p.share_copy_max == 0 {
@@ -640,8 +663,15 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
         );
     } else {
         println!(
-            "strong shares: a buffer never shared is copied into the receiver's memory up to {} (a crossover: above it, sealed and mapped by reference); its next strong share seals it",
+            "strong shares: a buffer never shared is copied into the receiver's memory up to {} ({}; above it, sealed and mapped by reference); its next strong share seals it",
             human(p.share_copy_max),
+            limit_kind(
+                p.share_copy_max,
+                cosh_blockmgr::SHARE_COPY_LIMIT,
+                p.share_fixed,
+                "--share-copy-max",
+                "copying"
+            ),
         );
     }
     if !(p.fixed && p.share_fixed) && kind == cosh_pool::PoolKind::Host {
@@ -721,5 +751,26 @@ pub(crate) fn print_status(socket: &Path, s: &Status, kind: cosh_pool::PoolKind)
                 human(d.quota_bytes)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_kind;
+
+    #[test]
+    fn a_limit_says_whether_it_was_measured_capped_or_set() {
+        assert_eq!(
+            limit_kind(512 << 10, 1 << 20, false, "--inline-max", "inline"),
+            "a crossover measured at start-up"
+        );
+        assert_eq!(
+            limit_kind(1 << 20, 1 << 20, false, "--inline-max", "inline"),
+            "the cap: inline paid at every size up to it"
+        );
+        assert_eq!(
+            limit_kind(1 << 20, 1 << 20, true, "--inline-max", "inline"),
+            "set by coshd --inline-max"
+        );
     }
 }
