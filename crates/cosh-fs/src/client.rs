@@ -1563,8 +1563,9 @@ mod tests {
         // Selects at 5 us: 64 KiB copies in 2.6 us, 256 KiB would take 10.2 us.
         assert_eq!(copy_costs(64 << 10, &policy, Some(5_000), 0), Some(2_560));
         assert_eq!(copy_costs(256 << 10, &policy, Some(5_000), 0), None);
-        // Selects at 20 us (the block manager asleep): 256 KiB is copied, 1 MiB never (above
-        // the inline limit, and dearer anyway).
+        // Selects at 20 us (the block manager asleep): 256 KiB is copied; 1 MiB never, even
+        // against selects at 100 us that cost more than its 41 us copy: it is above the
+        // inline limit.
         assert_eq!(
             copy_costs(256 << 10, &policy, Some(20_000), 0),
             Some(10_240)
