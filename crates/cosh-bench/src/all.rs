@@ -833,13 +833,15 @@ fn reasons(out: &Path) -> String {
                 .find(|l| l.starts_with("small transfers:"))
                 .map(str::to_string)
         });
-    let limit = |after: &str| -> Option<u64> {
+    // The word of the policy line that follows `after`.
+    let field = |after: &str| -> Option<&str> {
         let text = policy.as_deref()?;
         let at = text.find(after)? + after.len();
-        text[at..].split_whitespace().next()?.parse().ok()
+        text[at..].split_whitespace().next()
     };
-    let inline_strong = limit("inline up to ").unwrap_or(0);
-    let inline_weak = limit("bytes strong, ").unwrap_or(0);
+    let limit = |after: &str| -> u64 { field(after).and_then(|w| w.parse().ok()).unwrap_or(0) };
+    let inline_strong = limit("inline up to ");
+    let inline_weak = limit("bytes strong, ");
     // A receiver that sleeps: a weak transfer whose time is mostly the receiver's mapping of
     // a new buffer; a transfer through the block manager (above the inline limits); an
     // inline one (one wake-up, like a socket's or a pipe's).
@@ -966,11 +968,7 @@ fn reasons(out: &Path) -> String {
         ));
     }
     // The block manager's copy of a buffer larger than the caches, measured at start-up.
-    let cold_copy = policy.as_deref().and_then(|text| {
-        let after = "copying a large buffer ";
-        let at = text.find(after)? + after.len();
-        text[at..].split_whitespace().next()?.parse::<f64>().ok()
-    });
+    let cold_copy = field("copying a large buffer ").and_then(|w| w.parse::<f64>().ok());
     // A blocking weak bounce whose slowest size is above 1.25x the futex ping-pong.
     let bounces: Vec<(u64, f64)> = a
         .iter()
