@@ -5,6 +5,11 @@
 //!
 //! Each step is this program run again (`cosh bench fig2a -- ...`), one after the other, so
 //! that a step that fails leaves the others standing and its log says why.
+//!
+//! What the report needs beyond the CSVs and logs (each step's command, status and time, the
+//! whole command, the machine) is kept in the folder too, in `steps.csv` and `machine.csv`, and
+//! the report is always written from the folder alone: `--report-only` writes it again, for a
+//! report generator that changed since the run or a folder brought from another machine.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,14 +36,16 @@ pub struct Args {
     /// Only these steps, comma separated (fig2a, fig2b, fig2c, pipe, table3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Run nothing: write report.md again from what an earlier run left in --out (its CSVs,
+    /// logs, steps.csv and machine.csv), for example after the report's code changed.
+    #[arg(long, conflicts_with_all = ["quick", "trace", "only"])]
+    pub report_only: bool,
 }
 
 /// One step of the evaluation.
 struct Step {
     /// Its name, the figure's subcommand, and the file stem of its outputs.
     name: &'static str,
-    /// What it shows.
-    title: &'static str,
     /// Its options (the outputs are added).
     options: Vec<String>,
     /// What its CSV holds.
@@ -82,16 +89,31 @@ const FIGURES: [(&str, &str, [Run; 2]); 3] = [
     ),
 ];
 
+const PIPE_TITLE: &str = "Pipes: a Cosh pipe (aggregates by strong move, and its Read/Write adapters) against a Linux pipe, producer and consumer processes";
+const TABLE3_TITLE: &str =
+    "Table 3: a real trace replayed on every target, every read and the final tree checked";
+
+/// The step `name`'s title and what its CSV holds.
+fn describe(name: &str) -> Option<(&'static str, &'static str, Kind)> {
+    if let Some((n, title, _)) = FIGURES.iter().find(|f| f.0 == name) {
+        return Some((n, title, Kind::Latency));
+    }
+    match name {
+        "pipe" => Some(("pipe", PIPE_TITLE, Kind::Throughput)),
+        "table3" => Some(("table3", TABLE3_TITLE, Kind::Replay)),
+        _ => None,
+    }
+}
+
 fn steps(args: &Args) -> Vec<Step> {
     let quick = args.quick;
     let o = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
     let mut all: Vec<Step> = FIGURES
         .iter()
-        .map(|(name, title, runs)| {
+        .map(|(name, _, runs)| {
             let (sizes, samples) = runs[usize::from(!quick)];
             Step {
                 name,
-                title,
                 options: o(&["--sizes", sizes, "--samples", samples]),
                 kind: Kind::Latency,
             }
@@ -99,7 +121,6 @@ fn steps(args: &Args) -> Vec<Step> {
         .collect();
     all.push(Step {
         name: "pipe",
-        title: "Pipes: a Cosh pipe (aggregates by strong move, and its Read/Write adapters) against a Linux pipe, producer and consumer processes",
         options: if quick {
             o(&["--sizes", "64K,1M", "--total-mib", "64"])
         } else {
@@ -131,7 +152,6 @@ fn steps(args: &Args) -> Vec<Step> {
         options.extend(["--targets".to_string(), targets.join(",")]);
         all.push(Step {
             name: "table3",
-            title: "Table 3: a real trace replayed on every target, every read and the final tree checked",
             options,
             kind: Kind::Replay,
         });
@@ -144,10 +164,154 @@ fn steps(args: &Args) -> Vec<Step> {
 
 /// How a step went.
 struct Ran {
+    /// The step's name (`fig2a`, ...).
+    name: String,
     command: String,
     ok: bool,
     took: Duration,
     status: String,
+}
+
+/// What a run was, beyond its CSVs and logs: what the report says of it.
+struct Made {
+    /// The whole command (`cosh bench all --quick ...`).
+    command: String,
+    took: Duration,
+    machine: Vec<(String, String)>,
+    ran: Vec<Ran>,
+}
+
+const STEPS_CSV: &str = "steps.csv";
+const MACHINE_CSV: &str = "machine.csv";
+
+impl Made {
+    /// Writes `steps.csv` (the whole run first, as step `all`) and `machine.csv` into `out`.
+    fn save(&self, out: &Path) -> Result<(), String> {
+        let write = |name: &str, rows: Vec<Vec<String>>| -> Result<(), String> {
+            let path = out.join(name);
+            let failed =
+                |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+            let mut w = csv::Writer::from_path(&path).map_err(|e| failed(&e))?;
+            for row in rows {
+                w.write_record(&row).map_err(|e| failed(&e))?;
+            }
+            w.flush().map_err(|e| failed(&e))
+        };
+        let all_ok = self.ran.iter().all(|r| r.ok);
+        let mut steps = vec![
+            vec!["step", "ok", "seconds", "status", "command"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            vec![
+                "all".to_string(),
+                all_ok.to_string(),
+                format!("{:.3}", self.took.as_secs_f64()),
+                if all_ok { "ok" } else { "a step failed" }.to_string(),
+                self.command.clone(),
+            ],
+        ];
+        for r in &self.ran {
+            steps.push(vec![
+                r.name.clone(),
+                r.ok.to_string(),
+                format!("{:.3}", r.took.as_secs_f64()),
+                r.status.clone(),
+                r.command.clone(),
+            ]);
+        }
+        write(STEPS_CSV, steps)?;
+        let mut machine = vec![vec!["field".to_string(), "value".to_string()]];
+        machine.extend(self.machine.iter().map(|(k, v)| vec![k.clone(), v.clone()]));
+        write(MACHINE_CSV, machine)
+    }
+
+    /// What [`Made::save`] wrote in `out`.
+    fn load(out: &Path) -> Result<Made, String> {
+        let read = |name: &str| -> Result<Vec<csv::StringRecord>, String> {
+            let path = out.join(name);
+            let mut r = csv::Reader::from_path(&path).map_err(|e| {
+                format!(
+                    "cannot read {}: {e} (--report-only writes the report of a folder made by `cosh bench all`)",
+                    path.display()
+                )
+            })?;
+            r.records()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let seconds = |rec: &csv::StringRecord, path: &str| -> Result<Duration, String> {
+            rec.get(2)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("{path}: a row without seconds: {rec:?}"))
+        };
+        let field = |rec: &csv::StringRecord, i: usize| rec.get(i).unwrap_or("").to_string();
+        let mut made = Made {
+            command: String::new(),
+            took: Duration::ZERO,
+            machine: Vec::new(),
+            ran: Vec::new(),
+        };
+        for rec in read(STEPS_CSV)? {
+            let name = field(&rec, 0);
+            let took = seconds(&rec, STEPS_CSV)?;
+            if name == "all" {
+                made.command = field(&rec, 4);
+                made.took = took;
+            } else if describe(&name).is_some() {
+                made.ran.push(Ran {
+                    ok: field(&rec, 1) == "true",
+                    took,
+                    status: field(&rec, 3),
+                    command: field(&rec, 4),
+                    name,
+                });
+            } else {
+                return Err(format!("{STEPS_CSV}: no step {name:?}"));
+            }
+        }
+        made.machine = read(MACHINE_CSV)?
+            .iter()
+            .map(|rec| (field(rec, 0), field(rec, 1)))
+            .collect();
+        Ok(made)
+    }
+
+    /// The CPU clock in GHz the machine's description gives, if it gives one.
+    fn ghz(&self) -> Option<f64> {
+        self.machine
+            .iter()
+            .find(|(k, _)| k == "CPU MHz (now)")
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .map(|mhz| mhz / 1000.0)
+    }
+}
+
+/// The command that ran with `args`, as a user would type it.
+fn command_line(args: &Args) -> String {
+    let mut c = String::from("cosh bench all --");
+    if args.quick {
+        c.push_str(" --quick");
+    }
+    if let Some(t) = &args.trace {
+        let _ = write!(c, " --trace {}", t.display());
+    }
+    if !args.only.is_empty() {
+        let _ = write!(c, " --only {}", args.only.join(","));
+    }
+    let _ = write!(c, " --out {}", args.out.display());
+    c
+}
+
+/// Writes `report.md` from what is in `out`; returns its path and what the run was.
+fn write_report(out: &Path) -> Result<(PathBuf, Made), String> {
+    let made = Made::load(out)?;
+    let path = out.join("report.md");
+    std::fs::write(&path, report(out, &made))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((path, made))
 }
 
 /// Runs `cosh bench all` with `args` (the first is the program name); the steps are this
@@ -158,6 +322,15 @@ pub fn main_with(
     let Some(args) = crate::parse_args::<Args>(args)? else {
         return Ok(());
     };
+    if args.report_only {
+        let (path, made) = write_report(&args.out)?;
+        eprintln!(
+            "report: {} (written again from the run of `{}`)",
+            path.display(),
+            made.command
+        );
+        return Ok(());
+    }
     const NAMES: [&str; 5] = ["fig2a", "fig2b", "fig2c", "pipe", "table3"];
     if let Some(bad) = args.only.iter().find(|o| !NAMES.contains(&o.as_str())) {
         return Err(format!(
@@ -185,6 +358,9 @@ pub fn main_with(
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot make {}: {e}", args.out.display()))?;
+    // An earlier run's account goes now: a run stopped half way leaves none, so that
+    // `--report-only` never pairs it with this run's files.
+    let _ = std::fs::remove_file(args.out.join(STEPS_CSV));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let bar = indicatif::ProgressBar::new(steps.len() as u64);
     bar.set_style(
@@ -233,6 +409,7 @@ pub fn main_with(
             Err(e) => (false, format!("could not run: {e}")),
         };
         ran.push(Ran {
+            name: step.name.to_string(),
             command,
             ok,
             took: t.elapsed(),
@@ -241,15 +418,21 @@ pub fn main_with(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let report = report(&args, &steps, &ran, started.elapsed());
-    let path = args.out.join("report.md");
-    std::fs::write(&path, report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let made = Made {
+        command: command_line(&args),
+        took: started.elapsed(),
+        machine: machine(),
+        ran,
+    };
+    made.save(&args.out)?;
+    let (path, made) = write_report(&args.out)?;
+    let ran = &made.ran;
     eprintln!(
         "report: {} ({} of {} steps ok, {:.0} s)",
         path.display(),
         ran.iter().filter(|r| r.ok).count(),
         ran.len(),
-        started.elapsed().as_secs_f64()
+        made.took.as_secs_f64()
     );
     if ran.iter().all(|r| r.ok) {
         Ok(())
@@ -291,14 +474,6 @@ fn cpuinfo(name: &str) -> Option<String> {
         .find(|l| l.starts_with(name))?
         .split_once(':')
         .map(|(_, v)| v.trim().to_string())
-}
-
-/// The CPU clock in GHz (for cycles), if known.
-fn ghz() -> Option<f64> {
-    cpuinfo("cpu MHz")?
-        .parse::<f64>()
-        .ok()
-        .map(|mhz| mhz / 1000.0)
 }
 
 /// A row of a figure's CSV: (case, size, median ns until the receiver can read the bytes).
@@ -615,7 +790,7 @@ fn pivot(rows: &[Row]) -> String {
 }
 
 /// The paper's numbers beside ours, for the steps where it gives them.
-fn against_paper(step: &str, r: &[Row], table: &[Table3Row]) -> String {
+fn against_paper(step: &str, r: &[Row], table: &[Table3Row], ghz: Option<f64>) -> String {
     let mut s = String::new();
     match step {
         "fig2a" => {
@@ -627,7 +802,7 @@ fn against_paper(step: &str, r: &[Row], table: &[Table3Row]) -> String {
                 .map(|x| x.2)
                 .min();
             if let (Some(size), Some(ns)) = (smallest, base) {
-                let cycles = ghz().map_or("(CPU clock unknown)".to_string(), |g| {
+                let cycles = ghz.map_or("(CPU clock unknown)".to_string(), |g| {
                     format!("about {:.0} cycles at {g:.2} GHz", ns as f64 * g)
                 });
                 let _ = writeln!(
@@ -700,90 +875,95 @@ fn table3(path: &Path) -> Vec<Table3Row> {
         .collect()
 }
 
-fn report(args: &Args, steps: &[Step], ran: &[Ran], took: Duration) -> String {
+/// The report of the run `made`, whose CSVs and logs are in `out`.
+fn report(out: &Path, made: &Made) -> String {
     let mut s = String::from("# Cosh: the paper's evaluation on this machine\n\n");
     let _ = writeln!(
         s,
-        "Made by `cosh bench all{}` in {:.0} s. Every step measures its baselines in the same run, on the same machine, so the ratios hold even where the machine is noisy; each figure's median is the middle sample of many.\n",
-        if args.quick { " --quick" } else { "" },
-        took.as_secs_f64()
+        "Made by `{}` in {:.0} s. Every step measures its baselines in the same run, on the same machine, so the ratios hold even where the machine is noisy; each figure's median is the middle sample of many.\n",
+        made.command,
+        made.took.as_secs_f64()
     );
     s.push_str("## The machine\n\n| | |\n|---|---|\n");
-    for (k, v) in machine() {
+    for (k, v) in &made.machine {
         let _ = writeln!(s, "| {k} | {v} |");
     }
     s.push_str("\n## The steps\n\n| step | status | time | command |\n|---|---|---:|---|\n");
-    for (step, r) in steps.iter().zip(ran) {
+    for r in &made.ran {
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} s | `{}` |",
-            step.name,
+            r.name,
             r.status,
             r.took.as_secs_f64(),
             r.command
         );
     }
-    for (step, r) in steps.iter().zip(ran) {
-        let _ = writeln!(s, "\n## {}\n", step.title);
+    let steps = made
+        .ran
+        .iter()
+        .filter_map(|r| describe(&r.name).map(|(name, title, kind)| (name, title, kind, r)));
+    for (name, title, kind, r) in steps {
+        let _ = writeln!(s, "\n## {title}\n");
         if !r.ok {
             let _ = writeln!(s, "This step {}.", r.status);
             continue;
         }
-        let csv = args.out.join(format!("{}.csv", step.name));
-        let (figure, table) = match step.kind {
+        let csv = out.join(format!("{name}.csv"));
+        let (figure, table) = match kind {
             Kind::Latency => (rows(&csv), Vec::new()),
             Kind::Throughput => (Vec::new(), Vec::new()),
             Kind::Replay => (Vec::new(), table3(&csv)),
         };
-        if step.kind == Kind::Throughput {
+        if kind == Kind::Throughput {
             s.push_str(&throughput(&rows(&csv)));
             let _ = writeln!(
                 s,
                 "\nCSV: [`pipe.csv`](pipe.csv); the full output: [`pipe.log`](pipe.log).\n"
             );
-        } else if step.kind == Kind::Latency {
+        } else if kind == Kind::Latency {
             let _ = writeln!(
                 s,
                 "![{}]({}.svg)\n\nMedian microseconds until the receiver can read the bytes (a transfer by reference of a buffer the receiver never mapped includes mapping it); the fastest at each size in bold.{}\n\n{}\n{}\nCSV: [`{}.csv`]({}.csv) (both times: delivered and readable); the full output: [`{}.log`]({}.log).\n",
-                step.name,
-                step.name,
-                if step.name == "fig2a" {
+                name,
+                name,
+                if name == "fig2a" {
                     " The sender and the receiver run on two different cores, and every receiver (Cosh's, the socket's, the pipe's) is blocked, reading into memory already faulted in, when the sender starts. Below 1 MiB the single transfers of every case and baseline take their samples in turn, one of each per round, so that a slow phase of the machine falls on all of them alike; from 1 MiB each case takes its samples back to back, in its own steady state of caches and free lists."
                 } else {
                     ""
                 },
                 pivot(&figure),
                 ratios(&figure, &intervals(&csv)),
-                step.name,
-                step.name,
-                step.name,
-                step.name
+                name,
+                name,
+                name,
+                name
             );
         } else {
             s.push_str("| target | median (ms) | vs tmpfs | exact |\n|---|---:|---:|---|\n");
-            for (name, ms, ratio, exact) in &table {
+            for (target, ms, ratio, exact) in &table {
                 let ratio = ratio
                     .parse::<f64>()
                     .map_or("–".to_string(), |r| format!("{r:.2}x"));
-                let _ = writeln!(s, "| {name} | {ms:.1} | {ratio} | {exact} |");
+                let _ = writeln!(s, "| {target} | {ms:.1} | {ratio} | {exact} |");
             }
             let _ = writeln!(
                 s,
                 "\nCSV: [`table3.csv`](table3.csv); the replay's own output: [`table3.log`](table3.log).\n"
             );
         }
-        let paper = against_paper(step.name, &figure, &table);
+        let paper = against_paper(name, &figure, &table, made.ghz());
         if !paper.is_empty() {
             let _ = writeln!(s, "{paper}");
         }
     }
-    if args.trace.is_none() {
+    if !made.ran.iter().any(|r| r.name == "table3") {
         s.push_str(
-            "\n## Table 3\n\nNot run: give a trace folder with `--trace DIR` (for example `../shared/traces/devtrace`).\n",
+            "\n## Table 3\n\nNot in this run: it replays a trace folder given with `--trace DIR` (for example `../shared/traces/devtrace`).\n",
         );
     }
-    s.push_str(&targets(&args.out));
-    s.push_str(&reasons(&args.out));
+    s.push_str(&targets(out));
+    s.push_str(&reasons(out));
     s
 }
 
@@ -1450,6 +1630,86 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("each transfer is a round trip"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_report_is_written_from_the_folder_alone() {
+        let dir = std::env::temp_dir().join(format!("cosh-rerender-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let err = write_report(&dir).err().expect("no steps.csv yet");
+        assert!(
+            err.contains("steps.csv") && err.contains("--report-only"),
+            "{err}"
+        );
+        figure(
+            &dir.join("fig2a.csv"),
+            &[
+                ("move strong", 4096, 2_000, 2_000),
+                ("pipe", 4096, 4_000, 4_000),
+            ],
+        );
+        let made = Made {
+            command: "cosh bench all -- --quick --out somewhere".into(),
+            took: Duration::from_secs(42),
+            machine: vec![
+                ("CPU".into(), "A, test \"CPU\"".into()),
+                ("CPU MHz (now)".into(), "3000.0".into()),
+            ],
+            ran: vec![
+                Ran {
+                    name: "fig2a".into(),
+                    command: "cosh bench fig2a -- --sizes 4K".into(),
+                    ok: true,
+                    took: Duration::from_secs(40),
+                    status: "ok".into(),
+                },
+                Ran {
+                    name: "fig2b".into(),
+                    command: "cosh bench fig2b -- --sizes 4K".into(),
+                    ok: false,
+                    took: Duration::from_secs(2),
+                    status: "failed (exit status: 1); see fig2b.log".into(),
+                },
+            ],
+        };
+        made.save(&dir).expect("save");
+        let (path, loaded) = write_report(&dir).expect("report");
+        let text = std::fs::read_to_string(&path).expect("read");
+        // What the run was comes from the folder, not from this machine.
+        assert_eq!(loaded.command, made.command);
+        assert_eq!(loaded.took, made.took);
+        assert_eq!(loaded.machine, made.machine);
+        assert!(
+            text.contains("Made by `cosh bench all -- --quick --out somewhere` in 42 s"),
+            "{text}"
+        );
+        assert!(text.contains("| CPU | A, test \"CPU\" |"), "{text}");
+        assert!(
+            text.contains("| fig2a | ok | 40 s | `cosh bench fig2a -- --sizes 4K` |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("This step failed (exit status: 1); see fig2b.log."),
+            "{text}"
+        );
+        // The clock of the machine that ran it: 2 µs at 3 GHz.
+        assert!(text.contains("about 6000 cycles at 3.00 GHz"), "{text}");
+        assert!(
+            text.contains("Not in this run: it replays a trace folder"),
+            "{text}"
+        );
+        // Written again, the same report.
+        write_report(&dir).expect("again");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
+        // A folder whose steps.csv names no step of this program is refused.
+        std::fs::write(
+            dir.join(STEPS_CSV),
+            "step,ok,seconds,status,command\nfig9,true,1,ok,x\n",
+        )
+        .expect("steps");
+        let err = write_report(&dir).err().expect("an unknown step");
+        assert!(err.contains("fig9"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

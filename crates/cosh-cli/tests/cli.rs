@@ -573,9 +573,33 @@ fn bench_all_writes_a_report_folder() {
         "fig2c.log",
         "table3.csv",
         "table3.log",
+        "steps.csv",
+        "machine.csv",
     ] {
         assert!(out.join(file).exists(), "no {file}");
     }
+    // Written again from the folder alone, the report is the same.
+    std::fs::remove_file(out.join("report.md")).expect("rm report.md");
+    let again = cosh(&dir, &["bench", "all", "--", "--report-only", "--out", &o]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.md")).expect("report.md again"),
+        report
+    );
+    let run = cosh(
+        &dir,
+        &[
+            "bench",
+            "all",
+            "--",
+            "--report-only",
+            "--quick",
+            "--out",
+            &o,
+        ],
+    );
+    assert!(!run.status.success());
+    assert!(text(&run).contains("cannot be used with"), "{}", text(&run));
     let table3 = std::fs::read_to_string(out.join("table3.csv")).expect("csv");
     assert_eq!(
         table3.lines().filter(|l| l.ends_with(",yes")).count(),
