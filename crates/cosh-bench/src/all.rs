@@ -1129,7 +1129,7 @@ fn reasons(out: &Path) -> String {
             })
             .collect();
         items.push(format!(
-            "**A receiver that busy-polls**: iceoryx2 hands over an offset into a pool of samples both processes mapped when they started; Cosh's single transfers of a fresh buffer copy it (inline or in the block manager) or map it. The like-for-like case is a buffer both domains already map, the weak bounce: µs one way, Cosh vs iceoryx2, {}.",
+            "**A receiver that busy-polls**: iceoryx2 hands over an offset into a pool of samples both processes mapped when they connected (the subscriber can read the whole pool, samples not yet sent included); Cosh's single transfers of a fresh buffer copy it (inline or in the block manager) or map it, because a fresh allocation is private to its domain until it is transferred (invariant 4 in ARCHITECTURE.md: no other domain may observe it before), and a copy makes a copy. The like-for-like case is a buffer both domains already map, the weak bounce: µs one way, Cosh vs iceoryx2, {}.",
             pairs.join("; ")
         ));
     }
