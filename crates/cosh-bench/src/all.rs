@@ -1305,7 +1305,7 @@ fn reasons(out: &Path) -> String {
     let remote = under("host to remote, pipelined", "tcp loopback, pipelined", 0.8);
     if let (false, Some(one_way)) = (remote.is_empty(), get(&b, "host to remote", 4096)) {
         items.push(format!(
-            "**To another host, pipelined, below 0.8x raw TCP** (µs per transfer against back-to-back writes on a TCP socket): {}. Each transfer costs a fixed time beyond its bytes ({} µs one way at 4 KiB): the source block manager hands it to its link's thread, the destination's link thread waits for its block manager to give it the receiver's buffer before it reads the bytes, and the sender is answered only once the destination has taken the transfer, so that a receive there sees every transfer its sender finished (the next one starts after that round trip).{}",
+            "**To another host, pipelined, below 0.8x raw TCP** (µs per transfer against back-to-back writes on a TCP socket): {}. Each transfer costs a fixed time beyond its bytes ({} µs one way at 4 KiB): its sender is answered only once the destination has taken it, so that a receive there sees every transfer its sender finished, and the sender's next transfer starts after that round trip — through both block managers and the threads of their link — and a wake-up of the sender and of its block manager; the link carries one transfer's bytes at a time.{}",
             listed(&remote),
             ust(one_way),
             met_from("host to remote, pipelined", &remote)
@@ -1693,7 +1693,7 @@ mod tests {
             "**To a device pool, pipelined, below 0.7x memcpy** (µs per transfer against memcpy): 1 MiB 170 vs 22.0, 4 MiB 480 vs 95.0. Each transfer to another pool has a fixed cost, two block managers and a wake-up of each (80.0 µs a transfer at 4 KiB)",
             "into one of the receiver's (the block manager measured such a copy out of the caches at 100 µs a MiB, Figure 2a's policy line); memcpy copies the same bytes again and again, within the caches. From 16 MiB up the ratio is met in this run.",
             "**To another host, pipelined, below 0.8x raw TCP** (µs per transfer against back-to-back writes on a TCP socket): 1 MiB 540 vs 300. Each transfer costs a fixed time beyond its bytes (175 µs one way at 4 KiB)",
-            "(the next one starts after that round trip). From 4 MiB up the ratio is met in this run.",
+            "the link carries one transfer's bytes at a time. From 4 MiB up the ratio is met in this run.",
             "**A receiver that sleeps, inline** (µs): 4 KiB Cosh 30.0 vs the pipe 22.0",
             "a futex ping-pong between the same two processes: 32.0 µs",
             "(262144 bytes strong, 1048576 weak)** (µs): 1 MiB Cosh 230 vs the unix socket 220",
