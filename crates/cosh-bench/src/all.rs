@@ -174,7 +174,7 @@ struct Ran {
 
 /// What a run was, beyond its CSVs and logs: what the report says of it.
 struct Made {
-    /// The whole command (`cosh bench all --quick ...`).
+    /// The whole command (`cosh bench all -- --quick ...`).
     command: String,
     took: Duration,
     machine: Vec<(String, String)>,
@@ -243,8 +243,7 @@ impl Made {
         let seconds = |rec: &csv::StringRecord, path: &str| -> Result<Duration, String> {
             rec.get(2)
                 .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map(Duration::from_secs_f64)
+                .and_then(|v| Duration::try_from_secs_f64(v).ok())
                 .ok_or_else(|| format!("{path}: a row without seconds: {rec:?}"))
         };
         let field = |rec: &csv::StringRecord, i: usize| rec.get(i).unwrap_or("").to_string();
@@ -1802,14 +1801,21 @@ mod tests {
         // Written again, the same report.
         write_report(&dir).expect("again");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
-        // A folder whose steps.csv names no step of this program is refused.
-        std::fs::write(
-            dir.join(STEPS_CSV),
-            "step,ok,seconds,status,command\nfig9,true,1,ok,x\n",
-        )
-        .expect("steps");
-        let err = write_report(&dir).err().expect("an unknown step");
-        assert!(err.contains("fig9"), "{err}");
+        // A folder whose steps.csv names no step of this program, or a time no duration
+        // holds, is refused.
+        for (row, said) in [
+            ("fig9,true,1,ok,x", "fig9"),
+            ("fig2a,true,1e300,ok,x", "without seconds"),
+            ("fig2a,true,-1,ok,x", "without seconds"),
+        ] {
+            std::fs::write(
+                dir.join(STEPS_CSV),
+                format!("step,ok,seconds,status,command\n{row}\n"),
+            )
+            .expect("steps");
+            let err = write_report(&dir).err().expect("refused");
+            assert!(err.contains(said), "{row}: {err}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
