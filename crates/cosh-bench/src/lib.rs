@@ -7,9 +7,9 @@
 //! One-way latency is measured on the system-wide monotonic clock: the sender reads it just
 //! before the transfer (or the write, for the baselines) and puts the reading in the first
 //! eight bytes of the data; the receiver reads the clock as soon as `receive` returns
-//! (*delivered*) and again once the aggregate's memory is mapped and its first and last bytes
-//! read (*readable*: for the baselines the two are the same, the data is in the receiver's
-//! buffer). The receiver is blocked in its receive (or its read of the socket or pipe, into
+//! (*delivered*) and again once the aggregate's memory is mapped, one byte of every page
+//! read and its first and last bytes (*readable*: no byte of it faults when read then; for the
+//! baselines the two are the same, the data is in the receiver's buffer). The receiver is blocked in its receive (or its read of the socket or pipe, into
 //! memory it keeps faulted in) when the sender starts: it says so on a control pipe, and the
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
 //! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
@@ -287,7 +287,9 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 say(&mut out, "ok")?;
             }
             ["cosh"] => {
-                // One sample: say we are about to wait, receive, time, map and touch, report.
+                // One sample: say we are about to wait, receive, time, map and touch every
+                // page (so that no byte faults when read, however the buffer was mapped),
+                // report.
                 say(&mut out, "armed")?;
                 let got = d
                     .receive(sender, Some(Duration::from_secs(60)))
@@ -297,14 +299,20 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 let mut head = [0u8; 8];
                 let mut last = 0u8;
                 let mut at = 0usize;
+                let mut pages = 0u64;
                 for p in &pieces {
                     let bytes = d.bytes(p).map_err(e)?;
                     for b in bytes.iter().take(8usize.saturating_sub(at)) {
                         head[at] = *b;
                         at += 1;
                     }
+                    pages = bytes
+                        .iter()
+                        .step_by(4096)
+                        .fold(pages, |sum, b| sum.wrapping_add(u64::from(*b)));
                     last = bytes.last().copied().unwrap_or(last);
                 }
+                std::hint::black_box(pages);
                 let readable = now_ns();
                 let t0 = u64::from_le_bytes(head);
                 d.decref(got.agg).map_err(e)?;
