@@ -143,7 +143,8 @@ pub(crate) fn measure() -> Result<Measured, String> {
     }
     let handoff_ns = median(wakes);
 
-    // Mapping a buffer never mapped before (its pages exist), touching every page.
+    // Mapping a buffer never mapped before (its pages exist), touching every page, as a
+    // receiver's library maps it (faulted in on first touch).
     let map_cost = |len: u64| -> Result<u64, String> {
         let mut times = Vec::new();
         for _ in 0..5 {
@@ -153,7 +154,7 @@ pub(crate) fn measure() -> Result<Measured, String> {
                 .as_mut_slice()
                 .fill(1);
             let t0 = Instant::now();
-            let r = m.map_read(Prefault::Now).map_err(e)?;
+            let r = m.map_read(Prefault::OnFirstTouch).map_err(e)?;
             let sum: u64 = r
                 .as_slice()
                 .iter()
