@@ -8,9 +8,10 @@
 //! before the transfer (or the write, for the baselines) and puts the reading in the first
 //! eight bytes of the data; the receiver reads the clock as soon as `receive` returns
 //! (*delivered*) and again once the aggregate's memory is mapped, one byte of every page
-//! read and its first and last bytes (*readable*: no byte of it faults when read then; for the
-//! baselines the two are the same, the data is in the receiver's buffer). The receiver is blocked in its receive (or its read of the socket or pipe, into
-//! memory it keeps faulted in) when the sender starts: it says so on a control pipe, and the
+//! read and its first and last bytes (*readable*: no byte of it faults when read then; for
+//! the baselines the two are the same, the data is in the receiver's buffer). The receiver
+//! is blocked in its receive (or its read of the socket or pipe, into memory it keeps
+//! faulted in) when the sender starts: it says so on a control pipe, and the
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
 //! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
 //! and a few copies of kilobytes, the cases and the socket and pipe baselines take their
