@@ -1202,16 +1202,7 @@ fn reasons(out: &Path) -> String {
         ("stream move strong", "strong moves"),
         ("stream copy", "copies"),
     ];
-    let below = |case: &str| {
-        let mut v: Vec<(u64, f64, f64)> = a
-            .iter()
-            .filter(|r| r.0 == case && r.1 >= mib)
-            .filter_map(|r| Some((r.1, r.2 as f64, get(&a, "memcpy", r.1)?)))
-            .filter(|(_, stream, copy)| copy / stream < 0.8)
-            .collect();
-        v.sort_by_key(|x| x.0);
-        v
-    };
+    let below = |case: &str| short_of(&a, case, "memcpy", 0.8, mib);
     let each: Vec<String> = streams
         .iter()
         .filter_map(|(case, said)| {
@@ -1269,17 +1260,8 @@ fn reasons(out: &Path) -> String {
         }
         items.push(item);
     }
-    // Across pools, from 1 MiB: (size, Cosh, baseline) where the ratio is under `floor`.
-    let under = |case: &str, base: &str, floor: f64| -> Vec<(u64, f64, f64)> {
-        let mut v: Vec<(u64, f64, f64)> = b
-            .iter()
-            .filter(|r| r.0 == case && r.1 >= mib)
-            .filter_map(|r| Some((r.1, r.2 as f64, get(&b, base, r.1)?)))
-            .filter(|(_, ours, theirs)| theirs / ours < floor)
-            .collect();
-        v.sort_by_key(|x| x.0);
-        v
-    };
+    // Across pools, from 1 MiB.
+    let under = |case: &str, base: &str, floor: f64| short_of(&b, case, base, floor, mib);
     let listed = |v: &[(u64, f64, f64)]| -> String {
         v.iter()
             .map(|(size, ours, theirs)| {
@@ -1377,6 +1359,22 @@ fn reasons(out: &Path) -> String {
         let _ = writeln!(s, "- {item}");
     }
     s
+}
+
+/// Where `case` is below `floor` times the speed of `base`, from `from` bytes: (size, the
+/// case's median, the baseline's), by size.
+fn short_of(rows: &[Row], case: &str, base: &str, floor: f64, from: u64) -> Vec<(u64, f64, f64)> {
+    let mut v: Vec<(u64, f64, f64)> = rows
+        .iter()
+        .filter(|r| r.0 == case && r.1 >= from)
+        .filter_map(|r| {
+            let theirs = rows.iter().find(|x| x.0 == base && x.1 == r.1)?.2;
+            Some((r.1, r.2 as f64, theirs as f64))
+        })
+        .filter(|(_, ours, theirs)| theirs / ours < floor)
+        .collect();
+    v.sort_by_key(|x| x.0);
+    v
 }
 
 /// The pipe step's table: GB/s by case and piece size, and the ratio to the Linux pipe.
