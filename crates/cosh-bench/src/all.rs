@@ -1858,25 +1858,17 @@ mod tests {
         assert_eq!(loaded.command, made.command);
         assert_eq!(loaded.took, made.took);
         assert_eq!(loaded.machine, made.machine);
-        assert!(
-            text.contains("Made by `cosh bench all -- --quick --out somewhere` in 42 s"),
-            "{text}"
-        );
-        assert!(text.contains("| CPU | A, test \"CPU\" |"), "{text}");
-        assert!(
-            text.contains("| fig2a | ok | 40 s | `cosh bench fig2a -- --sizes 4K` |"),
-            "{text}"
-        );
-        assert!(
-            text.contains("This step failed (exit status: 1); see fig2b.log."),
-            "{text}"
-        );
-        // The clock of the machine that ran it: 2 µs at 3 GHz.
-        assert!(text.contains("about 6000 cycles at 3.00 GHz"), "{text}");
-        assert!(
-            text.contains("Not in this run: it replays a trace folder"),
-            "{text}"
-        );
+        for needle in [
+            "Made by `cosh bench all -- --quick --out somewhere` in 42 s",
+            "| CPU | A, test \"CPU\" |",
+            "| fig2a | ok | 40 s | `cosh bench fig2a -- --sizes 4K` |",
+            "This step failed (exit status: 1); see fig2b.log.",
+            // The clock of the machine that ran it: 2 µs at 3 GHz.
+            "about 6000 cycles at 3.00 GHz",
+            "Not in this run: it replays a trace folder",
+        ] {
+            assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+        }
         // Written again, the same report.
         write_report(&dir).expect("again");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
