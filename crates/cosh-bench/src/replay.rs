@@ -1194,6 +1194,11 @@ pub struct Args {
     /// Replays per target; the median time is reported.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
+    /// Untimed replays of every target before the timed ones (at least 1 for `cosh bench
+    /// table3`): a service's first replay makes its buffers and fills its cache, which the
+    /// kernel behind tmpfs did long ago. The first replay's time is still shown, apart.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(..=100))]
+    pub warmup: u32,
     /// Where tmpfs is.
     #[arg(long, default_value = "/dev/shm", value_name = "DIR")]
     pub tmpfs: PathBuf,
@@ -1214,8 +1219,8 @@ const TARGETS: [&str; 8] = [
     "device-coshfs-nocache",
 ];
 
-/// Runs `cosh replay` (`table3`: every target, three runs each, unless the options say
-/// otherwise). Helper processes are this program started with `helpers` (`cosh bench fig2c`).
+/// Runs `cosh replay` (`table3`: every target, one untimed replay and three timed runs each,
+/// unless the options say otherwise). Helper processes are this program started with `helpers` (`cosh bench fig2c`).
 pub fn main_with(
     helpers: &[&str],
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
@@ -1232,6 +1237,7 @@ pub fn main_with(
             args.targets = TARGETS.iter().map(|s| s.to_string()).collect();
         }
         args.runs = args.runs.max(3);
+        args.warmup = args.warmup.max(1);
     }
     for t in &args.targets {
         if !TARGETS.contains(&t.as_str()) {
@@ -1246,19 +1252,38 @@ pub fn main_with(
         trace.initial.len(),
         trace.final_files.len()
     );
-    let mut results: Vec<(String, Vec<Duration>, bool)> = Vec::new();
+    if args.warmup > 0 {
+        eprintln!(
+            "The first {} replay(s) of each target are untimed (a fresh service makes its buffers and fills its cache); the first one's time is shown apart.",
+            args.warmup
+        );
+    }
+    let mut results: Vec<Replayed> = Vec::new();
     let mut service: Option<(Client, crate::fig2c::Helpers)> = None;
     let mut device: Option<(Client, crate::fig2c::Helpers)> = None;
     // Runs go round the targets (each target's first run, then each one's second, ...), so
     // that the machine's ups and downs fall on every target alike.
-    let mut tally: Vec<(Vec<Duration>, bool)> = vec![(Vec::new(), true); args.targets.len()];
-    for run in 0..args.runs {
+    let mut tally: Vec<Replayed> = args
+        .targets
+        .iter()
+        .map(|name| Replayed {
+            name: name.clone(),
+            times: Vec::new(),
+            first: None,
+            exact: true,
+        })
+        .collect();
+    for run in 0..args.warmup + args.runs {
         for (k, name) in args.targets.iter().enumerate() {
             let bar = indicatif::ProgressBar::new(trace.records.len() as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(&format!(
-                    "{name:>22} run {}: {{bar:40}} {{pos}}/{{len}} records {{elapsed}}",
-                    run + 1
+                    "{name:>22} {}: {{bar:40}} {{pos}}/{{len}} records {{elapsed}}",
+                    if run < args.warmup {
+                        format!("untimed {}", run + 1)
+                    } else {
+                        format!("run {}", run - args.warmup + 1)
+                    }
                 ))
                 .map_err(|e| e.to_string())?,
             );
@@ -1309,22 +1334,32 @@ pub fn main_with(
             };
             bar.finish_and_clear();
             if run == 0 || !outcome.ok() {
-                print_outcome(name, &outcome);
+                let label = if run < args.warmup {
+                    format!("{name} (untimed)")
+                } else {
+                    name.clone()
+                };
+                print_outcome(&label, &outcome);
             }
-            tally[k].1 &= outcome.ok();
-            tally[k].0.push(outcome.elapsed);
+            let t = &mut tally[k];
+            t.exact &= outcome.ok();
+            if run < args.warmup {
+                t.first = t.first.or(Some(outcome.elapsed));
+            } else {
+                t.times.push(outcome.elapsed);
+            }
         }
     }
-    for (name, (mut times, exact)) in args.targets.iter().zip(tally) {
-        times.sort();
-        results.push((name.clone(), times, exact));
+    for mut t in tally {
+        t.times.sort();
+        results.push(t);
     }
     drop(service);
     drop(device);
     let base = results
         .iter()
-        .find(|(n, _, _)| n == "tmpfs")
-        .map(|(_, t, _)| t[t.len() / 2]);
+        .find(|r| r.name == "tmpfs")
+        .map(Replayed::median);
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
@@ -1335,47 +1370,68 @@ pub fn main_with(
     );
     let _ = writeln!(
         err,
-        "  {:<24} {:>12} {:>14} {:>8}",
-        "target", "time (ms)", "vs tmpfs", "exact"
+        "  {:<24} {:>12} {:>14} {:>8} {:>16}",
+        "target", "time (ms)", "vs tmpfs", "exact", "first, untimed"
     );
-    for (name, times, exact) in &results {
-        let med = times[times.len() / 2];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for r in &results {
+        let med = r.median();
         let ratio = base.map_or("-".to_string(), |b| {
             format!("{:.2}x", med.as_secs_f64() / b.as_secs_f64())
         });
         let _ = writeln!(
             err,
-            "  {:<24} {:>12.1} {:>14} {:>8}",
-            name,
-            med.as_secs_f64() * 1e3,
+            "  {:<24} {:>12.1} {:>14} {:>8} {:>16}",
+            r.name,
+            ms(med),
             ratio,
-            if *exact { "yes" } else { "NO" }
+            if r.exact { "yes" } else { "NO" },
+            r.first.map_or("-".to_string(), |f| format!("{:.1}", ms(f)))
         );
     }
     if let Some(path) = &args.csv {
-        let mut csv = String::from("target,runs_ms,median_ms,vs_tmpfs,exact\n");
-        for (name, times, exact) in &results {
-            let med = times[times.len() / 2];
-            let runs: Vec<String> = times
-                .iter()
-                .map(|t| format!("{:.3}", t.as_secs_f64() * 1e3))
-                .collect();
+        let mut csv = String::from("target,runs_ms,median_ms,vs_tmpfs,exact,first_ms\n");
+        for r in &results {
+            let med = r.median();
+            let runs: Vec<String> = r.times.iter().map(|t| format!("{:.3}", ms(*t))).collect();
             let ratio = base.map_or(String::new(), |b| {
                 format!("{:.3}", med.as_secs_f64() / b.as_secs_f64())
             });
             csv.push_str(&format!(
-                "{name},{},{:.3},{ratio},{}\n",
+                "{},{},{:.3},{ratio},{},{}\n",
+                r.name,
                 runs.join(";"),
-                med.as_secs_f64() * 1e3,
-                if *exact { "yes" } else { "no" }
+                ms(med),
+                if r.exact { "yes" } else { "no" },
+                r.first.map_or(String::new(), |f| format!("{:.3}", ms(f)))
             ));
         }
         std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    if results.iter().all(|(_, _, exact)| *exact) {
+    if results.iter().all(|r| r.exact) {
         Ok(())
     } else {
         Err("a replay was not exact (see above)".into())
+    }
+}
+
+/// One target's replays: the timed runs (sorted once all are in), the first untimed one's
+/// time, and whether every replay, untimed ones too, was exact.
+#[derive(Clone, Debug)]
+struct Replayed {
+    name: String,
+    times: Vec<Duration>,
+    first: Option<Duration>,
+    exact: bool,
+}
+
+impl Replayed {
+    /// The median timed run (`runs` is at least 1).
+    fn median(&self) -> Duration {
+        self.times
+            .get(self.times.len() / 2)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
