@@ -483,7 +483,6 @@ fn cpuinfo(name: &str) -> Option<String> {
 /// A row of a figure's CSV: (case, size, median ns until the receiver can read the bytes).
 type Row = (String, u64, u64);
 
-/// A row of Table 3's CSV: (target, median ms, ratio to tmpfs, exact).
 /// Table 3's CSV row: target, median (ms), ratio to tmpfs, exact, the first (untimed)
 /// replay's time (ms) where there was one.
 type Table3Row = (String, f64, String, String, Option<f64>);

@@ -1220,7 +1220,8 @@ const TARGETS: [&str; 8] = [
 ];
 
 /// Runs `cosh replay` (`table3`: every target, one untimed replay and three timed runs each,
-/// unless the options say otherwise). Helper processes are this program started with `helpers` (`cosh bench fig2c`).
+/// unless the options say otherwise). Helper processes are this program started with
+/// `helpers` (`cosh bench fig2c`).
 pub fn main_with(
     helpers: &[&str],
     args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,

@@ -473,6 +473,7 @@ fn replay_runs_a_trace_on_every_target_and_catches_a_wrong_one() {
     let trace = dir.join("trace");
     write_trace(&trace, &REPLAYED);
     let t = trace.to_string_lossy().to_string();
+    let csv = dir.join("replay.csv");
     let o = cosh(
         &dir,
         &[
@@ -482,12 +483,32 @@ fn replay_runs_a_trace_on_every_target_and_catches_a_wrong_one() {
             "tmpfs,coshfs,coshfs-legacy,coshfs-nocache,device-coshfs",
             "--tmpfs",
             &std::env::temp_dir().to_string_lossy(),
+            "--warmup",
+            "1",
+            "--runs",
+            "2",
+            "--csv",
+            &csv.to_string_lossy(),
         ],
     );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("inconsistencies during replay: 0"), "{out}");
+    assert!(out.contains("coshfs (untimed): "), "{out}");
     assert_eq!(out.matches("    yes").count(), 5, "{out}");
+    // Two timed runs each, and the untimed first replay's time apart.
+    let table = std::fs::read_to_string(&csv).expect("csv");
+    let mut lines = table.lines();
+    assert_eq!(
+        lines.next(),
+        Some("target,runs_ms,median_ms,vs_tmpfs,exact,first_ms")
+    );
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 6, "{line}");
+        assert_eq!(f[1].split(';').count(), 2, "{line}");
+        assert!(f[5].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{line}");
+    }
     // A trace whose final state the replay cannot reach is reported, and fails.
     write_trace(
         &trace,
