@@ -794,6 +794,18 @@ fn pivot(rows: &[Row]) -> String {
     out
 }
 
+/// The last cell of a Table 3 row when the run had an untimed first replay (the time, or a
+/// dash where that target has none); nothing when it had none.
+fn first_replay_cell(untimed: bool, first_ms: Option<f64>) -> String {
+    if !untimed {
+        return String::new();
+    }
+    format!(
+        " {} |",
+        first_ms.map_or("–".to_string(), |f| format!("{f:.1}"))
+    )
+}
+
 /// The paper's numbers beside ours, for the steps where it gives them.
 fn against_paper(step: &str, r: &[Row], table: &[Table3Row], ghz: Option<f64>) -> String {
     let mut s = String::new();
@@ -859,15 +871,7 @@ fn against_paper(step: &str, r: &[Row], table: &[Table3Row], ghz: Option<f64>) -
                 ),
             ] {
                 let here = ours.map_or("not run".to_string(), |(ms, _)| format!("{ms:.1}"));
-                let first = if untimed {
-                    format!(
-                        " {} |",
-                        ours.and_then(|o| o.1)
-                            .map_or("–".to_string(), |f| format!("{f:.1}"))
-                    )
-                } else {
-                    String::new()
-                };
+                let first = first_replay_cell(untimed, ours.and_then(|o| o.1));
                 let _ = writeln!(s, "| {label} | {paper} | {here} |{first}");
             }
             s.push_str(
@@ -993,14 +997,7 @@ fn report(out: &Path, made: &Made) -> String {
                 let ratio = ratio
                     .parse::<f64>()
                     .map_or("–".to_string(), |r| format!("{r:.2}x"));
-                let first = if untimed {
-                    format!(
-                        " {} |",
-                        first.map_or("–".to_string(), |f| format!("{f:.1}"))
-                    )
-                } else {
-                    String::new()
-                };
+                let first = first_replay_cell(untimed, *first);
                 let _ = writeln!(s, "| {target} | {ms:.1} | {ratio} | {exact} |{first}");
             }
             let _ = writeln!(
