@@ -875,8 +875,12 @@ fn against_paper(step: &str, r: &[Row], table: &[Table3Row], ghz: Option<f64>) -
                 let _ = writeln!(s, "| {label} | {paper} | {here} |{first}");
             }
             s.push_str(
-                "\nThe paper's trace and machine differ from ours (a Lua build here); compare the ratios to the kernel's file system, not the times. The paper's replay with the cache began with nothing cached, as our first replay does.\n",
+                "\nThe paper's trace and machine differ from ours (a Lua build here); compare the ratios to the kernel's file system, not the times.",
             );
+            if untimed {
+                s.push_str(" The paper's replay with the cache began with nothing cached, as our first replay does.");
+            }
+            s.push('\n');
         }
         _ => {}
     }
