@@ -1259,7 +1259,6 @@ pub fn main_with(
             args.warmup
         );
     }
-    let mut results: Vec<Replayed> = Vec::new();
     let mut service: Option<(Client, crate::fig2c::Helpers)> = None;
     let mut device: Option<(Client, crate::fig2c::Helpers)> = None;
     // Runs go round the targets (each target's first run, then each one's second, ...), so
@@ -1351,10 +1350,10 @@ pub fn main_with(
             }
         }
     }
-    for mut t in tally {
+    for t in &mut tally {
         t.times.sort();
-        results.push(t);
     }
+    let results = tally;
     drop(service);
     drop(device);
     let base = results
