@@ -1,8 +1,11 @@
 //! The iceoryx2 baseline (feature `iceoryx2`): zero-copy publish/subscribe between the two
-//! benchmark processes, both busy-polling. The sender fills a loaned sample of the size
-//! measured (untimed, as a producer would), writes its clock into the first eight bytes and
-//! sends; the receiver reads the clock as soon as `receive` returns it (one way) and answers
-//! with an eight-byte sample, which the sender waits for (round trip).
+//! benchmark processes. The sender fills a loaned sample of the size measured (untimed, as a
+//! producer would), writes its clock into the first eight bytes and sends; the receiver reads
+//! the clock as soon as `receive` returns it (one way) and answers with an eight-byte sample,
+//! which the sender waits for (round trip). Twice: both sides busy-polling, and both sides
+//! blocking, woken by iceoryx2's events (a notifier's `notify` after each `send`, a
+//! listener's `blocking_wait` before each `receive`), as iceoryx2's own examples of
+//! event-driven publish/subscribe do.
 
 use iceoryx2::prelude::*;
 
@@ -11,6 +14,8 @@ use crate::{Receiver, Row, now_ns, summarize};
 type Error = Box<dyn core::error::Error>;
 type Bytes =
     iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
+
+type Events = iceoryx2::service::port_factory::event::PortFactory<ipc::Service>;
 
 fn services(tag: &str) -> Result<(Node<ipc::Service>, Bytes, Bytes), Error> {
     set_log_level(LogLevel::Error);
@@ -26,84 +31,151 @@ fn services(tag: &str) -> Result<(Node<ipc::Service>, Bytes, Bytes), Error> {
     Ok((node, ping, pong))
 }
 
-/// The receiver's side: `n` one-way samples, each answered.
-pub(crate) fn echo(tag: &str, n: usize) -> Result<Vec<u64>, String> {
+/// The two event services that wake a blocked receiver (`ping`) and a blocked sender
+/// (`pong`).
+fn events(node: &Node<ipc::Service>, tag: &str) -> Result<(Events, Events), Error> {
+    let ping = node
+        .service_builder(&format!("cosh-bench/{tag}/ping-event").as_str().try_into()?)
+        .event()
+        .open_or_create()?;
+    let pong = node
+        .service_builder(&format!("cosh-bench/{tag}/pong-event").as_str().try_into()?)
+        .event()
+        .open_or_create()?;
+    Ok((ping, pong))
+}
+
+/// Waits for the next sample: spinning on `receive`, or blocked on `listener` between tries.
+fn next(
+    subscriber: &iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
+    listener: Option<&iceoryx2::port::listener::Listener<ipc::Service>>,
+) -> Result<iceoryx2::sample::Sample<ipc::Service, [u8], ()>, Error> {
+    loop {
+        if let Some(sample) = subscriber.receive()? {
+            return Ok(sample);
+        }
+        match listener {
+            Some(l) => {
+                l.blocking_wait(|_| {})?;
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+}
+
+/// The receiver's side: `n` one-way samples, each answered; busy-polling, or blocking when
+/// `blocks`.
+pub(crate) fn echo(tag: &str, n: usize, blocks: bool) -> Result<Vec<u64>, String> {
     let run = || -> Result<Vec<u64>, Error> {
-        let (_node, ping, pong) = services(tag)?;
+        let (node, ping, pong) = services(tag)?;
         let subscriber = ping.subscriber_builder().create()?;
         let publisher = pong.publisher_builder().initial_max_slice_len(8).create()?;
+        let wake = if blocks {
+            let (ping, pong) = events(&node, tag)?;
+            Some((
+                ping.listener_builder().create()?,
+                pong.notifier_builder().create()?,
+            ))
+        } else {
+            None
+        };
+        let answer = |value: u8| -> Result<(), Error> {
+            publisher
+                .loan_slice_uninit(8)?
+                .write_from_fn(|_| value)
+                .send()?;
+            if let Some((_, notifier)) = &wake {
+                notifier.notify()?;
+            }
+            Ok(())
+        };
         let mut samples = Vec::with_capacity(n);
         // Ready: the sender waits for this first answer before it starts.
-        publisher
-            .loan_slice_uninit(8)?
-            .write_from_fn(|_| 0)
-            .send()?;
+        answer(0)?;
         while samples.len() < n {
-            let Some(sample) = subscriber.receive()? else {
-                std::hint::spin_loop();
-                continue;
-            };
+            let sample = next(&subscriber, wake.as_ref().map(|w| &w.0))?;
             let t1 = now_ns();
             let mut head = [0u8; 8];
             head.copy_from_slice(&sample.payload()[..8]);
             let t0 = u64::from_le_bytes(head);
             drop(sample);
             samples.push(t1.saturating_sub(t0));
-            publisher
-                .loan_slice_uninit(8)?
-                .write_from_fn(|_| 1)
-                .send()?;
+            answer(1)?;
         }
         Ok(samples)
     };
     run().map_err(|e| format!("iceoryx2: {e}"))
 }
 
-/// The sender's side at `size` bytes: a one-way row and a round-trip row.
+/// The sender's side at `size` bytes: a one-way row and a round-trip row with both sides
+/// busy-polling, and the same two with both sides blocking.
 pub(crate) fn measure(rx: &mut Receiver, size: u64, n: usize) -> Result<Vec<Row>, String> {
     let size = usize::try_from(size).map_err(|_| "too large")?.max(8);
-    let tag = format!("{}-{size}", std::process::id());
-    let run = |rx: &mut Receiver| -> Result<Vec<u64>, Error> {
-        let (_node, ping, pong) = services(&tag)?;
-        let publisher = ping
-            .publisher_builder()
-            .initial_max_slice_len(size)
-            .create()?;
-        let subscriber = pong.subscriber_builder().create()?;
-        rx.tell(&format!("iceoryx2 {tag} {n}"))?;
-        // The receiver is ready once its first answer arrives.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while subscriber.receive()?.is_none() {
-            if std::time::Instant::now() > deadline {
-                return Err("the receiver never connected".into());
-            }
-            std::thread::yield_now();
-        }
-        let mut rtt = Vec::with_capacity(n);
-        for i in 0..n {
-            let sample = publisher.loan_slice_uninit(size)?;
-            let mut sample = sample.write_from_fn(|k| (k + i) as u8);
-            let t0 = now_ns();
-            sample.payload_mut()[..8].copy_from_slice(&t0.to_le_bytes());
-            sample.send()?;
-            loop {
-                if subscriber.receive()?.is_some() {
-                    break;
+    let mut rows = Vec::new();
+    for blocks in [false, true] {
+        let tag = format!("{}-{size}-{}", std::process::id(), u8::from(blocks));
+        let run = |rx: &mut Receiver| -> Result<Vec<u64>, Error> {
+            let (node, ping, pong) = services(&tag)?;
+            let publisher = ping
+                .publisher_builder()
+                .initial_max_slice_len(size)
+                .create()?;
+            let subscriber = pong.subscriber_builder().create()?;
+            let wake = if blocks {
+                let (ping, pong) = events(&node, &tag)?;
+                Some((
+                    pong.listener_builder().create()?,
+                    ping.notifier_builder().create()?,
+                ))
+            } else {
+                None
+            };
+            rx.tell(&format!(
+                "iceoryx2 {tag} {n} {}",
+                if blocks { "blocks" } else { "polls" }
+            ))?;
+            // The receiver is ready once its first answer arrives.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while subscriber.receive()?.is_none() {
+                if std::time::Instant::now() > deadline {
+                    return Err("the receiver never connected".into());
                 }
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
-            rtt.push(now_ns() - t0);
-        }
-        Ok(rtt)
-    };
-    let rtt = run(rx).map_err(|e| format!("iceoryx2: {e}"))?;
-    let line = rx.line()?;
-    let one_way: Vec<u64> = line
-        .split_whitespace()
-        .map(|w| w.parse().map_err(|_| format!("the receiver said {line:?}")))
-        .collect::<Result<_, _>>()?;
-    Ok(vec![
-        summarize("iceoryx2 one-way", size as u64, one_way.clone(), one_way),
-        summarize("iceoryx2 round trip", size as u64, rtt.clone(), rtt),
-    ])
+            let mut rtt = Vec::with_capacity(n);
+            for i in 0..n {
+                let sample = publisher.loan_slice_uninit(size)?;
+                let mut sample = sample.write_from_fn(|k| (k + i) as u8);
+                let t0 = now_ns();
+                sample.payload_mut()[..8].copy_from_slice(&t0.to_le_bytes());
+                sample.send()?;
+                if let Some((_, notifier)) = &wake {
+                    notifier.notify()?;
+                }
+                next(&subscriber, wake.as_ref().map(|w| &w.0))?;
+                rtt.push(now_ns() - t0);
+            }
+            Ok(rtt)
+        };
+        let rtt = run(rx).map_err(|e| format!("iceoryx2: {e}"))?;
+        let line = rx.line()?;
+        let one_way: Vec<u64> = line
+            .split_whitespace()
+            .map(|w| w.parse().map_err(|_| format!("the receiver said {line:?}")))
+            .collect::<Result<_, _>>()?;
+        let suffix = if blocks { ", blocks" } else { "" };
+        rows.push(summarize(
+            &format!("iceoryx2 one-way{suffix}"),
+            size as u64,
+            one_way.clone(),
+            one_way,
+        ));
+        rows.push(summarize(
+            &format!("iceoryx2 round trip{suffix}"),
+            size as u64,
+            rtt.clone(),
+            rtt,
+        ));
+    }
+    Ok(rows)
 }

@@ -403,9 +403,9 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 say(&mut out, &t.to_string())?;
             }
             #[cfg(feature = "iceoryx2")]
-            ["iceoryx2", tag, n] => {
+            ["iceoryx2", tag, n, how @ ("polls" | "blocks")] => {
                 let n: usize = n.parse().map_err(|_| "bad count")?;
-                let samples = ice::echo(tag, n)?;
+                let samples = ice::echo(tag, n, *how == "blocks")?;
                 let text: Vec<String> = samples.iter().map(u64::to_string).collect();
                 say(&mut out, &text.join(" "))?;
             }
