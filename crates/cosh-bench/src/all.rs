@@ -654,8 +654,46 @@ fn ratios(rows: &[Row], intervals: &Intervals) -> String {
     if cases.is_empty() || best.iter().flatten().all(Option::is_none) {
         return String::new();
     }
-    let mut out = String::from(
-        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster), each case against the fastest baseline of its kind at that size — a receiver that sleeps against sockets, pipes, futexes and iceoryx2's one-way time woken by its events; one that busy-polls against iceoryx2's one-way time polling; a stream against streams (named in the header in that order):\n\n",
+    // The kinds this figure has, each with the baselines it is compared with.
+    let kinds: Vec<(&str, String, bool)> = classes
+        .iter()
+        .filter(|k| cases.iter().any(|c| class(c) == **k))
+        .filter_map(|k| {
+            let against: Vec<String> = baselines
+                .iter()
+                .filter(|b| {
+                    class(b) == *k && !FLOORS.contains(*b) && !b.starts_with("iceoryx2 round trip")
+                })
+                .map(|b| format!("`{b}`"))
+                .collect();
+            let who = match k {
+                Class::Sleeps => "a receiver that sleeps",
+                Class::Polls => "one that busy-polls",
+                Class::Stream => "a stream",
+            };
+            match against.as_slice() {
+                [] => None,
+                [one] => Some((who, one.clone(), false)),
+                many => Some((who, many.join(", "), true)),
+            }
+        })
+        .collect();
+    let against = match kinds.as_slice() {
+        [(_, names, true)] => {
+            format!("against the fastest of {names} at that size (named in the header)")
+        }
+        [(_, name, false)] => format!("against {name} at that size"),
+        _ => format!(
+            "against the fastest baseline of its kind at that size — {} (named in the header, in that order)",
+            kinds
+                .iter()
+                .map(|(who, names, _)| format!("{who} against {names}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    let mut out = format!(
+        "Ratios (the baseline's median over Cosh's; above 1.00x Cosh is faster), each case {against}:\n\n"
     );
     let columns: Vec<String> = sizes
         .iter()
@@ -2034,6 +2072,10 @@ mod tests {
         let ci = intervals(&csv);
         assert_eq!(ci.get(&("pipe".to_string(), 4096)), Some(&(28_000, 32_000)));
         let table = ratios(&rows(&csv), &ci);
+        assert!(
+            table.contains("each case against the fastest of `pipe`, `unix socket` at that size (named in the header):"),
+            "{table}"
+        );
         assert!(
             table.contains("Slower than the fastest baseline: copy at 4 KiB (pipe: 0.75x); share strong at 4 KiB (pipe: 0.97x)."),
             "{table}"
