@@ -8,8 +8,9 @@
 //!
 //! What the report needs beyond the CSVs and logs (each step's command, status and time, the
 //! whole command, the machine) is kept in the folder too, in `steps.csv` and `machine.csv`, and
-//! the report is always written from the folder alone: `--report-only` writes it again, for a
-//! report generator that changed since the run or a folder brought from another machine.
+//! the report is always written from the folder alone, and the figures drawn again from their
+//! CSVs: `--report-only` writes both again, for a report generator that changed since the run
+//! or a folder brought from another machine.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,9 @@ pub struct Args {
     /// Only these steps, comma separated (fig2a, fig2b, fig2c, pipe, table3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Run nothing: write report.md again from what an earlier run left in --out (its CSVs,
-    /// logs, steps.csv and machine.csv), for example after the report's code changed.
+    /// Run nothing: write report.md again, and draw the figures again, from what an earlier
+    /// run left in --out (its CSVs, logs, steps.csv and machine.csv), for example after the
+    /// report's code changed.
     #[arg(long, conflicts_with_all = ["quick", "trace", "only"])]
     pub report_only: bool,
 }
@@ -312,6 +314,22 @@ fn command_line(args: &Args) -> String {
 /// Writes `report.md` from what is in `out`; returns its path and what the run was.
 fn write_report(out: &Path) -> Result<(PathBuf, Made), String> {
     let made = Made::load(out)?;
+    // The figures drawn again from their CSVs, by this program.
+    for (name, title) in [
+        ("fig2a", crate::report::FIG2A_TITLE),
+        ("fig2b", crate::report::FIG2B_TITLE),
+        ("fig2c", crate::report::FIG2C_TITLE),
+    ] {
+        let csv = out.join(format!("{name}.csv"));
+        if csv.exists() {
+            let rows = crate::report::read_csv(&csv)?;
+            if rows.is_empty() {
+                continue;
+            }
+            crate::report::write_svg_titled(&out.join(format!("{name}.svg")), &rows, title)
+                .map_err(|e| format!("cannot draw {name}.svg: {e}"))?;
+        }
+    }
     let path = out.join("report.md");
     std::fs::write(&path, report(out, &made))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -590,7 +608,8 @@ const BASELINES: [&str; 10] = [
 /// Floors: shown against every case, never the fastest baseline.
 const FLOORS: [&str; 2] = ["memcpy", "ring spin"];
 
-fn is_baseline(case: &str) -> bool {
+/// Whether `case` is a baseline rather than one of Cosh's.
+pub(crate) fn is_baseline(case: &str) -> bool {
     BASELINES.contains(&case) || case.starts_with("iceoryx2")
 }
 

@@ -115,11 +115,7 @@ pub fn main_with(
         eprintln!("CSV: {}", path.display());
     }
     if let Some(path) = &args.plot {
-        crate::report::write_svg_titled(
-            path,
-            &rows,
-            "Transfers across pools: one-way latency and pipelined inter-arrival (median)",
-        )?;
+        crate::report::write_svg_titled(path, &rows, crate::report::FIG2B_TITLE)?;
         eprintln!("plot: {}", path.display());
     }
     Ok(())

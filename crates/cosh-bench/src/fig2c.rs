@@ -103,11 +103,7 @@ pub fn main_with(
         eprintln!("CSV: {}", path.display());
     }
     if let Some(path) = &args.plot {
-        crate::report::write_svg_titled(
-            path,
-            &rows,
-            "Repeated reads of one file: CoshFS and tmpfs pread (median per read)",
-        )?;
+        crate::report::write_svg_titled(path, &rows, crate::report::FIG2C_TITLE)?;
         eprintln!("plot: {}", path.display());
     }
     Ok(())
