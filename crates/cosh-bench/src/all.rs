@@ -1238,18 +1238,22 @@ fn reasons(out: &Path) -> String {
         v.dedup();
         v
     };
-    if !polls.is_empty() {
-        let pairs: Vec<String> = polls
+    // The weak bounce against iceoryx2 at `sizes`: "SIZE Cosh vs iceoryx2" (µs) each.
+    let bounce_pairs = |sizes: &[u64], bounce: &str, ice: &str| -> Vec<String> {
+        sizes
             .iter()
             .filter_map(|s| {
                 Some(format!(
                     "{} {} vs {}",
                     size_name(*s),
-                    ust(get(&a, "weak bounce, polls", *s)?),
-                    ust(get(&a, "iceoryx2 one-way", *s)?)
+                    ust(get(&a, bounce, *s)?),
+                    ust(get(&a, ice, *s)?)
                 ))
             })
-            .collect();
+            .collect()
+    };
+    if !polls.is_empty() {
+        let pairs = bounce_pairs(&polls, "weak bounce, polls", "iceoryx2 one-way");
         items.push(format!(
             "**A receiver that busy-polls**: iceoryx2 hands over an offset into a pool of samples both processes mapped when they connected (the subscriber can read the whole pool, samples not yet sent included); Cosh's single transfers of a fresh buffer copy it (inline or in the block manager) or map it, because a fresh allocation is private to its domain until it is transferred (invariant 4 in ARCHITECTURE.md: no other domain may observe it before), and a copy makes a copy. The like-for-like case is a buffer both domains already map, the weak bounce: µs one way, Cosh vs iceoryx2, {}.",
             pairs.join("; ")
@@ -1259,17 +1263,7 @@ fn reasons(out: &Path) -> String {
         let mut sizes: Vec<u64> = premapped.iter().map(|c| c.1).collect();
         sizes.sort_unstable();
         sizes.dedup();
-        let pairs: Vec<String> = sizes
-            .iter()
-            .filter_map(|s| {
-                Some(format!(
-                    "{} {} vs {}",
-                    size_name(*s),
-                    ust(get(&a, "weak bounce, blocks", *s)?),
-                    ust(get(&a, "iceoryx2 one-way, blocks", *s)?)
-                ))
-            })
-            .collect();
+        let pairs = bounce_pairs(&sizes, "weak bounce, blocks", "iceoryx2 one-way, blocks");
         items.push(format!(
             "**A receiver that sleeps, against iceoryx2 woken by its events** (µs): {}. iceoryx2 wakes the receiver and hands over an offset into a pool of samples both processes mapped when they connected; Cosh's single transfers of a fresh buffer wake it too, and copy the buffer or map it besides (invariant 4, as for a receiver that busy-polls). The like-for-like case is a buffer both domains already map, bounced with the receiver asleep: µs one way, Cosh vs iceoryx2, {}.",
             group(&premapped),
