@@ -60,7 +60,8 @@ pub fn now_ns() -> u64 {
 #[derive(Parser, Debug, Clone)]
 #[command(
     version,
-    about = "One-way transfer latency through the Cosh block manager, with a Unix socket, a pipe and memcpy as baselines in the same run."
+    about = "One-way transfer latency through the Cosh block manager, with a Unix socket, a pipe and memcpy as baselines in the same run.",
+    long_about = "One-way transfer latency between two processes on two cores: every transfer mode and strength of Cosh, to a receiver that sleeps and to one that busy-polls; a buffer bounced on direct rings between domains that trust each other (busy-polling and blocking); streams of strong transfers. Measured in the same run: memcpy, a Unix socket, a pipe, a bare ring and a futex ping-pong, and, in a build with the `iceoryx2` feature, iceoryx2 publish/subscribe busy-polling and woken by its events.\n\nThe table gives the median time until the receiver can read the bytes (and until delivery), percentiles and sample counts; the ratios follow. `cosh bench all` runs this with the other figures and writes a report."
 )]
 pub struct Args {
     /// Sizes in bytes, comma separated, with K or M suffixes.

@@ -164,7 +164,9 @@ fn bench_fig2a_writes_csv_and_a_plot() {
     );
     let o = cosh(&dir, &["bench", "fig2a", "--", "--help"]);
     assert!(
-        o.status.success() && text(&o).contains("--plot"),
+        o.status.success()
+            && text(&o).contains("--plot")
+            && text(&o).contains("iceoryx2 publish/subscribe busy-polling and woken by its events"),
         "{}",
         text(&o)
     );
