@@ -73,7 +73,7 @@ type Run = (&'static str, &'static str);
 const FIGURES: [(&str, &str, [Run; 2]); 3] = [
     (
         "fig2a",
-        "Figure 2a: one-way transfer latency against size, every mode and strength, with memcpy, a Unix socket, a pipe and a futex ping-pong",
+        "Figure 2a: one-way transfer latency against size, every mode and strength, with memcpy, a Unix socket, a pipe, a futex ping-pong and (in a build with the `iceoryx2` feature) iceoryx2, busy-polling and blocking",
         [
             ("4K,64K,1M,16M", "30"),
             ("4K,16K,64K,256K,1M,4M,16M,64M", "200"),
