@@ -501,9 +501,20 @@ fn cpuinfo(name: &str) -> Option<String> {
 /// A row of a figure's CSV: (case, size, median ns until the receiver can read the bytes).
 type Row = (String, u64, u64);
 
-/// Table 3's CSV row: target, median (ms), ratio to tmpfs, exact, the first (untimed)
-/// replay's time (ms) where there was one.
-type Table3Row = (String, f64, String, String, Option<f64>);
+/// A row of Table 3's CSV.
+struct Table3Row {
+    target: String,
+    /// Every timed run (ms).
+    runs: Vec<f64>,
+    /// The median run (ms).
+    median: f64,
+    /// The ratio to tmpfs, as written (empty without tmpfs).
+    ratio: String,
+    /// `yes` or `no`.
+    exact: String,
+    /// The first (untimed) replay's time (ms), where there was one.
+    first: Option<f64>,
+}
 
 /// The rows of a figure's CSV, with the time until the receiver can read the bytes (for a
 /// transfer by reference, a new buffer's mapping included; for the baselines the same as the
@@ -901,8 +912,13 @@ fn against_paper(step: &str, r: &[Row], table: &[Table3Row], ghz: Option<f64>) -
             }
         }
         "table3" => {
-            let get = |name: &str| table.iter().find(|t| t.0 == name).map(|t| (t.1, t.4));
-            let untimed = table.iter().any(|t| t.4.is_some());
+            let get = |name: &str| {
+                table
+                    .iter()
+                    .find(|t| t.target == name)
+                    .map(|t| (t.median, t.first))
+            };
+            let untimed = table.iter().any(|t| t.first.is_some());
             if untimed {
                 let _ = writeln!(
                     s,
@@ -946,24 +962,6 @@ fn against_paper(step: &str, r: &[Row], table: &[Table3Row], ghz: Option<f64>) -
     s
 }
 
-/// Each target's run times (ms) in Table 3's CSV.
-fn table3_runs(path: &Path) -> Vec<(String, Vec<f64>)> {
-    let Ok(mut r) = csv::Reader::from_path(path) else {
-        return Vec::new();
-    };
-    r.records()
-        .flatten()
-        .filter_map(|rec| {
-            let runs: Vec<f64> = rec
-                .get(1)?
-                .split(';')
-                .filter_map(|t| t.parse().ok())
-                .collect();
-            Some((rec.get(0)?.to_string(), runs))
-        })
-        .collect()
-}
-
 /// The rows of Table 3's CSV.
 fn table3(path: &Path) -> Vec<Table3Row> {
     let Ok(mut r) = csv::Reader::from_path(path) else {
@@ -972,14 +970,19 @@ fn table3(path: &Path) -> Vec<Table3Row> {
     r.records()
         .flatten()
         .filter_map(|rec| {
-            Some((
-                rec.get(0)?.to_string(),
-                rec.get(2)?.parse().ok()?,
-                rec.get(3)?.to_string(),
-                rec.get(4)?.to_string(),
+            Some(Table3Row {
+                target: rec.get(0)?.to_string(),
+                runs: rec
+                    .get(1)?
+                    .split(';')
+                    .filter_map(|t| t.parse().ok())
+                    .collect(),
+                median: rec.get(2)?.parse().ok()?,
+                ratio: rec.get(3)?.to_string(),
+                exact: rec.get(4)?.to_string(),
                 // Absent in CSVs of runs without an untimed replay.
-                rec.get(5).and_then(|f| f.parse().ok()),
-            ))
+                first: rec.get(5).and_then(|f| f.parse().ok()),
+            })
         })
         .collect()
 }
@@ -1049,19 +1052,24 @@ fn report(out: &Path, made: &Made) -> String {
                 name
             );
         } else {
-            let untimed = table.iter().any(|t| t.4.is_some());
+            let untimed = table.iter().any(|t| t.first.is_some());
             if untimed {
                 s.push_str("Every target replays the trace once untimed first, then in the timed runs, whose median is compared: a service's first replay makes its buffers and fills its cache, which the kernel behind tmpfs did long before. The first replay's time is in the last column (CoshFS's services start afresh for this step).\n\n");
                 s.push_str("| target | median (ms) | vs tmpfs | exact | first replay, untimed (ms) |\n|---|---:|---:|---|---:|\n");
             } else {
                 s.push_str("| target | median (ms) | vs tmpfs | exact |\n|---|---:|---:|---|\n");
             }
-            for (target, ms, ratio, exact, first) in &table {
-                let ratio = ratio
+            for t in &table {
+                let ratio = t
+                    .ratio
                     .parse::<f64>()
                     .map_or("–".to_string(), |r| format!("{r:.2}x"));
-                let first = first_replay_cell(untimed, *first);
-                let _ = writeln!(s, "| {target} | {ms:.1} | {ratio} | {exact} |{first}");
+                let first = first_replay_cell(untimed, t.first);
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.1} | {ratio} | {} |{first}",
+                    t.target, t.median, t.exact
+                );
             }
             let _ = writeln!(
                 s,
@@ -1435,12 +1443,11 @@ fn reasons(out: &Path) -> String {
         ));
     }
     // The replay on CoshFS slower than on tmpfs: the two medians against each one's runs.
-    let t3 = out.join("table3.csv");
-    let medians = table3(&t3);
-    let runs = table3_runs(&t3);
-    let median = |name: &str| medians.iter().find(|r| r.0 == name).map(|r| r.1);
+    let replays = table3(&out.join("table3.csv"));
+    let row = |name: &str| replays.iter().find(|r| r.target == name);
+    let median = |name: &str| row(name).map(|r| r.median);
     let spread = |name: &str| {
-        runs.iter().find(|r| r.0 == name).and_then(|(_, v)| {
+        row(name).map(|r| &r.runs).and_then(|v| {
             let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             (v.len() > 1).then_some((lo, hi, v.len()))
@@ -1705,7 +1712,7 @@ fn targets(out: &Path) -> String {
         worst.map(|w| format!("at worst {w:.2}x pread's time")),
         worst.map(|w| w <= 1.5),
     );
-    let t = |name: &str| t3.iter().find(|r| r.0 == name).map(|r| r.1);
+    let t = |name: &str| t3.iter().find(|r| r.target == name).map(|r| r.median);
     let host = t("coshfs").zip(t("tmpfs"));
     add(
         "the devtrace replay on CoshFS (aggregate API) no slower than on tmpfs",
