@@ -646,16 +646,16 @@ fn class(case: &str) -> Class {
     }
 }
 
+/// Whether baseline `case` can be the one a case is compared with: not a floor, not a round
+/// trip.
+fn rival(case: &str) -> bool {
+    !FLOORS.contains(&case) && !case.starts_with("iceoryx2 round trip")
+}
+
 /// The fastest baseline of `class` at `size` (not a floor), with its name.
 fn fastest_baseline(rows: &[Row], class_of: Class, size: u64) -> Option<(&str, u64)> {
     rows.iter()
-        .filter(|r| {
-            r.1 == size
-                && is_baseline(&r.0)
-                && !FLOORS.contains(&r.0.as_str())
-                && class(&r.0) == class_of
-                && !r.0.starts_with("iceoryx2 round trip")
-        })
+        .filter(|r| r.1 == size && is_baseline(&r.0) && rival(&r.0) && class(&r.0) == class_of)
         .map(|r| (r.0.as_str(), r.2.max(1)))
         .min_by_key(|(_, ns)| *ns)
 }
@@ -691,9 +691,7 @@ fn ratios(rows: &[Row], intervals: &Intervals) -> String {
         .filter_map(|k| {
             let against: Vec<String> = baselines
                 .iter()
-                .filter(|b| {
-                    class(b) == *k && !FLOORS.contains(*b) && !b.starts_with("iceoryx2 round trip")
-                })
+                .filter(|b| class(b) == *k && rival(b))
                 .map(|b| format!("`{b}`"))
                 .collect();
             let who = match k {
