@@ -18,6 +18,14 @@ pub(crate) fn spin() {
     std::hint::spin_loop();
 }
 
+/// Gives the core to another thread that may be waiting for it.
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 /// A futex modelled for loom: the word is checked and the sleeper parked under one lock, and
 /// wakers take the same lock, which is exactly the atomicity a futex gives.
 #[cfg(loom)]

@@ -113,6 +113,31 @@ fn a_consumer_sleeping_on_an_eventfd_always_gets_every_record() {
     });
 }
 
+/// A producer that wakes the consumer ahead of its record ([`Producer::rouse`]): the
+/// consumer, woken with nothing to read, spins and may sleep again; the record still reaches
+/// it.
+#[test]
+fn a_consumer_roused_early_still_gets_the_record() {
+    model(|| {
+        let words = ring(2);
+        let bell = Arc::new(LoomBell::default());
+        let (w, b) = (Arc::clone(&words), Arc::clone(&bell));
+        let consumer = loom::thread::spawn(move || {
+            let mut c = Consumer::attach(&w).expect("consumer");
+            loop {
+                if let Some(r) = c.pop(&*b, 1, None).expect("pop") {
+                    return r[0];
+                }
+            }
+        });
+        let mut p = Producer::attach(&words).expect("producer");
+        p.rouse(&*bell);
+        assert!(p.try_push(&record(5)).expect("push"));
+        p.notify(&*bell);
+        assert_eq!(consumer.join().expect("join"), 5);
+    });
+}
+
 /// A consumer that waits elsewhere (parked in a block manager) and a producer that pushes:
 /// either the consumer sees the record before it waits, or the producer sees the parked flag
 /// and wakes it. Never neither (a lost wake-up).

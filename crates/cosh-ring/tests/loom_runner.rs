@@ -31,7 +31,7 @@ fn the_ring_protocol_passes_the_loom_model_checks() {
     );
     assert!(output.status.success(), "the loom checks failed:\n{text}");
     assert!(
-        text.contains("test result: ok. 4 passed"),
+        text.contains("test result: ok. 5 passed"),
         "the loom checks did not all run:\n{text}"
     );
 }

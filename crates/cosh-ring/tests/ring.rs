@@ -151,6 +151,35 @@ fn a_blocked_consumer_is_woken_and_a_blocked_producer_too() {
 }
 
 #[test]
+fn a_consumer_roused_before_its_record_sleeps_again_and_still_gets_it() {
+    let words = Arc::new(ring(2));
+    let w = Arc::clone(&words);
+    let consumer = std::thread::spawn(move || {
+        let mut c = Consumer::attach(&w).expect("consumer");
+        c.pop(&Futex, 1000, Some(Duration::from_secs(10)))
+            .expect("pop")
+    });
+    let mut p = Producer::attach(&words).expect("producer");
+    // Rouse it once it sleeps, then wait until it sleeps again: woken with nothing to read,
+    // it spins a while and goes back to sleep rather than spinning for ever.
+    for round in ["asleep", "asleep again after the early wake-up"] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !p.rouse(&Futex) {
+            assert!(Instant::now() < deadline, "the consumer never got {round}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(p.try_push(&record(9)).expect("push"));
+    p.notify(&Futex);
+    assert_eq!(
+        consumer.join().expect("consumer thread"),
+        Some(record(9)),
+        "the record pushed after an early wake-up was missed"
+    );
+}
+
+#[test]
 fn waits_end_at_their_timeout() {
     let words = ring(2);
     let mut c = Consumer::attach(&words).expect("consumer");

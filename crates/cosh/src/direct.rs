@@ -291,6 +291,12 @@ impl Ring {
         })
     }
 
+    /// Wakes the consumer now if it sleeps on the ring's futex, ahead of a record that takes
+    /// a while to prepare (see [`Producer::rouse`]); the push still notifies.
+    pub(crate) fn rouse(&mut self) -> std::result::Result<bool, String> {
+        self.producing(|p, _| Ok(p.rouse(&Futex)))
+    }
+
     /// Whether `needed` records fit (the consumer's tail is read again only when the last
     /// reading of it leaves too little room).
     pub(crate) fn has_room(&mut self, needed: usize) -> std::result::Result<bool, String> {

@@ -173,6 +173,8 @@ impl Domain {
             // Full (or a counter that lies): through the block manager, in order.
             return Ok(None);
         }
+        // A receiver asleep takes longer to wake than this copy takes: wake it first.
+        ring.rouse().map_err(|e| corrupt(dest, e))?;
         let seq = ring.seq;
         let into = ring
             .staging_mut(start, at.len)
