@@ -606,7 +606,12 @@ impl<'a> Consumer<'a> {
             watched: W_HEAD,
         }
         .wait(
-            || Ok(self.available()? > 0),
+            || {
+                // The slot the next record will fill, read with `head` on every look: the
+                // record's cache line travels while `head`'s does, not after it.
+                std::hint::black_box(self.peek(0)[0].load(Ordering::Relaxed));
+                Ok(self.available()? > 0)
+            },
             |head| head == tail,
             bell,
             spins,
