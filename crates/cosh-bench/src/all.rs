@@ -1198,7 +1198,7 @@ fn reasons(out: &Path) -> String {
     };
     if !inline.is_empty() {
         items.push(format!(
-            "**A receiver that sleeps, inline** (µs): {}. Either way the receiver, asleep on the other core, is woken once (a futex ping-pong between the same two processes: {} µs in this run); on top of it Cosh copies the bytes into the ring and out of it, a socket or a pipe through the kernel. {} of these {} pairs are within the noise (the 95 % confidence intervals of the two medians overlap; below 1 MiB the cases' samples are taken in turn, so a slow phase of the machine falls on all of them).",
+            "**A receiver that sleeps, inline** (µs): {}. Either way the receiver, asleep on the other core, is woken once (a futex ping-pong between the same two processes: {} µs in this run); Cosh wakes it before it copies the bytes into the ring, so that the copy overlaps the wake-up, and the receiver copies them out once awake; a socket or a pipe copies them through the kernel. {} of these {} pairs are within the noise (the 95 % confidence intervals of the two medians overlap; below 1 MiB the cases' samples are taken in turn, so a slow phase of the machine falls on all of them).",
             group(&inline),
             futex.map(ust).unwrap_or_else(|| "–".into()),
             inline
