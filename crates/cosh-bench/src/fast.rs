@@ -19,8 +19,9 @@ use cosh::{Agg, Domain, DomainId, Mode, TransferFlags};
 use crate::{Receiver, Row, now_ns, summarize};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));
-/// Timed passes of each stream.
-const PASSES: usize = 5;
+/// Timed passes of each stream: seven, so that the fastest and the slowest bound the median
+/// with 98 % confidence (the report tells a slower stream from noise by it).
+const PASSES: usize = 7;
 
 fn e(x: cosh::Error) -> String {
     x.to_string()
@@ -113,7 +114,7 @@ pub(crate) fn drain_pipe(path: &str, total: u64) -> Result<u64, String> {
 
 /// Streams `n` strong transfers of `size` bytes by `mode` (a copy reuses one buffer; a move
 /// allocates each, unzeroed, as a producer that fills its buffers does) and the same bytes through a pipe; one row each, whose
-/// latency is the time per transfer: the median of five passes, after one that fills the
+/// latency is the time per transfer: the median of seven passes, after one that fills the
 /// receiver's free list, as in a stream that has run for a while.
 pub(crate) fn stream(
     d: &mut Domain,
@@ -135,7 +136,7 @@ pub(crate) fn stream(
         ("stream copy", Mode::Copy),
         ("stream move strong", Mode::Move),
     ] {
-        // One untimed pass, then the median of five.
+        // One untimed pass, then the median of the timed ones.
         stream_once(d, rx, receiver, size, n, mode, &fill)?;
         let mut each = Vec::with_capacity(PASSES);
         for _ in 0..PASSES {
