@@ -427,6 +427,15 @@ pub(crate) struct Receiver {
 /// A child process killed when dropped.
 struct Guard(Child);
 
+/// A run's scratch folder (the block manager's socket, FIFOs), removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -678,6 +687,8 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     let exe = std::env::current_exe().map_err(|x| x.to_string())?;
     let dir = std::env::temp_dir().join(format!("cosh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| x.to_string())?;
+    // Removed however the run ends, after the block manager (dropped first) is gone.
+    let _dir = TempDir(dir.clone());
     let socket = dir.join("host.sock");
     let _daemon = Guard(
         Command::new(&exe)
@@ -872,7 +883,6 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
     bar.finish_and_clear();
     let _ = rx.ask("exit");
     let _ = sender.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
 }
 
