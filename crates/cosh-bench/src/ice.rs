@@ -6,6 +6,12 @@
 //! blocking, woken by iceoryx2's events (a notifier's `notify` after each `send`, a
 //! listener's `blocking_wait` before each `receive`), as iceoryx2's own examples of
 //! event-driven publish/subscribe do.
+//!
+//! *Single*: one sample at a time to a receiver asleep on its events, taken exactly as
+//! Cosh's single transfers are and in turn with them (the receiver says it is about to wait,
+//! the sender pauses 200 µs, stamps its clock into a sample it loaned and filled untimed,
+//! sends and notifies; the receiver, woken, reads a byte of every page as Cosh's does): the
+//! like-for-like baseline for a single transfer to a receiver that sleeps.
 
 use iceoryx2::prelude::*;
 
@@ -178,4 +184,116 @@ pub(crate) fn measure(rx: &mut Receiver, size: u64, n: usize) -> Result<Vec<Row>
         ));
     }
     Ok(rows)
+}
+
+/// The sender's half of iceoryx2 single transfers at one size (see the module's *Single*).
+pub(crate) struct Single {
+    _node: Node<ipc::Service>,
+    publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>,
+    notifier: iceoryx2::port::notifier::Notifier<ipc::Service>,
+    size: usize,
+}
+
+impl Single {
+    /// Opens the services for `size`-byte samples, and the receiver's half.
+    pub(crate) fn open(rx: &mut Receiver, size: u64) -> Result<Single, String> {
+        let size = usize::try_from(size).map_err(|_| "too large")?.max(8);
+        let tag = format!("{}-{size}-single", std::process::id());
+        let open = || -> Result<Single, Error> {
+            let (node, ping, _) = services(&tag)?;
+            let (ping_event, _) = events(&node, &tag)?;
+            Ok(Single {
+                publisher: ping
+                    .publisher_builder()
+                    .initial_max_slice_len(size)
+                    .create()?,
+                notifier: ping_event.notifier_builder().create()?,
+                _node: node,
+                size,
+            })
+        };
+        let single = open().map_err(|e| format!("iceoryx2: {e}"))?;
+        let answer = rx.ask(&format!("iceoryx2-single {tag}"))?;
+        if answer != "ok" {
+            return Err(format!("the receiver said {answer:?}"));
+        }
+        Ok(single)
+    }
+
+    /// One sample filled with `fill` (untimed), then the clock stamped into its first eight
+    /// bytes, sent, and the receiver woken.
+    pub(crate) fn send(&self, fill: u8) -> Result<(), String> {
+        let run = || -> Result<(), Error> {
+            let mut sample = self
+                .publisher
+                .loan_slice_uninit(self.size)?
+                .write_from_fn(|_| fill);
+            let t0 = now_ns();
+            sample.payload_mut()[..8].copy_from_slice(&t0.to_le_bytes());
+            sample.send()?;
+            self.notifier.notify()?;
+            Ok(())
+        };
+        run().map_err(|e| format!("iceoryx2: {e}"))
+    }
+}
+
+/// The receiver's half of iceoryx2 single transfers.
+pub(crate) struct SingleRx {
+    _node: Node<ipc::Service>,
+    subscriber: iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
+    listener: iceoryx2::port::listener::Listener<ipc::Service>,
+}
+
+impl SingleRx {
+    /// Opens the services the sender made under `tag`.
+    pub(crate) fn open(tag: &str) -> Result<SingleRx, String> {
+        let open = || -> Result<SingleRx, Error> {
+            let (node, ping, _) = services(tag)?;
+            let (ping_event, _) = events(&node, tag)?;
+            Ok(SingleRx {
+                subscriber: ping.subscriber_builder().create()?,
+                listener: ping_event.listener_builder().create()?,
+                _node: node,
+            })
+        };
+        open().map_err(|e| format!("iceoryx2: {e}"))
+    }
+
+    /// Waits (asleep, at most `timeout`) for one sample; returns the nanoseconds from the
+    /// sender's stamp until it was delivered and until a byte of every page was read, and
+    /// its last byte.
+    pub(crate) fn take(&self, timeout: std::time::Duration) -> Result<(u64, u64, u8), String> {
+        let run = || -> Result<(u64, u64, u8), Error> {
+            let deadline = std::time::Instant::now() + timeout;
+            let sample = loop {
+                if let Some(sample) = self.subscriber.receive()? {
+                    break sample;
+                }
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err("no sample came".into());
+                }
+                self.listener.timed_wait(|_| {}, left)?;
+            };
+            let delivered = now_ns();
+            let bytes = sample.payload();
+            let pages = bytes
+                .iter()
+                .step_by(4096)
+                .fold(0u64, |sum, b| sum.wrapping_add(u64::from(*b)));
+            std::hint::black_box(pages);
+            let readable = now_ns();
+            let mut head = [0u8; 8];
+            head.copy_from_slice(bytes.get(..8).ok_or("a short sample")?);
+            let t0 = u64::from_le_bytes(head);
+            let last = bytes.last().copied().unwrap_or(0);
+            Ok((
+                delivered.saturating_sub(t0),
+                readable.saturating_sub(t0),
+                last,
+            ))
+        };
+        run().map_err(|e| format!("iceoryx2: {e}"))
+    }
 }

@@ -14,8 +14,8 @@
 //! faulted in) when the sender starts: it says so on a control pipe, and the
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
 //! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
-//! and a few copies of kilobytes, the cases and the socket and pipe baselines take their
-//! samples in turn, one of each per round (each round in a rotated order), so that a slow
+//! and a few copies of kilobytes, the cases and the socket, pipe and iceoryx2 single
+//! baselines take their samples in turn, one of each per round (each round in a rotated order), so that a slow
 //! phase of the machine falls on every case alike; from 1 MiB each case takes its samples
 //! back to back, so that each is measured in its own steady state of caches and free lists
 //! (in turn, every case would find the others' megabytes in the caches and their buffers in
@@ -61,7 +61,7 @@ pub fn now_ns() -> u64 {
 #[command(
     version,
     about = "One-way transfer latency through the Cosh block manager, with a Unix socket, a pipe and memcpy as baselines in the same run.",
-    long_about = "One-way transfer latency between two processes on two cores: every transfer mode and strength of Cosh, to a receiver that sleeps and to one that busy-polls; a buffer bounced on direct rings between domains that trust each other (busy-polling and blocking); streams of strong transfers. Measured in the same run: memcpy, a Unix socket, a pipe, a bare ring and a futex ping-pong, and, in a build with the `iceoryx2` feature, iceoryx2 publish/subscribe busy-polling and woken by its events.\n\nThe table gives the median time until the receiver can read the bytes (and until delivery), percentiles and sample counts; the ratios follow. `cosh bench all` runs this with the other figures and writes a report."
+    long_about = "One-way transfer latency between two processes on two cores: every transfer mode and strength of Cosh, to a receiver that sleeps and to one that busy-polls; a buffer bounced on direct rings between domains that trust each other (busy-polling and blocking); streams of strong transfers. Measured in the same run: memcpy, a Unix socket, a pipe, a bare ring and a futex ping-pong, and, in a build with the `iceoryx2` feature, iceoryx2 publish/subscribe: single samples to a receiver asleep on its events, taken in turn with Cosh's single transfers, and ping-pongs busy-polling and woken by its events.\n\nThe table gives the median time until the receiver can read the bytes (and until delivery), percentiles and sample counts; the ratios follow. `cosh bench all` runs this with the other figures and writes a report."
 )]
 pub struct Args {
     /// Sizes in bytes, comma separated, with K or M suffixes.
@@ -269,6 +269,8 @@ fn receiver(socket: &Path) -> Result<(), String> {
     let mut shm: Option<cosh_sys::mapping::Mapping<cosh_sys::mapping::ReadWrite>> = None;
     // The sender, once trusted: receives wait for it alone (on its direct ring, if any).
     let mut sender: Option<cosh::DomainId> = None;
+    #[cfg(feature = "iceoryx2")]
+    let mut ice_single: Option<ice::SingleRx> = None;
     for line in stdin.lock().lines() {
         let line = line.map_err(|x| x.to_string())?;
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -410,6 +412,24 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 let text: Vec<String> = samples.iter().map(u64::to_string).collect();
                 say(&mut out, &text.join(" "))?;
             }
+            #[cfg(feature = "iceoryx2")]
+            ["iceoryx2-single", tag] => {
+                ice_single = Some(ice::SingleRx::open(tag)?);
+                say(&mut out, "ok")?;
+            }
+            #[cfg(feature = "iceoryx2")]
+            ["iceoryx2-take"] => {
+                // One sample, announced just before blocking, as `cosh` takes one.
+                let rx = ice_single.as_ref().ok_or("no iceoryx2 service open")?;
+                say(&mut out, "armed")?;
+                let (delivered, readable, last) = rx.take(Duration::from_secs(60))?;
+                say(&mut out, &format!("{delivered} {readable} {last}"))?;
+            }
+            #[cfg(feature = "iceoryx2")]
+            ["iceoryx2-single-close"] => {
+                ice_single = None;
+                say(&mut out, "ok")?;
+            }
             ["exit"] => break,
             _ => return Err(format!("receiver: unknown command {line:?}")),
         }
@@ -501,6 +521,11 @@ impl Drop for Receiver {
 /// The baselines of single transfers, in the order their rows come: each a byte stream
 /// from the sender to the receiver, opened anew for every size.
 const STREAM_BASELINES: [(&str, &str); 2] = [("socket", "unix socket"), ("pipe", "pipe")];
+
+/// Single transfers of iceoryx2 to a receiver asleep on its events, taken in turn with
+/// Cosh's and the streams' (in a build with the `iceoryx2` feature).
+pub(crate) const ICE_SINGLE: &str = "iceoryx2 single, blocks";
+const ICE_SINGLES: usize = if cfg!(feature = "iceoryx2") { 1 } else { 0 };
 
 /// The open streams of [`STREAM_BASELINES`] for one size.
 struct Baselines {
@@ -771,7 +796,9 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
 
         // Every single transfer, Cosh's and the baselines', in the order `schedule` gives.
         let mut baselines = Baselines::open(&mut rx, &dir, size)?;
-        let kinds = CASES.len() + STREAM_BASELINES.len();
+        #[cfg(feature = "iceoryx2")]
+        let ice_single = ice::Single::open(&mut rx, size)?;
+        let kinds = CASES.len() + STREAM_BASELINES.len() + ICE_SINGLES;
         let mut series: Vec<(Vec<u64>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); kinds];
         let mut spins_now: Option<u32> = None;
         let mut data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -814,6 +841,20 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 sender.transfer(agg, receiver_id, mode, flags).map_err(e)?;
                 sender.decref(agg).map_err(e)?;
                 parse_sample(&rx.line()?)?
+            } else if which >= CASES.len() + STREAM_BASELINES.len() {
+                #[cfg(feature = "iceoryx2")]
+                {
+                    // Likewise, a sample of iceoryx2's.
+                    let armed = rx.ask("iceoryx2-take")?;
+                    if armed != "armed" {
+                        return Err(format!("the receiver said {armed:?}"));
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                    ice_single.send(fill)?;
+                    parse_sample(&rx.line()?)?
+                }
+                #[cfg(not(feature = "iceoryx2"))]
+                return Err(format!("no single-transfer case {which}"));
             } else {
                 // The same protocol as Cosh's cases: the receiver says it is about to block,
                 // and is given time to.
@@ -836,10 +877,19 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             }
         }
         baselines.close(&mut rx)?;
+        #[cfg(feature = "iceoryx2")]
+        {
+            drop(ice_single);
+            let answer = rx.ask("iceoryx2-single-close")?;
+            if answer != "ok" {
+                return Err(format!("the receiver said {answer:?}"));
+            }
+        }
         let names = CASES
             .iter()
             .map(|c| c.0)
-            .chain(STREAM_BASELINES.iter().map(|b| b.1));
+            .chain(STREAM_BASELINES.iter().map(|b| b.1))
+            .chain(std::iter::repeat_n(ICE_SINGLE, ICE_SINGLES));
         for (name, (delivered, readable)) in names.zip(series) {
             rows.push(summarize(name, size, delivered, readable));
             step(name, size);
