@@ -15,7 +15,7 @@
 
 use iceoryx2::prelude::*;
 
-use crate::{Receiver, Row, now_ns, summarize};
+use crate::{Receiver, now_ns};
 
 type Error = Box<dyn core::error::Error>;
 type Bytes =
@@ -113,13 +113,19 @@ pub(crate) fn echo(tag: &str, n: usize, blocks: bool) -> Result<Vec<u64>, String
     run().map_err(|e| format!("iceoryx2: {e}"))
 }
 
-/// The sender's side at `size` bytes: a one-way row and a round-trip row with both sides
-/// busy-polling, and the same two with both sides blocking.
-pub(crate) fn measure(rx: &mut Receiver, size: u64, n: usize) -> Result<Vec<Row>, String> {
+/// The sender's side at `size` bytes, `n` round trips each (`round`: which of the calls at
+/// this size, for services of its own): the one-way and round-trip samples with both sides
+/// busy-polling, and the same two with both sides blocking, by row name.
+pub(crate) fn samples(
+    rx: &mut Receiver,
+    size: u64,
+    n: usize,
+    round: usize,
+) -> Result<Vec<(&'static str, Vec<u64>)>, String> {
     let size = usize::try_from(size).map_err(|_| "too large")?.max(8);
     let mut rows = Vec::new();
     for blocks in [false, true] {
-        let tag = format!("{}-{size}-{}", std::process::id(), u8::from(blocks));
+        let tag = format!("{}-{size}-{}-{round}", std::process::id(), u8::from(blocks));
         let run = |rx: &mut Receiver| -> Result<Vec<u64>, Error> {
             let (node, ping, pong) = services(&tag)?;
             let publisher = ping
@@ -169,19 +175,13 @@ pub(crate) fn measure(rx: &mut Receiver, size: u64, n: usize) -> Result<Vec<Row>
             .split_whitespace()
             .map(|w| w.parse().map_err(|_| format!("the receiver said {line:?}")))
             .collect::<Result<_, _>>()?;
-        let suffix = if blocks { ", blocks" } else { "" };
-        rows.push(summarize(
-            &format!("iceoryx2 one-way{suffix}"),
-            size as u64,
-            one_way.clone(),
-            one_way,
-        ));
-        rows.push(summarize(
-            &format!("iceoryx2 round trip{suffix}"),
-            size as u64,
-            rtt.clone(),
-            rtt,
-        ));
+        if blocks {
+            rows.push(("iceoryx2 one-way, blocks", one_way));
+            rows.push(("iceoryx2 round trip, blocks", rtt));
+        } else {
+            rows.push(("iceoryx2 one-way", one_way));
+            rows.push(("iceoryx2 round trip", rtt));
+        }
     }
     Ok(rows)
 }

@@ -522,6 +522,9 @@ impl Drop for Receiver {
 /// from the sender to the receiver, opened anew for every size.
 const STREAM_BASELINES: [(&str, &str); 2] = [("socket", "unix socket"), ("pipe", "pipe")];
 
+/// Rounds of the bounces (and iceoryx2's ping-pongs) at each size, taken in turn.
+const BOUNCE_ROUNDS: usize = 4;
+
 /// Single transfers of iceoryx2 to a receiver asleep on its events, taken in turn with
 /// Cosh's and the streams' (in a build with the `iceoryx2` feature).
 pub(crate) const ICE_SINGLE: &str = "iceoryx2 single, blocks";
@@ -759,8 +762,15 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
         let _ = writeln!(out, "{}", policy_line(&p));
     }
 
+    // Per size: memcpy, the single transfers and their baselines, the bounces (and
+    // iceoryx2's four ping-pong rows), the streams; then the doorbells.
     let steps = args.sizes.len()
-        * (1 + CASES.len() + 2 + 2 + 1 + usize::from(cfg!(feature = "iceoryx2")))
+        * (1 + CASES.len()
+            + STREAM_BASELINES.len()
+            + ICE_SINGLES
+            + 2
+            + 4 * usize::from(cfg!(feature = "iceoryx2"))
+            + 1)
         + 1;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -895,24 +905,45 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             step(name, size);
         }
 
-        // The fast path as it is used: a buffer bounced on direct rings, and streams.
+        // The fast path as it is used: a buffer bounced on direct rings (and iceoryx2's
+        // ping-pongs), in rounds taken in turn, so that a slow phase of the machine falls on
+        // all of them alike; then streams.
         let bounces = (n * 10).max(200);
-        for (name, spins) in [
-            ("weak bounce, polls", cosh::SPIN_FOREVER),
-            ("weak bounce, blocks", 0),
-        ] {
-            // The cases before leave buffers to free and mappings to drop (milliseconds at
-            // 64 MiB, on the same two cores): let that finish first.
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            let samples = fast::bounce(&mut sender, &mut rx, receiver_id, size, bounces, spins)?;
-            let samples: Vec<u64> = samples.into_iter().skip(warmup).collect();
+        let mut bounced: Vec<(&str, Vec<u64>)> = Vec::new();
+        let mut add = |name: &'static str, samples: Vec<u64>| match bounced
+            .iter_mut()
+            .find(|b| b.0 == name)
+        {
+            Some(b) => b.1.extend(samples),
+            None => bounced.push((name, samples)),
+        };
+        for round in 0..BOUNCE_ROUNDS {
+            for (name, spins) in [
+                ("weak bounce, polls", cosh::SPIN_FOREVER),
+                ("weak bounce, blocks", 0),
+            ] {
+                // The cases before leave buffers to free and mappings to drop (milliseconds
+                // at 64 MiB, on the same two cores): let that finish first.
+                let settle = if round == 0 { 200 } else { 20 };
+                std::thread::sleep(std::time::Duration::from_millis(settle));
+                let samples = fast::bounce(
+                    &mut sender,
+                    &mut rx,
+                    receiver_id,
+                    size,
+                    bounces / BOUNCE_ROUNDS,
+                    spins,
+                )?;
+                add(name, samples.into_iter().skip(warmup).collect());
+            }
+            #[cfg(feature = "iceoryx2")]
+            for (name, samples) in ice::samples(&mut rx, size, bounces / BOUNCE_ROUNDS, round)? {
+                add(name, samples);
+            }
+        }
+        for (name, samples) in bounced {
             rows.push(summarize(name, size, samples.clone(), samples));
             step(name, size);
-        }
-        #[cfg(feature = "iceoryx2")]
-        {
-            rows.extend(ice::measure(&mut rx, size, bounces)?);
-            step("iceoryx2", size);
         }
         // Enough transfers to time, few enough that what is in flight at once fits the
         // receiver's free list (256 MiB), so that the timed pass reuses warm memory.
