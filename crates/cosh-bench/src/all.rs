@@ -1305,6 +1305,30 @@ fn reasons(out: &Path) -> String {
             ust(copy)
         ));
     }
+    // A busy-polling weak bounce whose largest size took above 1.5x its smallest.
+    let polled: Vec<(u64, f64)> = a
+        .iter()
+        .filter(|r| r.0 == "weak bounce, polls")
+        .map(|r| (r.1, r.2 as f64))
+        .collect();
+    if let (Some(&(small, x)), Some(&(large, y))) = (
+        polled.iter().min_by_key(|p| p.0),
+        polled.iter().max_by_key(|p| p.0),
+    ) && y / x > 1.5
+    {
+        items.push(format!(
+            "**A weak transfer's cost not flat** (µs one way, busy-polling): {} {} vs {} {}. Nothing in a bounce grows with the size: one record each way on the direct ring, the buffer mapped on both sides since the first round. Each size is measured in a phase of the run of its own, and a median of half a microsecond moves by tenths from one phase to the next, as the sizes between show: {}.",
+            size_name(large),
+            ust(y),
+            size_name(small),
+            ust(x),
+            polled
+                .iter()
+                .map(|(s, t)| format!("{} {}", size_name(*s), ust(*t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     // The block manager's copy of a buffer larger than the caches, measured at start-up.
     let cold_copy = field("copying a large buffer ").and_then(|w| w.parse::<f64>().ok());
     // A blocking weak bounce whose slowest size is above 1.25x the futex ping-pong.
@@ -1848,6 +1872,10 @@ mod tests {
                 ("unix socket", 16 * mib, 3_000_000, 3_000_000),
                 ("weak bounce, blocks", 16 * mib, 20_000, 20_000),
                 ("weak bounce, blocks", 64 << 10, 41_000, 41_000),
+                // A polling bounce above 1.5x at its largest size.
+                ("weak bounce, polls", 4096, 400, 400),
+                ("weak bounce, polls", 64 << 10, 500, 500),
+                ("weak bounce, polls", 16 * mib, 700, 700),
                 // Slower than iceoryx2 woken by its events; its bounce faster.
                 ("move strong", 256 << 10, 60_000, 60_000),
                 ("unix socket", 256 << 10, 110_000, 110_000),
@@ -1902,6 +1930,8 @@ mod tests {
             "**A receiver that sleeps, against iceoryx2 woken by its events** (µs): 256 KiB Cosh 60.0 vs the iceoryx2 single, blocks 30.0. iceoryx2 wakes the receiver",
             "bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, 256 KiB 20.0 vs 28.0.",
             "above 1.25x the futex ping-pong** (µs): 64 KiB 41.0 vs 32.0.",
+            "**A weak transfer's cost not flat** (µs one way, busy-polling): 16 MiB 0.7 vs 4 KiB 0.4.",
+            "as the sizes between show: 4 KiB 0.4, 64 KiB 0.5, 16 MiB 0.7.",
             "At its other sizes the bounce took 20.0 µs",
             "1500 µs at 16 MiB, memcpy 1000 µs",
             "(µs per transfer against memcpy): strong moves 1 MiB 125 vs 25.0; copies 16 MiB 1400 vs 1000. memcpy copies",
