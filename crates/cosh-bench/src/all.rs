@@ -1317,7 +1317,7 @@ fn reasons(out: &Path) -> String {
     ) && y / x > 1.5
     {
         items.push(format!(
-            "**A weak transfer's cost not flat** (µs one way, busy-polling): {} {} vs {} {}. Nothing in a bounce grows with the size: one record each way on the direct ring, the buffer mapped on both sides since the first round. Each size is measured in a phase of the run of its own, and a median of half a microsecond moves by tenths from one phase to the next, as the sizes between show: {}.",
+            "**A weak transfer's cost not flat** (µs one way, busy-polling): {} {} vs {} {}. Nothing in a bounce grows with the size: one record each way on the direct ring, the buffer mapped on both sides since its first trip. Each size is measured in a phase of the run of its own, and a median of half a microsecond moves by tenths from one phase to the next, as the sizes between show: {}.",
             size_name(large),
             ust(y),
             size_name(small),

@@ -188,10 +188,11 @@ pub(crate) fn samples(
 
 /// The sender's half of iceoryx2 single transfers at one size (see the module's *Single*).
 pub(crate) struct Single {
-    _node: Node<ipc::Service>,
     publisher: iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>,
     notifier: iceoryx2::port::notifier::Notifier<ipc::Service>,
     size: usize,
+    // Dropped last, after its ports.
+    _node: Node<ipc::Service>,
 }
 
 impl Single {
@@ -240,9 +241,10 @@ impl Single {
 
 /// The receiver's half of iceoryx2 single transfers.
 pub(crate) struct SingleRx {
-    _node: Node<ipc::Service>,
     subscriber: iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>,
     listener: iceoryx2::port::listener::Listener<ipc::Service>,
+    // Dropped last, after its ports.
+    _node: Node<ipc::Service>,
 }
 
 impl SingleRx {

@@ -15,11 +15,11 @@
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
 //! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
 //! and a few copies of kilobytes, the cases and the socket, pipe and iceoryx2 single
-//! baselines take their samples in turn, one of each per round (each round in a rotated order), so that a slow
-//! phase of the machine falls on every case alike; from 1 MiB each case takes its samples
-//! back to back, so that each is measured in its own steady state of caches and free lists
-//! (in turn, every case would find the others' megabytes in the caches and their buffers in
-//! the free lists). Each median comes with a distribution-free 95 % confidence interval
+//! baselines take their samples in turn, one of each per round (each round in a rotated
+//! order), so that a slow phase of the machine falls on every case alike; from 1 MiB each
+//! case takes its samples back to back, so that each is measured in its own steady state of
+//! caches and free lists (in turn, every case would find the others' megabytes in the caches
+//! and their buffers in the free lists). Each median comes with a distribution-free 95 % confidence interval
 //! (CSV columns `readable_lo_ns` and `readable_hi_ns`), from which the report tells a
 //! measurable difference from noise. Where two CPUs are allowed, the sender runs on
 //! the first and the receiver on the second (`--no-pin` leaves them to the scheduler, which
@@ -447,19 +447,19 @@ pub(crate) struct Receiver {
 /// A child process killed when dropped.
 struct Guard(Child);
 
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A run's scratch folder (the block manager's socket, FIFOs), removed when dropped.
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -923,7 +923,8 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 ("weak bounce, blocks", 0),
             ] {
                 // The cases before leave buffers to free and mappings to drop (milliseconds
-                // at 64 MiB, on the same two cores): let that finish first.
+                // at 64 MiB, on the same two cores), later rounds the last bounce's buffer:
+                // let that finish first.
                 let settle = if round == 0 { 200 } else { 20 };
                 std::thread::sleep(std::time::Duration::from_millis(settle));
                 let samples = fast::bounce(

@@ -166,7 +166,8 @@ fn bench_fig2a_writes_csv_and_a_plot() {
     assert!(
         o.status.success()
             && text(&o).contains("--plot")
-            && text(&o).contains("iceoryx2 publish/subscribe busy-polling and woken by its events"),
+            && text(&o).contains("iceoryx2 publish/subscribe: single samples to a receiver asleep")
+            && text(&o).contains("ping-pongs busy-polling and woken by its events"),
         "{}",
         text(&o)
     );
