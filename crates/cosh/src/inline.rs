@@ -408,7 +408,12 @@ impl Domain {
         Ok(Some(agg))
     }
 
-    /// Before a wait: replaces the landings receives used since the last wait.
+    /// Before a wait: replaces the landings receives used since the last wait. Short of as
+    /// many as were used, it makes every landing of that size that may wait, in one round
+    /// trip: landings that do not come back (a share's, read-only; one the program keeps)
+    /// would otherwise cost a round trip to the block manager before each receive, and the
+    /// transfer after it 1–2 µs more (measured: a weak share and a copy right after a share,
+    /// 4–64 KiB, to a receiver asleep).
     pub(crate) fn top_up_landings(&mut self) -> Result<()> {
         if self.direct.inline.wanted.is_empty() {
             return Ok(());
@@ -416,9 +421,9 @@ impl Domain {
         let wanted = std::mem::take(&mut self.direct.inline.wanted);
         for (size, n) in wanted {
             let have = self.direct.inline.waiting.get(&size).map_or(0, Vec::len);
-            let n = n.clamp(1, max_waiting(size));
-            if have < n {
-                self.make_landings(size, n - have)?;
+            let most = max_waiting(size);
+            if have < n.clamp(1, most) {
+                self.make_landings(size, most - have)?;
             }
         }
         Ok(())
