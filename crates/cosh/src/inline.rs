@@ -411,9 +411,9 @@ impl Domain {
     /// Before a wait: replaces the landings receives used since the last wait. Short of as
     /// many as were used, it makes every landing of that size that may wait, in one round
     /// trip: landings that do not come back (a share's, read-only; one the program keeps)
-    /// would otherwise cost a round trip to the block manager before each receive, and the
-    /// transfer after it 1–2 µs more (measured: a weak share and a copy right after a share,
-    /// 4–64 KiB, to a receiver asleep).
+    /// would otherwise cost a round trip to the block manager before each receive (measured,
+    /// a weak share and a copy right after a share to a receiver asleep: 1.0–1.7 µs slower
+    /// than a weak move at 4 KiB with a landing made each time, 0.1–0.9 µs with this).
     pub(crate) fn top_up_landings(&mut self) -> Result<()> {
         if self.direct.inline.wanted.is_empty() {
             return Ok(());
