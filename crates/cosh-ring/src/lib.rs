@@ -28,8 +28,8 @@
 //! lost; `tests/loom.rs` checks the protocol under every interleaving. A producer about to
 //! spend a while preparing a record (copying its bytes) may wake a sleeping consumer early
 //! ([`Producer::rouse`]), so that the wake-up overlaps the copy; the consumer, woken with
-//! nothing to read, spins again before it sleeps. Producers blocked on a
-//! full ring use the mirror image on `tail`.
+//! nothing to read, spins again before it sleeps. Producers blocked on a full ring use the
+//! mirror image on `tail`.
 
 #![forbid(unsafe_code)]
 
