@@ -1049,7 +1049,7 @@ fn report(out: &Path, made: &Made) -> String {
                 name,
                 name,
                 if name == "fig2a" {
-                    " The sender and the receiver run on two different cores, and every receiver (Cosh's, the socket's, the pipe's) is blocked, reading into memory already faulted in, when the sender starts; Cosh's receiver reads a byte of every page it received before it stops the clock, so that none of the bytes faults when read. Below 1 MiB the single transfers of every case and baseline take their samples in turn, one of each per round, so that a slow phase of the machine falls on all of them alike; from 1 MiB each case takes its samples back to back, in its own steady state of caches and free lists."
+                    " The sender and the receiver run on two different cores, and the receiver of every single transfer (Cosh's, the socket's, the pipe's, iceoryx2's) is blocked when the sender starts, the socket's and the pipe's reading into memory already faulted in; Cosh's and iceoryx2's receivers read a byte of every page received before they stop the clock, so that none of the bytes faults when read. Below 1 MiB the single transfers of every case and baseline take their samples in turn, one of each per round, so that a slow phase of the machine falls on all of them alike; from 1 MiB each case takes its samples back to back, in its own steady state of caches and free lists."
                 } else {
                     ""
                 },
