@@ -624,17 +624,20 @@ pub(crate) fn is_baseline(case: &str) -> bool {
     BASELINES.contains(&case) || case.starts_with("iceoryx2")
 }
 
-/// How a case waits, so that like is compared with like: a stream with streams, a receiver
-/// that busy-polls with baselines that poll (iceoryx2 polling); a single transfer to a
-/// receiver asleep since long before (each taken after a pause) with single transfers of
-/// sockets, pipes and iceoryx2 woken by its events; a back-and-forth whose sides sleep only
-/// between messages (a bounce, a ping-pong) with ping-pongs of futexes and iceoryx2.
+/// How a case waits, so that like is compared with like: a stream with streams; a single
+/// transfer (each taken after a pause, in turn with the other cases) to a receiver asleep
+/// since long before with single transfers of sockets, pipes and iceoryx2 woken by its
+/// events, and one to a receiver that busy-polls with iceoryx2's single samples to a
+/// receiver that busy-polls; a back-and-forth whose sides sleep only between messages (a
+/// bounce, a ping-pong) with ping-pongs of futexes and iceoryx2, and one whose sides
+/// busy-poll with iceoryx2's polling ping-pong.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Class {
     Stream,
     Polls,
     Sleeps,
     BackAndForth,
+    BackAndForthPolls,
 }
 
 fn class(case: &str) -> Class {
@@ -642,9 +645,13 @@ fn class(case: &str) -> Class {
         Class::Stream
     } else if case == crate::ICE_SINGLE {
         Class::Sleeps
+    } else if case == crate::ICE_SINGLE_POLLS {
+        Class::Polls
     } else if case.ends_with("blocks") || case.ends_with("futex") {
         Class::BackAndForth
-    } else if case.contains("polls") || case.starts_with("iceoryx2") || case == "ring spin" {
+    } else if case.contains("bounce") || case.starts_with("iceoryx2") || case == "ring spin" {
+        Class::BackAndForthPolls
+    } else if case.contains("polls") {
         Class::Polls
     } else {
         Class::Sleeps
@@ -678,8 +685,9 @@ fn ratios(rows: &[Row], intervals: &Intervals) -> String {
     };
     let classes = [
         Class::Sleeps,
-        Class::BackAndForth,
         Class::Polls,
+        Class::BackAndForth,
+        Class::BackAndForthPolls,
         Class::Stream,
     ];
     let best: Vec<Vec<Option<(&str, u64)>>> = classes
@@ -706,8 +714,9 @@ fn ratios(rows: &[Row], intervals: &Intervals) -> String {
                 .collect();
             let who = match k {
                 Class::Sleeps => "a single transfer to a receiver that sleeps",
+                Class::Polls => "a single transfer to a receiver that busy-polls",
                 Class::BackAndForth => "a back-and-forth whose sides sleep between messages",
-                Class::Polls => "a receiver that busy-polls",
+                Class::BackAndForthPolls => "a back-and-forth whose sides busy-poll",
                 Class::Stream => "a stream",
             };
             match against.as_slice() {
@@ -1183,8 +1192,8 @@ fn reasons(out: &Path) -> String {
         }
     }
     let futex = get(&a, "futex", 64);
-    // By size: the slower Cosh cases' range against the fastest baseline.
-    let group = |cases: &[(&str, u64)]| -> String {
+    // By size: the slower Cosh cases' range against the fastest baseline of their kind.
+    let group_of = |kind: Class, cases: &[(&str, u64)]| -> String {
         let mut sizes: Vec<u64> = cases.iter().map(|c| c.1).collect();
         sizes.sort_unstable();
         sizes.dedup();
@@ -1196,7 +1205,7 @@ fn reasons(out: &Path) -> String {
                     .filter(|c| c.1 == *s)
                     .filter_map(|(c, s)| get(&a, c, *s))
                     .collect();
-                let (name, best) = fastest_baseline(&a, Class::Sleeps, *s)?;
+                let (name, best) = fastest_baseline(&a, kind, *s)?;
                 Some(format!(
                     "{} Cosh {} vs the {name} {}",
                     size_name(*s),
@@ -1207,6 +1216,7 @@ fn reasons(out: &Path) -> String {
             .collect::<Vec<_>>()
             .join("; ")
     };
+    let group = |cases: &[(&str, u64)]| group_of(Class::Sleeps, cases);
     if !inline.is_empty() {
         items.push(format!(
             "**A receiver that sleeps, inline** (µs): {}. Either way the receiver, asleep on the other core, is woken once (a futex ping-pong between the same two processes: {} µs in this run); Cosh wakes it before it copies the bytes into the ring, so that the copy overlaps the wake-up, and the receiver copies them out once awake; a socket or a pipe copies them through the kernel. {} of these {} pairs are within the noise (the 95 % confidence intervals of the two medians overlap; below 1 MiB the cases' samples are taken in turn, so a slow phase of the machine falls on all of them).",
@@ -1245,10 +1255,15 @@ fn reasons(out: &Path) -> String {
             bounce.map(ust).unwrap_or_else(|| "–".into())
         ));
     }
-    let polls: Vec<u64> = {
+    let polls: Vec<(&str, u64)> = slower
+        .iter()
+        .filter(|(k, _, _)| *k == Class::Polls)
+        .map(|x| (x.1, x.2))
+        .collect();
+    let bounced: Vec<u64> = {
         let mut v: Vec<u64> = slower
             .iter()
-            .filter(|(k, _, _)| *k == Class::Polls)
+            .filter(|(k, _, _)| *k == Class::BackAndForthPolls)
             .map(|x| x.2)
             .collect();
         v.sort_unstable();
@@ -1270,9 +1285,15 @@ fn reasons(out: &Path) -> String {
             .collect()
     };
     if !polls.is_empty() {
-        let pairs = bounce_pairs(&polls, "weak bounce, polls", "iceoryx2 one-way");
         items.push(format!(
-            "**A receiver that busy-polls**: iceoryx2 hands over an offset into a pool of samples both processes mapped when they connected (the subscriber can read the whole pool, samples not yet sent included); Cosh's single transfers of a fresh buffer copy it (inline or in the block manager) or map it, because a fresh allocation is private to its domain until it is transferred (invariant 4 in ARCHITECTURE.md: no other domain may observe it before), and a copy makes a copy. The like-for-like case is a buffer both domains already map, the weak bounce: µs one way, Cosh vs iceoryx2, {}.",
+            "**A single transfer to a receiver that busy-polls** (µs): {}. iceoryx2 hands over an offset into a pool of samples both processes mapped when they connected (the subscriber can read the whole pool, samples not yet sent included); Cosh's single transfers of a fresh buffer copy it or map it, because a fresh allocation is private to its domain until it is transferred (invariant 4 in ARCHITECTURE.md: no other domain may observe it before). Inline, the bytes are copied twice: into the ring's staging area, which both processes map, and out of it into a buffer of the receiver's own, which the sender cannot write (as a strong transfer requires; a weak one is carried the same way).",
+            group_of(Class::Polls, &polls)
+        ));
+    }
+    if !bounced.is_empty() {
+        let pairs = bounce_pairs(&bounced, "weak bounce, polls", "iceoryx2 one-way");
+        items.push(format!(
+            "**A buffer bounced, both sides busy-polling** (µs one way, Cosh vs iceoryx2): {}. Both hand over a descriptor of memory both processes map already. A Cosh transfer also tells the block manager who holds the buffer now (a record in its request ring, which the block manager applies before anyone's next request, so that its ledger of rights stays exact) and checks the sender's rights and the receiver's mapping; iceoryx2 keeps no such account (its subscriber can read every sample of the pool, sent or not).",
             pairs.join("; ")
         ));
     }
@@ -1872,8 +1893,13 @@ mod tests {
                 ("unix socket", 16 * mib, 3_000_000, 3_000_000),
                 ("weak bounce, blocks", 16 * mib, 20_000, 20_000),
                 ("weak bounce, blocks", 64 << 10, 41_000, 41_000),
-                // A polling bounce above 1.5x at its largest size.
+                // A polling bounce above 1.5x at its largest size, slower than iceoryx2's
+                // ping-pong at 4 KiB; a single transfer to a polling receiver slower than
+                // iceoryx2's.
                 ("weak bounce, polls", 4096, 400, 400),
+                ("iceoryx2 one-way", 4096, 300, 300),
+                ("move weak, rx polls", 4096, 2_200, 2_200),
+                ("iceoryx2 single, polls", 4096, 600, 600),
                 ("weak bounce, polls", 64 << 10, 500, 500),
                 ("weak bounce, polls", 16 * mib, 700, 700),
                 // Slower than iceoryx2 woken by its events; its bounce faster.
@@ -1931,6 +1957,9 @@ mod tests {
             "bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, 256 KiB 20.0 vs 28.0.",
             "above 1.25x the futex ping-pong** (µs): 64 KiB 41.0 vs 32.0.",
             "**A weak transfer's cost not flat** (µs one way, busy-polling): 16 MiB 0.7 vs 4 KiB 0.4.",
+            "**A single transfer to a receiver that busy-polls** (µs): 4 KiB Cosh 2.2 vs the iceoryx2 single, polls 0.6. iceoryx2 hands over an offset",
+            "Inline, the bytes are copied twice",
+            "**A buffer bounced, both sides busy-polling** (µs one way, Cosh vs iceoryx2): 4 KiB 0.4 vs 0.3. Both hand over",
             "as the sizes between show: 4 KiB 0.4, 64 KiB 0.5, 16 MiB 0.7.",
             "At its other sizes the bounce took 20.0 µs",
             "1500 µs at 16 MiB, memcpy 1000 µs",
@@ -2079,19 +2108,21 @@ mod tests {
             row("iceoryx2 round trip, blocks", 20_000),
             row("iceoryx2 one-way", 300),
             row("iceoryx2 round trip", 200),
+            row(crate::ICE_SINGLE_POLLS, 600),
             row("stream pipe", 1_500),
             row("memcpy", 100),
         ];
-        // iceoryx2's single transfers to a receiver asleep are a baseline for Cosh's, its
-        // blocking ping-pong (and a futex's) for a bounce whose sides sleep between
-        // messages, its polling ping-pong for receivers that poll; round trips and floors
-        // are never the baseline.
+        // iceoryx2's single transfers are the baselines for Cosh's, to a receiver asleep
+        // or to one that polls; its blocking ping-pong (and a futex's) for a bounce whose
+        // sides sleep between messages, its polling ping-pong for a bounce that polls;
+        // round trips and floors are never the baseline.
         for (case, expected) in [
             ("weak bounce, blocks", Some(("futex", 21_000))),
             ("move weak", Some((crate::ICE_SINGLE, 27_000))),
             ("copy", Some((crate::ICE_SINGLE, 27_000))),
             ("weak bounce, polls", Some(("iceoryx2 one-way", 300))),
-            ("move weak, rx polls", Some(("iceoryx2 one-way", 300))),
+            ("move weak, rx polls", Some((crate::ICE_SINGLE_POLLS, 600))),
+            ("copy, rx polls", Some((crate::ICE_SINGLE_POLLS, 600))),
             ("stream copy", Some(("stream pipe", 1_500))),
         ] {
             assert_eq!(
@@ -2104,7 +2135,9 @@ mod tests {
         assert_eq!(class("ring futex"), Class::BackAndForth);
         assert_eq!(class(crate::ICE_SINGLE), Class::Sleeps);
         assert_eq!(class("unix socket"), Class::Sleeps);
-        assert_eq!(class("iceoryx2 one-way"), Class::Polls);
+        assert_eq!(class("iceoryx2 one-way"), Class::BackAndForthPolls);
+        assert_eq!(class(crate::ICE_SINGLE_POLLS), Class::Polls);
+        assert_eq!(class("ring spin"), Class::BackAndForthPolls);
         assert_eq!(fastest_baseline(&rows, Class::Polls, 8192), None);
     }
 

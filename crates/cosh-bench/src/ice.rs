@@ -7,11 +7,14 @@
 //! listener's `blocking_wait` before each `receive`), as iceoryx2's own examples of
 //! event-driven publish/subscribe do.
 //!
-//! *Single*: one sample at a time to a receiver asleep on its events, taken exactly as
-//! Cosh's single transfers are and in turn with them (the receiver says it is about to wait,
-//! the sender pauses 200 µs, stamps its clock into a sample it loaned and filled untimed,
-//! sends and notifies; the receiver, woken, reads a byte of every page as Cosh's does): the
-//! like-for-like baseline for a single transfer to a receiver that sleeps.
+//! *Single*: one sample at a time, taken exactly as Cosh's single transfers are and in turn
+//! with them (the receiver says it is about to wait, the sender pauses 200 µs, stamps its
+//! clock into a sample it loaned and filled untimed and sends; the receiver reads a byte of
+//! every page as Cosh's does): to a receiver asleep on its events (the sender notifies), the
+//! like-for-like baseline for a single transfer to a receiver that sleeps; and to one that
+//! busy-polls `receive`, for a single transfer to a receiver that busy-polls. The ping-pongs
+//! above measure another thing: one sample after another, each side's code and data hot in
+//! its caches.
 
 use iceoryx2::prelude::*;
 
@@ -222,8 +225,9 @@ impl Single {
     }
 
     /// One sample filled with `fill` (untimed), then the clock stamped into its first eight
-    /// bytes, sent, and the receiver woken.
-    pub(crate) fn send(&self, fill: u8) -> Result<(), String> {
+    /// bytes, sent, and the receiver woken (when it `sleeps`; one that busy-polls needs no
+    /// notification).
+    pub(crate) fn send(&self, fill: u8, sleeps: bool) -> Result<(), String> {
         let run = || -> Result<(), Error> {
             let mut sample = self
                 .publisher
@@ -232,7 +236,9 @@ impl Single {
             let t0 = now_ns();
             sample.payload_mut()[..8].copy_from_slice(&t0.to_le_bytes());
             sample.send()?;
-            self.notifier.notify()?;
+            if sleeps {
+                self.notifier.notify()?;
+            }
             Ok(())
         };
         run().map_err(|e| format!("iceoryx2: {e}"))
@@ -262,21 +268,34 @@ impl SingleRx {
         open().map_err(|e| format!("iceoryx2: {e}"))
     }
 
-    /// Waits (asleep, at most `timeout`) for one sample; returns the nanoseconds from the
-    /// sender's stamp until it was delivered and until a byte of every page was read, and
-    /// its last byte.
-    pub(crate) fn take(&self, timeout: std::time::Duration) -> Result<(u64, u64, u8), String> {
+    /// Waits (asleep, or busy-polling when `polls`; at most `timeout`) for one sample; returns
+    /// the nanoseconds from the sender's stamp until it was delivered and until a byte of
+    /// every page was read, and its last byte.
+    pub(crate) fn take(
+        &self,
+        timeout: std::time::Duration,
+        polls: bool,
+    ) -> Result<(u64, u64, u8), String> {
         let run = || -> Result<(u64, u64, u8), Error> {
             let deadline = std::time::Instant::now() + timeout;
+            let mut looks = 0u32;
             let sample = loop {
                 if let Some(sample) = self.subscriber.receive()? {
                     break sample;
+                }
+                looks = looks.wrapping_add(1);
+                if polls && !looks.is_multiple_of(1024) {
+                    // The clock is read now and then only, not between two looks.
+                    std::hint::spin_loop();
+                    continue;
                 }
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
                     return Err("no sample came".into());
                 }
-                self.listener.timed_wait(|_| {}, left)?;
+                if !polls {
+                    self.listener.timed_wait(|_| {}, left)?;
+                }
             };
             let delivered = now_ns();
             let bytes = sample.payload();

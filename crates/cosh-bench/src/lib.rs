@@ -15,7 +15,7 @@
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
 //! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
 //! and a few copies of kilobytes, the cases and the socket, pipe and iceoryx2 single
-//! baselines take their samples in turn, one of each per round (each round in a rotated
+//! baselines (iceoryx2's to a receiver asleep and to one that busy-polls) take their samples in turn, one of each per round (each round in a rotated
 //! order), so that a slow phase of the machine falls on every case alike; from 1 MiB each
 //! case takes its samples back to back, so that each is measured in its own steady state of
 //! caches and free lists (in turn, every case would find the others' megabytes in the caches
@@ -61,7 +61,7 @@ pub fn now_ns() -> u64 {
 #[command(
     version,
     about = "One-way transfer latency through the Cosh block manager, with a Unix socket, a pipe and memcpy as baselines in the same run.",
-    long_about = "One-way transfer latency between two processes on two cores: every transfer mode and strength of Cosh, to a receiver that sleeps and to one that busy-polls; a buffer bounced on direct rings between domains that trust each other (busy-polling and blocking); streams of strong transfers. Measured in the same run: memcpy, a Unix socket, a pipe, a bare ring and a futex ping-pong, and, in a build with the `iceoryx2` feature, iceoryx2 publish/subscribe: single samples to a receiver asleep on its events, taken in turn with Cosh's single transfers, and ping-pongs busy-polling and woken by its events.\n\nThe table gives the median time until the receiver can read the bytes (and until delivery), percentiles and sample counts; the ratios follow. `cosh bench all` runs this with the other figures and writes a report."
+    long_about = "One-way transfer latency between two processes on two cores: every transfer mode and strength of Cosh, to a receiver that sleeps and to one that busy-polls; a buffer bounced on direct rings between domains that trust each other (busy-polling and blocking); streams of strong transfers. Measured in the same run: memcpy, a Unix socket, a pipe, a bare ring and a futex ping-pong, and, in a build with the `iceoryx2` feature, iceoryx2 publish/subscribe: single samples to a receiver asleep on its events and to one that busy-polls, taken in turn with Cosh's single transfers, and ping-pongs busy-polling and woken by its events.\n\nThe table gives the median time until the receiver can read the bytes (and until delivery), percentiles and sample counts; the ratios follow. `cosh bench all` runs this with the other figures and writes a report."
 )]
 pub struct Args {
     /// Sizes in bytes, comma separated, with K or M suffixes.
@@ -418,11 +418,12 @@ fn receiver(socket: &Path) -> Result<(), String> {
                 say(&mut out, "ok")?;
             }
             #[cfg(feature = "iceoryx2")]
-            ["iceoryx2-take"] => {
-                // One sample, announced just before blocking, as `cosh` takes one.
+            ["iceoryx2-take", how @ ("blocks" | "polls")] => {
+                // One sample, announced just before waiting, as `cosh` takes one.
                 let rx = ice_single.as_ref().ok_or("no iceoryx2 service open")?;
                 say(&mut out, "armed")?;
-                let (delivered, readable, last) = rx.take(Duration::from_secs(60))?;
+                let (delivered, readable, last) =
+                    rx.take(Duration::from_secs(60), *how == "polls")?;
                 say(&mut out, &format!("{delivered} {readable} {last}"))?;
             }
             #[cfg(feature = "iceoryx2")]
@@ -528,7 +529,15 @@ const BOUNCE_ROUNDS: usize = 4;
 /// Single transfers of iceoryx2 to a receiver asleep on its events, taken in turn with
 /// Cosh's and the streams' (in a build with the `iceoryx2` feature).
 pub(crate) const ICE_SINGLE: &str = "iceoryx2 single, blocks";
-const ICE_SINGLES: usize = if cfg!(feature = "iceoryx2") { 1 } else { 0 };
+/// The same to a receiver that busy-polls.
+pub(crate) const ICE_SINGLE_POLLS: &str = "iceoryx2 single, polls";
+/// iceoryx2's single-transfer rows, in the order of the schedule's kinds.
+const ICE_SINGLE_ROWS: [&str; 2] = [ICE_SINGLE, ICE_SINGLE_POLLS];
+const ICE_SINGLES: usize = if cfg!(feature = "iceoryx2") {
+    ICE_SINGLE_ROWS.len()
+} else {
+    0
+};
 
 /// The open streams of [`STREAM_BASELINES`] for one size.
 struct Baselines {
@@ -855,12 +864,18 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
                 #[cfg(feature = "iceoryx2")]
                 {
                     // Likewise, a sample of iceoryx2's.
-                    let armed = rx.ask("iceoryx2-take")?;
+                    let polls = ICE_SINGLE_ROWS[which - CASES.len() - STREAM_BASELINES.len()]
+                        == ICE_SINGLE_POLLS;
+                    let armed = rx.ask(if polls {
+                        "iceoryx2-take polls"
+                    } else {
+                        "iceoryx2-take blocks"
+                    })?;
                     if armed != "armed" {
                         return Err(format!("the receiver said {armed:?}"));
                     }
                     std::thread::sleep(Duration::from_micros(200));
-                    ice_single.send(fill)?;
+                    ice_single.send(fill, !polls)?;
                     parse_sample(&rx.line()?)?
                 }
                 #[cfg(not(feature = "iceoryx2"))]
@@ -899,7 +914,7 @@ pub fn run(args: &Args, prefix: &[&str]) -> Result<Vec<Row>, String> {
             .iter()
             .map(|c| c.0)
             .chain(STREAM_BASELINES.iter().map(|b| b.1))
-            .chain(std::iter::repeat_n(ICE_SINGLE, ICE_SINGLES));
+            .chain(ICE_SINGLE_ROWS.into_iter().take(ICE_SINGLES));
         for (name, (delivered, readable)) in names.zip(series) {
             rows.push(summarize(name, size, delivered, readable));
             step(name, size);
