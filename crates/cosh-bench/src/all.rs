@@ -1284,10 +1284,67 @@ fn reasons(out: &Path) -> String {
             })
             .collect()
     };
+    // The least any transfer that keeps a fresh buffer private until it is sent can take to
+    // hand its bytes to another process, a wake-up aside: a copy of them (memcpy within one
+    // process's caches, a floor) or a mapping of them (the block manager's start-up measure,
+    // the policy line), whichever is cheaper; in ns.
+    let mapping = policy.as_deref().and_then(|text| {
+        let at = text.find("mapping a new buffer ")? + "mapping a new buffer ".len();
+        let mut w = text[at..].split_whitespace();
+        let fixed: f64 = w.next()?.parse().ok()?;
+        let per_mib: f64 = w.nth(2)?.parse().ok()?;
+        Some((fixed, per_mib))
+    });
+    let bound = |size: u64| -> Option<f64> {
+        let copy = get(&a, "memcpy", size)?;
+        let map = mapping
+            .map(|(fixed, per_mib)| (fixed + per_mib * size as f64 / (1u64 << 20) as f64) * 1e3);
+        Some(map.map_or(copy, |m| copy.min(m)))
+    };
+    // Where that bound alone exceeds iceoryx2's whole transfer (`kind`'s fastest baseline,
+    // when it is iceoryx2's) among `cases`: a sentence naming those sizes, and the others.
+    let beyond = |kind: Class, cases: &[(&str, u64)]| -> String {
+        let mut sizes: Vec<u64> = cases.iter().map(|c| c.1).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let (mut out_of_reach, mut within) = (Vec::new(), Vec::new());
+        for s in sizes {
+            let (Some(least), Some((name, best))) = (bound(s), fastest_baseline(&a, kind, s))
+            else {
+                continue;
+            };
+            if !name.starts_with("iceoryx2") {
+                continue;
+            }
+            let said = format!("{} {} vs {}", size_name(s), ust(least), ust(best as f64));
+            if least > best as f64 {
+                out_of_reach.push(said);
+            } else {
+                within.push(said);
+            }
+        }
+        let mut text = String::new();
+        if !out_of_reach.is_empty() {
+            let _ = write!(
+                text,
+                " Beyond the reach of any transfer that keeps a fresh buffer private until it is sent (µs, the cheaper of a copy of its bytes — memcpy within one process's caches — and a mapping of them — the policy line — against iceoryx2's whole transfer): {}.",
+                out_of_reach.join("; ")
+            );
+        }
+        if !within.is_empty() {
+            let _ = write!(
+                text,
+                " Below it (µs, that bound vs iceoryx2): {}; there the difference is Cosh's own path (a second copy, its records and checks), not the bound.",
+                within.join("; ")
+            );
+        }
+        text
+    };
     if !polls.is_empty() {
         items.push(format!(
-            "**A single transfer to a receiver that busy-polls** (µs): {}. iceoryx2 hands over an offset into a pool of samples both processes mapped when they connected (the subscriber can read the whole pool, samples not yet sent included); Cosh's single transfers of a fresh buffer copy it or map it, because a fresh allocation is private to its domain until it is transferred (invariant 4 in ARCHITECTURE.md: no other domain may observe it before). Inline, the bytes are copied twice: into the ring's staging area, which both processes map, and out of it into a buffer of the receiver's own, which the sender cannot write (as a strong transfer requires; a weak one is carried the same way).",
-            group_of(Class::Polls, &polls)
+            "**A single transfer to a receiver that busy-polls** (µs): {}. iceoryx2 hands over an offset into a pool of samples both processes mapped when they connected (the subscriber can read the whole pool, samples not yet sent included); Cosh's single transfers of a fresh buffer copy it or map it, because a fresh allocation is private to its domain until it is transferred (invariant 4 in ARCHITECTURE.md: no other domain may observe it before). Inline, the bytes are copied twice: into the ring's staging area, which both processes map, and out of it into a buffer of the receiver's own, which the sender cannot write (as a strong transfer requires; a weak one is carried the same way).{}",
+            group_of(Class::Polls, &polls),
+            beyond(Class::Polls, &polls)
         ));
     }
     if !bounced.is_empty() {
@@ -1303,8 +1360,9 @@ fn reasons(out: &Path) -> String {
         sizes.dedup();
         let pairs = bounce_pairs(&sizes, "weak bounce, blocks", "iceoryx2 one-way, blocks");
         items.push(format!(
-            "**A receiver that sleeps, against iceoryx2 woken by its events** (µs): {}. iceoryx2 wakes the receiver and hands over an offset into a pool of samples both processes mapped when they connected; Cosh's single transfers of a fresh buffer wake it too, and copy the buffer or map it besides (invariant 4, as for a receiver that busy-polls). The like-for-like case is a buffer both domains already map, bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, {}.",
+            "**A receiver that sleeps, against iceoryx2 woken by its events** (µs): {}. iceoryx2 wakes the receiver and hands over an offset into a pool of samples both processes mapped when they connected; Cosh's single transfers of a fresh buffer wake it too, and copy the buffer or map it besides (invariant 4, as for a receiver that busy-polls).{} The like-for-like case is a buffer both domains already map, bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, {}.",
             group(&premapped),
+            beyond(Class::Sleeps, &premapped),
             if pairs.is_empty() {
                 "not measured".to_string()
             } else {
@@ -1900,6 +1958,9 @@ mod tests {
                 ("iceoryx2 one-way", 4096, 300, 300),
                 ("move weak, rx polls", 4096, 2_200, 2_200),
                 ("iceoryx2 single, polls", 4096, 600, 600),
+                ("memcpy", 4096, 100, 100),
+                ("move weak, rx polls", 256 << 10, 30_000, 30_000),
+                ("iceoryx2 single, polls", 256 << 10, 1_000, 1_000),
                 ("weak bounce, polls", 64 << 10, 500, 500),
                 ("weak bounce, polls", 16 * mib, 700, 700),
                 // Slower than iceoryx2 woken by its events; its bounce faster.
@@ -1957,8 +2018,10 @@ mod tests {
             "bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, 256 KiB 20.0 vs 28.0.",
             "above 1.25x the futex ping-pong** (µs): 64 KiB 41.0 vs 32.0.",
             "**A weak transfer's cost not flat** (µs one way, busy-polling): 16 MiB 0.7 vs 4 KiB 0.4.",
-            "**A single transfer to a receiver that busy-polls** (µs): 4 KiB Cosh 2.2 vs the iceoryx2 single, polls 0.6. iceoryx2 hands over an offset",
+            "**A single transfer to a receiver that busy-polls** (µs): 4 KiB Cosh 2.2 vs the iceoryx2 single, polls 0.6; 256 KiB Cosh 30.0 vs the iceoryx2 single, polls 1.0. iceoryx2 hands over an offset",
             "Inline, the bytes are copied twice",
+            "Beyond the reach of any transfer that keeps a fresh buffer private until it is sent (µs, the cheaper of a copy of its bytes — memcpy within one process's caches — and a mapping of them — the policy line — against iceoryx2's whole transfer): 256 KiB 6.0 vs 1.0. Below it (µs, that bound vs iceoryx2): 4 KiB 0.1 vs 0.6; there the difference",
+            "as for a receiver that busy-polls). Below it (µs, that bound vs iceoryx2): 256 KiB 6.0 vs 30.0; there",
             "**A buffer bounced, both sides busy-polling** (µs one way, Cosh vs iceoryx2): 4 KiB 0.4 vs 0.3. Both hand over",
             "as the sizes between show: 4 KiB 0.4, 64 KiB 0.5, 16 MiB 0.7.",
             "At its other sizes the bounce took 20.0 µs",
