@@ -312,7 +312,7 @@ mod attacks {
         let mut bystander = daemon.connect("bystander");
         let keep = bystander.alloc(4).expect("alloc");
         bystander.write(keep, 0, b"safe").expect("write");
-        for attack in 0..3 {
+        for attack in 0..4 {
             let mut victim = daemon.connect("victim");
             let mut raw = Raw::connect(&daemon);
             let _rings = raw.open_rings();
@@ -337,6 +337,23 @@ mod attacks {
                         let mut p = Producer::attach(w).expect("attach");
                         assert!(push_frame(&mut p, &[0xff; 40], &Futex).expect("push"));
                     }
+                    // A streamed inline transfer whose bytes never come (the filled counter
+                    // stays where it was).
+                    3 => {
+                        let record = cosh_proto::ops::encode_record(
+                            &cosh_proto::ops::DirectRecord::Inline {
+                                seq: 0,
+                                mode: WireMode::Move,
+                                weak: true,
+                                len: 128 << 10,
+                                at: 0,
+                                streamed: true,
+                            },
+                        )
+                        .expect("encode");
+                        let mut p = Producer::attach(w).expect("attach");
+                        assert!(push_frame(&mut p, &record, &Futex).expect("push"));
+                    }
                     // A record for an aggregate the block manager never heard of.
                     _ => {
                         let record = cosh_proto::ops::encode_record(
@@ -359,11 +376,19 @@ mod attacks {
                     }
                 }
             }
+            let asked = std::time::Instant::now();
             let got = victim.receive(Some(raw.id), Some(Duration::from_secs(5)));
             match attack {
                 0 | 1 => {
                     let err = got.expect_err("a corrupt ring");
                     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+                }
+                3 => {
+                    // The receiver gives up on it after a while rather than wait for ever.
+                    let err = got.expect_err("a stalled transfer");
+                    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+                    assert!(err.to_string().contains("stalled"), "{err}");
+                    assert!(asked.elapsed() < Duration::from_secs(30));
                 }
                 _ => {
                     // The victim believes the sender; the block manager does not.

@@ -412,3 +412,45 @@ fn a_buffer_moved_inline_waits_again_for_the_next_allocation() {
     b.decref(got.agg).expect("decref");
     assert_eq!(held(&mut a) as usize, a.waiting_buffers());
 }
+
+#[test]
+fn large_transfers_to_a_receiver_that_waits_are_copied_out_as_they_arrive_and_land_whole() {
+    let daemon = Daemon::start_with("inline-streamed", &["--inline-max", "1048576"]);
+    let (mut a, mut b) = pair(&daemon);
+    let (from, to) = (a.id(), b.id());
+    // Above 64 KiB, apart from each other (so not a stream): each is announced once its first
+    // 64 KiB are in, and the receiver, waiting on the other thread, copies out behind the
+    // sender as the ring's filled counter rises.
+    let sizes = [65_537usize, 200_000, 1 << 20, 300_000, 1 << 20];
+    let rx = std::thread::spawn(move || {
+        for (i, len) in sizes.iter().enumerate() {
+            let got = b
+                .receive(Some(from), Some(Duration::from_secs(10)))
+                .expect("receive");
+            assert_eq!(got.mode, Mode::Move);
+            assert_eq!(
+                b.read(got.agg, 0, *len as u64).expect("read"),
+                pattern(*len, i as u8),
+                "transfer {i}"
+            );
+            b.decref(got.agg).expect("decref");
+        }
+        b
+    });
+    for (i, len) in sizes.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(5));
+        let x = a.alloc(*len as u64).expect("alloc");
+        a.write(x, 0, &pattern(*len, i as u8)).expect("write");
+        let report = a
+            .transfer(x, to, Mode::Move, TransferFlags::strong())
+            .expect("move");
+        assert_eq!(report.copied_bytes, *len as u64, "inline: {report:?}");
+        a.decref(x).expect("decref");
+    }
+    let mut b = rx.join().expect("receiver");
+    assert_eq!(
+        a.status().expect("status").transfers.inline,
+        sizes.len() as u64
+    );
+    b.status().expect("b still served");
+}

@@ -946,7 +946,9 @@ pub enum DirectRecord {
     /// An inline transfer: its `len` bytes wait in the ring's staging area from position
     /// `at` (a wrapping byte count; the offset is `at` modulo the area's size, and the bytes
     /// never wrap); the receiver copies them into a buffer of its own, then says it is done
-    /// with them by raising the staging counter to `at + len`.
+    /// with them by raising the staging counter to `at + len`. A `streamed` one is announced
+    /// before all its bytes are there: the sender raises the ring's filled counter as it
+    /// copies them, and the receiver copies out only bytes below it.
     Inline {
         /// Its place in the sender's order, as for `Transfer`.
         seq: u64,
@@ -958,6 +960,8 @@ pub enum DirectRecord {
         len: u64,
         /// Where they start in the staging area.
         at: u32,
+        /// Whether the bytes arrive behind the record (the filled counter says how far).
+        streamed: bool,
     },
 }
 
@@ -976,6 +980,7 @@ pub const MAX_RECORD: usize = 51 + 8 * MAX_MAPPERS;
 const RECORD_TRANSFER: u8 = 1;
 const RECORD_QUEUED: u8 = 2;
 const RECORD_INLINE: u8 = 3;
+const RECORD_STREAMED: u8 = 4;
 
 /// Encodes a direct-ring record. Records use a fixed little-endian layout rather than
 /// postcard (one is written and read per transfer): a tag byte, then for `Transfer` the
@@ -983,7 +988,7 @@ const RECORD_INLINE: u8 = 3;
 /// offset, length), the mapper count (one byte) and the mappers, every number eight bytes;
 /// for `Queued` the sequence number; for `Inline` the sequence number, the mode (0 move,
 /// 1 share, 2 copy), the strength (0 strong, 1 weak), the length and the staging position
-/// (four bytes).
+/// (four bytes), under tag 3, or tag 4 when it is streamed.
 pub fn encode_record(r: &DirectRecord) -> Result<Vec<u8>, RecordError> {
     let mut out = [0u8; MAX_RECORD];
     let n = encode_record_into(r, &mut out)?;
@@ -1032,8 +1037,13 @@ pub fn encode_record_into(
             weak,
             len,
             at,
+            streamed,
         } => {
-            put(&[RECORD_INLINE]);
+            put(&[if *streamed {
+                RECORD_STREAMED
+            } else {
+                RECORD_INLINE
+            }]);
             put(&seq.to_le_bytes());
             put(&[match mode {
                 WireMode::Move => 0,
@@ -1066,7 +1076,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
             }
             Ok(DirectRecord::Queued { seq: u64_at(1)? })
         }
-        Some(&RECORD_INLINE) => {
+        Some(&tag @ (RECORD_INLINE | RECORD_STREAMED)) => {
             if bytes.len() != 23 {
                 return Err(bad("an inline transfer is 23 bytes"));
             }
@@ -1087,6 +1097,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<DirectRecord, RecordError> {
                 weak,
                 len: u64_at(11)?,
                 at: u32::from_le_bytes([bytes[19], bytes[20], bytes[21], bytes[22]]),
+                streamed: tag == RECORD_STREAMED,
             })
         }
         Some(&RECORD_TRANSFER) => {

@@ -539,13 +539,14 @@ mod operations {
                     }
                 }),
             any::<u64>().prop_map(|seq| DirectRecord::Queued { seq }),
-            (any::<(u64, u64, u32)>(), mode(), any::<bool>()).prop_map(
-                |((seq, len, at), mode, weak)| DirectRecord::Inline {
+            (any::<(u64, u64, u32)>(), mode(), any::<(bool, bool)>()).prop_map(
+                |((seq, len, at), mode, (weak, streamed))| DirectRecord::Inline {
                     seq,
                     mode,
                     weak,
                     len,
                     at,
+                    streamed,
                 }
             ),
         ]

@@ -77,7 +77,8 @@ pub fn bytes_for(capacity: u32) -> usize {
 /// Words of a direct ring between two domains: the ring, then one record of flags. The first
 /// flag word ([`direct_parked_word`]) is set by a consumer that sleeps somewhere the producer
 /// cannot wake with a futex (parked in its block manager), so that the producer asks the
-/// block manager to wake it.
+/// block manager to wake it; the second and third are the staging area's counters
+/// ([`direct_staged_word`], [`direct_filled_word`]).
 pub fn direct_words(capacity: u32) -> usize {
     words_for(capacity) + RECORD_WORDS
 }
@@ -91,6 +92,14 @@ pub fn direct_parked_word(capacity: u32) -> usize {
 /// area (a wrapping count) the consumer has finished with, written only by the consumer.
 pub fn direct_staged_word(capacity: u32) -> usize {
     words_for(capacity) + 1
+}
+
+/// The index of the filled counter in a direct ring's words: how many bytes of the staging
+/// area (a wrapping count, as the staging counter) the producer has written, raised as it
+/// copies a streamed inline transfer's bytes so that the consumer may copy them out behind
+/// it; written only by the producer.
+pub fn direct_filled_word(capacity: u32) -> usize {
+    words_for(capacity) + 2
 }
 
 /// Bytes of a direct ring's staging area, where the producer puts the bytes a record

@@ -69,6 +69,9 @@ pub(crate) struct Ring {
     /// the count from which bytes are in use (below it, skipped when starting again).
     pub(crate) staged: u32,
     pub(crate) floor: u32,
+    /// Sending: when the last inline transfer was announced (a stream's transfers follow
+    /// each other closely).
+    pub(crate) last_inline: Option<Instant>,
     /// Receiving: an inline transfer read but not landed (no landing could be had): landed
     /// first at the next look.
     unlanded: Option<DirectRecord>,
@@ -234,6 +237,7 @@ impl Ring {
             queued: std::collections::BTreeSet::new(),
             staged: 0,
             floor: 0,
+            last_inline: None,
             unlanded: None,
         })
     }
@@ -332,24 +336,45 @@ impl Ring {
         self.map.as_mut_slice().get_mut(range)
     }
 
-    /// Runs `f` on the consumer's staging counter (how far it is done with the staging area),
-    /// which the producer reads and the consumer writes; `None` if the memory is too short.
-    fn staged_counter<T>(&mut self, f: impl FnOnce(&AtomicU32) -> T) -> Option<T> {
+    /// Runs `f` on the flag word at `index` of the ring's words (the staging counter, which
+    /// the consumer writes, or the filled counter, which the producer writes); `None` if the
+    /// memory is too short.
+    fn flag<T>(&mut self, index: usize, f: impl FnOnce(&AtomicU32) -> T) -> Option<T> {
         let capacity = self.capacity;
         let words = self.map.shared_words();
         let w = words.atomic_u32s(0, cosh_ring::direct_words(capacity))?;
-        w.get(cosh_ring::direct_staged_word(capacity)).map(f)
+        w.get(index).map(f)
     }
 
     /// The producer's view of the staging counter (0 if the memory is too short).
     pub(crate) fn consumed(&mut self) -> u32 {
-        self.staged_counter(|w| w.load(std::sync::atomic::Ordering::Acquire))
-            .unwrap_or(0)
+        self.flag(cosh_ring::direct_staged_word(self.capacity), |w| {
+            w.load(std::sync::atomic::Ordering::Acquire)
+        })
+        .unwrap_or(0)
     }
 
     /// The consumer says it is done with the staging area up to `count`.
     pub(crate) fn set_consumed(&mut self, count: u32) {
-        self.staged_counter(|w| w.store(count, std::sync::atomic::Ordering::Release));
+        self.flag(cosh_ring::direct_staged_word(self.capacity), |w| {
+            w.store(count, std::sync::atomic::Ordering::Release);
+        });
+    }
+
+    /// The producer says the staging area holds its bytes up to `count` (a streamed inline
+    /// transfer's, as it copies them).
+    pub(crate) fn set_filled(&mut self, count: u32) {
+        self.flag(cosh_ring::direct_filled_word(self.capacity), |w| {
+            w.store(count, std::sync::atomic::Ordering::Release);
+        });
+    }
+
+    /// The consumer's view of the filled counter (0 if the memory is too short).
+    pub(crate) fn filled(&mut self) -> u32 {
+        self.flag(cosh_ring::direct_filled_word(self.capacity), |w| {
+            w.load(std::sync::atomic::Ordering::Acquire)
+        })
+        .unwrap_or(0)
     }
 
     /// Waits for records: `spins` looks, then the futex, at most `timeout`.
@@ -814,6 +839,7 @@ impl Domain {
                     weak,
                     len,
                     at,
+                    streamed,
                 } => {
                     let Some(ring) = self.direct.inbound.get_mut(&peer) else {
                         return Ok(None);
@@ -822,7 +848,7 @@ impl Domain {
                         // A number already handed out: the sender broke the rules.
                         continue;
                     }
-                    let got = match self.land_inline(peer, mode.into(), weak, at, len) {
+                    let got = match self.land_inline(peer, mode.into(), weak, at, len, streamed) {
                         Ok(got) => got,
                         Err(e) if e.kind() == ErrorKind::Protocol => {
                             self.direct.inbound.remove(&peer);
