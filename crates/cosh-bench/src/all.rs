@@ -1354,6 +1354,36 @@ fn reasons(out: &Path) -> String {
             pairs.join("; ")
         ));
     }
+    let asleep: Vec<(&str, u64)> = slower
+        .iter()
+        .filter(|(k, _, _)| *k == Class::BackAndForth)
+        .map(|x| (x.1, x.2))
+        .collect();
+    if !asleep.is_empty() {
+        let mut sizes: Vec<u64> = asleep.iter().map(|c| c.1).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let polled: Vec<String> = sizes
+            .iter()
+            .filter_map(|s| {
+                Some(format!(
+                    "{} {}",
+                    size_name(*s),
+                    ust(get(&a, "weak bounce, polls", *s)?)
+                ))
+            })
+            .collect();
+        items.push(format!(
+            "**A back-and-forth whose sides sleep between messages** (µs one way): {}. Each trip is one wake-up of the other side (a bare futex ping-pong between the same two processes: {} µs in this run) and the transfer itself, which the same bounce busy-polling measures without the wake-up (µs: {}); iceoryx2's blocking ping-pong wakes its listener likewise. The wake-up is most of either, and what it costs moves by a few microseconds from one phase of the machine to the next (the rounds are taken in turn so that a phase falls on both).",
+            group_of(Class::BackAndForth, &asleep),
+            futex.map(ust).unwrap_or_else(|| "–".into()),
+            if polled.is_empty() {
+                "not measured".to_string()
+            } else {
+                polled.join(", ")
+            }
+        ));
+    }
     if !premapped.is_empty() {
         let mut sizes: Vec<u64> = premapped.iter().map(|c| c.1).collect();
         sizes.sort_unstable();
@@ -1951,6 +1981,7 @@ mod tests {
                 ("unix socket", 16 * mib, 3_000_000, 3_000_000),
                 ("weak bounce, blocks", 16 * mib, 20_000, 20_000),
                 ("weak bounce, blocks", 64 << 10, 41_000, 41_000),
+                ("iceoryx2 one-way, blocks", 64 << 10, 40_000, 40_000),
                 // A polling bounce above 1.5x at its largest size, slower than iceoryx2's
                 // ping-pong at 4 KiB; a single transfer to a polling receiver slower than
                 // iceoryx2's.
@@ -2018,6 +2049,7 @@ mod tests {
             "bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, 256 KiB 20.0 vs 28.0.",
             "above 1.25x the futex ping-pong** (µs): 64 KiB 41.0 vs 32.0.",
             "**A weak transfer's cost not flat** (µs one way, busy-polling): 16 MiB 0.7 vs 4 KiB 0.4.",
+            "**A back-and-forth whose sides sleep between messages** (µs one way): 64 KiB Cosh 41.0 vs the iceoryx2 one-way, blocks 40.0. Each trip is one wake-up of the other side (a bare futex ping-pong between the same two processes: 32.0 µs in this run) and the transfer itself, which the same bounce busy-polling measures without the wake-up (µs: 64 KiB 0.5)",
             "**A single transfer to a receiver that busy-polls** (µs): 4 KiB Cosh 2.2 vs the iceoryx2 single, polls 0.6; 256 KiB Cosh 30.0 vs the iceoryx2 single, polls 1.0. iceoryx2 hands over an offset",
             "Inline, the bytes are copied twice",
             "Beyond the reach of any transfer that keeps a fresh buffer private until it is sent (µs, the cheaper of a copy of its bytes — memcpy within one process's caches — and a mapping of them — the policy line — against iceoryx2's whole transfer): 256 KiB 6.0 vs 1.0. Below it (µs, that bound vs iceoryx2): 4 KiB 0.1 vs 0.6; there the difference",
