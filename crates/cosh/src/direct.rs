@@ -58,7 +58,7 @@ pub(crate) struct Ring {
     seen: u32,
     reader: FrameReader,
     /// The peer is gone: read what it left, then drop the ring.
-    closing: bool,
+    pub(crate) closing: bool,
     /// Sending: the next sequence number. Receiving: the next one to hand out.
     pub(crate) seq: u64,
     /// Receiving: transfers that came ahead of their turn, by number.
@@ -135,6 +135,10 @@ pub(crate) struct Direct {
     scratch: Vec<u8>,
     /// Inline transfers: the policy (asked once) and the buffers waiting to land them.
     pub(crate) inline: crate::inline::Inline,
+    /// The timeout of the receive under way: the longest it waits for the rest of a streamed
+    /// inline transfer before it leaves it for the next receive (`None`: as long as its
+    /// sender is there).
+    pub(crate) receive_timeout: Option<Duration>,
 }
 
 impl Direct {
@@ -900,6 +904,7 @@ impl Domain {
         source: Option<DomainId>,
         timeout: Option<Duration>,
     ) -> Result<Incoming> {
+        self.direct.receive_timeout = timeout;
         // What already waits on a ring goes out without looking at the clock.
         self.attach_pending()?;
         if let Some(got) = self.poll_inbound(source)? {

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use cosh_core::{DomainId, Mode, Rights, Strength, TransferFlags};
+use cosh_core::{DomainId, ErrorKind, Mode, Rights, Strength, TransferFlags};
 use cosh_proto::ops::{
     DirectRecord, MAX_ALLOC_MANY, MAX_INLINE, Mappers, Request, Response, SmallTransfers,
     TransferReport, encode_record_into,
@@ -49,10 +49,11 @@ const STREAM_CHUNK: usize = 64 * 1024;
 /// for the same lines (measured, 1 MiB transfers back to back: now and then 300–400 µs each
 /// instead of 25–30).
 const STREAM_GAP: std::time::Duration = std::time::Duration::from_micros(100);
-/// How long a receiver waits for a streamed transfer's next bytes before it calls the sender
-/// broken (a sender copies a chunk in microseconds, or a few milliseconds when it is
-/// preempted).
-const STREAM_STALL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a receiver that waits for a streamed transfer's next bytes (a sender copies a
+/// chunk in microseconds, or milliseconds when it is preempted; a stopped one resumes when it
+/// is continued) asks its block manager whether the sender is still there: a notice that it
+/// left comes with any answer.
+const STREAM_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// The largest allocation served from waiting buffers: the largest inline transfer, so that a
 /// producer that allocates what it sends inline asks the block manager for neither.
 const MAX_SPARE_ALLOC: u64 = MAX_INLINE;
@@ -323,6 +324,7 @@ impl Domain {
         let mut done = 0;
         let mut looks = 0u32;
         let mut since: Option<std::time::Instant> = None;
+        let mut next_check = STREAM_CHECK;
         while done < len_bytes {
             if streamed && ready <= done {
                 let Some(ring) = self.direct.inbound.get_mut(&peer) else {
@@ -334,23 +336,24 @@ impl Domain {
                 ready = filled.min(len_bytes);
                 if ready <= done {
                     // Behind the sender: look again, yielding now and then (it may need this
-                    // core), until the stall limit.
+                    // core), and after a millisecond sleeping between looks.
                     looks = looks.wrapping_add(1);
-                    if looks.is_multiple_of(64) {
-                        std::thread::yield_now();
-                        let started = *since.get_or_insert_with(std::time::Instant::now);
-                        if started.elapsed() > STREAM_STALL {
-                            // The landing waits again for the next transfer.
-                            let _ = self.decref(landing);
-                            return Err(corrupt(
-                                peer,
-                                format!(
-                                    "a streamed inline transfer stalled at {done} of {len} bytes"
-                                ),
-                            ));
-                        }
-                    } else {
+                    if !looks.is_multiple_of(64) {
                         std::hint::spin_loop();
+                        continue;
+                    }
+                    let now = std::time::Instant::now();
+                    let waited = now.saturating_duration_since(*since.get_or_insert(now));
+                    if let Some(stop) = self.stream_stalled(peer, waited, &mut next_check) {
+                        // The landing waits again for the next transfer; the record too,
+                        // unless its sender is gone.
+                        let _ = self.decref(landing);
+                        return Err(stop);
+                    }
+                    if waited > std::time::Duration::from_millis(1) {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    } else {
+                        std::thread::yield_now();
                     }
                     continue;
                 }
@@ -388,6 +391,39 @@ impl Domain {
             },
             ticket: None,
         })
+    }
+
+    /// Whether a receiver that has `waited` for the next bytes of a streamed transfer from
+    /// `peer` stops: a protocol error when the sender is gone (asked every [`STREAM_CHECK`]),
+    /// `nothing_pending` when the receive's timeout has run out (the record is landed by a
+    /// later receive), `None` to go on waiting.
+    fn stream_stalled(
+        &mut self,
+        peer: DomainId,
+        waited: std::time::Duration,
+        next_check: &mut std::time::Duration,
+    ) -> Option<Error> {
+        if waited >= *next_check {
+            *next_check = waited + STREAM_CHECK;
+            if let Err(e) = self.call(Request::PoolInfo) {
+                return Some(e);
+            }
+            if self.direct.inbound.get(&peer).is_none_or(|r| r.closing) {
+                return Some(corrupt(
+                    peer,
+                    "its sender went away in the middle of a streamed inline transfer",
+                ));
+            }
+        }
+        if self.direct.receive_timeout.is_some_and(|t| waited >= t) {
+            return Some(Error::Cosh {
+                kind: ErrorKind::NothingPending,
+                message: format!(
+                    "a streamed inline transfer from domain {peer} is still arriving (its sender has not finished copying it in); a later receive takes it"
+                ),
+            });
+        }
+        None
     }
 
     /// A landing of `size` bytes, mapped read/write: one waiting, or a few more made in one
