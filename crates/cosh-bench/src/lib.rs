@@ -15,9 +15,9 @@
 //! sender waits 200 us more. It reports each sample on the control pipe before the sender
 //! starts the next, so samples never overlap. Below 1 MiB, where a sample is one wake-up
 //! and a few copies of kilobytes, the cases and the socket, pipe and iceoryx2 single
-//! baselines (iceoryx2's to a receiver asleep and to one that busy-polls) take their samples in turn, one of each per round (each round in a rotated
-//! order), so that a slow phase of the machine falls on every case alike; from 1 MiB each
-//! case takes its samples back to back, so that each is measured in its own steady state of
+//! baselines (iceoryx2's to a receiver asleep and to one that busy-polls) take their samples
+//! in turn, one of each per round (each round in a rotated order), so that a slow phase of
+//! the machine falls on every case alike; from 1 MiB each case takes its samples back to back, so that each is measured in its own steady state of
 //! caches and free lists (in turn, every case would find the others' megabytes in the caches
 //! and their buffers in the free lists). Each median comes with a distribution-free 95 % confidence interval
 //! (CSV columns `readable_lo_ns` and `readable_hi_ns`), from which the report tells a

@@ -135,9 +135,9 @@ pub(crate) struct Direct {
     scratch: Vec<u8>,
     /// Inline transfers: the policy (asked once) and the buffers waiting to land them.
     pub(crate) inline: crate::inline::Inline,
-    /// The timeout of the receive under way: the longest it waits for the rest of a streamed
-    /// inline transfer before it leaves it for the next receive (`None`: as long as its
-    /// sender is there).
+    /// The timeout of the receive under way: the longest it waits for the next bytes of a
+    /// streamed inline transfer before it leaves the transfer for the next receive (`None`:
+    /// as long as its sender is there).
     pub(crate) receive_timeout: Option<Duration>,
 }
 

@@ -358,6 +358,7 @@ impl Domain {
                     continue;
                 }
                 since = None;
+                next_check = STREAM_CHECK;
             }
             // Out of the ring's staging area (checked above), into the landing: the ring and
             // the mapping are borrowed apart.
