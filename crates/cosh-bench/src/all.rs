@@ -1109,6 +1109,14 @@ fn report(out: &Path, made: &Made) -> String {
     s
 }
 
+/// The sizes of `cases`, each once, smallest first.
+fn distinct_sizes(cases: &[(&str, u64)]) -> Vec<u64> {
+    let mut sizes: Vec<u64> = cases.iter().map(|c| c.1).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
 /// Why Figure 2a's cases slower than the fastest baseline of their kind are slower, and why
 /// the earlier targets not met are not, each from numbers of this run.
 fn reasons(out: &Path) -> String {
@@ -1194,9 +1202,7 @@ fn reasons(out: &Path) -> String {
     let futex = get(&a, "futex", 64);
     // By size: the slower Cosh cases' range against the fastest baseline of their kind.
     let group_of = |kind: Class, cases: &[(&str, u64)]| -> String {
-        let mut sizes: Vec<u64> = cases.iter().map(|c| c.1).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
+        let sizes = distinct_sizes(cases);
         sizes
             .iter()
             .filter_map(|s| {
@@ -1304,9 +1310,7 @@ fn reasons(out: &Path) -> String {
     // Where that bound alone exceeds iceoryx2's whole transfer (`kind`'s fastest baseline,
     // when it is iceoryx2's) among `cases`: a sentence naming those sizes, and the others.
     let beyond = |kind: Class, cases: &[(&str, u64)]| -> String {
-        let mut sizes: Vec<u64> = cases.iter().map(|c| c.1).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
+        let sizes = distinct_sizes(cases);
         let (mut out_of_reach, mut within) = (Vec::new(), Vec::new());
         for s in sizes {
             let (Some(least), Some((name, best))) = (bound(s), fastest_baseline(&a, kind, s))
@@ -1360,9 +1364,7 @@ fn reasons(out: &Path) -> String {
         .map(|x| (x.1, x.2))
         .collect();
     if !asleep.is_empty() {
-        let mut sizes: Vec<u64> = asleep.iter().map(|c| c.1).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
+        let sizes = distinct_sizes(&asleep);
         let polled: Vec<String> = sizes
             .iter()
             .filter_map(|s| {
@@ -1385,9 +1387,7 @@ fn reasons(out: &Path) -> String {
         ));
     }
     if !premapped.is_empty() {
-        let mut sizes: Vec<u64> = premapped.iter().map(|c| c.1).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
+        let sizes = distinct_sizes(&premapped);
         let pairs = bounce_pairs(&sizes, "weak bounce, blocks", "iceoryx2 one-way, blocks");
         items.push(format!(
             "**A receiver that sleeps, against iceoryx2 woken by its events** (µs): {}. iceoryx2 wakes the receiver and hands over an offset into a pool of samples both processes mapped when they connected; Cosh's single transfers of a fresh buffer wake it too, and copy the buffer or map it besides (invariant 4, as for a receiver that busy-polls).{} The like-for-like case is a buffer both domains already map, bounced with the receiver asleep, against iceoryx2's own ping-pong: µs one way, Cosh vs iceoryx2, {}.",

@@ -228,7 +228,7 @@ mod attacks {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use cosh::{DomainId, ErrorKind, Mode, TransferFlags};
+    use cosh::{Domain, DomainId, ErrorKind, Mode, TransferFlags};
     use cosh_proto::ops::{Request, Response, WireMode};
     use cosh_proto::{Message, decode, encode};
     use cosh_ring::frames::push_frame;
@@ -306,6 +306,24 @@ mod attacks {
             .expect("map")
     }
 
+    /// A sender speaking by hand that `victim` trusts, with a direct ring to it: the sender,
+    /// its rings' memory, the direct ring mapped and its capacity.
+    fn trusted_sender(
+        daemon: &Daemon,
+        victim: &mut Domain,
+    ) -> (Raw, Memfd, Mapping<ReadWrite>, u32) {
+        let mut raw = Raw::connect(daemon);
+        let rings = raw.open_rings();
+        victim.trust(raw.id).expect("trust");
+        let (m, mut fds) = raw.request(Request::OpenDirect {
+            to: victim.id().to_bits(),
+        });
+        let Message::Response(Response::DirectOpened { capacity, .. }) = m else {
+            panic!("{m:?}");
+        };
+        (raw, rings, map(fds.pop().expect("the ring")), capacity)
+    }
+
     #[test]
     fn a_sender_that_scribbles_on_its_ring_hurts_only_the_domain_that_trusts_it() {
         let daemon = by_reference("direct-attack-sender");
@@ -314,16 +332,7 @@ mod attacks {
         bystander.write(keep, 0, b"safe").expect("write");
         for attack in 0..3 {
             let mut victim = daemon.connect("victim");
-            let mut raw = Raw::connect(&daemon);
-            let _rings = raw.open_rings();
-            victim.trust(raw.id).expect("trust");
-            let (m, mut fds) = raw.request(Request::OpenDirect {
-                to: victim.id().to_bits(),
-            });
-            let Message::Response(Response::DirectOpened { capacity, .. }) = m else {
-                panic!("{m:?}");
-            };
-            let mut ring = map(fds.pop().expect("the ring"));
+            let (raw, _rings, mut ring, capacity) = trusted_sender(&daemon, &mut victim);
             {
                 let words = ring.shared_words();
                 let w = words
@@ -394,16 +403,7 @@ mod attacks {
         let daemon = by_reference("direct-streamed-stall");
         let mut victim = daemon.connect("victim");
         for dies in [false, true] {
-            let mut raw = Raw::connect(&daemon);
-            let _rings = raw.open_rings();
-            victim.trust(raw.id).expect("trust");
-            let (m, mut fds) = raw.request(Request::OpenDirect {
-                to: victim.id().to_bits(),
-            });
-            let Message::Response(Response::DirectOpened { capacity, .. }) = m else {
-                panic!("{m:?}");
-            };
-            let mut ring = map(fds.pop().expect("the ring"));
+            let (raw, _rings, mut ring, capacity) = trusted_sender(&daemon, &mut victim);
             // A streamed inline transfer of 128 KiB whose bytes have not come yet: the filled
             // counter stays where it was, as when its sender is stopped (or dead) mid-copy.
             let len = 128usize << 10;
