@@ -232,7 +232,7 @@ impl ChunkList {
             0
         };
         Ok(Pieces {
-            list: self,
+            chunks: &self.chunks,
             index,
             skip,
         })
@@ -279,7 +279,7 @@ impl ChunkList {
 /// Iterator over the maximal contiguous pieces of a [`ChunkList`] from some offset.
 #[derive(Clone, Debug)]
 pub struct Pieces<'a> {
-    list: &'a ChunkList,
+    chunks: &'a [Chunk],
     index: usize,
     skip: u64,
 }
@@ -288,7 +288,7 @@ impl Iterator for Pieces<'_> {
     type Item = Chunk;
 
     fn next(&mut self) -> Option<Chunk> {
-        let c = *self.list.chunks.get(self.index)?;
+        let c = *self.chunks.get(self.index)?;
         let skip = std::mem::take(&mut self.skip);
         self.index += 1;
         Some(Chunk {

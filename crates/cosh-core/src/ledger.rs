@@ -23,6 +23,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use smallvec::SmallVec;
+
 use crate::chunk::{Chunk, ChunkList, ConcatError, MAX_CHUNKS, MAX_LEN};
 use crate::error::{Error, Operation, Result};
 use crate::id::{AggId, BufferId, DomainId, PoolId, Ticket};
@@ -465,10 +467,81 @@ fn top_rights(counts: &[u32; 3]) -> Rights {
         .unwrap_or(Rights::None)
 }
 
+/// The buffers an aggregate refers to, sorted, each once: most aggregates refer to one, kept
+/// inline (the ledger applies a record of every direct transfer, and each makes an aggregate).
+type BufferSet = SmallVec<[BufferId; 1]>;
+
+/// The buffers `chunks` refer to, as a [`BufferSet`].
+fn buffer_set(chunks: &ChunkList) -> BufferSet {
+    match chunks.chunks() {
+        [one] => SmallVec::from_buf([one.buffer]),
+        many => many
+            .iter()
+            .map(|c| c.buffer)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The aggregates of one related group. Most aggregates are alone in theirs (a received one,
+/// a fresh allocation): one member is kept without a heap allocation.
+#[derive(Clone, Debug)]
+enum Members {
+    One(AggId),
+    Many(BTreeSet<AggId>),
+}
+
+impl Members {
+    fn insert(&mut self, id: AggId) {
+        match self {
+            Members::One(only) if *only == id => {}
+            Members::One(only) => *self = Members::Many([*only, id].into_iter().collect()),
+            Members::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    /// Removes `id`; `true` if the group is left empty.
+    fn remove(&mut self, id: AggId) -> bool {
+        match self {
+            Members::One(only) => *only == id,
+            Members::Many(set) => {
+                set.remove(&id);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn contains(&self, id: AggId) -> bool {
+        match self {
+            Members::One(only) => *only == id,
+            Members::Many(set) => set.contains(&id),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Members::One(_) => 1,
+            Members::Many(set) => set.len(),
+        }
+    }
+
+    /// The members, in order of id.
+    fn iter(&self) -> impl Iterator<Item = AggId> + '_ {
+        let (one, many) = match self {
+            Members::One(only) => (Some(*only), None),
+            Members::Many(set) => (None, Some(set)),
+        };
+        one.into_iter().chain(many.into_iter().flatten().copied())
+    }
+}
+
 #[derive(Clone, Debug)]
 struct AggState {
     chunks: ChunkList,
-    buffers: BTreeSet<BufferId>,
+    buffers: BufferSet,
     rights: Rights,
     refs: u32,
     group: u64,
@@ -488,7 +561,7 @@ struct Inbound {
 struct DomainState {
     pool: PoolId,
     aggs: BTreeMap<AggId, AggState>,
-    groups: BTreeMap<u64, BTreeSet<AggId>>,
+    groups: BTreeMap<u64, Members>,
     trusts: BTreeSet<DomainId>,
     queued: VecDeque<Inbound>,
     ticketed: BTreeMap<(DomainId, Ticket), Inbound>,
@@ -681,23 +754,31 @@ impl Ledger {
         id
     }
 
-    fn add_holds(&mut self, domain: DomainId, buffers: &BTreeSet<BufferId>, rights: Rights) {
+    fn add_holds(&mut self, domain: DomainId, buffers: &[BufferId], rights: Rights) {
         for b in buffers {
-            if let Some(state) = self.buffers.get_mut(b) {
-                state.holds.entry(domain).or_default()[rights as usize] += 1;
-            }
+            self.add_hold(domain, *b, rights);
         }
     }
 
-    fn remove_holds(&mut self, domain: DomainId, buffers: &BTreeSet<BufferId>, rights: Rights) {
+    fn add_hold(&mut self, domain: DomainId, buffer: BufferId, rights: Rights) {
+        if let Some(state) = self.buffers.get_mut(&buffer) {
+            state.holds.entry(domain).or_default()[rights as usize] += 1;
+        }
+    }
+
+    fn remove_holds(&mut self, domain: DomainId, buffers: &[BufferId], rights: Rights) {
         for b in buffers {
-            if let Some(state) = self.buffers.get_mut(b)
-                && let Some(counts) = state.holds.get_mut(&domain)
-            {
-                counts[rights as usize] = counts[rights as usize].saturating_sub(1);
-                if counts.iter().all(|c| *c == 0) {
-                    state.holds.remove(&domain);
-                }
+            self.remove_hold(domain, *b, rights);
+        }
+    }
+
+    fn remove_hold(&mut self, domain: DomainId, buffer: BufferId, rights: Rights) {
+        if let Some(state) = self.buffers.get_mut(&buffer)
+            && let Some(counts) = state.holds.get_mut(&domain)
+        {
+            counts[rights as usize] = counts[rights as usize].saturating_sub(1);
+            if counts.iter().all(|c| *c == 0) {
+                state.holds.remove(&domain);
             }
         }
     }
@@ -741,10 +822,14 @@ impl Ledger {
             self.next_group += 1;
             g
         });
-        let buffers = chunks.buffers();
+        let buffers = buffer_set(&chunks);
         self.add_holds(domain, &buffers, rights);
         let state = self.domain_mut(domain)?;
-        state.groups.entry(group).or_default().insert(id);
+        state
+            .groups
+            .entry(group)
+            .and_modify(|m| m.insert(id))
+            .or_insert(Members::One(id));
         state.aggs.insert(
             id,
             AggState {
@@ -871,11 +956,10 @@ impl Ledger {
         let Some(a) = state.aggs.remove(&agg) else {
             return Err(Error::UnknownAggregate { agg, domain });
         };
-        if let Some(members) = state.groups.get_mut(&a.group) {
-            members.remove(&agg);
-            if members.is_empty() {
-                state.groups.remove(&a.group);
-            }
+        if let Some(members) = state.groups.get_mut(&a.group)
+            && members.remove(agg)
+        {
+            state.groups.remove(&a.group);
         }
         self.remove_holds(domain, &a.buffers, a.rights);
         let mut release = Release::default();
@@ -975,15 +1059,21 @@ impl Ledger {
             return Ok(a);
         }
         let state = self.domain_mut(domain)?;
-        let size = |g| state.groups.get(&g).map_or(0, BTreeSet::len);
+        let size = |g| state.groups.get(&g).map_or(0, Members::len);
         let (keep, gone) = if size(a) >= size(b) { (a, b) } else { (b, a) };
-        let moved = state.groups.remove(&gone).unwrap_or_default();
-        for id in &moved {
-            if let Some(agg) = state.aggs.get_mut(id) {
+        let Some(moved) = state.groups.remove(&gone) else {
+            return Ok(keep);
+        };
+        for id in moved.iter() {
+            if let Some(agg) = state.aggs.get_mut(&id) {
                 agg.group = keep;
             }
+            state
+                .groups
+                .entry(keep)
+                .and_modify(|m| m.insert(id))
+                .or_insert(Members::One(id));
         }
-        state.groups.entry(keep).or_default().extend(moved);
         Ok(keep)
     }
 
@@ -1001,15 +1091,14 @@ impl Ledger {
             .groups
             .get(&a.group)
             .into_iter()
-            .flatten()
-            .filter(|id| **id != agg)
+            .flat_map(Members::iter)
+            .filter(|id| *id != agg)
             .filter(|id| {
                 state
                     .aggs
                     .get(id)
                     .is_some_and(|o| !o.pending && o.rights >= min_rights)
             })
-            .copied()
             .collect())
     }
 
@@ -1149,6 +1238,12 @@ impl Ledger {
         new: AggId,
     ) -> Result<()> {
         let next = self.direct_lease(sender, agg, mode, new)?;
+        // The common refusal first, cheaply and as the plan would refuse it: an aggregate not
+        // there yet (the block manager applies a record of the transfer that gave it to the
+        // sender after this one, and tries this one again then).
+        if sender != receiver && self.domains.contains_key(&receiver) {
+            self.agg(sender, agg)?;
+        }
         if let Some(fast) = self.direct_fast(sender, agg, receiver, mode) {
             self.domain_mut(sender)?.lease.0 = next + 1;
             return self.commit_direct_fast(sender, agg, receiver, mode, new, fast);
@@ -1246,9 +1341,8 @@ impl Ledger {
             return refuse("a landing's buffer is private to the domain");
         }
         if reclaimed {
-            let one: BTreeSet<BufferId> = [buffer].into_iter().collect();
-            self.remove_holds(domain, &one, Rights::None);
-            self.add_holds(domain, &one, Rights::ReadWrite);
+            self.remove_hold(domain, buffer, Rights::None);
+            self.add_hold(domain, buffer, Rights::ReadWrite);
             self.agg_mut(domain, agg)?.rights = Rights::ReadWrite;
         }
         let chunks = ChunkList::single(Chunk {
@@ -1388,9 +1482,10 @@ impl Ledger {
         fast: FastDirect,
     ) -> Result<()> {
         let buffer = fast.chunk.buffer;
-        let one: BTreeSet<BufferId> = [buffer].into_iter().collect();
-        self.remove_holds(sender, &one, fast.held);
-        self.add_holds(sender, &one, fast.keeps);
+        if fast.keeps != fast.held {
+            self.remove_hold(sender, buffer, fast.held);
+            self.add_hold(sender, buffer, fast.keeps);
+        }
         self.agg_mut(sender, agg)?.rights = fast.keeps;
         if let Some(state) = self.buffers.get_mut(&buffer) {
             if let Some(to) = fast.mapping {
@@ -1656,7 +1751,8 @@ impl Ledger {
         let mut related = false;
         let mut neighbours = false;
         for (id, other) in &sender.aggs {
-            if *id == agg || other.rights <= keeps || !other.buffers.contains(&buffer) {
+            if *id == agg || other.rights <= keeps || other.buffers.binary_search(&buffer).is_err()
+            {
                 continue;
             }
             if other.group == a.group && !other.pending {
@@ -2089,10 +2185,10 @@ impl Ledger {
         let mut holds: BTreeMap<BufferId, BTreeMap<DomainId, [u32; 3]>> = BTreeMap::new();
         for (d, state) in &self.domains {
             for (id, a) in &state.aggs {
-                if a.buffers != a.chunks.buffers() {
+                if a.buffers != buffer_set(&a.chunks) {
                     return Err(format!("{id} caches the wrong buffer set"));
                 }
-                if !state.groups.get(&a.group).is_some_and(|g| g.contains(id)) {
+                if !state.groups.get(&a.group).is_some_and(|g| g.contains(*id)) {
                     return Err(format!("{id} is missing from its related group"));
                 }
                 for b in &a.buffers {
