@@ -838,7 +838,7 @@ impl BlockManager {
 
     /// Applies a record, or keeps it as the client's stalled one: `false` then.
     fn apply_or_stall(&mut self, token: u64, record: Request) -> bool {
-        match self.apply_record(token, record.clone()) {
+        match self.apply_record(token, &record) {
             Applied::Done => true,
             Applied::Stalled => {
                 if let Some(c) = self.clients.get_mut(&token) {
@@ -851,11 +851,11 @@ impl BlockManager {
 
     /// A record without answer: a weak transfer already carried out (the ledger must agree, or
     /// the sender broke the rules and is cut off), a free, or a receiver to wake.
-    fn apply_record(&mut self, token: u64, record: Request) -> Applied {
+    fn apply_record(&mut self, token: u64, record: &Request) -> Applied {
         let Ok(sender) = self.domain_of(token) else {
             return Applied::Done;
         };
-        match record {
+        match *record {
             Request::Direct { agg, to, mode, new } => {
                 let to = DomainId::from_bits(to);
                 if !self.ledger.has_domain(to) {
