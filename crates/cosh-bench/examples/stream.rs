@@ -1,5 +1,8 @@
 //! Streams strong copies from one domain to another (a thread each):
 //! `cargo run --release -p cosh-bench --example stream -- SOCKET SIZE COUNT`.
+//! With `MOVE` set in the environment it streams strong moves instead, each of a buffer
+//! allocated unzeroed and freed after its transfer, as a producer does; with `TRUST` set the
+//! two domains trust each other first (they then get a direct ring between them).
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +19,10 @@ fn main() -> Result<(), cosh::Error> {
     let mut a = connect("source")?;
     let mut b = connect("sink")?;
     let (a_id, dest) = (a.id(), b.id());
+    if std::env::var_os("TRUST").is_some() {
+        a.trust(dest)?;
+        b.trust(a_id)?;
+    }
     let sink = std::thread::spawn(move || -> Result<Instant, cosh::Error> {
         for _ in 0..count {
             let got = b.receive(Some(a_id), Some(Duration::from_secs(10)))?;
@@ -35,9 +42,17 @@ fn main() -> Result<(), cosh::Error> {
     a.write(x, 0, &vec![5u8; size as usize])?;
     let t0 = Instant::now();
     let mut calls = Vec::with_capacity(count);
+    let moves = std::env::var_os("MOVE").is_some();
     for _ in 0..count {
         let t = Instant::now();
-        a.transfer(x, dest, Mode::Copy, TransferFlags::strong())?;
+        if moves {
+            let y = a.alloc_unzeroed(size)?;
+            a.write(y, 0, &[5u8; 8])?;
+            a.transfer(y, dest, Mode::Move, TransferFlags::strong())?;
+            a.decref(y)?;
+        } else {
+            a.transfer(x, dest, Mode::Copy, TransferFlags::strong())?;
+        }
         calls.push(t.elapsed());
     }
     calls.sort_unstable();
@@ -45,7 +60,8 @@ fn main() -> Result<(), cosh::Error> {
 
     let each = (end - t0) / count as u32;
     eprintln!(
-        "strong copy stream, {size} bytes: {:?} each (the sender's call: median {:?}), {:.2} GB/s",
+        "strong {} stream, {size} bytes: {:?} each (the sender's calls: median {:?}), {:.2} GB/s",
+        if moves { "move" } else { "copy" },
         each,
         calls[count / 2],
         size as f64 / each.as_secs_f64() / 1e9
