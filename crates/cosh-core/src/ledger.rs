@@ -1239,8 +1239,8 @@ impl Ledger {
     ) -> Result<()> {
         let next = self.direct_lease(sender, agg, mode, new)?;
         // The common refusal first, cheaply and as the plan would refuse it: an aggregate not
-        // there yet (the block manager applies a record of the transfer that gave it to the
-        // sender after this one, and tries this one again then).
+        // there yet (the record of the transfer that gives it to the sender, from another
+        // domain's ring, is not applied yet; the block manager tries this one again after).
         if sender != receiver && self.domains.contains_key(&receiver) {
             self.agg(sender, agg)?;
         }
