@@ -17,11 +17,12 @@
 //! and a few copies of kilobytes, the cases and the socket, pipe and iceoryx2 single
 //! baselines (iceoryx2's to a receiver asleep and to one that busy-polls) take their samples
 //! in turn, one of each per round (each round in a rotated order), so that a slow phase of
-//! the machine falls on every case alike; from 1 MiB each case takes its samples back to back, so that each is measured in its own steady state of
-//! caches and free lists (in turn, every case would find the others' megabytes in the caches
-//! and their buffers in the free lists). Each median comes with a distribution-free 95 % confidence interval
-//! (CSV columns `readable_lo_ns` and `readable_hi_ns`), from which the report tells a
-//! measurable difference from noise. Where two CPUs are allowed, the sender runs on
+//! the machine falls on every case alike; from 1 MiB each case takes its samples back to
+//! back, so that each is measured in its own steady state of caches and free lists (in turn,
+//! every case would find the others' megabytes in the caches and their buffers in the free
+//! lists). Each median comes with a distribution-free 95 % confidence interval (CSV columns
+//! `readable_lo_ns` and `readable_hi_ns`), from which the report tells a measurable
+//! difference from noise. Where two CPUs are allowed, the sender runs on
 //! the first and the receiver on the second (`--no-pin` leaves them to the scheduler, which
 //! may put both on one core: then a wake-up is a context switch, not a cross-core wake).
 //! Medians are reported, with the 10th and 90th percentiles.

@@ -557,7 +557,7 @@ impl Domain {
     /// to a receiver asleep: 1.0–1.7 µs slower than a weak move at 4 KiB with a landing
     /// made each time, 0.1–0.9 µs with this). Larger ones are made as many as were used:
     /// making and faulting in a whole reserve of them before the wait made the shares of
-    /// 256 KiB and 1 MiB after it slower (1 MiB: 74–76 µs against 85–88).
+    /// 256 KiB and 1 MiB after it slower (1 MiB: 85–88 µs against 74–76).
     pub(crate) fn top_up_landings(&mut self) -> Result<()> {
         if self.direct.inline.wanted.is_empty() {
             return Ok(());
